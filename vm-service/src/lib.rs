@@ -1,0 +1,4 @@
+//! The VMM: a builder that assembles accelerator, guest memory, platform and
+//! devices into a runnable VM; executor strategies (a thread per vCPU, or
+//! tokio) chosen at runtime; and the `vm-service` daemon and CLI that launch
+//! guests.
