@@ -1,7 +1,89 @@
-//! `cargo xtask <task>`: the workspace's automation (feature-gate budget,
-//! cross-target type checks, feature matrix, and the CI entry point).
+//! `cargo xtask <task>`: the workspace's automation.
+//!
+//! - `gates`: the feature-gate budget (see `xtask/gates.toml`).
+//! - `check-targets`: type-check the library crates for Linux, macOS and
+//!   Windows on x86_64/aarch64 (and riscv64 Linux).
+//! - `features`: the feature matrix (checks per feature group, tests for the
+//!   default and all-features configurations).
+//! - `setup`: install the Debian packages and rustup components tests need.
+//! - `ci`: everything CI runs, in order; `.ci/run` calls it.
 
-fn main() {
-    eprintln!("xtask: tasks are being added; see README.md");
-    std::process::exit(2);
+mod cmd;
+mod features;
+mod gates;
+mod setup;
+mod targets;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Workspace automation: gates, targets, features, CI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Count feature gates per file and fail when the budget is broken.
+    Gates,
+    /// `cargo check` the library crates for every supported target.
+    CheckTargets {
+        /// Only these targets (default: all six).
+        targets: Vec<String>,
+    },
+    /// Check every feature configuration; test default and all-features.
+    Features,
+    /// Install the Debian packages and rustup components the tests need.
+    Setup,
+    /// Everything CI runs: setup, fmt, clippy, gates, features (tests), check-targets.
+    Ci,
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask must live one level below the workspace root")
+}
+
+fn ci(root: &Path) -> Result<()> {
+    setup::run()?;
+    cmd::cargo(root, &["fmt", "--all", "--", "--check"])?;
+    cmd::cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    gates::run(root)?;
+    features::run(root)?;
+    targets::run(root, &[])?;
+    println!("ci: all steps passed");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.task {
+        Task::Gates => gates::run(&root),
+        Task::CheckTargets { targets } => targets::run(&root, &targets),
+        Task::Features => features::run(&root),
+        Task::Setup => setup::run(),
+        Task::Ci => ci(&root),
+    }
 }
