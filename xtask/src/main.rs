@@ -5,9 +5,11 @@
 //!   Windows on x86_64/aarch64 (and riscv64 Linux).
 //! - `features`: the feature matrix (checks per feature group, tests for the
 //!   default and all-features configurations).
+//! - `builtin-guest`: rebuild (or `--check`) the guest `vm-service run` boots.
 //! - `setup`: install the Debian packages and rustup components tests need.
 //! - `ci`: everything CI runs, in order; `.ci/run` calls it.
 
+mod builtin_guest;
 mod cmd;
 mod features;
 mod gates;
@@ -40,9 +42,15 @@ enum Task {
     },
     /// Check every feature configuration; test default and all-features.
     Features,
+    /// Rebuild the built-in guest from its assembly source.
+    BuiltinGuest {
+        /// Verify the committed image matches a rebuild instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
     /// Install the Debian packages and rustup components the tests need.
     Setup,
-    /// Everything CI runs: setup, fmt, clippy, gates, features (tests), check-targets.
+    /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check, features (tests), check-targets.
     Ci,
 }
 
@@ -70,6 +78,7 @@ fn ci(root: &Path) -> Result<()> {
         ],
     )?;
     gates::run(root)?;
+    builtin_guest::run(root, true)?;
     features::run(root)?;
     targets::run(root, &[])?;
     println!("ci: all steps passed");
@@ -83,6 +92,7 @@ fn main() -> Result<()> {
         Task::Gates => gates::run(&root),
         Task::CheckTargets { targets } => targets::run(&root, &targets),
         Task::Features => features::run(&root),
+        Task::BuiltinGuest { check } => builtin_guest::run(&root, check),
         Task::Setup => setup::run(),
         Task::Ci => ci(&root),
     }

@@ -8,6 +8,10 @@ use crate::cmd::output_of;
 
 /// Debian packages the tests use, and why.
 pub const PACKAGES: &[(&str, &str)] = &[
+    (
+        "binutils",
+        "as/ld rebuild the built-in guest (`cargo xtask builtin-guest`)",
+    ),
     ("iproute2", "network namespaces for the TAP backend tests"),
     (
         "device-tree-compiler",
