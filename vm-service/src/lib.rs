@@ -2,3 +2,5 @@
 //! devices into a runnable VM; executor strategies (a thread per vCPU, or
 //! tokio) chosen at runtime; and the `vm-service` daemon and CLI that launch
 //! guests.
+
+pub mod executor;
