@@ -5,3 +5,25 @@
 //! Every value a guest writes is validated: a bad descriptor puts the device in
 //! `DEVICE_NEEDS_RESET`; it never panics the VMM and never touches memory
 //! outside the guest's.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use vm_device::bus::Bus;
+//! use vm_device::interrupt::CountingInterrupt;
+//! use vm_device::legacy::serial::{CaptureBuffer, Serial, COM1_PORT_BASE, SERIAL_PORT_LEN};
+//!
+//! let out = CaptureBuffer::new();
+//! let serial = Serial::new(Arc::new(CountingInterrupt::new()), Box::new(out.clone()));
+//! let mut pio = Bus::new();
+//! pio.insert(Arc::new(Mutex::new(serial)), COM1_PORT_BASE, SERIAL_PORT_LEN)?;
+//! pio.write(COM1_PORT_BASE, b"A")?; // the guest's `out 0x3f8, al`
+//! assert_eq!(out.contents(), b"A");
+//! # Ok::<(), vm_device::bus::BusError>(())
+//! ```
+
+pub mod bus;
+pub mod interrupt;
+pub mod legacy;
+
+pub use bus::{Bus, BusDevice, BusError};
+pub use interrupt::Interrupt;
