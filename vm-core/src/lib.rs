@@ -4,3 +4,29 @@
 //!
 //! `vm-core` sits at the bottom of the dependency graph: it knows nothing about
 //! accelerators, devices or executors, so every other crate can depend on it.
+//!
+//! ```
+//! use vm_core::{GuestArch, Transition, VmConfig, VmId, VmState};
+//!
+//! let config = VmConfig { vcpus: 2, memory_mib: 256, arch: GuestArch::Riscv64, ..VmConfig::default() };
+//! config.validate()?;
+//! let id = VmId::new("web-1")?;
+//! let state = VmState::Created.apply(Transition::Start)?;
+//! assert_eq!(state, VmState::Running);
+//! assert!(state.apply(Transition::Resume).is_err());
+//! # let _ = id;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
+pub mod event;
+pub mod id;
+pub mod state;
+
+pub use config::{
+    ConfigError, DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,
+    VmConfig,
+};
+pub use event::{EventKind, StopReason, Timestamp, VmEvent};
+pub use id::{VmId, VmIdError};
+pub use state::{Transition, TransitionError, VmState};
