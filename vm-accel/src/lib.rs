@@ -1,7 +1,57 @@
-//! The accelerator layer: `Accelerator` (probe and create a VM), `Vm` (guest
-//! memory, IRQ lines, vCPU creation) and `Vcpu` (`run()` and register access),
-//! with hardware backends selected by the build target — KVM on Linux, HVF on
-//! macOS, WHPX on Windows.
+//! The accelerator layer: [`Accelerator`] (probe and create a VM), [`Vm`]
+//! (guest memory, IRQ lines, vCPU creation) and [`Vcpu`] (`run()` and register
+//! access), with hardware backends selected by the build target — KVM on
+//! Linux (`kvm` module); HVF on macOS and WHPX on Windows come later, and until
+//! then [`detect`] says so on those hosts.
 //!
 //! The software engine in `vm-cross-arch` implements the same `Vcpu` trait, so
-//! the executors in `vm-service` drive hardware and software vCPUs alike.
+//! the executors in `vm-service` drive hardware and software vCPUs alike. The
+//! register and boot-state types ([`regs`], [`boot`]) are plain data compiled on
+//! every host for the same reason.
+//!
+//! ```
+//! use vm_accel::{detect, VmConfig};
+//!
+//! match detect() {
+//!     Ok(found) => {
+//!         let vm = found.accelerator.create_vm(&VmConfig::default()).expect("create VM");
+//!         println!("{} VM for {}", found.accelerator.kind(), vm.arch());
+//!     }
+//!     // No usable hypervisor: the error lists why each candidate was rejected.
+//!     Err(e) => println!("{e}"),
+//! }
+//! ```
+
+mod accelerator;
+pub mod boot;
+mod cpu_template;
+mod error;
+mod exit;
+mod kick;
+mod memory;
+mod notifier;
+pub mod regs;
+mod vcpu;
+mod vm;
+
+mod no_backend;
+
+pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailable};
+pub use boot::BootState;
+pub use cpu_template::{CpuTemplate, CpuidEdit, CpuidRegister};
+pub use error::AccelError;
+pub use exit::{
+    InstructionBytes, InternalError, InternalErrorKind, RiscvSbiCall, SystemEvent, VcpuExit,
+};
+pub use kick::{Kick, KickFlag, KickHandle};
+pub use memory::{MemorySlot, MemorySlots};
+pub use notifier::EventNotifier;
+pub use regs::{GuestArch, Registers};
+pub use vcpu::{Vcpu, VcpuId};
+pub use vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmConfig};
+pub use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+
+/// The backend probes for this host, best first.
+fn platform_probes() -> &'static [accelerator::Probe] {
+    no_backend::probes()
+}
