@@ -1,7 +1,28 @@
 //! Per-architecture knowledge and the software execution engine.
 //!
 //! `platform/` describes each guest architecture (x86_64, arm64, riscv64)
-//! behind `PlatformTraits`: memory map, kernel placement, boot data and initial
-//! register state. The guest architecture is a runtime value, so all three
-//! platforms compile on every host. `interp/` holds software vCPUs that run a
-//! guest whose architecture differs from the host's.
+//! behind [`platform::PlatformTraits`]: memory map, kernel placement, boot data
+//! and initial register state. The guest architecture is a runtime value, so
+//! all three platforms compile on every host.
+//!
+//! ```
+//! use vm_cross_arch::platform::{BootData, GuestArch, MachineConfig, VcpuStart};
+//!
+//! let platform = GuestArch::Riscv64.platform();
+//! let config = MachineConfig { vcpus: 2, mem_size: 64 << 20, virtio_devices: 2 };
+//! let map = platform.memory_map(&config).unwrap();
+//! let mem = map.create_guest_memory().unwrap();
+//!
+//! // A minimal riscv64 Image header: text_offset 2 MiB, image_size 1 MiB.
+//! let mut image = vec![0u8; 4096];
+//! image[8..16].copy_from_slice(&0x20_0000u64.to_le_bytes());
+//! image[16..24].copy_from_slice(&0x10_0000u64.to_le_bytes());
+//! image[0x38..0x3c].copy_from_slice(b"RSC\x05");
+//!
+//! let boot = platform.boot(&mem, &map, &image, None, "console=ttyS0").unwrap();
+//! assert_eq!(boot.kernel.entry.0, 0x8020_0000);
+//! assert!(matches!(boot.data, BootData::Fdt(_)));
+//! assert!(matches!(platform.vcpu_start(&map, &boot, 1).unwrap(), VcpuStart::Parked(_)));
+//! ```
+
+pub mod platform;

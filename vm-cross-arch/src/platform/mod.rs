@@ -1,0 +1,166 @@
+//! Per-architecture platform knowledge behind one trait, [`PlatformTraits`]:
+//! the guest memory map, kernel/initrd/command-line placement, the boot data
+//! (x86 zero page + ACPI, or a device tree) and the initial vCPU state.
+//!
+//! The guest architecture is a runtime value ([`GuestArch`]); every platform
+//! compiles on every host because the software engine can run any of them.
+
+pub mod arm64;
+pub mod boot;
+pub mod error;
+mod fdt;
+pub mod image;
+pub mod layout;
+pub mod riscv64;
+pub mod x86_64;
+
+use std::fmt;
+use std::str::FromStr;
+
+use vm_memory::GuestMemoryMmap;
+
+pub use boot::{
+    BootData, BootInfo, BootState, KernelFormat, LoadedKernel, StartupMethod, VcpuStart,
+};
+pub use error::{PlatformError, Result};
+pub use layout::{
+    DeviceSlot, InterruptController, Irq, MachineConfig, MemoryMap, Range, SerialPort,
+};
+
+/// A guest instruction-set architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestArch {
+    /// x86_64 (PC-like machine with ACPI).
+    X86_64,
+    /// AArch64 (device-tree machine with GICv3).
+    Arm64,
+    /// RV64GC (device-tree machine with CLINT + PLIC).
+    Riscv64,
+}
+
+impl GuestArch {
+    /// Every supported guest architecture.
+    pub const ALL: [GuestArch; 3] = [GuestArch::X86_64, GuestArch::Arm64, GuestArch::Riscv64];
+
+    /// The platform implementation for this architecture.
+    pub fn platform(self) -> &'static dyn PlatformTraits {
+        match self {
+            GuestArch::X86_64 => &x86_64::X86_64Platform,
+            GuestArch::Arm64 => &arm64::Arm64Platform,
+            GuestArch::Riscv64 => &riscv64::Riscv64Platform,
+        }
+    }
+
+    /// The architecture this crate was compiled for, if it is a supported guest.
+    pub fn host() -> Option<GuestArch> {
+        std::env::consts::ARCH.parse().ok()
+    }
+}
+
+impl fmt::Display for GuestArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuestArch::X86_64 => "x86_64",
+            GuestArch::Arm64 => "arm64",
+            GuestArch::Riscv64 => "riscv64",
+        })
+    }
+}
+
+/// A string that names no supported guest architecture.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown guest architecture {0:?} (expected x86_64, arm64 or riscv64)")]
+pub struct UnknownArch(pub String);
+
+impl FromStr for GuestArch {
+    type Err = UnknownArch;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "x86_64" | "amd64" | "x86-64" => Ok(GuestArch::X86_64),
+            "arm64" | "aarch64" => Ok(GuestArch::Arm64),
+            "riscv64" | "riscv64gc" => Ok(GuestArch::Riscv64),
+            other => Err(UnknownArch(other.to_owned())),
+        }
+    }
+}
+
+/// What one guest architecture knows about laying out and booting a machine.
+pub trait PlatformTraits: fmt::Debug + Send + Sync {
+    /// The architecture this platform describes.
+    fn arch(&self) -> GuestArch;
+
+    /// Most vCPUs the layout supports.
+    fn max_vcpus(&self) -> u32;
+
+    /// Longest command line the platform passes, in bytes without the NUL.
+    fn max_cmdline_len(&self) -> usize;
+
+    /// How secondary vCPUs are started by the guest.
+    fn secondary_startup(&self) -> StartupMethod;
+
+    /// Lays out RAM, the MMIO window, device slots and interrupt lines.
+    fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap>;
+
+    /// Validates `image` for this architecture and copies it into guest memory.
+    fn load_kernel(
+        &self,
+        mem: &GuestMemoryMmap,
+        map: &MemoryMap,
+        image: &[u8],
+    ) -> Result<LoadedKernel>;
+
+    /// Places the initrd and command line and writes the boot data structure.
+    fn write_boot_data(
+        &self,
+        mem: &GuestMemoryMmap,
+        map: &MemoryMap,
+        kernel: &LoadedKernel,
+        initrd: Option<&[u8]>,
+        cmdline: &str,
+    ) -> Result<BootInfo>;
+
+    /// Loads the kernel, then writes initrd, command line and boot data.
+    fn boot(
+        &self,
+        mem: &GuestMemoryMmap,
+        map: &MemoryMap,
+        kernel: &[u8],
+        initrd: Option<&[u8]>,
+        cmdline: &str,
+    ) -> Result<BootInfo> {
+        boot::check_cmdline(self.arch(), cmdline, self.max_cmdline_len() + 1)?;
+        let loaded = self.load_kernel(mem, map, kernel)?;
+        self.write_boot_data(mem, map, &loaded, initrd, cmdline)
+    }
+
+    /// How vCPU `index` starts: vCPU 0 runs the kernel, the others wait for the guest.
+    fn vcpu_start(&self, map: &MemoryMap, boot: &BootInfo, index: u32) -> Result<VcpuStart> {
+        if index >= map.vcpus {
+            return Err(PlatformError::NoSuchVcpu {
+                index,
+                vcpus: map.vcpus,
+            });
+        }
+        Ok(if index == 0 {
+            VcpuStart::Run(boot.boot_vcpu)
+        } else {
+            VcpuStart::Parked(self.secondary_startup())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_round_trip() {
+        for arch in GuestArch::ALL {
+            assert_eq!(arch.to_string().parse::<GuestArch>().unwrap(), arch);
+            assert_eq!(arch.platform().arch(), arch);
+        }
+        assert_eq!("aarch64".parse::<GuestArch>().unwrap(), GuestArch::Arm64);
+        assert!("mips".parse::<GuestArch>().is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! x86_64 guest physical layout: low-memory boot structures, the 32-bit MMIO
+//! hole below 4 GiB, and the e820 map the kernel sees.
+
+use vm_memory::GuestAddress;
+
+use crate::platform::error::{PlatformError, Result};
+use crate::platform::layout::{
+    check_counts, DeviceSlot, InterruptController, Irq, MachineConfig, MemoryMap, Range, Reserved,
+    SerialPort,
+};
+use crate::platform::GuestArch;
+
+/// Boot GDT written by the accelerator's long-mode set-up.
+pub const BOOT_GDT: u64 = 0x500;
+/// Boot IDT (empty) written by the accelerator's long-mode set-up.
+pub const BOOT_IDT: u64 = 0x520;
+/// Initial stack pointer of the boot vCPU (grows down below the zero page).
+pub const BOOT_STACK: u64 = 0x8ff0;
+/// The Linux zero page (`struct boot_params`).
+pub const ZERO_PAGE: u64 = 0x7000;
+/// Identity-map page tables (PML4, PDPT, PD) written by the accelerator.
+pub const PAGE_TABLES: Range = Range::new(0x9000, 0x3000);
+/// The kernel command line.
+pub const CMDLINE: Range = Range::new(0x2_0000, 0x1_0000);
+/// Start of the extended BIOS data area: RAM below it is usable low memory.
+pub const EBDA_START: u64 = 0x9_fc00;
+/// ACPI tables (the kernel scans 0xe0000..0x100000 for the RSDP).
+pub const ACPI: Range = Range::new(0xe_0000, 0x2_0000);
+/// First byte above the legacy 1 MiB area; bzImage kernels load here.
+pub const HIGH_RAM_START: u64 = 0x10_0000;
+/// Start of the 32-bit MMIO hole.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// End of the 32-bit MMIO hole (RAM resumes at 4 GiB).
+pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// First virtio-mmio slot.
+pub const VIRTIO_BASE: u64 = 0xd000_0000;
+/// Size of one virtio-mmio slot.
+pub const VIRTIO_SLOT_SIZE: u64 = 0x1000;
+/// IOAPIC registers.
+pub const IOAPIC: Range = Range::new(0xfec0_0000, 0x1000);
+/// Local APIC registers.
+pub const LAPIC: Range = Range::new(0xfee0_0000, 0x1000);
+/// IOAPIC input pins.
+pub const IOAPIC_PINS: u32 = 24;
+/// COM1 I/O base.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1 interrupt line.
+pub const COM1_IRQ: Irq = Irq(4);
+/// First IRQ handed to virtio devices; `5..IOAPIC_PINS` are free for them.
+pub const VIRTIO_FIRST_IRQ: u32 = 5;
+/// Most virtio-mmio devices the layout wires (one IOAPIC pin each).
+pub const MAX_VIRTIO_DEVICES: u32 = IOAPIC_PINS - VIRTIO_FIRST_IRQ;
+/// Most vCPUs: 8-bit xAPIC ids, 0xff is the broadcast id.
+pub const MAX_VCPUS: u32 = 254;
+/// Smallest RAM: low memory, the kernel area and some headroom.
+pub const MIN_MEM: u64 = 0x100_0000;
+/// Largest RAM this layout accepts (1 TiB).
+pub const MAX_MEM: u64 = 1 << 40;
+
+/// e820 entry types used in the map.
+pub const E820_RAM: u32 = 1;
+/// e820 reserved.
+pub const E820_RESERVED: u32 = 2;
+
+/// Lays out an x86_64 machine.
+pub fn memory_map(config: &MachineConfig) -> Result<MemoryMap> {
+    let arch = GuestArch::X86_64;
+    check_counts(arch, config, MAX_VCPUS, MAX_VIRTIO_DEVICES)?;
+    if config.mem_size < MIN_MEM {
+        return Err(PlatformError::MemoryTooSmall {
+            arch,
+            size: config.mem_size,
+            min: MIN_MEM,
+        });
+    }
+    if config.mem_size > MAX_MEM {
+        return Err(PlatformError::MemoryTooLarge {
+            arch,
+            size: config.mem_size,
+            max: MAX_MEM,
+        });
+    }
+    let low = config.mem_size.min(MMIO_HOLE_START);
+    let mut ram = vec![Range::new(0, low)];
+    if config.mem_size > low {
+        ram.push(Range::new(MMIO_HOLE_END, config.mem_size - low));
+    }
+    let virtio = (0..config.virtio_devices)
+        .map(|i| DeviceSlot {
+            mmio: Range::new(
+                VIRTIO_BASE + u64::from(i) * VIRTIO_SLOT_SIZE,
+                VIRTIO_SLOT_SIZE,
+            ),
+            irq: Irq(VIRTIO_FIRST_IRQ + i),
+        })
+        .collect();
+    Ok(MemoryMap {
+        arch,
+        vcpus: config.vcpus,
+        ram,
+        mmio: Range::new(MMIO_HOLE_START, MMIO_HOLE_END - MMIO_HOLE_START),
+        serial: SerialPort::Pio {
+            base: COM1_PORT,
+            len: 8,
+            irq: COM1_IRQ,
+        },
+        virtio,
+        irqchip: InterruptController::Apic {
+            lapic: LAPIC,
+            ioapic: IOAPIC,
+            pins: IOAPIC_PINS,
+        },
+        power: None,
+        reserved: vec![
+            Reserved {
+                range: Range::new(BOOT_GDT, BOOT_IDT + 8 - BOOT_GDT),
+                purpose: "boot GDT and IDT",
+            },
+            Reserved {
+                range: Range::new(ZERO_PAGE, 0x1000),
+                purpose: "zero page",
+            },
+            Reserved {
+                range: Range::new(BOOT_STACK & !0xfff, 0x1000),
+                purpose: "boot stack",
+            },
+            Reserved {
+                range: PAGE_TABLES,
+                purpose: "identity page tables",
+            },
+            Reserved {
+                range: CMDLINE,
+                purpose: "kernel command line",
+            },
+            Reserved {
+                range: Range::new(EBDA_START, HIGH_RAM_START - EBDA_START),
+                purpose: "EBDA, ACPI tables and legacy ROM area",
+            },
+        ],
+    })
+}
+
+/// The e820 map the kernel sees: `(addr, size, type)`, sorted.
+pub fn e820_entries(map: &MemoryMap) -> Vec<(u64, u64, u32)> {
+    let mut entries = Vec::with_capacity(map.ram.len() + 2);
+    for r in &map.ram {
+        if r.start.0 == 0 {
+            entries.push((0, EBDA_START, E820_RAM));
+            entries.push((EBDA_START, HIGH_RAM_START - EBDA_START, E820_RESERVED));
+            entries.push((HIGH_RAM_START, r.size - HIGH_RAM_START, E820_RAM));
+        } else {
+            entries.push((r.start.0, r.size, E820_RAM));
+        }
+    }
+    entries
+}
+
+/// End of the RAM range below the MMIO hole.
+pub fn low_ram_end(map: &MemoryMap) -> u64 {
+    map.ram.first().map_or(0, Range::end)
+}
+
+/// Address of the zero page as a guest address.
+pub const fn zero_page() -> GuestAddress {
+    GuestAddress(ZERO_PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(mem: u64) -> MachineConfig {
+        MachineConfig {
+            vcpus: 2,
+            mem_size: mem,
+            virtio_devices: 4,
+        }
+    }
+
+    #[test]
+    fn small_machine_has_one_ram_range() {
+        let map = memory_map(&config(256 << 20)).unwrap();
+        assert_eq!(map.ram, vec![Range::new(0, 256 << 20)]);
+        assert_eq!(map.ram_size(), 256 << 20);
+        map.validate().unwrap();
+        assert_eq!(map.virtio[3].irq, Irq(8));
+        assert_eq!(map.virtio[3].mmio.start.0, VIRTIO_BASE + 0x3000);
+    }
+
+    #[test]
+    fn large_machine_splits_around_the_hole() {
+        let map = memory_map(&config(5 << 30)).unwrap();
+        assert_eq!(
+            map.ram,
+            vec![
+                Range::new(0, MMIO_HOLE_START),
+                Range::new(1 << 32, (5 << 30) - MMIO_HOLE_START)
+            ]
+        );
+        assert_eq!(map.ram_size(), 5 << 30);
+        map.validate().unwrap();
+        let e820 = e820_entries(&map);
+        assert_eq!(e820[0], (0, EBDA_START, E820_RAM));
+        assert_eq!(e820[1].2, E820_RESERVED);
+        assert_eq!(
+            e820[2],
+            (HIGH_RAM_START, MMIO_HOLE_START - HIGH_RAM_START, E820_RAM)
+        );
+        assert_eq!(e820[3], (1 << 32, 2 << 30, E820_RAM));
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        assert!(matches!(
+            memory_map(&config(1 << 20)),
+            Err(PlatformError::MemoryTooSmall { .. })
+        ));
+        assert!(matches!(
+            memory_map(&config(MAX_MEM + 1)),
+            Err(PlatformError::MemoryTooLarge { .. })
+        ));
+        let mut c = config(256 << 20);
+        c.virtio_devices = MAX_VIRTIO_DEVICES + 1;
+        assert!(matches!(
+            memory_map(&c),
+            Err(PlatformError::TooManyDevices { .. })
+        ));
+        c.virtio_devices = MAX_VIRTIO_DEVICES;
+        let map = memory_map(&c).unwrap();
+        assert_eq!(map.virtio.last().map(|d| d.irq), Some(Irq(IOAPIC_PINS - 1)));
+        c.vcpus = 0;
+        assert!(matches!(
+            memory_map(&c),
+            Err(PlatformError::VcpuCount { .. })
+        ));
+        c.vcpus = 255;
+        assert!(matches!(
+            memory_map(&c),
+            Err(PlatformError::VcpuCount { .. })
+        ));
+    }
+}
