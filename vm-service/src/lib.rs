@@ -3,4 +3,10 @@
 //! tokio) chosen at runtime; and the `vm-service` daemon and CLI that launch
 //! guests.
 
+pub mod dispatch;
 pub mod executor;
+pub mod guest;
+mod vmm;
+
+pub use executor::{ExecutorKind, StopReason};
+pub use vmm::{RunningVmm, Vmm, VmmBuilder, VmmError, VmmInfo};

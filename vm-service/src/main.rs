@@ -1,0 +1,185 @@
+//! `vm-service`: launch a guest from the command line.
+//!
+//! `vm-service run` with no arguments boots the built-in guest; `--kernel`
+//! boots a Linux kernel. The serial console is attached to the terminal, and
+//! the exit status says how the guest ended: 0 when it asked to stop, 1 when
+//! the VM could not be built or failed, 2 when a vCPU triple-faulted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use vm_core::config::{DeviceConfig, GuestArch, NetBackendConfig, NetConfig, SerialMode, VmConfig};
+use vm_service::{ExecutorKind, StopReason, VmmBuilder};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vm-service",
+    version,
+    about = "Launch and manage virtual machines"
+)]
+struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive
+    /// such as `vm_service=debug`. Logs go to stderr.
+    #[arg(long, global = true, default_value = "warn", env = "VM_SERVICE_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot a guest and attach its serial console to this terminal.
+    ///
+    /// With no --kernel, boots the built-in guest: it prints what it sees
+    /// (memory, vCPUs, the first virtio-mmio device) and asks to stop.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Kernel image to boot (x86_64: bzImage or ELF vmlinux). Default: the built-in guest.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk to load with the kernel (needs --kernel).
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line. Default for a kernel: `console=ttyS0 reboot=k panic=1`.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory: u64,
+    /// Network interface: `virtual` (in-process switch, no host set-up),
+    /// `tap:NAME` (an existing or new TAP device), or `none`.
+    #[arg(long, default_value = "virtual")]
+    net: String,
+    /// How vCPUs get host threads: `sync` (a thread each) or `async` (tokio).
+    #[arg(long, default_value = "sync")]
+    executor: ExecutorKind,
+    /// Guest architecture: x86_64, arm64 or riscv64. Default: the host's.
+    #[arg(long)]
+    arch: Option<String>,
+}
+
+/// Exit status for a VM that could not be built or failed while running.
+const EXIT_FAILED: u8 = 1;
+/// Exit status for a guest that triple-faulted.
+const EXIT_TRIPLE_FAULT: u8 = 2;
+
+fn parse_net(spec: &str) -> Result<Option<DeviceConfig>, String> {
+    let backend = match spec {
+        "none" => return Ok(None),
+        "virtual" => NetBackendConfig::Virtual {
+            switch: "default".into(),
+        },
+        other => match other.strip_prefix("tap:") {
+            Some(name) if !name.is_empty() => NetBackendConfig::Tap {
+                ifname: name.into(),
+            },
+            _ => {
+                return Err(format!(
+                    "invalid --net {other:?}: expected `virtual`, `tap:NAME` or `none`"
+                ))
+            }
+        },
+    };
+    Ok(Some(DeviceConfig::Net(NetConfig {
+        id: "net0".into(),
+        backend,
+        mac: None,
+    })))
+}
+
+fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
+    let arch = match &args.arch {
+        Some(a) => a.parse::<GuestArch>().map_err(|e| e.to_string())?,
+        None => VmConfig::default().arch,
+    };
+    let cmdline = match (&args.cmdline, &args.kernel) {
+        (Some(c), _) => c.clone(),
+        (None, Some(_)) => "console=ttyS0 reboot=k panic=1".into(),
+        (None, None) => String::new(),
+    };
+    Ok(VmConfig {
+        vcpus: args.vcpus,
+        memory_mib: args.memory,
+        arch,
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        cmdline,
+        devices: parse_net(&args.net)?.into_iter().collect(),
+        serial: SerialMode::Stdout,
+    })
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let config = match config_from(args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let builder = VmmBuilder::new(config)
+        .executor(args.executor)
+        .serial_output(Box::new(std::io::stdout()))
+        .serial_input(Box::new(std::io::stdin()));
+    let vmm = match builder.build() {
+        Ok(v) => v,
+        Err(e) => return fail(&error_chain(&e)),
+    };
+    let info = vmm.info();
+    eprintln!(
+        "vm-service: {} ({}); booting {} with {} vCPU(s), {} MiB, {} executor",
+        info.engine,
+        info.engine_reason,
+        info.kernel,
+        info.vcpus,
+        info.memory_bytes >> 20,
+        args.executor
+    );
+    let running = match vmm.start() {
+        Ok(r) => r,
+        Err(e) => return fail(&error_chain(&e)),
+    };
+    let reason = running.wait();
+    eprintln!("vm-service: {reason}");
+    match reason {
+        r if r.is_clean() => ExitCode::SUCCESS,
+        StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
+        _ => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("vm-service: error: {message}");
+    ExitCode::from(EXIT_FAILED)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match &cli.command {
+        Command::Run(args) => run(args),
+    }
+}

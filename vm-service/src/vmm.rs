@@ -1,0 +1,518 @@
+//! The VMM builder: from a [`VmConfig`] to running vCPUs.
+//!
+//! Building a VM is a fixed sequence, each step traced with its duration:
+//! choose an engine for the guest architecture, lay out guest memory through
+//! the platform, create the VM and map memory, load the kernel (or the
+//! built-in guest) and write the boot data, attach devices, create vCPUs in
+//! their boot state. [`Vmm::start`] then hands the vCPUs to an executor.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use vm_accel::{AccelError, Accelerator, IrqLine, VcpuId, Vm};
+use vm_core::config::{GuestArch, SerialMode, VmConfig};
+use vm_core::ConfigError;
+use vm_cross_arch::platform::{
+    self, BootInfo, MachineConfig, MemoryMap, PlatformError, SerialPort, VcpuStart,
+};
+use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
+use vm_device::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
+use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
+use vm_device::{Bus, BusError};
+use vm_memory::GuestMemoryMmap;
+
+use crate::dispatch::DeviceExits;
+use crate::executor::{ExecutorControl, ExecutorKind, MultiVcpuExecutor, StopReason};
+use crate::guest;
+
+/// Why a VM could not be built or started. Each variant names what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file named in the configuration could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        /// `kernel` or `initrd`.
+        what: &'static str,
+        /// The path given.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// There is no built-in guest for this architecture.
+    #[error("there is no built-in {arch} guest yet; pass --kernel")]
+    NoBuiltinGuest {
+        /// The guest architecture asked for.
+        arch: GuestArch,
+    },
+    /// No engine can run this guest architecture on this host.
+    #[error("no engine can run a {arch} guest on this {host} host: {reason}")]
+    NoEngine {
+        /// The guest architecture asked for.
+        arch: GuestArch,
+        /// The host architecture.
+        host: &'static str,
+        /// Why each candidate was rejected.
+        reason: String,
+    },
+    /// More vCPUs than the accelerator allows.
+    #[error("{requested} vCPUs requested, but {accel} allows at most {max} on this host")]
+    TooManyVcpus {
+        /// vCPUs asked for.
+        requested: u32,
+        /// The accelerator's limit.
+        max: u32,
+        /// The accelerator.
+        accel: String,
+    },
+    /// The platform rejected the layout, the kernel, the initrd or the command line.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    /// The accelerator failed.
+    #[error("{step}: {source}")]
+    Accel {
+        /// The build step that failed.
+        step: &'static str,
+        /// What the accelerator reported.
+        #[source]
+        source: AccelError,
+    },
+    /// A device could not be attached.
+    #[error("attaching {device}: {source}")]
+    Device {
+        /// The device.
+        device: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Starting the executor failed.
+    #[error("starting the {kind} executor: {source}")]
+    Executor {
+        /// The strategy.
+        kind: ExecutorKind,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn accel_err(step: &'static str) -> impl FnOnce(AccelError) -> VmmError {
+    move |source| VmmError::Accel { step, source }
+}
+
+fn device_err(device: &str, e: impl std::error::Error + Send + Sync + 'static) -> VmmError {
+    VmmError::Device {
+        device: device.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Builds a [`Vmm`] from a configuration; the way embedders create VMs.
+///
+/// ```no_run
+/// use vm_core::config::VmConfig;
+/// use vm_service::{ExecutorKind, VmmBuilder};
+///
+/// let config = VmConfig { vcpus: 2, memory_mib: 64, ..VmConfig::default() };
+/// let vmm = VmmBuilder::new(config)
+///     .executor(ExecutorKind::Async)
+///     .serial_output(Box::new(std::io::stdout()))
+///     .build()?;                       // built-in guest: no kernel given
+/// let reason = vmm.start()?.wait();    // until the guest asks to stop
+/// println!("{reason}");
+/// # Ok::<(), vm_service::VmmError>(())
+/// ```
+pub struct VmmBuilder {
+    config: VmConfig,
+    executor: ExecutorKind,
+    serial_out: Option<Box<dyn Write + Send>>,
+    serial_in: Option<Box<dyn Read + Send>>,
+}
+
+impl std::fmt::Debug for VmmBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmmBuilder")
+            .field("config", &self.config)
+            .field("executor", &self.executor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What was built, for banners, the API and tests.
+#[derive(Debug, Clone)]
+pub struct VmmInfo {
+    /// The engine running the vCPUs, e.g. `KVM`.
+    pub engine: String,
+    /// Why that engine was chosen.
+    pub engine_reason: String,
+    /// Guest architecture.
+    pub arch: GuestArch,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM in bytes.
+    pub memory_bytes: u64,
+    /// The kernel: a path, or `built-in guest`.
+    pub kernel: String,
+}
+
+impl VmmBuilder {
+    /// A builder for `config`, with the sync executor and the serial mode the
+    /// configuration names.
+    pub fn new(config: VmConfig) -> Self {
+        Self {
+            config,
+            executor: ExecutorKind::default(),
+            serial_out: None,
+            serial_in: None,
+        }
+    }
+
+    /// Chooses the executor strategy.
+    #[must_use]
+    pub fn executor(mut self, kind: ExecutorKind) -> Self {
+        self.executor = kind;
+        self
+    }
+
+    /// Sends the serial console's output to `out` (overrides the config's mode).
+    #[must_use]
+    pub fn serial_output(mut self, out: Box<dyn Write + Send>) -> Self {
+        self.serial_out = Some(out);
+        self
+    }
+
+    /// Feeds the serial console from `input` (e.g. stdin) on a helper thread.
+    #[must_use]
+    pub fn serial_input(mut self, input: Box<dyn Read + Send>) -> Self {
+        self.serial_in = Some(input);
+        self
+    }
+
+    /// Builds the VM: memory, kernel, devices, vCPUs. Nothing runs yet.
+    pub fn build(self) -> Result<Vmm, VmmError> {
+        let started = Instant::now();
+        self.config.validate()?;
+        let config = &self.config;
+        let _span =
+            tracing::info_span!("build", arch = %config.arch, vcpus = config.vcpus).entered();
+
+        let (accel, engine_reason) = choose_engine(config.arch)?;
+        if config.vcpus > accel.max_vcpus() {
+            return Err(VmmError::TooManyVcpus {
+                requested: config.vcpus,
+                max: accel.max_vcpus(),
+                accel: accel.kind().to_string(),
+            });
+        }
+
+        let phase = Instant::now();
+        let platform = platform_arch(config.arch).platform();
+        let nets = config.devices.len() as u32;
+        let map = platform.memory_map(&MachineConfig {
+            vcpus: config.vcpus,
+            mem_size: config.memory_bytes(),
+            virtio_devices: nets,
+        })?;
+        let memory = map.create_guest_memory()?;
+        let vm = accel
+            .create_vm(&vm_accel::VmConfig {
+                vcpu_count: config.vcpus,
+                ..Default::default()
+            })
+            .map_err(accel_err("creating the VM"))?;
+        vm.map_memory(&memory)
+            .map_err(accel_err("mapping guest memory"))?;
+        tracing::info!(
+            elapsed_us = phase.elapsed().as_micros() as u64,
+            bytes = map.ram_size(),
+            "guest memory set up"
+        );
+
+        let phase = Instant::now();
+        let (kernel, kernel_name) = match &config.kernel {
+            Some(path) => (read_file("kernel", path)?, path.display().to_string()),
+            None => (
+                guest::builtin(config.arch)?.to_vec(),
+                "built-in guest".to_string(),
+            ),
+        };
+        let initrd = config
+            .initrd
+            .as_deref()
+            .map(|p| read_file("initrd", p))
+            .transpose()?;
+        let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &config.cmdline)?;
+        tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
+
+        let reset = Arc::new(CountingInterrupt::new());
+        let serial_out = match self.serial_out {
+            Some(out) => out,
+            None => serial_writer(&config.serial)?,
+        };
+        let (pio, mmio, serial) = attach_devices(vm.as_ref(), &map, serial_out, reset.clone())?;
+        if let (Some(input), Some(serial)) = (self.serial_in, serial) {
+            spawn_input_forwarder(serial, input)
+                .map_err(|e| device_err("the serial console input", e))?;
+        }
+
+        let vcpus = create_vcpus(vm.as_ref(), platform, &map, &boot)?;
+        tracing::info!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "VM built"
+        );
+        let info = VmmInfo {
+            engine: accel.kind().to_string(),
+            engine_reason,
+            arch: config.arch,
+            vcpus: config.vcpus,
+            memory_bytes: map.ram_size(),
+            kernel: kernel_name,
+        };
+        Ok(Vmm {
+            vm,
+            memory,
+            vcpus,
+            handler: Arc::new(DeviceExits::new(pio, mmio, reset)),
+            executor: self.executor,
+            info,
+        })
+    }
+}
+
+/// A built VM whose vCPUs have not started.
+pub struct Vmm {
+    vm: Arc<dyn Vm>,
+    memory: GuestMemoryMmap,
+    vcpus: Vec<Box<dyn vm_accel::Vcpu>>,
+    handler: Arc<DeviceExits>,
+    executor: ExecutorKind,
+    info: VmmInfo,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vmm {
+    /// What was built.
+    pub fn info(&self) -> &VmmInfo {
+        &self.info
+    }
+
+    /// Guest memory (for embedders that inspect or seed it).
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// Starts every vCPU on the configured executor.
+    pub fn start(self) -> Result<RunningVmm, VmmError> {
+        let handler: Arc<dyn crate::executor::ExitHandler> = self.handler;
+        let first_entry = Instant::now();
+        let executor =
+            MultiVcpuExecutor::start(self.executor, self.vcpus, &handler).map_err(|source| {
+                VmmError::Executor {
+                    kind: self.executor,
+                    source,
+                }
+            })?;
+        tracing::info!(
+            elapsed_us = first_entry.elapsed().as_micros() as u64,
+            "vCPUs entered"
+        );
+        Ok(RunningVmm {
+            executor,
+            _vm: self.vm,
+            _memory: self.memory,
+            info: self.info,
+        })
+    }
+}
+
+/// A VM whose vCPUs are running.
+#[derive(Debug)]
+pub struct RunningVmm {
+    executor: MultiVcpuExecutor,
+    // The VM and its memory must outlive the vCPUs, which the executor owns.
+    _vm: Arc<dyn Vm>,
+    _memory: GuestMemoryMmap,
+    info: VmmInfo,
+}
+
+impl RunningVmm {
+    /// Pause/resume/stop from any thread; per-vCPU exit counts.
+    pub fn control(&self) -> ExecutorControl {
+        self.executor.control()
+    }
+
+    /// What was built.
+    pub fn info(&self) -> &VmmInfo {
+        &self.info
+    }
+
+    /// Waits until the VM stops and says why.
+    pub fn wait(self) -> StopReason {
+        self.executor.wait()
+    }
+}
+
+fn platform_arch(arch: GuestArch) -> platform::GuestArch {
+    match arch {
+        GuestArch::X86_64 => platform::GuestArch::X86_64,
+        GuestArch::Arm64 => platform::GuestArch::Arm64,
+        GuestArch::Riscv64 => platform::GuestArch::Riscv64,
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, VmmError> {
+    std::fs::read(path).map_err(|source| VmmError::ReadFile {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Picks the accelerator for `arch`, or says why none fits.
+fn choose_engine(arch: GuestArch) -> Result<(Arc<dyn Accelerator>, String), VmmError> {
+    let host = std::env::consts::ARCH;
+    if GuestArch::host() != Some(arch) {
+        return Err(VmmError::NoEngine {
+            arch,
+            host,
+            reason: "hardware acceleration needs the guest and host architectures to match, \
+                     and the software engine for other architectures is not part of this build yet"
+                .into(),
+        });
+    }
+    match vm_accel::detect() {
+        Ok(found) => {
+            let mut reason = format!(
+                "{} runs {arch} guests on this host",
+                found.accelerator.kind()
+            );
+            for skipped in &found.unavailable {
+                reason.push_str(&format!("; {skipped}"));
+            }
+            Ok((found.accelerator, reason))
+        }
+        Err(e) => Err(VmmError::NoEngine {
+            arch,
+            host,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn serial_writer(mode: &SerialMode) -> Result<Box<dyn Write + Send>, VmmError> {
+    Ok(match mode {
+        SerialMode::Off => Box::new(std::io::sink()),
+        SerialMode::Stdout => Box::new(std::io::stdout()),
+        SerialMode::Capture => Box::new(CaptureBuffer::new()),
+        SerialMode::File { path } => {
+            Box::new(
+                std::fs::File::create(path).map_err(|source| VmmError::ReadFile {
+                    what: "serial output file",
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+    })
+}
+
+/// An interrupt line wired to the VM: an irqfd where the backend has one.
+fn irq(vm: &dyn Vm, line: u32) -> Result<Arc<dyn Interrupt>, VmmError> {
+    let notifier =
+        vm_accel::EventNotifier::new().map_err(|e| device_err(&format!("irq {line}"), e))?;
+    vm.register_irqfd(&notifier, IrqLine(line))
+        .map_err(accel_err("registering an irqfd"))?;
+    Ok(Arc::new(CallbackInterrupt::new(move || notifier.notify())))
+}
+
+type SharedSerial = Arc<Mutex<Serial>>;
+
+fn attach_devices(
+    vm: &dyn Vm,
+    map: &MemoryMap,
+    serial_out: Box<dyn Write + Send>,
+    reset: Arc<CountingInterrupt>,
+) -> Result<(Bus, Bus, Option<SharedSerial>), VmmError> {
+    let mut pio = Bus::new();
+    let mmio = Bus::new();
+    let bus_err = |device: &'static str| move |e: BusError| device_err(device, e);
+    let serial = match map.serial {
+        SerialPort::Pio {
+            base,
+            len,
+            irq: line,
+        } => {
+            let serial = Arc::new(Mutex::new(Serial::new(irq(vm, line.0)?, serial_out)));
+            pio.insert(serial.clone(), u64::from(base), u64::from(len))
+                .map_err(bus_err("serial"))?;
+            Some(serial)
+        }
+        SerialPort::Mmio(_) => None,
+    };
+    if map.arch == platform::GuestArch::X86_64 {
+        pio.insert(
+            Arc::new(Mutex::new(I8042::new(reset))),
+            I8042_PORT_BASE,
+            I8042_PORT_LEN,
+        )
+        .map_err(bus_err("i8042"))?;
+    }
+    Ok((pio, mmio, serial))
+}
+
+fn create_vcpus(
+    vm: &dyn Vm,
+    platform: &dyn platform::PlatformTraits,
+    map: &MemoryMap,
+    boot: &BootInfo,
+) -> Result<Vec<Box<dyn vm_accel::Vcpu>>, VmmError> {
+    let mut vcpus = Vec::with_capacity(map.vcpus as usize);
+    for index in 0..map.vcpus {
+        let mut vcpu = vm
+            .create_vcpu(VcpuId(index))
+            .map_err(accel_err("creating a vCPU"))?;
+        let state = match platform.vcpu_start(map, boot, index)? {
+            VcpuStart::Run(state) => boot_state(state),
+            VcpuStart::Parked(_) => vm_accel::BootState::Secondary { arch: vcpu.arch() },
+        };
+        vcpu.apply_boot_state(&state)
+            .map_err(accel_err("setting the boot state"))?;
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
+}
+
+fn boot_state(state: platform::BootState) -> vm_accel::BootState {
+    match state {
+        platform::BootState::X86_64 {
+            entry,
+            boot_params,
+            stack,
+        } => vm_accel::BootState::X86_64Linux {
+            entry,
+            boot_params,
+            stack,
+        },
+        platform::BootState::Arm64 { pc, x0 } => {
+            vm_accel::BootState::Arm64Linux { entry: pc, fdt: x0 }
+        }
+        platform::BootState::Riscv64 { pc, a0, a1 } => vm_accel::BootState::Riscv64 {
+            entry: pc,
+            hart_id: a0,
+            fdt: a1,
+        },
+    }
+}
