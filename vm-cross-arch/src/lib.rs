@@ -6,9 +6,9 @@
 //! all three platforms compile on every host.
 //!
 //! ```
-//! use vm_cross_arch::platform::{BootData, GuestArch, MachineConfig, VcpuStart};
+//! use vm_cross_arch::platform::{for_arch, BootData, BootState, GuestArch, MachineConfig};
 //!
-//! let platform = GuestArch::Riscv64.platform();
+//! let platform = for_arch(GuestArch::Riscv64);
 //! let config = MachineConfig { vcpus: 2, mem_size: 64 << 20, virtio_devices: 2 };
 //! let map = platform.memory_map(&config).unwrap();
 //! let mem = map.create_guest_memory().unwrap();
@@ -22,7 +22,7 @@
 //! let boot = platform.boot(&mem, &map, &image, None, "console=ttyS0").unwrap();
 //! assert_eq!(boot.kernel.entry.0, 0x8020_0000);
 //! assert!(matches!(boot.data, BootData::Fdt(_)));
-//! assert!(matches!(platform.vcpu_start(&map, &boot, 1).unwrap(), VcpuStart::Parked(_)));
+//! assert!(matches!(platform.vcpu_start(&map, &boot, 1).unwrap(), BootState::Secondary { .. }));
 //! ```
 
 pub mod platform;

@@ -1,62 +1,12 @@
 //! What loading a kernel produces: where everything was placed, and the
 //! register state each vCPU starts with.
 
+pub use vm_accel::BootState;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::error::{PlatformError, Result};
 use super::layout::{align_down, Range, PAGE_SIZE};
 use super::GuestArch;
-
-/// Initial register state of a vCPU that starts running at power-on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BootState {
-    /// x86_64 Linux 64-bit boot protocol: long mode, identity-mapped paging,
-    /// `rip = entry`, `rsi = boot_params`, `rsp = stack`.
-    X86_64 {
-        /// 64-bit entry point.
-        entry: GuestAddress,
-        /// The zero page (`struct boot_params`).
-        boot_params: GuestAddress,
-        /// Initial stack pointer.
-        stack: GuestAddress,
-    },
-    /// arm64 Linux boot protocol: EL1h, MMU off, `pc = entry`, `x0 = DTB`.
-    Arm64 {
-        /// Kernel entry (the Image's first byte).
-        pc: GuestAddress,
-        /// Device tree blob address.
-        x0: GuestAddress,
-    },
-    /// riscv64 Linux boot protocol: S-mode, `satp = 0`, `a0 = hartid`, `a1 = DTB`.
-    Riscv64 {
-        /// Kernel entry (the Image's first byte).
-        pc: GuestAddress,
-        /// Hart id.
-        a0: u64,
-        /// Device tree blob address.
-        a1: GuestAddress,
-    },
-}
-
-/// How a secondary vCPU is brought up by the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartupMethod {
-    /// x86 INIT / SIPI through the local APIC (the vCPU starts in wait-for-SIPI).
-    InitSipi,
-    /// Arm PSCI `CPU_ON` over HVC (the vCPU starts powered off).
-    Psci,
-    /// RISC-V SBI HSM `hart_start` (the hart starts stopped).
-    SbiHsm,
-}
-
-/// How one vCPU begins its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VcpuStart {
-    /// Runs from power-on with this state (the boot vCPU).
-    Run(BootState),
-    /// Waits until the guest starts it with this method (secondaries).
-    Parked(StartupMethod),
-}
 
 /// The kernel image formats the platforms recognise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use super::boot::{
     check_cmdline, place_top_down, write_blob, BootData, BootInfo, BootState, LoadedKernel,
 };
 use super::error::{PlatformError, Result};
-use super::layout::{align_down, DeviceSlot, Irq, MemoryMap, Range};
+use super::layout::{align_down, DeviceSlot, IrqLine, MemoryMap, Range};
 use super::GuestArch;
 
 /// Room reserved for the DTB at the top of RAM (arm64's limit is 2 MiB).
@@ -120,7 +120,7 @@ pub fn uart_node(
 pub fn virtio_nodes(
     fdt: &mut FdtWriter,
     map: &MemoryMap,
-    cells: impl Fn(Irq) -> Vec<u32>,
+    cells: impl Fn(IrqLine) -> Vec<u32>,
 ) -> Result<()> {
     for slot in &map.virtio {
         let node = fdt.begin_node(&format!("virtio_mmio@{:x}", slot.mmio.start.0))?;

@@ -1,8 +1,7 @@
 //! Architecture-neutral description of a guest memory map: RAM ranges, the
 //! MMIO window, device slots with their interrupt lines, and reserved areas.
 
-use std::fmt;
-
+pub use vm_accel::IrqLine;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::error::{PlatformError, Result};
@@ -20,18 +19,6 @@ pub struct MachineConfig {
     pub mem_size: u64,
     /// Number of virtio-mmio device slots to lay out.
     pub virtio_devices: u32,
-}
-
-/// An interrupt line on the platform's interrupt controller: an IOAPIC GSI on
-/// x86_64, a GIC SPI number (0-based, before the +32 INTID offset) on arm64, a
-/// PLIC source on riscv64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Irq(pub u32);
-
-impl fmt::Display for Irq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "irq {}", self.0)
-    }
 }
 
 /// A contiguous guest-physical range.
@@ -68,13 +55,15 @@ impl Range {
     }
 }
 
-/// A memory-mapped device: its register window and interrupt line.
+/// A memory-mapped device: its register window and interrupt line (an IOAPIC
+/// GSI on x86_64, a 0-based SPI number — INTID minus 32 — on arm64, a PLIC
+/// source on riscv64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceSlot {
     /// Register window.
     pub mmio: Range,
     /// Interrupt line.
-    pub irq: Irq,
+    pub irq: IrqLine,
 }
 
 /// Where the console UART sits.
@@ -87,7 +76,7 @@ pub enum SerialPort {
         /// Number of ports.
         len: u16,
         /// Interrupt line.
-        irq: Irq,
+        irq: IrqLine,
     },
     /// A memory-mapped 16550 (`ns16550a`).
     Mmio(DeviceSlot),

@@ -15,55 +15,25 @@ pub mod riscv64;
 pub mod x86_64;
 
 use std::fmt;
-use std::str::FromStr;
 
+pub use vm_accel::GuestArch;
 use vm_memory::GuestMemoryMmap;
 
-pub use boot::{
-    BootData, BootInfo, BootState, KernelFormat, LoadedKernel, StartupMethod, VcpuStart,
-};
+pub use boot::{BootData, BootInfo, BootState, KernelFormat, LoadedKernel};
 pub use error::{PlatformError, Result};
 pub use layout::{
-    DeviceSlot, InterruptController, Irq, MachineConfig, MemoryMap, Range, SerialPort,
+    DeviceSlot, InterruptController, IrqLine, MachineConfig, MemoryMap, Range, SerialPort,
 };
 
-/// A guest instruction-set architecture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum GuestArch {
-    /// x86_64 (PC-like machine with ACPI).
-    X86_64,
-    /// AArch64 (device-tree machine with GICv3).
-    Arm64,
-    /// RV64GC (device-tree machine with CLINT + PLIC).
-    Riscv64,
-}
+/// Every supported guest architecture.
+pub const ALL_ARCHES: [GuestArch; 3] = [GuestArch::X86_64, GuestArch::Arm64, GuestArch::Riscv64];
 
-impl GuestArch {
-    /// Every supported guest architecture.
-    pub const ALL: [GuestArch; 3] = [GuestArch::X86_64, GuestArch::Arm64, GuestArch::Riscv64];
-
-    /// The platform implementation for this architecture.
-    pub fn platform(self) -> &'static dyn PlatformTraits {
-        match self {
-            GuestArch::X86_64 => &x86_64::X86_64Platform,
-            GuestArch::Arm64 => &arm64::Arm64Platform,
-            GuestArch::Riscv64 => &riscv64::Riscv64Platform,
-        }
-    }
-
-    /// The architecture this crate was compiled for, if it is a supported guest.
-    pub fn host() -> Option<GuestArch> {
-        std::env::consts::ARCH.parse().ok()
-    }
-}
-
-impl fmt::Display for GuestArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            GuestArch::X86_64 => "x86_64",
-            GuestArch::Arm64 => "arm64",
-            GuestArch::Riscv64 => "riscv64",
-        })
+/// The platform implementation for `arch`.
+pub fn for_arch(arch: GuestArch) -> &'static dyn PlatformTraits {
+    match arch {
+        GuestArch::X86_64 => &x86_64::X86_64Platform,
+        GuestArch::Arm64 => &arm64::Arm64Platform,
+        GuestArch::Riscv64 => &riscv64::Riscv64Platform,
     }
 }
 
@@ -72,16 +42,13 @@ impl fmt::Display for GuestArch {
 #[error("unknown guest architecture {0:?} (expected x86_64, arm64 or riscv64)")]
 pub struct UnknownArch(pub String);
 
-impl FromStr for GuestArch {
-    type Err = UnknownArch;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "x86_64" | "amd64" | "x86-64" => Ok(GuestArch::X86_64),
-            "arm64" | "aarch64" => Ok(GuestArch::Arm64),
-            "riscv64" | "riscv64gc" => Ok(GuestArch::Riscv64),
-            other => Err(UnknownArch(other.to_owned())),
-        }
+/// Parses an architecture name as users and Debian spell it.
+pub fn parse_arch(s: &str) -> std::result::Result<GuestArch, UnknownArch> {
+    match s {
+        "x86_64" | "amd64" | "x86-64" => Ok(GuestArch::X86_64),
+        "arm64" | "aarch64" => Ok(GuestArch::Arm64),
+        "riscv64" | "riscv64gc" => Ok(GuestArch::Riscv64),
+        other => Err(UnknownArch(other.to_owned())),
     }
 }
 
@@ -95,9 +62,6 @@ pub trait PlatformTraits: fmt::Debug + Send + Sync {
 
     /// Longest command line the platform passes, in bytes without the NUL.
     fn max_cmdline_len(&self) -> usize;
-
-    /// How secondary vCPUs are started by the guest.
-    fn secondary_startup(&self) -> StartupMethod;
 
     /// Lays out RAM, the MMIO window, device slots and interrupt lines.
     fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap>;
@@ -134,8 +98,9 @@ pub trait PlatformTraits: fmt::Debug + Send + Sync {
         self.write_boot_data(mem, map, &loaded, initrd, cmdline)
     }
 
-    /// How vCPU `index` starts: vCPU 0 runs the kernel, the others wait for the guest.
-    fn vcpu_start(&self, map: &MemoryMap, boot: &BootInfo, index: u32) -> Result<VcpuStart> {
+    /// The state vCPU `index` starts in: vCPU 0 enters the kernel, the others
+    /// wait for the guest to start them (INIT/SIPI, PSCI `CPU_ON`, SBI HSM).
+    fn vcpu_start(&self, map: &MemoryMap, boot: &BootInfo, index: u32) -> Result<BootState> {
         if index >= map.vcpus {
             return Err(PlatformError::NoSuchVcpu {
                 index,
@@ -143,9 +108,9 @@ pub trait PlatformTraits: fmt::Debug + Send + Sync {
             });
         }
         Ok(if index == 0 {
-            VcpuStart::Run(boot.boot_vcpu)
+            boot.boot_vcpu
         } else {
-            VcpuStart::Parked(self.secondary_startup())
+            BootState::Secondary { arch: self.arch() }
         })
     }
 }
@@ -156,11 +121,11 @@ mod tests {
 
     #[test]
     fn arch_names_round_trip() {
-        for arch in GuestArch::ALL {
-            assert_eq!(arch.to_string().parse::<GuestArch>().unwrap(), arch);
-            assert_eq!(arch.platform().arch(), arch);
+        for arch in ALL_ARCHES {
+            assert_eq!(parse_arch(&arch.to_string()).unwrap(), arch);
+            assert_eq!(for_arch(arch).arch(), arch);
         }
-        assert_eq!("aarch64".parse::<GuestArch>().unwrap(), GuestArch::Arm64);
-        assert!("mips".parse::<GuestArch>().is_err());
+        assert_eq!(parse_arch("aarch64").unwrap(), GuestArch::Arm64);
+        assert!(parse_arch("mips").is_err());
     }
 }

@@ -6,7 +6,7 @@ use vm_fdt::FdtWriter;
 use super::layout::mpidr;
 use crate::platform::error::Result;
 use crate::platform::fdt;
-use crate::platform::layout::{InterruptController, Irq, MemoryMap, Range, SerialPort};
+use crate::platform::layout::{InterruptController, IrqLine, MemoryMap, Range, SerialPort};
 
 const GIC_PHANDLE: u32 = 1;
 const GIC_SPI: u32 = 0;
@@ -91,7 +91,7 @@ pub fn build(map: &MemoryMap, cmdline: &str, initrd: Option<Range>) -> Result<Ve
         )?;
         stdout = format!("/{name}");
     }
-    fdt::virtio_nodes(&mut fdt, map, |Irq(spi)| {
+    fdt::virtio_nodes(&mut fdt, map, |IrqLine(spi)| {
         vec![GIC_SPI, spi, IRQ_TYPE_EDGE_RISING]
     })?;
     fdt::chosen(&mut fdt, cmdline, &stdout, initrd)?;

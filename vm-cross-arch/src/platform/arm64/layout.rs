@@ -3,7 +3,8 @@
 
 use crate::platform::error::{PlatformError, Result};
 use crate::platform::layout::{
-    check_counts, DeviceSlot, InterruptController, Irq, MachineConfig, MemoryMap, Range, SerialPort,
+    check_counts, DeviceSlot, InterruptController, IrqLine, MachineConfig, MemoryMap, Range,
+    SerialPort,
 };
 use crate::platform::GuestArch;
 
@@ -16,7 +17,7 @@ pub const GICR_STRIDE: u64 = 0x2_0000;
 /// The 16550 UART.
 pub const UART: Range = Range::new(0x0900_0000, 0x1000);
 /// UART interrupt (SPI number).
-pub const UART_SPI: Irq = Irq(1);
+pub const UART_SPI: IrqLine = IrqLine(1);
 /// First virtio-mmio slot.
 pub const VIRTIO_BASE: u64 = 0x0a00_0000;
 /// Size of one virtio-mmio slot.
@@ -62,7 +63,7 @@ pub fn memory_map(config: &MachineConfig) -> Result<MemoryMap> {
                 VIRTIO_BASE + u64::from(i) * VIRTIO_SLOT_SIZE,
                 VIRTIO_SLOT_SIZE,
             ),
-            irq: Irq(VIRTIO_FIRST_SPI + i),
+            irq: IrqLine(VIRTIO_FIRST_SPI + i),
         })
         .collect();
     Ok(MemoryMap {
@@ -104,7 +105,7 @@ mod tests {
         .unwrap();
         map.validate().unwrap();
         assert_eq!(map.ram, vec![Range::new(RAM_BASE, 1 << 30)]);
-        assert_eq!(map.virtio[0].irq, Irq(VIRTIO_FIRST_SPI));
+        assert_eq!(map.virtio[0].irq, IrqLine(VIRTIO_FIRST_SPI));
         assert!(map.virtio.iter().all(|d| d.irq.0 < SPIS));
         assert_eq!(mpidr(17), 0x101);
     }

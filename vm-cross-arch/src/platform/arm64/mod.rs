@@ -6,7 +6,7 @@ pub mod layout;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::boot::{BootInfo, BootState, LoadedKernel, StartupMethod};
+use super::boot::{BootInfo, BootState, LoadedKernel};
 use super::error::Result;
 use super::layout::{MachineConfig, MemoryMap, Range};
 use super::{image, GuestArch, PlatformTraits};
@@ -26,10 +26,6 @@ impl PlatformTraits for Arm64Platform {
 
     fn max_cmdline_len(&self) -> usize {
         super::fdt::FDT_CMDLINE_MAX - 1
-    }
-
-    fn secondary_startup(&self) -> StartupMethod {
-        StartupMethod::Psci
     }
 
     fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap> {
@@ -65,9 +61,9 @@ impl super::fdt::FdtPlatform for Arm64Platform {
     }
 
     fn boot_state(kernel: &LoadedKernel, dtb: GuestAddress) -> BootState {
-        BootState::Arm64 {
-            pc: kernel.entry,
-            x0: dtb,
+        BootState::Arm64Linux {
+            entry: kernel.entry,
+            fdt: dtb,
         }
     }
 }

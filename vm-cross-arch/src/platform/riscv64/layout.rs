@@ -3,7 +3,8 @@
 
 use crate::platform::error::{PlatformError, Result};
 use crate::platform::layout::{
-    check_counts, DeviceSlot, InterruptController, Irq, MachineConfig, MemoryMap, Range, SerialPort,
+    check_counts, DeviceSlot, InterruptController, IrqLine, MachineConfig, MemoryMap, Range,
+    SerialPort,
 };
 use crate::platform::GuestArch;
 
@@ -22,7 +23,7 @@ pub const PLIC_SOURCES: u32 = 63;
 /// The 16550 UART.
 pub const UART: Range = Range::new(0x1000_0000, 0x100);
 /// UART PLIC source.
-pub const UART_IRQ: Irq = Irq(10);
+pub const UART_IRQ: IrqLine = IrqLine(10);
 /// First virtio-mmio slot.
 pub const VIRTIO_BASE: u64 = 0x1000_1000;
 /// Size of one virtio-mmio slot.
@@ -68,7 +69,7 @@ pub fn memory_map(config: &MachineConfig) -> Result<MemoryMap> {
                 VIRTIO_BASE + u64::from(i) * VIRTIO_SLOT_SIZE,
                 VIRTIO_SLOT_SIZE,
             ),
-            irq: Irq(VIRTIO_FIRST_IRQ + i),
+            irq: IrqLine(VIRTIO_FIRST_IRQ + i),
         })
         .collect();
     Ok(MemoryMap {

@@ -7,7 +7,7 @@ pub mod layout;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::boot::{BootInfo, BootState, LoadedKernel, StartupMethod};
+use super::boot::{BootInfo, BootState, LoadedKernel};
 use super::error::Result;
 use super::layout::{MachineConfig, MemoryMap, Range};
 use super::{image, GuestArch, PlatformTraits};
@@ -27,10 +27,6 @@ impl PlatformTraits for Riscv64Platform {
 
     fn max_cmdline_len(&self) -> usize {
         super::fdt::FDT_CMDLINE_MAX - 1
-    }
-
-    fn secondary_startup(&self) -> StartupMethod {
-        StartupMethod::SbiHsm
     }
 
     fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap> {
@@ -69,9 +65,9 @@ impl super::fdt::FdtPlatform for Riscv64Platform {
 
     fn boot_state(kernel: &LoadedKernel, dtb: GuestAddress) -> BootState {
         BootState::Riscv64 {
-            pc: kernel.entry,
-            a0: 0,
-            a1: dtb,
+            entry: kernel.entry,
+            hart_id: 0,
+            fdt: dtb,
         }
     }
 }

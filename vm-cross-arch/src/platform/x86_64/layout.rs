@@ -1,25 +1,30 @@
 //! x86_64 guest physical layout: low-memory boot structures, the 32-bit MMIO
 //! hole below 4 GiB, and the e820 map the kernel sees.
 
+use vm_accel::boot::x86_64 as x86_boot;
 use vm_memory::GuestAddress;
 
 use crate::platform::error::{PlatformError, Result};
 use crate::platform::layout::{
-    check_counts, DeviceSlot, InterruptController, Irq, MachineConfig, MemoryMap, Range, Reserved,
-    SerialPort,
+    check_counts, DeviceSlot, InterruptController, IrqLine, MachineConfig, MemoryMap, Range,
+    Reserved, SerialPort,
 };
 use crate::platform::GuestArch;
 
-/// Boot GDT written by the accelerator's long-mode set-up.
-pub const BOOT_GDT: u64 = 0x500;
-/// Boot IDT (empty) written by the accelerator's long-mode set-up.
-pub const BOOT_IDT: u64 = 0x520;
-/// Initial stack pointer of the boot vCPU (grows down below the zero page).
-pub const BOOT_STACK: u64 = 0x8ff0;
-/// The Linux zero page (`struct boot_params`).
-pub const ZERO_PAGE: u64 = 0x7000;
-/// Identity-map page tables (PML4, PDPT, PD) written by the accelerator.
-pub const PAGE_TABLES: Range = Range::new(0x9000, 0x3000);
+/// The Linux zero page (`struct boot_params`), where vm-accel expects it.
+pub const ZERO_PAGE: u64 = x86_boot::ZERO_PAGE_ADDR;
+/// Initial stack pointer of the boot vCPU (vm-accel's).
+pub const BOOT_STACK: u64 = x86_boot::BOOT_STACK_POINTER;
+/// GDT, IDT, zero page, stack and identity page tables written at boot.
+pub const BOOT_TABLES: Range = Range::new(
+    x86_boot::GDT_ADDR,
+    x86_boot::BOOT_TABLES_END - x86_boot::GDT_ADDR,
+);
+/// KVM's EPT identity-map page and real-mode TSS (4 pages) inside the MMIO hole.
+pub const KVM_PRIVATE: Range = Range::new(
+    x86_boot::KVM_IDENTITY_MAP_ADDR,
+    x86_boot::KVM_TSS_ADDR + 0x3000 - x86_boot::KVM_IDENTITY_MAP_ADDR,
+);
 /// The kernel command line.
 pub const CMDLINE: Range = Range::new(0x2_0000, 0x1_0000);
 /// Start of the extended BIOS data area: RAM below it is usable low memory.
@@ -45,7 +50,7 @@ pub const IOAPIC_PINS: u32 = 24;
 /// COM1 I/O base.
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1 interrupt line.
-pub const COM1_IRQ: Irq = Irq(4);
+pub const COM1_IRQ: IrqLine = IrqLine(4);
 /// First IRQ handed to virtio devices; `5..IOAPIC_PINS` are free for them.
 pub const VIRTIO_FIRST_IRQ: u32 = 5;
 /// Most virtio-mmio devices the layout wires (one IOAPIC pin each).
@@ -91,7 +96,7 @@ pub fn memory_map(config: &MachineConfig) -> Result<MemoryMap> {
                 VIRTIO_BASE + u64::from(i) * VIRTIO_SLOT_SIZE,
                 VIRTIO_SLOT_SIZE,
             ),
-            irq: Irq(VIRTIO_FIRST_IRQ + i),
+            irq: IrqLine(VIRTIO_FIRST_IRQ + i),
         })
         .collect();
     Ok(MemoryMap {
@@ -113,20 +118,8 @@ pub fn memory_map(config: &MachineConfig) -> Result<MemoryMap> {
         power: None,
         reserved: vec![
             Reserved {
-                range: Range::new(BOOT_GDT, BOOT_IDT + 8 - BOOT_GDT),
-                purpose: "boot GDT and IDT",
-            },
-            Reserved {
-                range: Range::new(ZERO_PAGE, 0x1000),
-                purpose: "zero page",
-            },
-            Reserved {
-                range: Range::new(BOOT_STACK & !0xfff, 0x1000),
-                purpose: "boot stack",
-            },
-            Reserved {
-                range: PAGE_TABLES,
-                purpose: "identity page tables",
+                range: BOOT_TABLES,
+                purpose: "boot GDT, IDT, zero page, stack and identity page tables",
             },
             Reserved {
                 range: CMDLINE,
@@ -183,7 +176,13 @@ mod tests {
         assert_eq!(map.ram, vec![Range::new(0, 256 << 20)]);
         assert_eq!(map.ram_size(), 256 << 20);
         map.validate().unwrap();
-        assert_eq!(map.virtio[3].irq, Irq(8));
+        let devices = [IOAPIC, LAPIC, map.virtio[0].mmio, map.virtio[3].mmio];
+        assert!(devices.iter().all(|d| !d.overlaps(&KVM_PRIVATE)));
+        assert!(map.mmio.contains(KVM_PRIVATE.start.0, KVM_PRIVATE.size));
+        assert!(BOOT_TABLES.contains(ZERO_PAGE, 0x1000));
+        assert!(BOOT_TABLES.contains(BOOT_STACK - 0x100, 0x100));
+        assert!(BOOT_TABLES.end() <= CMDLINE.start.0);
+        assert_eq!(map.virtio[3].irq, IrqLine(8));
         assert_eq!(map.virtio[3].mmio.start.0, VIRTIO_BASE + 0x3000);
     }
 
@@ -227,7 +226,10 @@ mod tests {
         ));
         c.virtio_devices = MAX_VIRTIO_DEVICES;
         let map = memory_map(&c).unwrap();
-        assert_eq!(map.virtio.last().map(|d| d.irq), Some(Irq(IOAPIC_PINS - 1)));
+        assert_eq!(
+            map.virtio.last().map(|d| d.irq),
+            Some(IrqLine(IOAPIC_PINS - 1))
+        );
         c.vcpus = 0;
         assert!(matches!(
             memory_map(&c),

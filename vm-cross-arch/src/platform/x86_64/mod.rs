@@ -14,7 +14,6 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::boot::{
     check_cmdline, place_top_down, write_blob, BootData, BootInfo, BootState, LoadedKernel,
-    StartupMethod,
 };
 use super::error::Result;
 use super::layout::{MachineConfig, MemoryMap, Range};
@@ -35,10 +34,6 @@ impl PlatformTraits for X86_64Platform {
 
     fn max_cmdline_len(&self) -> usize {
         layout::CMDLINE.size as usize - 1
-    }
-
-    fn secondary_startup(&self) -> StartupMethod {
-        StartupMethod::InitSipi
     }
 
     fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap> {
@@ -112,7 +107,7 @@ impl PlatformTraits for X86_64Platform {
                 rsdp: tables.rsdp(),
                 acpi: tables.span(),
             },
-            boot_vcpu: BootState::X86_64 {
+            boot_vcpu: BootState::X86_64Linux {
                 entry: kernel.entry,
                 boot_params: layout::zero_page(),
                 stack: GuestAddress(layout::BOOT_STACK),

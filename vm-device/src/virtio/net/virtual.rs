@@ -1,0 +1,429 @@
+//! An in-process L2 switch: any number of virtual NICs, MAC learning,
+//! broadcast/multicast and unknown-unicast flooding. Two guests in one daemon
+//! talk through it with no host network set-up; one port alone is a sink.
+//!
+//! Hot path, per frame: one atomic load to see whether the port list changed,
+//! a lock-free MAC table lookup (an array of atomics), and a push of a recycled
+//! buffer onto the destination's lock-free queue. Buffers come back to the
+//! receiving port's pool after delivery, so steady-state forwarding neither
+//! allocates nor takes a lock. A full destination queue drops the frame, as a
+//! congested switch would.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::backend::{NetBackend, NetBackendError};
+use super::VNET_HDR_LEN;
+use crate::interrupt::Interrupt;
+
+/// Frames a port can hold before the switch drops for it.
+const PORT_QUEUE_LEN: usize = 1024;
+/// Entries in the MAC learning table (a power of two).
+const MAC_TABLE_LEN: usize = 4096;
+/// Buffer capacity reserved for a fresh frame buffer.
+const INITIAL_BUFFER: usize = 2048;
+
+struct Port {
+    id: u16,
+    inbox: ArrayQueue<Vec<u8>>,
+    pool: ArrayQueue<Vec<u8>>,
+    /// Set by the receiver when it found the inbox empty; a sender that clears it notifies.
+    armed: AtomicBool,
+    notifier: OnceLock<Arc<dyn Interrupt>>,
+    dropped: AtomicU64,
+}
+
+impl Port {
+    fn deliver(&self, frame: &[u8]) {
+        let mut buf = self
+            .pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(INITIAL_BUFFER.max(frame.len())));
+        buf.clear();
+        buf.extend_from_slice(frame);
+        if let Err(buf) = self.inbox.push(buf) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            let _ = self.pool.push(buf);
+            return;
+        }
+        if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
+            if let Some(n) = self.notifier.get() {
+                if let Err(err) = n.trigger() {
+                    tracing::warn!(%err, port = self.id, "virtual switch: RX notification failed");
+                }
+            }
+        }
+    }
+}
+
+type PortList = Arc<Vec<Option<Arc<Port>>>>;
+
+struct Shared {
+    ports: Mutex<PortList>,
+    generation: AtomicU64,
+    /// `(mac << 16) | (port id + 1)`, 0 = empty.
+    macs: Box<[AtomicU64]>,
+}
+
+impl Shared {
+    fn slot(&self, mac: u64) -> &AtomicU64 {
+        // Fibonacci hashing spreads sequential MACs over the table.
+        let h = mac.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MAC_TABLE_LEN.trailing_zeros());
+        &self.macs[h as usize]
+    }
+
+    fn lookup(&self, mac: u64) -> Option<u16> {
+        let e = self.slot(mac).load(Ordering::Relaxed);
+        (e != 0 && e >> 16 == mac).then(|| ((e & 0xffff) - 1) as u16)
+    }
+
+    fn learn(&self, mac: u64, port: u16) {
+        let e = (mac << 16) | (u64::from(port) + 1);
+        let slot = self.slot(mac);
+        // Only write when it changes, so steady traffic keeps the line shared.
+        if slot.load(Ordering::Relaxed) != e {
+            slot.store(e, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A virtual L2 switch; clone it to share (all clones are the same switch).
+#[derive(Clone)]
+pub struct VirtualSwitch {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for VirtualSwitch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VirtualSwitch")
+            .field("ports", &self.port_count())
+            .finish()
+    }
+}
+
+impl Default for VirtualSwitch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VirtualSwitch {
+    /// A switch with no ports.
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                ports: Mutex::new(Arc::new(Vec::new())),
+                generation: AtomicU64::new(0),
+                macs: (0..MAC_TABLE_LEN).map(|_| AtomicU64::new(0)).collect(),
+            }),
+        }
+    }
+
+    /// Number of connected ports.
+    pub fn port_count(&self) -> usize {
+        let ports = self
+            .shared
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ports.iter().flatten().count()
+    }
+
+    /// Plug a new port into the switch.
+    pub fn add_port(&self) -> VirtualPort {
+        let mut ports = self
+            .shared
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = ports.len() as u16;
+        let port = Arc::new(Port {
+            id,
+            inbox: ArrayQueue::new(PORT_QUEUE_LEN),
+            pool: ArrayQueue::new(PORT_QUEUE_LEN),
+            armed: AtomicBool::new(true),
+            notifier: OnceLock::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let mut list: Vec<_> = ports.as_ref().clone();
+        list.push(Some(port.clone()));
+        *ports = Arc::new(list);
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        tracing::debug!(port = id, "virtual switch: port added");
+        VirtualPort {
+            shared: self.shared.clone(),
+            port,
+            snapshot: ports.clone(),
+            seen_generation: self.shared.generation.load(Ordering::Acquire),
+        }
+    }
+
+    fn remove_port(&self, id: u16) {
+        let mut ports = self
+            .shared
+            .ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut list: Vec<_> = ports.as_ref().clone();
+        if let Some(slot) = list.get_mut(usize::from(id)) {
+            *slot = None;
+        }
+        *ports = Arc::new(list);
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        tracing::debug!(port = id, "virtual switch: port removed");
+    }
+}
+
+/// One port of a [`VirtualSwitch`], used as a NIC backend. Dropping it unplugs it.
+pub struct VirtualPort {
+    shared: Arc<Shared>,
+    port: Arc<Port>,
+    snapshot: PortList,
+    seen_generation: u64,
+}
+
+impl fmt::Debug for VirtualPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VirtualPort")
+            .field("id", &self.port.id)
+            .field("queued", &self.port.inbox.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VirtualPort {
+    /// This port's number on the switch.
+    pub fn id(&self) -> u16 {
+        self.port.id
+    }
+
+    /// Frames dropped because this port's receive queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.port.dropped.load(Ordering::Relaxed)
+    }
+
+    fn refresh(&mut self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.seen_generation {
+            let ports = self
+                .shared
+                .ports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.snapshot = ports.clone();
+            self.seen_generation = generation;
+        }
+    }
+}
+
+impl Drop for VirtualPort {
+    fn drop(&mut self) {
+        VirtualSwitch {
+            shared: self.shared.clone(),
+        }
+        .remove_port(self.port.id);
+    }
+}
+
+fn mac_of(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(6)
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+impl NetBackend for VirtualPort {
+    fn send(&mut self, frame: &[u8]) -> Result<(), NetBackendError> {
+        let Some(eth) = frame.get(VNET_HDR_LEN..).filter(|e| e.len() >= 14) else {
+            return Err(NetBackendError::BadFrame {
+                len: frame.len(),
+                reason: "shorter than an Ethernet header",
+            });
+        };
+        self.refresh();
+        let me = self.port.id;
+        let dst = mac_of(&eth[0..6]);
+        let src = mac_of(&eth[6..12]);
+        if eth[6] & 1 == 0 {
+            self.shared.learn(src, me);
+        }
+        let unicast = eth[0] & 1 == 0;
+        if unicast {
+            if let Some(to) = self.shared.lookup(dst) {
+                if to == me {
+                    return Ok(()); // the destination is behind the sender: filter
+                }
+                if let Some(Some(port)) = self.snapshot.get(usize::from(to)) {
+                    port.deliver(frame);
+                    return Ok(());
+                }
+            }
+        }
+        // Broadcast, multicast or unknown unicast: flood to every other port.
+        for port in self.snapshot.iter().flatten() {
+            if port.id != me {
+                port.deliver(frame);
+            }
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NetBackendError> {
+        let frame = if let Some(f) = self.port.inbox.pop() {
+            f
+        } else {
+            // Arm the notifier, then look again to close the race with a sender.
+            self.port.armed.store(true, Ordering::Release);
+            let Some(f) = self.port.inbox.pop() else {
+                return Ok(None);
+            };
+            self.port.armed.store(false, Ordering::Release);
+            f
+        };
+        let len = frame.len();
+        let result = if let Some(dst) = buf.get_mut(..len) {
+            dst.copy_from_slice(&frame);
+            Ok(Some(len))
+        } else {
+            Err(NetBackendError::BufferTooSmall {
+                len,
+                cap: buf.len(),
+            })
+        };
+        let _ = self.port.pool.push(frame);
+        result
+    }
+
+    fn set_rx_notifier(&mut self, notifier: Arc<dyn Interrupt>) {
+        if self.port.notifier.set(notifier).is_err() {
+            tracing::warn!(
+                port = self.port.id,
+                "virtual switch: RX notifier already set"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interrupt::CountingInterrupt;
+
+    fn frame(dst: [u8; 6], src: [u8; 6], payload: u8) -> Vec<u8> {
+        let mut f = vec![0u8; VNET_HDR_LEN];
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00, payload]);
+        f
+    }
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+    const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
+    const BCAST: [u8; 6] = [0xff; 6];
+
+    fn recv_all(p: &mut VirtualPort) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        while let Some(n) = p.recv(&mut buf).unwrap() {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn unknown_unicast_floods_then_learned_mac_is_switched() {
+        let sw = VirtualSwitch::new();
+        let (mut a, mut b, mut c) = (sw.add_port(), sw.add_port(), sw.add_port());
+        // B unknown yet: flooded to B and C.
+        a.send(&frame(B, A, 1)).unwrap();
+        assert_eq!(recv_all(&mut b), vec![frame(B, A, 1)]);
+        assert_eq!(recv_all(&mut c), vec![frame(B, A, 1)]);
+        // B answers; A was learned, so only A gets it.
+        b.send(&frame(A, B, 2)).unwrap();
+        assert_eq!(recv_all(&mut a), vec![frame(A, B, 2)]);
+        assert!(recv_all(&mut c).is_empty());
+        // Now B is learned too.
+        a.send(&frame(B, A, 3)).unwrap();
+        assert_eq!(recv_all(&mut b), vec![frame(B, A, 3)]);
+        assert!(recv_all(&mut c).is_empty());
+        assert!(recv_all(&mut a).is_empty(), "no echo to the sender");
+    }
+
+    #[test]
+    fn broadcast_reaches_every_other_port() {
+        let sw = VirtualSwitch::new();
+        let mut ports: Vec<_> = (0..5).map(|_| sw.add_port()).collect();
+        ports[2].send(&frame(BCAST, C, 9)).unwrap();
+        for (i, p) in ports.iter_mut().enumerate() {
+            let got = recv_all(p);
+            if i == 2 {
+                assert!(got.is_empty());
+            } else {
+                assert_eq!(got, vec![frame(BCAST, C, 9)]);
+            }
+        }
+    }
+
+    #[test]
+    fn removed_port_is_not_delivered_to_and_its_mac_floods() {
+        let sw = VirtualSwitch::new();
+        let mut a = sw.add_port();
+        let b = sw.add_port();
+        let mut c = sw.add_port();
+        let mut b_mut = b;
+        b_mut.send(&frame(A, B, 0)).unwrap(); // learn B
+        drop(b_mut);
+        assert_eq!(sw.port_count(), 2);
+        recv_all(&mut a);
+        recv_all(&mut c);
+        a.send(&frame(B, A, 1)).unwrap();
+        assert_eq!(recv_all(&mut c), vec![frame(B, A, 1)]);
+    }
+
+    #[test]
+    fn full_port_drops_and_counts() {
+        let sw = VirtualSwitch::new();
+        let mut a = sw.add_port();
+        let b = sw.add_port();
+        for _ in 0..PORT_QUEUE_LEN + 10 {
+            a.send(&frame(BCAST, A, 0)).unwrap();
+        }
+        assert_eq!(b.dropped(), 10);
+    }
+
+    #[test]
+    fn short_frames_and_small_buffers_are_errors() {
+        let sw = VirtualSwitch::new();
+        let mut a = sw.add_port();
+        let mut b = sw.add_port();
+        assert!(matches!(
+            a.send(&[0u8; VNET_HDR_LEN + 13]),
+            Err(NetBackendError::BadFrame { .. })
+        ));
+        a.send(&frame(BCAST, A, 0)).unwrap();
+        let mut tiny = [0u8; 8];
+        assert!(matches!(
+            b.recv(&mut tiny),
+            Err(NetBackendError::BufferTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn notifier_fires_once_per_idle_to_busy_transition() {
+        let sw = VirtualSwitch::new();
+        let mut a = sw.add_port();
+        let mut b = sw.add_port();
+        let irq = Arc::new(CountingInterrupt::new());
+        b.set_rx_notifier(irq.clone());
+        a.send(&frame(BCAST, A, 0)).unwrap();
+        a.send(&frame(BCAST, A, 1)).unwrap();
+        assert_eq!(irq.count(), 1);
+        assert_eq!(recv_all(&mut b).len(), 2); // drains and re-arms
+        a.send(&frame(BCAST, A, 2)).unwrap();
+        assert_eq!(irq.count(), 2);
+    }
+}
