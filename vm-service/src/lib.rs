@@ -6,6 +6,7 @@
 pub mod dispatch;
 pub mod executor;
 pub mod guest;
+pub mod net;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};

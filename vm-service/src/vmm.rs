@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use vm_accel::{AccelError, Accelerator, IrqLine, VcpuId, Vm};
-use vm_core::config::{GuestArch, SerialMode, VmConfig};
+use vm_core::config::{DeviceConfig, GuestArch, SerialMode, VmConfig};
 use vm_core::ConfigError;
 use vm_cross_arch::platform::{
-    self, BootInfo, MachineConfig, MemoryMap, PlatformError, SerialPort, VcpuStart,
+    self, BootInfo, MachineConfig, MemoryMap, PlatformError, SerialPort,
 };
 use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
 use vm_device::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
@@ -26,6 +26,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::dispatch::DeviceExits;
 use crate::executor::{ExecutorControl, ExecutorKind, MultiVcpuExecutor, StopReason};
 use crate::guest;
+use crate::net::{self, RxPoller, SwitchRegistry};
 
 /// Why a VM could not be built or started. Each variant names what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +134,7 @@ pub struct VmmBuilder {
     executor: ExecutorKind,
     serial_out: Option<Box<dyn Write + Send>>,
     serial_in: Option<Box<dyn Read + Send>>,
+    switches: SwitchRegistry,
 }
 
 impl std::fmt::Debug for VmmBuilder {
@@ -170,7 +172,16 @@ impl VmmBuilder {
             executor: ExecutorKind::default(),
             serial_out: None,
             serial_in: None,
+            switches: SwitchRegistry::new(),
         }
+    }
+
+    /// Plugs `virtual` NICs into the switches of `registry`, so VMs built with
+    /// the same registry share switches by name (default: a private registry).
+    #[must_use]
+    pub fn switches(mut self, registry: SwitchRegistry) -> Self {
+        self.switches = registry;
+        self
     }
 
     /// Chooses the executor strategy.
@@ -212,7 +223,7 @@ impl VmmBuilder {
         }
 
         let phase = Instant::now();
-        let platform = platform_arch(config.arch).platform();
+        let platform = platform::for_arch(platform_arch(config.arch));
         let nets = config.devices.len() as u32;
         let map = platform.memory_map(&MachineConfig {
             vcpus: config.vcpus,
@@ -255,7 +266,15 @@ impl VmmBuilder {
             Some(out) => out,
             None => serial_writer(&config.serial)?,
         };
-        let (pio, mmio, serial) = attach_devices(vm.as_ref(), &map, serial_out, reset.clone())?;
+        let (pio, mut mmio, serial) = attach_devices(vm.as_ref(), &map, serial_out, reset.clone())?;
+        let rx_poller = attach_nics(
+            vm.as_ref(),
+            &map,
+            config,
+            &memory,
+            &mut mmio,
+            &self.switches,
+        )?;
         if let (Some(input), Some(serial)) = (self.serial_in, serial) {
             spawn_input_forwarder(serial, input)
                 .map_err(|e| device_err("the serial console input", e))?;
@@ -281,6 +300,7 @@ impl VmmBuilder {
             handler: Arc::new(DeviceExits::new(pio, mmio, reset)),
             executor: self.executor,
             info,
+            rx_poller,
         })
     }
 }
@@ -293,6 +313,7 @@ pub struct Vmm {
     handler: Arc<DeviceExits>,
     executor: ExecutorKind,
     info: VmmInfo,
+    rx_poller: Option<RxPoller>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -331,6 +352,7 @@ impl Vmm {
         );
         Ok(RunningVmm {
             executor,
+            _rx_poller: self.rx_poller,
             _vm: self.vm,
             _memory: self.memory,
             info: self.info,
@@ -342,6 +364,7 @@ impl Vmm {
 #[derive(Debug)]
 pub struct RunningVmm {
     executor: MultiVcpuExecutor,
+    _rx_poller: Option<RxPoller>,
     // The VM and its memory must outlive the vCPUs, which the executor owns.
     _vm: Arc<dyn Vm>,
     _memory: GuestMemoryMmap,
@@ -400,7 +423,8 @@ fn choose_engine(arch: GuestArch) -> Result<(Arc<dyn Accelerator>, String), VmmE
                 found.accelerator.kind()
             );
             for skipped in &found.unavailable {
-                reason.push_str(&format!("; {skipped}"));
+                reason.push_str("; ");
+                reason.push_str(&skipped.to_string());
             }
             Ok((found.accelerator, reason))
         }
@@ -473,6 +497,31 @@ fn attach_devices(
     Ok((pio, mmio, serial))
 }
 
+fn attach_nics(
+    vm: &dyn Vm,
+    map: &MemoryMap,
+    config: &VmConfig,
+    memory: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    switches: &SwitchRegistry,
+) -> Result<Option<RxPoller>, VmmError> {
+    let mut nics = Vec::new();
+    for (device, slot) in config.devices.iter().zip(&map.virtio) {
+        let DeviceConfig::Net(net_config) = device;
+        let name = format!("virtio-net {:?}", net_config.id);
+        let nic = net::attach(net_config, memory.clone(), irq(vm, slot.irq.0)?, switches).map_err(
+            |source| VmmError::Device {
+                device: name.clone(),
+                source,
+            },
+        )?;
+        mmio.insert(nic.transport.clone(), slot.mmio.start.0, slot.mmio.size)
+            .map_err(|e| device_err(&name, e))?;
+        nics.push(nic);
+    }
+    net::spawn_rx_poller(nics).map_err(|e| device_err("the network receive thread", e))
+}
+
 fn create_vcpus(
     vm: &dyn Vm,
     platform: &dyn platform::PlatformTraits,
@@ -484,35 +533,10 @@ fn create_vcpus(
         let mut vcpu = vm
             .create_vcpu(VcpuId(index))
             .map_err(accel_err("creating a vCPU"))?;
-        let state = match platform.vcpu_start(map, boot, index)? {
-            VcpuStart::Run(state) => boot_state(state),
-            VcpuStart::Parked(_) => vm_accel::BootState::Secondary { arch: vcpu.arch() },
-        };
+        let state = platform.vcpu_start(map, boot, index)?;
         vcpu.apply_boot_state(&state)
             .map_err(accel_err("setting the boot state"))?;
         vcpus.push(vcpu);
     }
     Ok(vcpus)
-}
-
-fn boot_state(state: platform::BootState) -> vm_accel::BootState {
-    match state {
-        platform::BootState::X86_64 {
-            entry,
-            boot_params,
-            stack,
-        } => vm_accel::BootState::X86_64Linux {
-            entry,
-            boot_params,
-            stack,
-        },
-        platform::BootState::Arm64 { pc, x0 } => {
-            vm_accel::BootState::Arm64Linux { entry: pc, fdt: x0 }
-        }
-        platform::BootState::Riscv64 { pc, a0, a1 } => vm_accel::BootState::Riscv64 {
-            entry: pc,
-            hart_id: a0,
-            fdt: a1,
-        },
-    }
 }
