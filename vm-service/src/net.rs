@@ -59,8 +59,8 @@ pub(crate) struct AttachedNic {
     pub transport: Arc<Mutex<MmioTransport>>,
     /// What the poller waits on: the backend's fd, or the rx notifier's.
     wake_fd: i32,
-    /// Keeps the notifier (and so `wake_fd`) open for virtual ports.
-    _notifier: Option<Arc<EventNotifier>>,
+    /// A virtual port's rx notifier (its fd is `wake_fd`); None for TAP.
+    notifier: Option<Arc<EventNotifier>>,
 }
 
 /// Opens the backend for `config` and puts the device behind a transport.
@@ -86,14 +86,14 @@ pub(crate) fn attach(
     } else {
         let notifier = Arc::new(EventNotifier::new_nonblocking()?);
         let fire = Arc::clone(&notifier);
-        device.set_rx_notifier(Arc::new(CallbackInterrupt::new(move || fire.notify())));
+        device.set_rxnotifier(Arc::new(CallbackInterrupt::new(move || fire.notify())));
         (notifier.as_event_fd().as_raw_fd(), Some(notifier))
     };
     let transport = MmioTransport::new(Box::new(device), mem, interrupt)?;
     Ok(AttachedNic {
         transport: Arc::new(Mutex::new(transport)),
         wake_fd,
-        _notifier: notifier,
+        notifier,
     })
 }
 
@@ -180,7 +180,7 @@ pub(crate) fn spawn_rx_poller(nics: Vec<AttachedNic>) -> std::io::Result<Option<
                         continue;
                     }
                     pfd.revents = 0;
-                    drain_notifier(nic);
+                    drainnotifier(nic);
                     nic.transport
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -200,8 +200,8 @@ pub(crate) fn spawn_rx_poller(nics: Vec<AttachedNic>) -> std::io::Result<Option<
 }
 
 /// Resets a virtual port's notifier so `poll` does not spin on it.
-fn drain_notifier(nic: &AttachedNic) {
-    if let Some(n) = &nic._notifier {
+fn drainnotifier(nic: &AttachedNic) {
+    if let Some(n) = &nic.notifier {
         let _ = n.wait();
     }
 }
