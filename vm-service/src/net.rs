@@ -86,7 +86,7 @@ pub(crate) fn attach(
     } else {
         let notifier = Arc::new(EventNotifier::new_nonblocking()?);
         let fire = Arc::clone(&notifier);
-        device.set_rxnotifier(Arc::new(CallbackInterrupt::new(move || fire.notify())));
+        device.set_rx_notifier(Arc::new(CallbackInterrupt::new(move || fire.notify())));
         (notifier.as_event_fd().as_raw_fd(), Some(notifier))
     };
     let transport = MmioTransport::new(Box::new(device), mem, interrupt)?;
