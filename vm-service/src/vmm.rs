@@ -213,6 +213,19 @@ impl VmmBuilder {
         let _span =
             tracing::info_span!("build", arch = %config.arch, vcpus = config.vcpus).entered();
 
+        // Files first: a wrong path is the most common mistake, report it at once.
+        let (kernel, kernel_name) = match &config.kernel {
+            Some(path) => (read_file("kernel", path)?, path.display().to_string()),
+            None => (
+                guest::builtin(config.arch)?.to_vec(),
+                "built-in guest".to_string(),
+            ),
+        };
+        let initrd = config
+            .initrd
+            .as_deref()
+            .map(|p| read_file("initrd", p))
+            .transpose()?;
         let (accel, engine_reason) = choose_engine(config.arch)?;
         if config.vcpus > accel.max_vcpus() {
             return Err(VmmError::TooManyVcpus {
@@ -246,18 +259,6 @@ impl VmmBuilder {
         );
 
         let phase = Instant::now();
-        let (kernel, kernel_name) = match &config.kernel {
-            Some(path) => (read_file("kernel", path)?, path.display().to_string()),
-            None => (
-                guest::builtin(config.arch)?.to_vec(),
-                "built-in guest".to_string(),
-            ),
-        };
-        let initrd = config
-            .initrd
-            .as_deref()
-            .map(|p| read_file("initrd", p))
-            .transpose()?;
         let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &config.cmdline)?;
         tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
 

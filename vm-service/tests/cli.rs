@@ -1,0 +1,153 @@
+//! `vm-service run` from the outside: bad input gives one line naming the
+//! problem and a non-zero exit, never a panic; the built-in guest exits 0.
+
+use assert_cmd::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::cargo_bin("vm-service")
+        .unwrap()
+        .arg("run")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_clean_failure(args: &[&str], needle: &str) {
+    let (code, _, err) = run(args);
+    assert_eq!(code, 1, "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr does not mention {needle:?}:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "{args:?}:\n{err}");
+    let error_lines = err.lines().filter(|l| l.contains("error")).count();
+    assert_eq!(error_lines, 1, "{args:?}: one error line expected:\n{err}");
+}
+
+fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: /dev/kvm cannot be opened ({e})");
+            false
+        }
+    }
+}
+
+#[test]
+fn missing_kernel_file() {
+    assert_clean_failure(
+        &["--kernel", "/nonexistent/vmlinux"],
+        "/nonexistent/vmlinux",
+    );
+}
+
+#[test]
+fn unreadable_initrd() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("k");
+    std::fs::write(&kernel, b"not a kernel").unwrap();
+    let k = kernel.to_str().unwrap();
+    assert_clean_failure(
+        &["--kernel", k, "--initrd", "/nonexistent/initrd"],
+        "/nonexistent/initrd",
+    );
+}
+
+#[test]
+fn not_a_kernel() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("garbage");
+    std::fs::write(&kernel, vec![0x5a; 4096]).unwrap();
+    assert_clean_failure(&["--kernel", kernel.to_str().unwrap()], "kernel");
+}
+
+#[test]
+fn memory_smaller_than_the_layout() {
+    if !kvm_available() {
+        return;
+    }
+    assert_clean_failure(&["--memory", "1"], "too small");
+}
+
+#[test]
+fn more_vcpus_than_allowed() {
+    assert_clean_failure(&["--vcpus", "100000"], "vcpus");
+}
+
+#[test]
+fn more_vcpus_than_kvm_allows() {
+    if !kvm_available() {
+        return;
+    }
+    assert_clean_failure(&["--vcpus", "254"], "vCPUs");
+}
+
+#[test]
+fn tap_device_that_cannot_be_opened() {
+    if !kvm_available() {
+        return;
+    }
+    // Interface names cannot contain '/': the kernel refuses to create it.
+    assert_clean_failure(&["--net", "tap:bad/name"], "bad/name");
+}
+
+#[test]
+fn bad_flag_values() {
+    assert_clean_failure(&["--net", "wifi"], "--net");
+    assert_clean_failure(&["--arch", "mips"], "mips");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::cargo_bin("vm-service")
+        .unwrap()
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--kernel",
+        "--initrd",
+        "--cmdline",
+        "--vcpus",
+        "--memory",
+        "--net",
+        "--executor",
+        "--arch",
+        "--log-level",
+    ] {
+        assert!(
+            text.contains(flag),
+            "--help does not mention {flag}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn builtin_guest_boots_and_exits_zero() {
+    if !kvm_available() {
+        return;
+    }
+    let (code, out, err) = run(&["--vcpus", "2"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains(vm_service::guest::BANNER), "stdout:\n{out}");
+    assert!(err.contains("KVM"), "the engine is named:\n{err}");
+}
