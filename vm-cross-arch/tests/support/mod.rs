@@ -97,9 +97,10 @@ pub fn decompile_dtb(dtb: &[u8], dir: &Path) -> Option<String> {
 
 /// Where downloaded Debian kernels are cached: `<workspace>/target/debian-kernels`.
 pub fn kernel_cache() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
     target.join("debian-kernels")
 }
 
