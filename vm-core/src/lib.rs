@@ -30,3 +30,9 @@ pub use config::{
 pub use event::{EventKind, StopReason, Timestamp, VmEvent};
 pub use id::{VmId, VmIdError};
 pub use state::{Transition, TransitionError, VmState};
+
+pub mod projection;
+pub mod store;
+
+pub use projection::{ProjectionError, VmRecord, VmRegistry};
+pub use store::{open as open_store, EventStore, StoreError, StoreFormat};

@@ -50,6 +50,9 @@ opts=(
 [[ -f $keyring ]] && opts+=(-o "Dir::Etc::Trusted=$keyring" -o "Dir::Etc::TrustedParts=/etc/apt/trusted.gpg.d")
 
 apt-get "${opts[@]}" -q update >&2 || { echo "apt-get update for $arch/$suite failed" >&2; exit 4; }
+# apt-get update only warns when a mirror is unreachable: check an index arrived.
+ls "$root"/lists/*_Packages* >/dev/null 2>&1 \
+  || { echo "no package index for $arch/$suite from $mirror (offline?)" >&2; exit 4; }
 
 # Follow the meta package's dependencies (meta -> versioned image -> binary
 # package on newer kernels) until a package ships a kernel image
@@ -73,6 +76,6 @@ done
 mkdir -p "$root/kernel"
 cp "$kernel" "$root/kernel/$(basename "$kernel")"
 kernel="$root/kernel/$(basename "$kernel")"
-rm -rf "$root/extract" "$root/pkgs"
+rm -rf "$root/extract" "$root/pkgs" "$root/lists" "$root/archives" "$root/pkgcache.bin" "$root/srcpkgcache.bin"
 echo "$kernel" > "$done_marker"
 echo "$kernel"

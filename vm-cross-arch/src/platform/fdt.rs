@@ -187,3 +187,135 @@ pub fn write_boot_data<P: FdtPlatform>(
         boot_vcpu: P::boot_state(kernel, placement.fdt.start),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::Bytes;
+
+    use super::*;
+    use crate::platform::image::tests::fake_image;
+    use crate::platform::layout::MachineConfig;
+    use crate::platform::{for_arch, KernelFormat};
+
+    const FDT_ARCHES: [GuestArch; 2] = [GuestArch::Arm64, GuestArch::Riscv64];
+
+    fn machine(arch: GuestArch, mem: u64) -> (MemoryMap, GuestMemoryMmap) {
+        let map = for_arch(arch)
+            .memory_map(&MachineConfig {
+                vcpus: 3,
+                mem_size: mem,
+                virtio_devices: 2,
+            })
+            .unwrap();
+        let gm = map.create_guest_memory().unwrap();
+        (map, gm)
+    }
+
+    #[test]
+    fn kernel_initrd_and_dtb_are_placed_without_overlap() {
+        for arch in FDT_ARCHES {
+            let p = for_arch(arch);
+            let (map, gm) = machine(arch, 128 << 20);
+            let base = map.ram[0].start.0;
+            let image = fake_image(arch, 0x20_0000, 0x80_0000, 0x1000);
+            let initrd = vec![0xa5u8; 0x1_2345];
+            let boot = p
+                .boot(&gm, &map, &image, Some(&initrd), "console=ttyS0")
+                .unwrap();
+
+            let k = boot.kernel;
+            let format = if arch == GuestArch::Arm64 {
+                KernelFormat::Arm64Image
+            } else {
+                KernelFormat::Riscv64Image
+            };
+            assert_eq!(k.format, format);
+            assert_eq!(k.load.0, base + 0x20_0000, "{arch}");
+            assert_eq!(k.entry, k.load);
+            assert_eq!(k.end, k.load.0 + 0x80_0000);
+
+            let BootData::Fdt(dtb) = boot.data else {
+                panic!("{arch}: no FDT")
+            };
+            assert_eq!(dtb.start.0, map.ram[0].end() - FDT_MAX_SIZE);
+            assert_eq!(
+                gm.read_obj::<u32>(dtb.start).unwrap(),
+                0xd00d_feedu32.to_be()
+            );
+            let rd = boot.initrd.unwrap();
+            assert!(
+                rd.start.0 >= k.end && rd.end() <= dtb.start.0,
+                "{arch}: {rd:?}"
+            );
+            assert_eq!(rd.start.0 % 0x1000, 0);
+            assert_eq!(gm.read_obj::<u8>(rd.start).unwrap(), 0xa5);
+
+            let expected = if arch == GuestArch::Arm64 {
+                BootState::Arm64Linux {
+                    entry: k.entry,
+                    fdt: dtb.start,
+                }
+            } else {
+                BootState::Riscv64 {
+                    entry: k.entry,
+                    hart_id: 0,
+                    fdt: dtb.start,
+                }
+            };
+            assert_eq!(p.vcpu_start(&map, &boot, 0).unwrap(), expected);
+            assert_eq!(
+                p.vcpu_start(&map, &boot, 2).unwrap(),
+                BootState::Secondary { arch }
+            );
+            assert!(p.vcpu_start(&map, &boot, 3).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        for arch in FDT_ARCHES {
+            let p = for_arch(arch);
+            let (map, gm) = machine(arch, 32 << 20);
+            let too_big = fake_image(arch, 0x20_0000, 64 << 20, 0x1000);
+            assert!(
+                matches!(
+                    p.load_kernel(&gm, &map, &too_big),
+                    Err(PlatformError::KernelDoesNotFit { .. })
+                ),
+                "{arch}"
+            );
+            // Fits in RAM but leaves no room for the DTB window.
+            let crowding = fake_image(arch, 0, (32 << 20) - 0x1000, 0x1000);
+            assert!(matches!(
+                p.boot(&gm, &map, &crowding, None, ""),
+                Err(PlatformError::MemoryTooSmall { .. })
+            ));
+            let image = fake_image(arch, 0x20_0000, 0x40_0000, 0x1000);
+            let initrd = vec![0u8; 30 << 20];
+            assert!(matches!(
+                p.boot(&gm, &map, &image, Some(&initrd), ""),
+                Err(PlatformError::InitrdDoesNotFit { .. })
+            ));
+            let long = "y".repeat(FDT_CMDLINE_MAX);
+            assert!(matches!(
+                p.boot(&gm, &map, &image, None, &long),
+                Err(PlatformError::CmdlineTooLong { len, max, .. }) if len == FDT_CMDLINE_MAX + 1 && max == FDT_CMDLINE_MAX
+            ));
+            let other = if arch == GuestArch::Arm64 {
+                GuestArch::Riscv64
+            } else {
+                GuestArch::Arm64
+            };
+            let (other_map, other_gm) = machine(other, 64 << 20);
+            let k = p.load_kernel(&gm, &map, &image).unwrap();
+            assert!(matches!(
+                p.write_boot_data(&other_gm, &other_map, &k, None, ""),
+                Err(PlatformError::MapMismatch { .. })
+            ));
+            assert!(matches!(
+                p.load_kernel(&gm, &map, &fake_image(other, 0, 0x1000, 0x1000)),
+                Err(PlatformError::InvalidKernel { .. })
+            ));
+        }
+    }
+}

@@ -92,6 +92,7 @@ pub struct MmioTransport {
     interrupt_status: u32,
     config_generation: u32,
     seen_device_generation: u32,
+    last_error: Option<DeviceError>,
 }
 
 impl MmioTransport {
@@ -126,6 +127,7 @@ impl MmioTransport {
             interrupt_status: 0,
             config_generation: 0,
             seen_device_generation,
+            last_error: None,
         })
     }
 
@@ -137,6 +139,11 @@ impl MmioTransport {
     /// Whether the device has flagged `DEVICE_NEEDS_RESET`.
     pub fn needs_reset(&self) -> bool {
         self.status & status::DEVICE_NEEDS_RESET != 0
+    }
+
+    /// The error that set `DEVICE_NEEDS_RESET`, until the driver resets the device.
+    pub fn last_error(&self) -> Option<&DeviceError> {
+        self.last_error.as_ref()
     }
 
     /// The device model.
@@ -207,7 +214,7 @@ impl MmioTransport {
     fn finish(&mut self, result: Result<UsedQueues, DeviceError>) {
         match result {
             Ok(used) => self.signal_used(used),
-            Err(err) => self.fail(&err),
+            Err(err) => self.fail(err),
         }
     }
 
@@ -229,8 +236,9 @@ impl MmioTransport {
     }
 
     /// Enter DEVICE_NEEDS_RESET after a device error and tell the driver.
-    fn fail(&mut self, err: &DeviceError) {
+    fn fail(&mut self, err: DeviceError) {
         tracing::error!(%err, "virtio-mmio: device error, setting DEVICE_NEEDS_RESET");
+        self.last_error = Some(err);
         self.status |= status::DEVICE_NEEDS_RESET;
         self.raise(INT_CONFIG);
     }
@@ -253,6 +261,7 @@ impl MmioTransport {
         self.driver_features = 0;
         self.queue_sel = 0;
         self.interrupt_status = 0;
+        self.last_error = None;
         self.seen_device_generation = self.device.config_generation();
     }
 
@@ -290,7 +299,7 @@ impl MmioTransport {
                 queues: &mut self.queues,
             };
             if let Err(err) = self.device.activate(acked, ctx) {
-                self.fail(&err);
+                self.fail(err);
             }
             return;
         }
@@ -370,7 +379,7 @@ impl MmioTransport {
             reg::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
             reg::DRIVER_FEATURES if negotiating => match self.driver_features_sel {
                 0 => {
-                    self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value)
+                    self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value);
                 }
                 1 => {
                     self.driver_features =
@@ -474,7 +483,7 @@ impl BusDevice for MmioTransport {
         }
         match <[u8; 4]>::try_from(data) {
             Ok(bytes) if offset.is_multiple_of(4) => {
-                self.write_reg(offset, u32::from_le_bytes(bytes))
+                self.write_reg(offset, u32::from_le_bytes(bytes));
             }
             _ => tracing::warn!(
                 offset,

@@ -58,6 +58,10 @@ pub fn build(map: &MemoryMap, cmdline: &str, initrd: Option<Range>) -> Result<Ve
         fdt.property_string("compatible", "arm,gic-v3")?;
         fdt.property_null("interrupt-controller")?;
         fdt.property_u32("#interrupt-cells", 3)?;
+        // Room for ITS child nodes, as the binding asks of an interrupt provider.
+        fdt.property_u32("#address-cells", 2)?;
+        fdt.property_u32("#size-cells", 2)?;
+        fdt.property_null("ranges")?;
         fdt.property_array_u64(
             "reg",
             &[

@@ -28,6 +28,8 @@ pub fn build(map: &MemoryMap, cmdline: &str, initrd: Option<Range>) -> Result<Ve
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
     fdt::root_props(&mut fdt, "riscv-virtio", "vm-workspace riscv64")?;
+    // Devices without interrupts-extended (UART, virtio) route to the PLIC.
+    fdt.property_u32("interrupt-parent", PLIC_PHANDLE)?;
 
     let cpus = fdt.begin_node("cpus")?;
     fdt.property_u32("#address-cells", 1)?;
@@ -48,6 +50,7 @@ pub fn build(map: &MemoryMap, cmdline: &str, initrd: Option<Range>) -> Result<Ve
         fdt.property_string("mmu-type", "riscv,sv39")?;
         let intc = fdt.begin_node("interrupt-controller")?;
         fdt.property_u32("#interrupt-cells", 1)?;
+        fdt.property_u32("#address-cells", 0)?;
         fdt.property_null("interrupt-controller")?;
         fdt.property_string("compatible", "riscv,cpu-intc")?;
         fdt.property_phandle(CPU_INTC_PHANDLE + hart)?;

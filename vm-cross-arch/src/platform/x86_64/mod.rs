@@ -9,6 +9,8 @@ mod loader;
 #[cfg(not(target_arch = "x86_64"))]
 #[path = "loader_unsupported.rs"]
 mod loader;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 

@@ -9,6 +9,7 @@
 //! used heads are owned by the device and reused, so steady-state processing
 //! does not allocate.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -76,12 +77,41 @@ pub struct NetStats {
     pub tx_throttled: u64,
 }
 
+/// Link state of a NIC, shared with the VMM; changing it bumps the config generation.
+#[derive(Debug, Clone)]
+pub struct LinkControl {
+    down: Arc<AtomicBool>,
+    generation: Arc<AtomicU32>,
+}
+
+impl Default for LinkControl {
+    fn default() -> Self {
+        Self {
+            down: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU32::new(0)),
+        }
+    }
+}
+
+impl LinkControl {
+    /// Set the link up or down; the transport raises a config interrupt on its next poll.
+    pub fn set_up(&self, up: bool) {
+        if self.down.swap(!up, Ordering::AcqRel) == up {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether the link is up.
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+}
+
 /// A virtio-net device.
 #[derive(Debug)]
 pub struct NetDevice {
     mac: [u8; 6],
-    link_up: bool,
-    generation: u32,
+    link: LinkControl,
     backend: Box<dyn NetBackend>,
     acked: u64,
     active: bool,
@@ -103,8 +133,7 @@ impl NetDevice {
     pub fn new(config: NetConfig, backend: Box<dyn NetBackend>) -> Self {
         Self {
             mac: config.mac,
-            link_up: true,
-            generation: 0,
+            link: LinkControl::default(),
             backend,
             acked: 0,
             active: false,
@@ -130,12 +159,9 @@ impl NetDevice {
         self.mac
     }
 
-    /// Change the link state reported to the guest (bumps the config generation).
-    pub fn set_link_up(&mut self, up: bool) {
-        if self.link_up != up {
-            self.link_up = up;
-            self.generation = self.generation.wrapping_add(1);
-        }
+    /// A handle to change the link state the guest sees, from any thread.
+    pub fn link_control(&self) -> LinkControl {
+        self.link.clone()
     }
 
     /// The backend, e.g. to find the file descriptor to poll.
@@ -346,7 +372,7 @@ fn rewind(q: &mut Queue, n: usize) {
 /// bug or attack that would make us process stale entries twice).
 fn check_avail(mem: &GuestMemory, q: &Queue, queue: u16) -> Result<(), DeviceError> {
     let now = q
-        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .avail_idx(mem, Ordering::Acquire)
         .map_err(|source| DeviceError::Queue { queue, source })?
         .0;
     let last = q.next_avail();
@@ -393,7 +419,7 @@ impl VirtioDevice for NetDevice {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut config = [0u8; CONFIG_LEN];
         config[..6].copy_from_slice(&self.mac);
-        let status = if self.link_up { LINK_UP } else { 0 };
+        let status = if self.link.is_up() { LINK_UP } else { 0 };
         config[6..8].copy_from_slice(&status.to_le_bytes());
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         data.fill(0);
@@ -407,7 +433,7 @@ impl VirtioDevice for NetDevice {
     }
 
     fn config_generation(&self) -> u32 {
-        self.generation
+        self.link.generation.load(Ordering::Acquire)
     }
 
     fn activate(&mut self, acked_features: u64, ctx: QueueContext<'_>) -> Result<(), DeviceError> {

@@ -18,7 +18,7 @@ pub mod tap;
 pub mod r#virtual;
 
 pub use backend::{NetBackend, NetBackendConfig, NetBackendError};
-pub use device::{NetConfig, NetDevice, NetStats};
+pub use device::{LinkControl, NetConfig, NetDevice, NetStats};
 
 /// Length of `virtio_net_hdr_v1` (with `num_buffers`), in front of every frame.
 pub const VNET_HDR_LEN: usize = 12;
