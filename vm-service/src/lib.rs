@@ -2,6 +2,25 @@
 //! devices into a runnable VM; executor strategies (a thread per vCPU, or
 //! tokio) chosen at runtime; and the `vm-service` daemon and CLI that launch
 //! guests.
+//!
+//! ```no_run
+//! use vm_core::config::VmConfig;
+//! use vm_service::{ExecutorKind, VmmBuilder};
+//!
+//! // No kernel given: the built-in guest boots, reports what it sees on the
+//! // serial console and asks to stop.
+//! let vmm = VmmBuilder::new(VmConfig { vcpus: 2, ..VmConfig::default() })
+//!     .executor(ExecutorKind::Sync)
+//!     .serial_output(Box::new(std::io::stdout()))
+//!     .build()?;
+//! let running = vmm.start()?;
+//! let control = running.control(); // pause(), resume(), stop() from any thread
+//! println!("{}", running.wait());
+//! # let _ = control;
+//! # Ok::<(), vm_service::VmmError>(())
+//! ```
+//!
+//! `examples/embed.rs` is a complete embedding program.
 
 pub mod dispatch;
 pub mod executor;
