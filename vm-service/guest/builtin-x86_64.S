@@ -35,10 +35,10 @@ _start:
         mov     r15, rsi                        /* boot_params */
         lea     rsp, [rip + stack_top]
 
-        call    map_low_4g
-
         lea     rsi, [rip + msg_banner]
         call    puts
+
+        call    map_low_4g
 
         /* memory: sum of e820 RAM entries, rounded up to MiB */
         movzx   ecx, byte ptr [r15 + BP_E820_ENTRIES]
