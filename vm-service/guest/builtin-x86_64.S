@@ -10,7 +10,8 @@
  *   - the first virtio-mmio device slot (an MMIO device it reads);
  *
  * then asks for a reset through the i8042 controller, which the VMM treats as
- * the guest's request to stop.
+ * the guest's request to stop. A machine without an i8042 (QEMU's microvm)
+ * ignores that, so the guest then triple-faults on purpose: a reset either way.
  *
  * Rebuild with `cargo xtask builtin-guest`; CI checks the committed ELF matches.
  */
@@ -26,6 +27,19 @@
         .equ AP_TRAMPOLINE,     0x6000  /* SIPI vector 6: below 1 MiB, page aligned, unused by the boot layout */
         .equ VIRTIO_MMIO_BASE,  0xd0000000 /* first virtio-mmio slot of the x86_64 platform */
         .equ AP_SPIN_LIMIT,     2000000
+        .equ SI_RSDP,           0x20    /* hvm_start_info.rsdp_paddr */
+        .equ SI_MEMMAP,         0x28    /* hvm_start_info.memmap_paddr */
+        .equ SI_MEMMAP_ENTRIES, 0x30    /* hvm_start_info.memmap_entries */
+        .equ XEN_ELFNOTE_PHYS32_ENTRY, 18
+
+        /* The PVH entry point, for loaders that look for it. */
+        .section .note.Xen, "a", @note
+        .balign 4
+        .long   4                               /* name size: "Xen\0" */
+        .long   4                               /* descriptor size */
+        .long   XEN_ELFNOTE_PHYS32_ENTRY
+        .asciz  "Xen"
+        .long   pvh_start
 
         .section .text
         .code64
@@ -33,6 +47,8 @@
 _start:
         cli
         mov     r15, rsi                        /* boot_params */
+        xor     r14d, r14d                      /* no PVH start info */
+common_start:
         lea     rsp, [rip + stack_top]
 
         lea     rsi, [rip + msg_banner]
@@ -40,16 +56,25 @@ _start:
 
         call    map_low_4g
 
-        /* memory: sum of e820 RAM entries, rounded up to MiB */
+        /* memory: sum of RAM entries of the e820 (or PVH) map, rounded up to MiB */
+        test    r15, r15
+        jz      pvh_memmap
         movzx   ecx, byte ptr [r15 + BP_E820_ENTRIES]
         lea     rbx, [r15 + BP_E820_TABLE]
+        mov     edx, 20                         /* e820 entry size */
+        jmp     sum_ram
+pvh_memmap:
+        mov     ecx, [r14 + SI_MEMMAP_ENTRIES]
+        mov     rbx, [r14 + SI_MEMMAP]
+        mov     edx, 24                         /* hvm_memmap_table_entry size */
+sum_ram:
         xor     r12, r12
 1:      test    ecx, ecx
         jz      2f
         cmp     dword ptr [rbx + 16], 1
         jne     3f
         add     r12, [rbx + 8]
-3:      add     rbx, 20
+3:      add     rbx, rdx
         dec     ecx
         jmp     1b
 2:      lea     rsi, [rip + msg_memory]
@@ -119,8 +144,8 @@ shutdown:
         call    puts
         mov     al, 0xfe                        /* i8042: pulse reset line */
         out     0x64, al
-4:      hlt
-        jmp     4b
+        lidt    [rip + no_idt]                  /* no i8042: triple fault instead */
+        ud2
 
 /* Identity-map the low 4 GiB with 2 MiB pages (the boot tables map 1 GiB;
  * the local APIC and the virtio-mmio window live above it). */
@@ -152,9 +177,18 @@ map_low_4g:
 
 /* RAX = MADT address, or 0. */
 find_madt:
+        xor     eax, eax
+        test    r15, r15
+        jz      1f
         mov     rax, [r15 + BP_ACPI_RSDP]
+1:      test    rax, rax
+        jnz     have_rsdp
+        test    r14, r14
+        jz      scan_rsdp
+        mov     rax, [r14 + SI_RSDP]
         test    rax, rax
         jnz     have_rsdp
+scan_rsdp:
         mov     eax, 0xe0000
 1:      mov     rdx, 0x2052545020445352         /* "RSD PTR " */
         cmp     [rax], rdx
@@ -289,6 +323,59 @@ put_hex:
         mov     rsi, rdi
         jmp     puts
 
+/* PVH entry: 32-bit protected mode, paging off, EBX = hvm_start_info.
+ * Build the 4 GiB identity map, enter long mode, join the common path. */
+        .code32
+pvh_start:
+        cli
+        mov     esi, ebx
+        mov     edi, offset pd_tables
+        xor     ecx, ecx
+1:      mov     eax, ecx
+        shl     eax, 21
+        or      eax, 0x83                       /* present, writable, 2 MiB */
+        mov     [edi + ecx * 8], eax
+        mov     eax, ecx
+        shr     eax, 11                         /* bits 32+ of the 2 MiB frame */
+        mov     [edi + ecx * 8 + 4], eax
+        inc     ecx
+        cmp     ecx, 2048
+        jne     1b
+        mov     edi, offset pdpt
+        mov     eax, offset pd_tables + 3
+        xor     ecx, ecx
+2:      mov     [edi + ecx * 8], eax
+        add     eax, 4096
+        inc     ecx
+        cmp     ecx, 4
+        jne     2b
+        mov     dword ptr [pml4], offset pdpt + 3
+        mov     eax, offset pml4
+        mov     cr3, eax
+        mov     eax, cr4
+        or      eax, 0x20                       /* PAE */
+        mov     cr4, eax
+        mov     ecx, 0xc0000080                 /* EFER */
+        rdmsr
+        or      eax, 0x100                      /* LME */
+        wrmsr
+        mov     eax, cr0
+        or      eax, 0x80000001                 /* PG | PE */
+        mov     cr0, eax
+        lgdt    [pvh_gdt_desc]
+        .byte   0xea                            /* ljmp 0x08:pvh_long */
+        .long   pvh_long
+        .word   0x08
+        .code64
+pvh_long:
+        mov     eax, 0x10
+        mov     ds, eax
+        mov     es, eax
+        mov     ss, eax
+        xor     r15d, r15d                      /* no boot_params */
+        mov     r14d, esi                       /* hvm_start_info */
+        jmp     common_start
+
 /* Secondary vCPUs start here in real mode (copied to AP_TRAMPOLINE): check
  * in by incrementing the counter, then halt for good. */
         .code16
@@ -319,6 +406,15 @@ msg_none:    .asciz ": no device\r\n"
 msg_bye:     .asciz "guest: requesting shutdown\r\n"
 msg_nl:      .asciz "\r\n"
 hexdigits:   .ascii "0123456789abcdef"
+            .balign 8
+pvh_gdt:    .quad 0
+            .quad 0x00af9a000000ffff            /* 0x08: 64-bit code */
+            .quad 0x00cf92000000ffff            /* 0x10: data */
+pvh_gdt_desc:
+            .word pvh_gdt_desc - pvh_gdt - 1
+            .long pvh_gdt
+no_idt:     .word 0
+            .quad 0
 
         .section .bss
         .balign 4096

@@ -9,16 +9,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::run_in;
 
-/// (assembly source, committed ELF) pairs, relative to the workspace root.
-const GUESTS: &[(&str, &str)] = &[(
+/// (assembly source, linker script, committed ELF), relative to the workspace root.
+const GUESTS: &[(&str, &str, &str)] = &[(
     "vm-service/guest/builtin-x86_64.S",
+    "vm-service/guest/builtin-x86_64.ld",
     "vm-service/guest/builtin-x86_64.elf",
 )];
 
-/// Load address of the guest image: 1 MiB, where a Linux kernel goes.
-const LOAD_ADDRESS: &str = "0x100000";
-
-fn assemble(root: &Path, source: &Path, out: &Path) -> Result<()> {
+fn assemble(root: &Path, source: &Path, script: &Path, out: &Path) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let object = dir.path().join("guest.o");
     let object_s = object.to_string_lossy();
@@ -27,7 +25,7 @@ fn assemble(root: &Path, source: &Path, out: &Path) -> Result<()> {
         "as",
         &["--64", "-o", &object_s, &source.to_string_lossy()],
     )?;
-    let text = format!("-Ttext={LOAD_ADDRESS}");
+    let script = script.to_string_lossy();
     run_in(
         root,
         "ld",
@@ -36,11 +34,10 @@ fn assemble(root: &Path, source: &Path, out: &Path) -> Result<()> {
             "elf_x86_64",
             "-nostdlib",
             "-static",
-            // One RWX segment at the load address: no ELF headers loaded below 1 MiB.
+            // The script places one RWX segment at 1 MiB and no headers below it.
             "-N",
-            &text,
-            "-e",
-            "_start",
+            "-T",
+            &script,
             "--build-id=none",
             "--no-warn-rwx-segments",
             "-s",
@@ -53,13 +50,14 @@ fn assemble(root: &Path, source: &Path, out: &Path) -> Result<()> {
 
 /// Rebuilds every built-in guest, or with `check` verifies the committed ones.
 pub fn run(root: &Path, check: bool) -> Result<()> {
-    for (source, elf) in GUESTS {
+    for (source, script, elf) in GUESTS {
         let source = root.join(source);
+        let script = root.join(script);
         let elf = root.join(elf);
         if check {
             let dir = tempfile::tempdir().context("creating a temporary directory")?;
             let fresh = dir.path().join("guest.elf");
-            assemble(root, &source, &fresh)?;
+            assemble(root, &source, &script, &fresh)?;
             let built = std::fs::read(&fresh)?;
             let committed =
                 std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
@@ -72,7 +70,7 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
             }
             println!("builtin-guest: {} matches its source", elf.display());
         } else {
-            assemble(root, &source, &elf)?;
+            assemble(root, &source, &script, &elf)?;
             println!("builtin-guest: wrote {}", elf.display());
         }
     }

@@ -5,10 +5,12 @@
 //!   Windows on x86_64/aarch64 (and riscv64 Linux).
 //! - `features`: the feature matrix (checks per feature group, tests for the
 //!   default and all-features configurations).
+//! - `bench`: criterion benches plus process peers, one report with ratios.
 //! - `builtin-guest`: rebuild (or `--check`) the guest `vm-service run` boots.
 //! - `setup`: install the Debian packages and rustup components tests need.
 //! - `ci`: everything CI runs, in order; `.ci/run` calls it.
 
+mod bench;
 mod builtin_guest;
 mod cmd;
 mod features;
@@ -42,6 +44,14 @@ enum Task {
     },
     /// Check every feature configuration; test default and all-features.
     Features,
+    /// Run the benches and peers; write target/bench/report.{json,md}.
+    Bench {
+        /// Short measurements (the whole run in a few minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Areas to run (files in benches/benches/); default: all.
+        areas: Vec<String>,
+    },
     /// Rebuild the built-in guest from its assembly source.
     BuiltinGuest {
         /// Verify the committed image matches a rebuild instead of writing it.
@@ -92,6 +102,7 @@ fn main() -> Result<()> {
         Task::Gates => gates::run(&root),
         Task::CheckTargets { targets } => targets::run(&root, &targets),
         Task::Features => features::run(&root),
+        Task::Bench { quick, areas } => bench::run(&root, quick, &areas),
         Task::BuiltinGuest { check } => builtin_guest::run(&root, check),
         Task::Setup => setup::run(),
         Task::Ci => ci(&root),

@@ -43,6 +43,21 @@ fn as_root(args: &[&str]) -> std::io::Result<std::process::ExitStatus> {
         .status()
 }
 
+/// Installs Debian `packages` (as root, or through `sudo -n`).
+pub fn install(packages: &[&str]) -> Result<()> {
+    let run = |args: &[&str]| -> Result<()> {
+        let status = as_root(args)?;
+        anyhow::ensure!(status.success(), "`{}` failed ({status})", args.join(" "));
+        Ok(())
+    };
+    run(&["apt-get", "update", "-qq"])?;
+    run(&[
+        &["apt-get", "install", "-y", "-qq", "--no-install-recommends"],
+        packages,
+    ]
+    .concat())
+}
+
 /// Installs missing packages and components. A package that cannot be
 /// installed is reported (the tests that need it skip with a reason); it does
 /// not fail the run.
