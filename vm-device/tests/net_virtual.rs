@@ -259,3 +259,35 @@ fn tx_rate_limiter_holds_frames_beyond_the_bucket() {
     assert_eq!(seen, 2);
     assert_eq!(a.status() & status::DEVICE_NEEDS_RESET, 0);
 }
+
+#[test]
+fn offload_requests_that_were_not_negotiated_are_dropped() {
+    use vm_device::virtio::net::{NetBackend, VNET_HDR_LEN};
+    use vm_memory::Bytes;
+    let sw = VirtualSwitch::new();
+    let mut peer = sw.add_port();
+    let mut a = nic(&sw, MAC_A, BASE_FEATURES);
+    let frame = eth_frame(BROADCAST, MAC_A, 60, 0);
+    let mut buf = vec![0u8; 2048];
+    for (flags, gso) in [(1u8, 0u8), (0, 1), (0, 4)] {
+        let mut bytes = vec![0u8; VNET_HDR_LEN];
+        bytes[0] = flags;
+        bytes[1] = gso;
+        bytes.extend_from_slice(&frame);
+        let addr = a.driver.alloc(bytes.len() as u64, 16).unwrap();
+        a.mem().write_slice(&bytes, addr).unwrap();
+        a.driver
+            .add_buffer(1, addr, bytes.len() as u32, false)
+            .unwrap();
+        GuestDriver::notify(&mut a.transport, 1);
+        assert!(a.driver.pop_used(1).unwrap().is_some(), "chain returned");
+        assert!(
+            peer.recv(&mut buf).unwrap().is_none(),
+            "flags {flags} gso {gso} not forwarded"
+        );
+    }
+    a.send(&frame);
+    let n = peer.recv(&mut buf).unwrap().expect("plain frame forwarded");
+    assert_eq!(&buf[VNET_HDR_LEN..n], &frame[..]);
+    assert_eq!(a.status() & status::DEVICE_NEEDS_RESET, 0);
+}

@@ -229,6 +229,13 @@ impl NetDevice {
                 })?;
             off += len;
         }
+        if !self.tx_header_allowed() {
+            tracing::debug!(
+                "virtio-net: TX header asks for an offload that was not negotiated; dropped"
+            );
+            self.stats.tx_dropped += 1;
+            return Ok(());
+        }
         match self.backend.send(&self.tx_buf[..total]) {
             Ok(()) => {
                 self.stats.tx_packets += 1;
@@ -240,6 +247,32 @@ impl NetDevice {
             }
         }
         Ok(())
+    }
+
+    /// Check the TX header against the negotiated offloads, so a driver cannot
+    /// push offload work onto a backend (or a peer guest) that never agreed to it.
+    fn tx_header_allowed(&mut self) -> bool {
+        const F_NEEDS_CSUM: u8 = 1;
+        const GSO_TCPV4: u8 = 1;
+        const GSO_TCPV6: u8 = 4;
+        const GSO_ECN: u8 = 0x80;
+        let (flags, gso) = (self.tx_buf[0], self.tx_buf[1]);
+        if self.acked & features::CSUM == 0 {
+            // Without offloads the header carries nothing: clear stale bytes.
+            self.tx_buf[..NUM_BUFFERS_OFFSET].fill(0);
+            return flags & F_NEEDS_CSUM == 0 && gso == 0;
+        }
+        let needed = match gso & !GSO_ECN {
+            0 => 0,
+            GSO_TCPV4 => features::HOST_TSO4,
+            GSO_TCPV6 => features::HOST_TSO6,
+            _ => return false,
+        } | if gso & GSO_ECN != 0 {
+            features::HOST_ECN
+        } else {
+            0
+        };
+        self.acked & needed == needed
     }
 
     fn process_rx(&mut self, mem: &GuestMemory, q: &mut Queue) -> Result<bool, DeviceError> {
