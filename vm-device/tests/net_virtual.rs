@@ -251,6 +251,8 @@ fn tx_rate_limiter_holds_frames_beyond_the_bucket() {
         used += 1;
     }
     assert_eq!(used, 2, "throttled chains stay in the available ring");
+    // The bucket never refills, so the transport asks to be polled "never" (Duration::MAX).
+    assert_eq!(a.transport.poll_after(), Some(std::time::Duration::MAX));
     let mut buf = vec![0u8; 2048];
     let mut seen = 0;
     while peer.recv(&mut buf).unwrap().is_some() {
@@ -290,4 +292,47 @@ fn offload_requests_that_were_not_negotiated_are_dropped() {
     let n = peer.recv(&mut buf).unwrap().expect("plain frame forwarded");
     assert_eq!(&buf[VNET_HDR_LEN..n], &frame[..]);
     assert_eq!(a.status() & status::DEVICE_NEEDS_RESET, 0);
+}
+
+#[test]
+fn throttled_tx_resumes_on_poll_once_tokens_refill() {
+    use vm_device::virtio::net::rate_limiter::RateLimiter;
+    use vm_device::virtio::net::NetBackend;
+    use vm_memory::Bytes;
+    let sw = VirtualSwitch::new();
+    let mut peer = sw.add_port();
+    let mut config = vm_device::virtio::net::NetConfig::new(MAC_A);
+    // Two packets of burst, 1000 packets/s refill.
+    config.tx_rate_limiter = RateLimiter::new(None, Some((2, 1000)));
+    let mut a = Nic::with_config(config, Box::new(sw.add_port()), BASE_FEATURES);
+    let mut frame = vec![0u8; vm_device::virtio::net::VNET_HDR_LEN];
+    frame.extend(eth_frame(BROADCAST, MAC_A, 60, 0));
+    let addr = a.driver.alloc(frame.len() as u64, 16).unwrap();
+    a.mem().write_slice(&frame, addr).unwrap();
+    for _ in 0..4 {
+        a.driver
+            .add_buffer(1, addr, frame.len() as u32, false)
+            .unwrap();
+    }
+    GuestDriver::notify(&mut a.transport, 1);
+    let wait = a
+        .transport
+        .poll_after()
+        .expect("throttled: asks for a poll");
+    assert!(wait <= std::time::Duration::from_millis(1));
+    // 10 ms at 1000 packets/s refills the bucket (2): both held frames can go.
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    a.transport.poll();
+    let mut used = 0;
+    while a.driver.pop_used(1).unwrap().is_some() {
+        used += 1;
+    }
+    assert_eq!(used, 4);
+    assert_eq!(a.transport.poll_after(), None);
+    let mut buf = vec![0u8; 2048];
+    let mut seen = 0;
+    while peer.recv(&mut buf).unwrap().is_some() {
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
 }

@@ -160,6 +160,16 @@ impl MmioTransport {
         self.status & status::DRIVER_OK != 0 && !self.needs_reset()
     }
 
+    /// When the VMM should call [`MmioTransport::poll`] even without an event
+    /// (a throttled queue waiting for its rate limiter), if ever.
+    pub fn poll_after(&self) -> Option<std::time::Duration> {
+        if self.running() {
+            self.device.poll_after()
+        } else {
+            None
+        }
+    }
+
     /// Run work the device has outside driver notifications (e.g. frames from a
     /// backend); the VMM calls this when a backend becomes readable.
     pub fn poll(&mut self) {

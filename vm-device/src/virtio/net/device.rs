@@ -116,7 +116,8 @@ pub struct NetDevice {
     acked: u64,
     active: bool,
     tx_limiter: RateLimiter,
-    tx_throttled: bool,
+    /// Length of the frame the rate limiter held back, if any.
+    tx_throttled: Option<u64>,
     tx_buf: Vec<u8>,
     rx_buf: Vec<u8>,
     /// Length of a frame read from the backend but not yet delivered (0 = none).
@@ -138,7 +139,7 @@ impl NetDevice {
             acked: 0,
             active: false,
             tx_limiter: config.tx_rate_limiter,
-            tx_throttled: false,
+            tx_throttled: None,
             tx_buf: vec![0; MAX_BUFFER_LEN],
             rx_buf: vec![0; MAX_BUFFER_LEN],
             rx_pending: 0,
@@ -181,7 +182,7 @@ impl NetDevice {
     fn process_tx(&mut self, mem: &GuestMemory, q: &mut Queue) -> Result<bool, DeviceError> {
         check_avail(mem, q, TX_QUEUE)?;
         let mut used = false;
-        self.tx_throttled = false;
+        self.tx_throttled = None;
         while let Some(chain) = q.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             self.segs.clear();
@@ -195,7 +196,7 @@ impl NetDevice {
             {
                 // Leave the chain for later: poll() resumes once tokens refill.
                 q.go_to_previous_position();
-                self.tx_throttled = true;
+                self.tx_throttled = Some(total as u64);
                 self.stats.tx_throttled += 1;
                 break;
             }
@@ -507,6 +508,11 @@ impl VirtioDevice for NetDevice {
         Ok(used)
     }
 
+    fn poll_after(&self) -> Option<std::time::Duration> {
+        self.tx_throttled
+            .map(|len| self.tx_limiter.retry_after(len))
+    }
+
     fn poll(&mut self, ctx: QueueContext<'_>) -> Result<UsedQueues, DeviceError> {
         let mut used = UsedQueues::default();
         if !self.active {
@@ -515,7 +521,7 @@ impl VirtioDevice for NetDevice {
         let [rx, tx] = ctx.queues else {
             return Ok(used);
         };
-        if self.tx_throttled && self.process_tx(ctx.mem, tx)? {
+        if self.tx_throttled.is_some() && self.process_tx(ctx.mem, tx)? {
             used.mark(usize::from(TX_QUEUE));
         }
         if self.process_rx(ctx.mem, rx)? {
@@ -528,6 +534,6 @@ impl VirtioDevice for NetDevice {
         self.acked = 0;
         self.active = false;
         self.rx_pending = 0;
-        self.tx_throttled = false;
+        self.tx_throttled = None;
     }
 }
