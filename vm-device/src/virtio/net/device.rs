@@ -32,6 +32,9 @@ pub const RX_QUEUE: u16 = 0;
 pub const TX_QUEUE: u16 = 1;
 /// Default and maximum queue size.
 pub const QUEUE_SIZE: u16 = 256;
+/// Most chains (TX) or frames (RX) handled per notify or poll, so one busy
+/// queue cannot hold a vCPU or the event loop forever.
+const PROCESS_BUDGET: usize = 2 * QUEUE_SIZE as usize;
 /// Byte offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS_OFFSET: usize = 10;
 /// Config space: mac[6], status u16, max_virtqueue_pairs u16.
@@ -116,6 +119,10 @@ pub struct NetDevice {
     acked: u64,
     active: bool,
     tx_limiter: RateLimiter,
+    /// TX stopped at its budget with chains left: poll again soon.
+    tx_backlog: bool,
+    /// RX stopped at its budget with frames possibly left in the backend.
+    rx_backlog: bool,
     /// Length of the frame the rate limiter held back, if any.
     tx_throttled: Option<u64>,
     tx_buf: Vec<u8>,
@@ -140,6 +147,8 @@ impl NetDevice {
             active: false,
             tx_limiter: config.tx_rate_limiter,
             tx_throttled: None,
+            tx_backlog: false,
+            rx_backlog: false,
             tx_buf: vec![0; MAX_BUFFER_LEN],
             rx_buf: vec![0; MAX_BUFFER_LEN],
             rx_pending: 0,
@@ -183,7 +192,16 @@ impl NetDevice {
         check_avail(mem, q, TX_QUEUE)?;
         let mut used = false;
         self.tx_throttled = None;
+        self.tx_backlog = false;
+        let mut budget = PROCESS_BUDGET;
         while let Some(chain) = q.pop_descriptor_chain(mem) {
+            if budget == 0 {
+                // Let other work run; poll_after() asks to be called right back.
+                q.go_to_previous_position();
+                self.tx_backlog = true;
+                break;
+            }
+            budget -= 1;
             let head = chain.head_index();
             self.segs.clear();
             let total = collect_segments(mem, chain, q.size(), Direction::ReadOnly, &mut self.segs)
@@ -213,7 +231,8 @@ impl NetDevice {
 
     fn transmit_one(&mut self, mem: &GuestMemory, total: usize) -> Result<(), DeviceError> {
         if total < VNET_HDR_LEN + 14 || total > self.tx_buf.len() {
-            tracing::warn!(
+            // Debug, not warn: a guest could otherwise flood the log.
+            tracing::debug!(
                 len = total,
                 "virtio-net: dropping TX frame of invalid length"
             );
@@ -279,7 +298,14 @@ impl NetDevice {
     fn process_rx(&mut self, mem: &GuestMemory, q: &mut Queue) -> Result<bool, DeviceError> {
         check_avail(mem, q, RX_QUEUE)?;
         let mut used = false;
+        self.rx_backlog = false;
+        let mut budget = PROCESS_BUDGET;
         loop {
+            if budget == 0 {
+                self.rx_backlog = true;
+                break;
+            }
+            budget -= 1;
             if self.rx_pending == 0 {
                 match self.backend.recv(&mut self.rx_buf) {
                     Ok(Some(n)) if n >= VNET_HDR_LEN => self.rx_pending = n,
@@ -509,6 +535,9 @@ impl VirtioDevice for NetDevice {
     }
 
     fn poll_after(&self) -> Option<std::time::Duration> {
+        if self.tx_backlog || self.rx_backlog {
+            return Some(std::time::Duration::ZERO);
+        }
         self.tx_throttled
             .map(|len| self.tx_limiter.retry_after(len))
     }
@@ -521,7 +550,7 @@ impl VirtioDevice for NetDevice {
         let [rx, tx] = ctx.queues else {
             return Ok(used);
         };
-        if self.tx_throttled.is_some() && self.process_tx(ctx.mem, tx)? {
+        if (self.tx_throttled.is_some() || self.tx_backlog) && self.process_tx(ctx.mem, tx)? {
             used.mark(usize::from(TX_QUEUE));
         }
         if self.process_rx(ctx.mem, rx)? {
@@ -535,5 +564,7 @@ impl VirtioDevice for NetDevice {
         self.active = false;
         self.rx_pending = 0;
         self.tx_throttled = None;
+        self.tx_backlog = false;
+        self.rx_backlog = false;
     }
 }
