@@ -100,6 +100,12 @@ fn identity_and_feature_words() {
     assert_eq!(rd(&mut t, reg::QUEUE_NUM_MAX), 16);
     wr(&mut t, reg::QUEUE_SEL, 1);
     assert_eq!(rd(&mut t, reg::QUEUE_NUM_MAX), 0, "no such queue");
+    assert_eq!(
+        rd(&mut t, reg::SHM_LEN_LOW),
+        u32::MAX,
+        "no shared memory region"
+    );
+    assert_eq!(rd(&mut t, reg::SHM_LEN_HIGH), u32::MAX);
 }
 
 #[test]
