@@ -7,7 +7,7 @@
 //! It trusts nothing it reads back, and returns typed errors.
 
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Address, Bytes, GuestAddress};
 
 use super::mmio::{reg, MMIO_MAGIC};
 use super::{status, GuestMemory};
@@ -363,5 +363,3 @@ impl GuestDriver {
         pending
     }
 }
-
-use vm_memory::Address;
