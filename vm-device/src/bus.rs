@@ -190,6 +190,12 @@ mod tests {
     }
 
     #[test]
+    fn bus_is_shareable_between_vcpu_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Bus>();
+    }
+
+    #[test]
     fn dispatches_by_range_with_relative_offset() {
         let mut bus = Bus::new();
         let (a, da) = probe();

@@ -6,6 +6,17 @@
 //! `DEVICE_NEEDS_RESET`; it never panics the VMM and never touches memory
 //! outside the guest's.
 //!
+//! - [`bus`]: the PIO/MMIO bus and the [`BusDevice`] trait every device implements.
+//! - [`interrupt`]: the [`Interrupt`] trait (irqfd on KVM, a callback in the software engine).
+//! - [`legacy`]: the 8250 UART (vm-superio) and the i8042 reset line.
+//! - [`virtio`]: the virtio-mmio transport, descriptor-chain validation, virtio-net
+//!   with TAP and virtual-switch backends, and a guest-side driver for tests.
+//!
+//! Threading: devices sit on the bus behind a `Mutex`; a vCPU thread's MMIO
+//! exit (a queue notify) and the VMM's event loop (a backend became readable,
+//! `MmioTransport::poll`) take that device's lock. The virtual switch between
+//! NICs is lock-free, so two guests' hot paths never wait on each other.
+//!
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use vm_device::bus::Bus;
@@ -20,6 +31,8 @@
 //! assert_eq!(out.contents(), b"A");
 //! # Ok::<(), vm_device::bus::BusError>(())
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod bus;
 pub mod interrupt;

@@ -9,7 +9,7 @@
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::GuestMemory;
 
@@ -154,6 +154,20 @@ fn walk(
     }
 }
 
+/// Whether `[addr, addr + len)` is guest memory: one region lookup in the
+/// common case, the general (multi-region) walk otherwise.
+fn in_guest_memory(mem: &GuestMemory, addr: GuestAddress, len: u32) -> bool {
+    let Some(last) = addr.checked_add(u64::from(len.saturating_sub(1))) else {
+        return false;
+    };
+    if let Some(region) = mem.find_region(addr) {
+        if last <= region.last_addr() {
+            return true;
+        }
+    }
+    GuestMemoryBackend::check_range(mem, addr, len as usize)
+}
+
 fn check_descriptor(
     mem: &GuestMemory,
     desc: &Descriptor,
@@ -178,7 +192,7 @@ fn check_descriptor(
             expected: direction,
         });
     }
-    if !GuestMemoryBackend::check_range(mem, desc.addr(), desc.len() as usize) {
+    if !in_guest_memory(mem, desc.addr(), desc.len()) {
         return Err(ChainError::OutOfMemory {
             head,
             addr: desc.addr().0,
@@ -186,4 +200,39 @@ fn check_descriptor(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_across_regions_gaps_and_the_address_space_end() {
+        // Two adjacent regions, then a gap, then a third.
+        let mem = GuestMemory::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(0x1000), 0x1000),
+            (GuestAddress(0x4000), 0x1000),
+        ])
+        .unwrap();
+        assert!(
+            in_guest_memory(&mem, GuestAddress(0x800), 0x1000),
+            "spans two adjacent regions"
+        );
+        assert!(in_guest_memory(&mem, GuestAddress(0x4000), 0x1000));
+        assert!(
+            !in_guest_memory(&mem, GuestAddress(0x1800), 0x1000),
+            "runs into the gap"
+        );
+        assert!(
+            !in_guest_memory(&mem, GuestAddress(0x2000), 1),
+            "in the gap"
+        );
+        assert!(
+            !in_guest_memory(&mem, GuestAddress(0x4fff), 2),
+            "past the end"
+        );
+        assert!(!in_guest_memory(&mem, GuestAddress(u64::MAX), 2), "wraps");
+        assert!(in_guest_memory(&mem, GuestAddress(0x4fff), 1));
+    }
 }

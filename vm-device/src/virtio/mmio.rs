@@ -66,6 +66,14 @@ pub mod reg {
     pub const QUEUE_USED_LOW: u64 = 0x0a0;
     /// Used (device) ring address, high 32 bits.
     pub const QUEUE_USED_HIGH: u64 = 0x0a4;
+    /// Shared-memory region length, low 32 bits (all ones: no region).
+    pub const SHM_LEN_LOW: u64 = 0x0b0;
+    /// Shared-memory region length, high 32 bits.
+    pub const SHM_LEN_HIGH: u64 = 0x0b4;
+    /// Shared-memory region base, low 32 bits.
+    pub const SHM_BASE_LOW: u64 = 0x0b8;
+    /// Shared-memory region base, high 32 bits.
+    pub const SHM_BASE_HIGH: u64 = 0x0bc;
     /// Configuration generation counter.
     pub const CONFIG_GENERATION: u64 = 0x0fc;
     /// Start of the device-specific configuration space.
@@ -158,6 +166,16 @@ impl MmioTransport {
 
     fn running(&self) -> bool {
         self.status & status::DRIVER_OK != 0 && !self.needs_reset()
+    }
+
+    /// When the VMM should call [`MmioTransport::poll`] even without an event
+    /// (a throttled queue waiting for its rate limiter), if ever.
+    pub fn poll_after(&self) -> Option<std::time::Duration> {
+        if self.running() {
+            self.device.poll_after()
+        } else {
+            None
+        }
     }
 
     /// Run work the device has outside driver notifications (e.g. frames from a
@@ -364,6 +382,10 @@ impl MmioTransport {
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => self.status,
             reg::CONFIG_GENERATION => self.config_generation,
+            // No shared-memory regions: the spec's "absent" value is all ones.
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {
+                u32::MAX
+            }
             _ => {
                 tracing::debug!(offset, "virtio-mmio: read of an unknown register");
                 0

@@ -138,6 +138,11 @@ pub trait VirtioDevice: Send + fmt::Debug {
         index: u16,
         ctx: QueueContext<'_>,
     ) -> Result<UsedQueues, DeviceError>;
+    /// When the device wants [`VirtioDevice::poll`] called again even if no
+    /// event arrives (e.g. a rate limiter refills); `None` = only on events.
+    fn poll_after(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Work that does not come from the driver (a backend has frames ready).
     fn poll(&mut self, ctx: QueueContext<'_>) -> Result<UsedQueues, DeviceError> {
         let _ = ctx;

@@ -2,6 +2,7 @@
 //! own memory, a driver that posts RX buffers, sends frames and reads used
 //! rings through the MMIO transport.
 
+// Each test binary uses a different subset of this shared harness.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

@@ -32,6 +32,9 @@ pub const RX_QUEUE: u16 = 0;
 pub const TX_QUEUE: u16 = 1;
 /// Default and maximum queue size.
 pub const QUEUE_SIZE: u16 = 256;
+/// Most chains (TX) or frames (RX) handled per notify or poll, so one busy
+/// queue cannot hold a vCPU or the event loop forever.
+const PROCESS_BUDGET: usize = 2 * QUEUE_SIZE as usize;
 /// Byte offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS_OFFSET: usize = 10;
 /// Config space: mac[6], status u16, max_virtqueue_pairs u16.
@@ -116,7 +119,12 @@ pub struct NetDevice {
     acked: u64,
     active: bool,
     tx_limiter: RateLimiter,
-    tx_throttled: bool,
+    /// TX stopped at its budget with chains left: poll again soon.
+    tx_backlog: bool,
+    /// RX stopped at its budget with frames possibly left in the backend.
+    rx_backlog: bool,
+    /// Length of the frame the rate limiter held back, if any.
+    tx_throttled: Option<u64>,
     tx_buf: Vec<u8>,
     rx_buf: Vec<u8>,
     /// Length of a frame read from the backend but not yet delivered (0 = none).
@@ -138,7 +146,9 @@ impl NetDevice {
             acked: 0,
             active: false,
             tx_limiter: config.tx_rate_limiter,
-            tx_throttled: false,
+            tx_throttled: None,
+            tx_backlog: false,
+            rx_backlog: false,
             tx_buf: vec![0; MAX_BUFFER_LEN],
             rx_buf: vec![0; MAX_BUFFER_LEN],
             rx_pending: 0,
@@ -181,8 +191,17 @@ impl NetDevice {
     fn process_tx(&mut self, mem: &GuestMemory, q: &mut Queue) -> Result<bool, DeviceError> {
         check_avail(mem, q, TX_QUEUE)?;
         let mut used = false;
-        self.tx_throttled = false;
+        self.tx_throttled = None;
+        self.tx_backlog = false;
+        let mut budget = PROCESS_BUDGET;
         while let Some(chain) = q.pop_descriptor_chain(mem) {
+            if budget == 0 {
+                // Let other work run; poll_after() asks to be called right back.
+                q.go_to_previous_position();
+                self.tx_backlog = true;
+                break;
+            }
+            budget -= 1;
             let head = chain.head_index();
             self.segs.clear();
             let total = collect_segments(mem, chain, q.size(), Direction::ReadOnly, &mut self.segs)
@@ -195,7 +214,7 @@ impl NetDevice {
             {
                 // Leave the chain for later: poll() resumes once tokens refill.
                 q.go_to_previous_position();
-                self.tx_throttled = true;
+                self.tx_throttled = Some(total as u64);
                 self.stats.tx_throttled += 1;
                 break;
             }
@@ -212,7 +231,8 @@ impl NetDevice {
 
     fn transmit_one(&mut self, mem: &GuestMemory, total: usize) -> Result<(), DeviceError> {
         if total < VNET_HDR_LEN + 14 || total > self.tx_buf.len() {
-            tracing::warn!(
+            // Debug, not warn: a guest could otherwise flood the log.
+            tracing::debug!(
                 len = total,
                 "virtio-net: dropping TX frame of invalid length"
             );
@@ -229,6 +249,13 @@ impl NetDevice {
                 })?;
             off += len;
         }
+        if !self.tx_header_allowed() {
+            tracing::debug!(
+                "virtio-net: TX header asks for an offload that was not negotiated; dropped"
+            );
+            self.stats.tx_dropped += 1;
+            return Ok(());
+        }
         match self.backend.send(&self.tx_buf[..total]) {
             Ok(()) => {
                 self.stats.tx_packets += 1;
@@ -242,10 +269,43 @@ impl NetDevice {
         Ok(())
     }
 
+    /// Check the TX header against the negotiated offloads, so a driver cannot
+    /// push offload work onto a backend (or a peer guest) that never agreed to it.
+    fn tx_header_allowed(&mut self) -> bool {
+        const F_NEEDS_CSUM: u8 = 1;
+        const GSO_TCPV4: u8 = 1;
+        const GSO_TCPV6: u8 = 4;
+        const GSO_ECN: u8 = 0x80;
+        let (flags, gso) = (self.tx_buf[0], self.tx_buf[1]);
+        if self.acked & features::CSUM == 0 {
+            // Without offloads the header carries nothing: clear stale bytes.
+            self.tx_buf[..NUM_BUFFERS_OFFSET].fill(0);
+            return flags & F_NEEDS_CSUM == 0 && gso == 0;
+        }
+        let needed = match gso & !GSO_ECN {
+            0 => 0,
+            GSO_TCPV4 => features::HOST_TSO4,
+            GSO_TCPV6 => features::HOST_TSO6,
+            _ => return false,
+        } | if gso & GSO_ECN != 0 {
+            features::HOST_ECN
+        } else {
+            0
+        };
+        self.acked & needed == needed
+    }
+
     fn process_rx(&mut self, mem: &GuestMemory, q: &mut Queue) -> Result<bool, DeviceError> {
         check_avail(mem, q, RX_QUEUE)?;
         let mut used = false;
+        self.rx_backlog = false;
+        let mut budget = PROCESS_BUDGET;
         loop {
+            if budget == 0 {
+                self.rx_backlog = true;
+                break;
+            }
+            budget -= 1;
             if self.rx_pending == 0 {
                 match self.backend.recv(&mut self.rx_buf) {
                     Ok(Some(n)) if n >= VNET_HDR_LEN => self.rx_pending = n,
@@ -474,6 +534,14 @@ impl VirtioDevice for NetDevice {
         Ok(used)
     }
 
+    fn poll_after(&self) -> Option<std::time::Duration> {
+        if self.tx_backlog || self.rx_backlog {
+            return Some(std::time::Duration::ZERO);
+        }
+        self.tx_throttled
+            .map(|len| self.tx_limiter.retry_after(len))
+    }
+
     fn poll(&mut self, ctx: QueueContext<'_>) -> Result<UsedQueues, DeviceError> {
         let mut used = UsedQueues::default();
         if !self.active {
@@ -482,7 +550,7 @@ impl VirtioDevice for NetDevice {
         let [rx, tx] = ctx.queues else {
             return Ok(used);
         };
-        if self.tx_throttled && self.process_tx(ctx.mem, tx)? {
+        if (self.tx_throttled.is_some() || self.tx_backlog) && self.process_tx(ctx.mem, tx)? {
             used.mark(usize::from(TX_QUEUE));
         }
         if self.process_rx(ctx.mem, rx)? {
@@ -495,6 +563,8 @@ impl VirtioDevice for NetDevice {
         self.acked = 0;
         self.active = false;
         self.rx_pending = 0;
-        self.tx_throttled = false;
+        self.tx_throttled = None;
+        self.tx_backlog = false;
+        self.rx_backlog = false;
     }
 }

@@ -6,6 +6,27 @@
 //! `virtio_net_hdr_v1` in front, the layout a TAP device with `IFF_VNET_HDR`
 //! uses, so offload metadata reaches the host untouched. Backends are chosen
 //! at runtime with [`NetBackendConfig`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vm_device::interrupt::CountingInterrupt;
+//! use vm_device::virtio::mmio::MmioTransport;
+//! use vm_device::virtio::net::r#virtual::VirtualSwitch;
+//! use vm_device::virtio::net::{NetBackendConfig, NetConfig, NetDevice};
+//! use vm_device::virtio::GuestMemory;
+//! use vm_memory::GuestAddress;
+//!
+//! let switch = VirtualSwitch::new();
+//! let backend = NetBackendConfig::Virtual { switch: switch.clone() }.open()?;
+//! let nic = NetDevice::new(NetConfig::new([0x02, 0, 0, 0, 0, 1]), backend);
+//! let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+//! let irq = Arc::new(CountingInterrupt::new()); // an irqfd on KVM
+//! let transport = MmioTransport::new(Box::new(nic), mem, irq).unwrap();
+//! // Put `transport` on the MMIO bus; call `transport.poll()` when the backend has frames.
+//! assert_eq!(switch.port_count(), 1);
+//! # drop(transport);
+//! # Ok::<(), vm_device::virtio::net::NetBackendError>(())
+//! ```
 
 mod backend;
 pub mod device;

@@ -1,0 +1,254 @@
+//! virtio-net packet rates: guest TX -> virtual switch -> peer guest RX, for
+//! 64- and 1500-byte frames, against a copy-only baseline (the bytes any
+//! implementation must move); and the TAP path (guest -> tap, host -> guest)
+//! inside a private network namespace when the host allows one.
+//!
+//! Each iteration moves a batch of frames the way guests would: the sending
+//! driver publishes TX buffers and notifies, the receiving NIC polls its
+//! backend, and its driver recycles the used RX buffers.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vm_device::interrupt::CountingInterrupt;
+use vm_device::virtio::guest_driver::GuestDriver;
+use vm_device::virtio::mmio::MmioTransport;
+use vm_device::virtio::net::r#virtual::VirtualSwitch;
+use vm_device::virtio::net::{NetBackend, NetBackendConfig, NetConfig, NetDevice, VNET_HDR_LEN};
+use vm_device::virtio::{GuestMemory, VIRTIO_F_VERSION_1};
+use vm_memory::{Bytes, GuestAddress};
+
+const BATCH: usize = 128;
+const RX_BUF: u32 = 2048;
+const FEATURES: u64 = VIRTIO_F_VERSION_1 | (1 << 5);
+
+struct Guest {
+    t: MmioTransport,
+    drv: GuestDriver,
+    /// RX buffer address by descriptor head.
+    rx_addr: Vec<GuestAddress>,
+    tx_addr: GuestAddress,
+    tx_len: u32,
+}
+
+impl Guest {
+    fn new(mac: [u8; 6], backend: Box<dyn NetBackend>, frame_len: usize) -> Self {
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+        let dev = NetDevice::new(NetConfig::new(mac), backend);
+        let mut t = MmioTransport::new(
+            Box::new(dev),
+            mem.clone(),
+            Arc::new(CountingInterrupt::new()),
+        )
+        .unwrap();
+        let mut drv = GuestDriver::new(mem, GuestAddress(0x1000), 7 << 20);
+        drv.init(&mut t, FEATURES, &[256, 256]).unwrap();
+        let mut rx_addr = vec![GuestAddress(0); 256];
+        for _ in 0..256 {
+            let a = drv.alloc(u64::from(RX_BUF), 64).unwrap();
+            let h = drv.add_buffer(0, a, RX_BUF, true).unwrap();
+            rx_addr[usize::from(h)] = a;
+        }
+        let mut frame = vec![0u8; VNET_HDR_LEN + frame_len];
+        frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]);
+        frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&mac);
+        frame[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x88, 0xb5]);
+        let tx_addr = drv.alloc(frame.len() as u64, 64).unwrap();
+        drv.mem().write_slice(&frame, tx_addr).unwrap();
+        GuestDriver::notify(&mut t, 0);
+        Self {
+            t,
+            drv,
+            rx_addr,
+            tx_addr,
+            tx_len: frame.len() as u32,
+        }
+    }
+
+    fn transmit_batch(&mut self) {
+        for _ in 0..BATCH {
+            self.drv
+                .add_buffer(1, self.tx_addr, self.tx_len, false)
+                .unwrap();
+        }
+        GuestDriver::notify(&mut self.t, 1);
+        while self.drv.pop_used(1).unwrap().is_some() {}
+    }
+
+    /// Poll the backend and recycle used RX buffers; returns frames received.
+    fn receive(&mut self) -> usize {
+        self.t.poll();
+        let mut n = 0;
+        while let Some((head, _)) = self.drv.pop_used(0).unwrap() {
+            let a = self.rx_addr[usize::from(head)];
+            let h = self.drv.add_buffer(0, a, RX_BUF, true).unwrap();
+            self.rx_addr[usize::from(h)] = a;
+            n += 1;
+        }
+        n
+    }
+}
+
+fn virtual_switch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("net_virtual");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for frame_len in [64usize, 1500] {
+        let sw = VirtualSwitch::new();
+        let open = || {
+            NetBackendConfig::Virtual { switch: sw.clone() }
+                .open()
+                .unwrap()
+        };
+        let mut a = Guest::new([2, 0, 0, 0, 0, 0xa], open(), frame_len);
+        let mut b = Guest::new([2, 0, 0, 0, 0, 0xb], open(), frame_len);
+        // Let the switch learn B so frames are unicast, not flooded.
+        b.transmit_batch();
+        a.receive();
+        g.bench_function(
+            BenchmarkId::new("guest_tx_switch_peer_rx", frame_len),
+            |bench| {
+                bench.iter(|| {
+                    a.transmit_batch();
+                    let got = b.receive();
+                    assert_eq!(got, BATCH, "every frame arrives");
+                });
+            },
+        );
+        // Baseline: only the copies any design needs (guest -> staging -> guest), no queues.
+        let mem = a.drv.mem().clone();
+        let mut staging = vec![0u8; VNET_HDR_LEN + frame_len];
+        let src = a.tx_addr;
+        g.bench_function(BenchmarkId::new("copy_only_baseline", frame_len), |bench| {
+            bench.iter(|| {
+                for i in 0..BATCH {
+                    mem.read_slice(&mut staging, src).unwrap();
+                    mem.write_slice(&staging, GuestAddress(0x40_0000 + (i as u64) * 2048))
+                        .unwrap();
+                }
+                black_box(&staging);
+            });
+        });
+    }
+    g.finish();
+}
+
+#[cfg(target_os = "linux")]
+mod tap_path {
+    use super::{BenchmarkId, Criterion, Guest, NetBackendConfig, Throughput, BATCH};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::process::Command;
+
+    const TAP: &str = "vmdbench0";
+
+    fn setup() -> Result<(String, OwnedFd), String> {
+        let ns = format!("vmdev-bench-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !ok.success() {
+            return Err("`ip netns add` failed".into());
+        }
+        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).map_err(|e| e.to_string())?;
+        // SAFETY: setns on a valid namespace fd moves only this (the bench's) thread.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok((ns, packet_socket_placeholder()?))
+    }
+
+    fn packet_socket_placeholder() -> Result<OwnedFd, String> {
+        // SAFETY: plain socket(2) call, result checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(3u16.to_be()),
+            )
+        };
+        if fd < 0 {
+            return Err(format!(
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: a fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn bind(sock: &OwnedFd) -> Result<(), String> {
+        let name = std::ffi::CString::new(TAP).map_err(|e| e.to_string())?;
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        // SAFETY: sockaddr_ll is plain data; zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = 3u16.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: pointer and length describe `sll`.
+        let rc = unsafe {
+            libc::bind(
+                sock.as_raw_fd(),
+                (&raw const sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(format!("bind: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    pub fn bench(c: &mut Criterion) {
+        let (ns, host) = match setup() {
+            Ok(x) => x,
+            Err(reason) => {
+                eprintln!("SKIPPED net_tap benches: {reason}");
+                return;
+            }
+        };
+        let mut g = c.benchmark_group("net_tap");
+        g.throughput(Throughput::Elements(BATCH as u64));
+        for frame_len in [64usize, 1500] {
+            let tap = NetBackendConfig::Tap { name: TAP.into() }.open().unwrap();
+            let mut guest = Guest::new([2, 0, 0, 0, 0, 0xa], tap, frame_len);
+            let _ = Command::new("ip")
+                .args(["-n", &ns, "link", "set", TAP, "up"])
+                .status();
+            bind(&host).unwrap();
+            g.bench_function(BenchmarkId::new("guest_tx_to_tap", frame_len), |bench| {
+                bench.iter(|| guest.transmit_batch());
+            });
+            let mut frame = vec![0u8; frame_len];
+            frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xa]);
+            frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+            g.bench_function(BenchmarkId::new("host_to_guest_rx", frame_len), |bench| {
+                bench.iter(|| {
+                    for _ in 0..BATCH {
+                        // SAFETY: the buffer is valid for its length.
+                        unsafe {
+                            libc::send(host.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0)
+                        };
+                    }
+                    let mut got = 0;
+                    let mut spins = 0;
+                    while got < BATCH && spins < 1_000_000 {
+                        got += guest.receive();
+                        spins += 1;
+                    }
+                    assert!(got >= BATCH, "host frames reach the guest");
+                });
+            });
+            drop(guest);
+        }
+        g.finish();
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    }
+}
+
+#[cfg(target_os = "linux")]
+criterion_group!(benches, virtual_switch, tap_path::bench);
+#[cfg(not(target_os = "linux"))]
+criterion_group!(benches, virtual_switch);
+criterion_main!(benches);
