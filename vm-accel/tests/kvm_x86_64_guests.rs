@@ -539,3 +539,65 @@ fn registers_round_trip() {
     vcpu.set_registers(&Registers::X86_64(regs)).unwrap();
     assert_eq!(vcpu.registers().unwrap(), Registers::X86_64(regs));
 }
+
+#[test]
+fn memory_with_a_hole_maps_every_region_and_the_hole_is_mmio() {
+    let Some(kvm) = kvm_or_skip("memory_with_a_hole_maps_every_region_and_the_hole_is_mmio") else {
+        return;
+    };
+    let vm = vm_accel::Accelerator::create_vm(
+        &kvm,
+        &vm_accel::VmConfig {
+            in_kernel_irqchip: false,
+            ..vm_accel::VmConfig::default()
+        },
+    )
+    .unwrap();
+    const HIGH: u64 = 0x40_0000;
+    let mem = vm_accel::GuestMemoryMmap::from_ranges(&[
+        (vm_accel::GuestAddress(0), 0x20_0000),
+        (vm_accel::GuestAddress(HIGH), 0x1000),
+    ])
+    .unwrap();
+    vm.map_memory(&mem).unwrap();
+    vm_memory::Bytes::write_slice(
+        &mem,
+        &asm(64, CODE, |a| {
+            a.mov(rbx, HIGH)?;
+            a.mov(qword_ptr(rbx), 0x77)?;
+            a.mov(rbx, 0x30_0000u64)?;
+            a.mov(eax, dword_ptr(rbx))?;
+            a.hlt()
+        }),
+        vm_accel::GuestAddress(CODE),
+    )
+    .unwrap();
+    let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
+    vcpu.apply_boot_state(&vm_accel::BootState::X86_64Linux {
+        entry: vm_accel::GuestAddress(CODE),
+        boot_params: vm_accel::GuestAddress(ZERO_PAGE_ADDR),
+        stack: vm_accel::GuestAddress(BOOT_STACK_POINTER),
+    })
+    .unwrap();
+    assert_eq!(
+        run(vcpu.as_mut(), 0),
+        Exit::MmioRead(0x30_0000, 4),
+        "the hole is not RAM"
+    );
+    assert_eq!(run(vcpu.as_mut(), 0), Exit::Halt);
+    let high: u64 = vm_memory::Bytes::read_obj(&mem, vm_accel::GuestAddress(HIGH)).unwrap();
+    assert_eq!(high, 0x77, "the second region is guest RAM");
+}
+
+#[test]
+fn kicking_a_dropped_vcpu_is_harmless() {
+    let Some(kvm) = kvm_or_skip("kicking_a_dropped_vcpu_is_harmless") else {
+        return;
+    };
+    let g = Guest::new(&kvm, 1);
+    let vcpu = g.vm.create_vcpu(VcpuId(0)).unwrap();
+    let kick = vcpu.kick_handle();
+    drop(vcpu);
+    kick.kick();
+    kick.clone().kick();
+}
