@@ -5,6 +5,8 @@
 mod common;
 
 const ROUNDS: u32 = 200;
+/// A second RAM region, above a hole.
+const HIGH: u64 = 0x40_0000;
 const IDT: u64 = 0x2_0000;
 const BP_HANDLER: u64 = 0x2_1000;
 const SYSCALL_HANDLER: u64 = 0x2_1100;
@@ -553,7 +555,6 @@ fn memory_with_a_hole_maps_every_region_and_the_hole_is_mmio() {
         },
     )
     .unwrap();
-    const HIGH: u64 = 0x40_0000;
     let mem = vm_accel::GuestMemoryMmap::from_ranges(&[
         (vm_accel::GuestAddress(0), 0x20_0000),
         (vm_accel::GuestAddress(HIGH), 0x1000),
