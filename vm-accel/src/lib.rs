@@ -22,6 +22,8 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 mod accelerator;
 pub mod boot;
 mod cpu_template;

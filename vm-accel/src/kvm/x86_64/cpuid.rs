@@ -57,6 +57,33 @@ mod tests {
     }
 
     #[test]
+    fn conservative_template_filters_the_supported_cpuid() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("skipping: /dev/kvm cannot be opened");
+            return;
+        };
+        let cpuid = vm_cpuid(&kvm, &CpuTemplate::conservative()).unwrap();
+        let find = |function: u32, index: u32| {
+            cpuid
+                .as_slice()
+                .iter()
+                .find(|e| e.function == function && e.index == index)
+                .copied()
+        };
+        let leaf1 = find(1, 0).expect("leaf 1");
+        for bit in [13, 23, 26, 27, 28] {
+            assert_eq!(leaf1.ecx & (1 << bit), 0, "leaf 1 ecx bit {bit}");
+        }
+        assert_ne!(leaf1.ecx & (1 << 31), 0, "hypervisor bit");
+        for e in cpuid.as_slice().iter().filter(|e| e.function == 0xd) {
+            assert_eq!([e.eax, e.ebx, e.ecx, e.edx], [0; 4], "leaf 0xd.{}", e.index);
+        }
+        if let Some(leaf7) = find(7, 0) {
+            assert_eq!(leaf7.ebx & (1 << 20), 0, "SMAP");
+        }
+    }
+
+    #[test]
     fn template_edits_and_apic_ids_land_in_the_entries() {
         let mut e = entry(1, 0, [0, 0x00ab_cdef, 1 << 13, 0]);
         apply_template(&CpuTemplate::conservative(), &mut e);

@@ -21,10 +21,11 @@ use kvm_ioctls::{VcpuFd, VmFd};
 /// The guest architecture KVM runs on this host.
 pub(super) const GUEST_ARCH: GuestArch = GuestArch::X86_64;
 
-/// x86 VM-wide state: the template-filtered CPUID.
+/// x86 VM-wide state: the template-filtered CPUID, whether LAPICs are in-kernel.
 #[derive(Debug)]
 pub(super) struct VmArch {
     cpuid: CpuId,
+    irqchip: bool,
 }
 
 impl VmArch {
@@ -38,16 +39,19 @@ impl VmArch {
             .map_err(|e| AccelError::hypervisor("KVM_SET_IDENTITY_MAP_ADDR", e))?;
         fd.set_tss_address(KVM_TSS_ADDR as usize)
             .map_err(|e| AccelError::hypervisor("KVM_SET_TSS_ADDR", e))?;
-        fd.create_irq_chip()
-            .map_err(|e| AccelError::hypervisor("KVM_CREATE_IRQCHIP", e))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..kvm_pit_config::default()
-        };
-        fd.create_pit2(pit)
-            .map_err(|e| AccelError::hypervisor("KVM_CREATE_PIT2", e))?;
+        if config.in_kernel_irqchip {
+            fd.create_irq_chip()
+                .map_err(|e| AccelError::hypervisor("KVM_CREATE_IRQCHIP", e))?;
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..kvm_pit_config::default()
+            };
+            fd.create_pit2(pit)
+                .map_err(|e| AccelError::hypervisor("KVM_CREATE_PIT2", e))?;
+        }
         Ok(Self {
             cpuid: cpuid::vm_cpuid(kvm, &config.cpu_template)?,
+            irqchip: config.in_kernel_irqchip,
         })
     }
 }
@@ -57,11 +61,14 @@ pub(super) fn irq_line_number(irq: IrqLine) -> u32 {
     irq.0
 }
 
-/// CPUID and LAPIC for a new vCPU.
+/// CPUID and (with the in-kernel irqchip) LAPIC for a new vCPU.
 pub(super) fn init_vcpu(vm: &VmShared, fd: &VcpuFd, id: VcpuId) -> Result<(), AccelError> {
     fd.set_cpuid2(&cpuid::vcpu_cpuid(&vm.arch.cpuid, id.0))
         .map_err(|e| AccelError::hypervisor("KVM_SET_CPUID2", e))?;
-    boot::set_up_lapic(fd)
+    if vm.arch.irqchip {
+        boot::set_up_lapic(fd)?;
+    }
+    Ok(())
 }
 
 pub(super) fn registers(fd: &VcpuFd) -> Result<Registers, AccelError> {
@@ -114,6 +121,10 @@ pub(super) fn apply_boot_state(
             boot_params,
             stack,
         } => boot::linux_entry(vm, fd, entry.0, boot_params.0, stack.0),
+        BootState::Secondary { .. } if !vm.arch.irqchip => Err(AccelError::Unsupported {
+            what: "x86 secondary vCPUs waiting for INIT/SIPI without the in-kernel irqchip",
+            backend: "KVM",
+        }),
         BootState::Secondary { .. } => boot::secondary(fd),
         other => Err(AccelError::ArchMismatch {
             what: "boot state",
