@@ -236,7 +236,7 @@ impl VmmBuilder {
         }
 
         let phase = Instant::now();
-        let platform = platform::for_arch(platform_arch(config.arch));
+        let platform = platform::for_arch(config.arch);
         let nets = config.devices.len() as u32;
         let map = platform.memory_map(&MachineConfig {
             vcpus: config.vcpus,
@@ -389,14 +389,6 @@ impl RunningVmm {
     }
 }
 
-fn platform_arch(arch: GuestArch) -> platform::GuestArch {
-    match arch {
-        GuestArch::X86_64 => platform::GuestArch::X86_64,
-        GuestArch::Arm64 => platform::GuestArch::Arm64,
-        GuestArch::Riscv64 => platform::GuestArch::Riscv64,
-    }
-}
-
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, VmmError> {
     std::fs::read(path).map_err(|source| VmmError::ReadFile {
         what,
@@ -487,7 +479,7 @@ fn attach_devices(
         }
         SerialPort::Mmio(_) => None,
     };
-    if map.arch == platform::GuestArch::X86_64 {
+    if map.arch == GuestArch::X86_64 {
         pio.insert(
             Arc::new(Mutex::new(I8042::new(reset))),
             I8042_PORT_BASE,

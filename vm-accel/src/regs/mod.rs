@@ -9,43 +9,9 @@ pub use arm64::Arm64CoreRegisters;
 pub use riscv64::{Riscv64CoreRegisters, RiscvPrivilege};
 pub use x86_64::{X86DescriptorTable, X86Segment, X86_64Registers, X86_64SpecialRegisters};
 
-use std::fmt;
-
-/// A guest instruction-set architecture, chosen at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GuestArch {
-    /// x86-64 (Intel 64 / AMD64).
-    X86_64,
-    /// AArch64 (ARMv8-A and later).
-    Arm64,
-    /// RV64GC.
-    Riscv64,
-}
-
-impl GuestArch {
-    /// The architecture of the host this crate was built for, if it is one of ours.
-    pub const fn host() -> Option<Self> {
-        if cfg!(target_arch = "x86_64") {
-            Some(Self::X86_64)
-        } else if cfg!(target_arch = "aarch64") {
-            Some(Self::Arm64)
-        } else if cfg!(target_arch = "riscv64") {
-            Some(Self::Riscv64)
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Display for GuestArch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::X86_64 => "x86_64",
-            Self::Arm64 => "arm64",
-            Self::Riscv64 => "riscv64",
-        })
-    }
-}
+/// A guest instruction-set architecture, chosen at run time (defined in
+/// `vm-core`, so configuration, platform and accelerator share one type).
+pub use vm_core::config::GuestArch;
 
 /// The general-purpose register file of a vCPU, for its architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
