@@ -4,12 +4,12 @@
 
 pub mod acpi;
 pub mod layout;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(unix, target_arch = "x86_64"))]
 mod loader;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(unix, target_arch = "x86_64")))]
 #[path = "loader_unsupported.rs"]
 mod loader;
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(all(test, unix, target_arch = "x86_64"))]
 mod tests;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
