@@ -4,9 +4,10 @@
 //! (the initramfs is loaded by QEMU at our address and announced only by our
 //! `/chosen`). The kernel must find harts, memory, interrupt controllers,
 //! the timer and the initramfs. Ignored by default: needs `qemu-system-misc`
-//! + `opensbi` (riscv64) and `qemu-system-arm` (arm64), and takes seconds to
-//! minutes under TCG. Run with
-//! `cargo test -p vm-cross-arch --test qemu_boot -- --ignored --nocapture`.
+//! and `opensbi` (riscv64) and `qemu-system-arm` (arm64), and takes seconds
+//! (riscv64) to minutes (arm64) under TCG. Run with:
+//!
+//! `cargo test -p vm-cross-arch --test qemu_boot -- --ignored --nocapture`
 
 mod support;
 
@@ -173,7 +174,7 @@ fn qemu_boots_debian_riscv64_with_our_device_tree() {
         "-device".into(),
         format!("loader,file={},addr={:#x}", a.initrd.display(), rd.start.0),
     ];
-    let (exited, out) = run_qemu(&qemu, &args, &a.log, Duration::from_secs(600));
+    let (exited, out) = run_qemu(&qemu, &args, &a.log, Duration::from_mins(10));
     assert_log(
         &out,
         &[
@@ -236,7 +237,7 @@ fn qemu_boots_debian_arm64_with_our_device_tree() {
         "-device".into(),
         format!("loader,file={},addr={:#x}", a.initrd.display(), rd.start.0),
     ];
-    let (exited, out) = run_qemu(&qemu, &args, &a.log, Duration::from_secs(900));
+    let (exited, out) = run_qemu(&qemu, &args, &a.log, Duration::from_mins(15));
     assert_log(
         &out,
         &[
