@@ -1,4 +1,5 @@
-//! End-to-end check of the arm64 and riscv64 device trees against real
+//! End-to-end checks of our boot data against real consumers. arm64 and
+//! riscv64: check of the device trees against real
 //! consumers: QEMU's `virt` machines (whose device addresses our layouts
 //! follow) boot Debian's kernels with *our* DTB and our initrd placement
 //! (the initramfs is loaded by QEMU at our address and announced only by our
@@ -16,13 +17,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{debian_kernel, machine, read_dtb, tool};
+use vm_cross_arch::platform::x86_64::{acpi, layout::ACPI};
 use vm_cross_arch::platform::{for_arch, BootInfo, GuestArch};
 use vm_memory::GuestMemoryMmap;
 
-/// A newc cpio archive holding one executable file that is not a valid
-/// program: the kernel finds it only if it unpacked our initrd, tries to run it
-/// as `rdinit`, and fails with ENOEXEC, then panics, which ends the run.
-fn initramfs() -> Vec<u8> {
+/// A newc cpio archive of `(name, mode, data)` entries.
+fn cpio(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     fn entry(out: &mut Vec<u8>, ino: u32, mode: u32, name: &str, data: &[u8]) {
         let fields = [
             ino,
@@ -50,16 +50,19 @@ fn initramfs() -> Vec<u8> {
         out.resize(out.len().next_multiple_of(4), 0);
     }
     let mut out = Vec::new();
-    entry(
-        &mut out,
-        1,
-        0o100_755,
-        "hello",
-        b"placed by vm-cross-arch\n",
-    );
+    for (ino, (name, mode, data)) in files.iter().enumerate() {
+        entry(&mut out, ino as u32 + 1, *mode, name, data);
+    }
     entry(&mut out, 0, 0, "TRAILER!!!", b"");
     out.resize(out.len().next_multiple_of(512), 0);
     out
+}
+
+/// One executable file that is not a valid program: the kernel finds it only
+/// if it unpacked our initrd, tries to run it as `rdinit`, fails with ENOEXEC
+/// and panics, which ends the run.
+fn initramfs() -> Vec<u8> {
+    cpio(&[("hello", 0o100_755, b"placed by vm-cross-arch\n")])
 }
 
 /// Files for QEMU: kernel, our DTB, our initrd.
@@ -256,4 +259,85 @@ fn qemu_boots_debian_arm64_with_our_device_tree() {
         exited,
         "QEMU did not exit after the panic (PSCI reset failed)"
     );
+}
+
+/// Our DSDT, re-signed as an SSDT so QEMU's `-acpitable` can add it to its own tables.
+fn dsdt_as_ssdt(virtio_devices: u32) -> Vec<u8> {
+    let (map, _mem) = machine(GuestArch::X86_64, 1, 512 << 20, virtio_devices);
+    let tables = acpi::build(&map, ACPI.start.0, ACPI.size).expect("ACPI tables");
+    let mut t = tables.get(b"DSDT").expect("DSDT").bytes.clone();
+    t[0..4].copy_from_slice(b"SSDT");
+    t[9] = 0;
+    t[9] = 0u8.wrapping_sub(t.iter().fold(0u8, |a, b| a.wrapping_add(*b)));
+    t
+}
+
+#[test]
+#[ignore = "boots Linux under QEMU TCG; needs qemu-system-x86 and busybox-static"]
+fn qemu_x86_kernel_enumerates_our_virtio_mmio_devices_from_acpi() {
+    let Some(qemu) = tool("qemu-system-x86_64", "qemu-system-x86") else {
+        return;
+    };
+    let Some(busybox) = tool("busybox", "busybox-static") else {
+        return;
+    };
+    let Some(kernel) = debian_kernel("amd64") else {
+        return;
+    };
+    let busybox = std::fs::read(busybox).expect("busybox");
+    let init = b"#!/bin/busybox sh\n\
+        /bin/busybox mount -t proc proc /proc\n\
+        /bin/busybox mount -t sysfs sysfs /sys\n\
+        /bin/busybox echo ACPI-DEVICES: $(/bin/busybox ls /sys/bus/acpi/devices)\n\
+        /bin/busybox grep -i lnro /proc/iomem\n\
+        /bin/busybox cat /sys/bus/acpi/devices/LNRO0005:01/path\n\
+        /bin/busybox poweroff -f\n";
+    let initrd = cpio(&[
+        ("bin", 0o040_755, b""),
+        ("proc", 0o040_755, b""),
+        ("sys", 0o040_755, b""),
+        ("bin/busybox", 0o100_755, &busybox),
+        ("init", 0o100_755, init),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kernel_path, initrd_path, ssdt_path, log) = (
+        dir.path().join("bzImage"),
+        dir.path().join("initrd.cpio"),
+        dir.path().join("ssdt.aml"),
+        dir.path().join("serial.log"),
+    );
+    std::fs::write(&kernel_path, &kernel).expect("kernel");
+    std::fs::write(&initrd_path, &initrd).expect("initrd");
+    std::fs::write(&ssdt_path, dsdt_as_ssdt(3)).expect("ssdt");
+    let args: Vec<String> = vec![
+        "-M".into(),
+        "pc".into(),
+        "-m".into(),
+        "512M".into(),
+        "-kernel".into(),
+        kernel_path.display().to_string(),
+        "-initrd".into(),
+        initrd_path.display().to_string(),
+        "-append".into(),
+        "console=ttyS0 panic=-1".into(),
+        "-acpitable".into(),
+        format!("file={}", ssdt_path.display()),
+    ];
+    let (exited, out) = run_qemu(&qemu, &args, &log, Duration::from_mins(10));
+    assert_log(
+        &out,
+        &[
+            "ACPI: SSDT",
+            "LNRO0005:00",
+            "LNRO0005:02",
+            "d0000000-d0000fff : LNRO0005:00",
+            "d0002000-d0002fff : LNRO0005:02",
+            "\\_SB_.V001",
+        ],
+    );
+    assert!(
+        !out.contains("ACPI Error"),
+        "the kernel's AML interpreter complained"
+    );
+    assert!(exited, "QEMU did not power off");
 }
