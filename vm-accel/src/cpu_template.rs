@@ -3,7 +3,10 @@
 //!
 //! The conservative template hides features this project's nested-KVM hosts
 //! cannot emulate when they trap (`cmpxchg16b`, `xsave`/`xrstor`, AVX, ...;
-//! see ENVIRONMENT.md).
+//! see ENVIRONMENT.md). A template is what the VMM asks for: on those hosts
+//! the nested KVM accepts the masked `KVM_SET_CPUID2` yet still shows the
+//! guest some masked bits (XSAVE, POPCNT, AVX, SMAP were seen; CX16 is hidden),
+//! so a Linux guest there also needs `clearcpuid=`/`noxsave` on its command line.
 
 use std::borrow::Cow;
 

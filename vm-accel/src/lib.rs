@@ -22,6 +22,8 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 mod accelerator;
 pub mod boot;
 mod cpu_template;
@@ -34,6 +36,9 @@ pub mod regs;
 mod vcpu;
 mod vm;
 
+#[cfg(target_os = "linux")]
+pub mod kvm;
+#[cfg(not(target_os = "linux"))]
 mod no_backend;
 
 pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailable};
@@ -53,5 +58,8 @@ pub use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 /// The backend probes for this host, best first.
 fn platform_probes() -> &'static [accelerator::Probe] {
-    no_backend::probes()
+    #[cfg(target_os = "linux")]
+    return kvm::probes();
+    #[cfg(not(target_os = "linux"))]
+    return no_backend::probes();
 }

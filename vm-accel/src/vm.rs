@@ -16,6 +16,13 @@ pub struct VmConfig {
     pub vcpu_count: u32,
     /// The CPU model x86 vCPUs show the guest.
     pub cpu_template: CpuTemplate,
+    /// Emulate the interrupt controllers in the hypervisor (x86: PIC, IOAPIC,
+    /// LAPIC and PIT). With them, `hlt` waits there for an interrupt and never
+    /// exits to the VMM; without them, `hlt` returns [`VcpuExit::Halt`] and IRQ
+    /// lines and irqfds are unavailable.
+    ///
+    /// [`VcpuExit::Halt`]: crate::VcpuExit::Halt
+    pub in_kernel_irqchip: bool,
 }
 
 impl Default for VmConfig {
@@ -23,6 +30,7 @@ impl Default for VmConfig {
         Self {
             vcpu_count: 1,
             cpu_template: CpuTemplate::host_default(),
+            in_kernel_irqchip: true,
         }
     }
 }

@@ -41,6 +41,10 @@ pub const TSS_SELECTOR: u16 = 0x18;
 pub const CR0_PE: u64 = 1;
 /// CR0.ET: extension type (always 1 on modern CPUs).
 pub const CR0_ET: u64 = 1 << 4;
+/// CR0.NW: not write-through (set at reset).
+pub const CR0_NW: u64 = 1 << 29;
+/// CR0.CD: cache disable (set at reset).
+pub const CR0_CD: u64 = 1 << 30;
 /// CR0.PG: paging.
 pub const CR0_PG: u64 = 1 << 31;
 /// CR4.PAE: physical address extension (required for long mode).
@@ -128,7 +132,7 @@ pub fn write_boot_tables(memory: &GuestMemoryMmap) -> Result<(), AccelError> {
 }
 
 /// Turns `sregs` into 64-bit long mode with the boot GDT/IDT and page tables,
-/// keeping fields the set-up does not own (APIC base, CR8, ...).
+/// with caches enabled, keeping fields the set-up does not own (APIC base, CR8, ...).
 pub fn long_mode_special_registers(mut sregs: X86_64SpecialRegisters) -> X86_64SpecialRegisters {
     let code = segment_from_gdt(BOOT_GDT[1], CODE_SELECTOR);
     let data = segment_from_gdt(BOOT_GDT[2], DATA_SELECTOR);
@@ -148,7 +152,7 @@ pub fn long_mode_special_registers(mut sregs: X86_64SpecialRegisters) -> X86_64S
     sregs.gs = data;
     sregs.ss = data;
     sregs.tr = tss;
-    sregs.cr0 |= CR0_PE | CR0_ET | CR0_PG;
+    sregs.cr0 = (sregs.cr0 & !(CR0_CD | CR0_NW)) | CR0_PE | CR0_ET | CR0_PG;
     sregs.cr3 = PML4_ADDR;
     sregs.cr4 |= CR4_PAE;
     sregs.efer |= EFER_LME | EFER_LMA;

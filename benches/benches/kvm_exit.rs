@@ -1,0 +1,192 @@
+//! PIO exit round trip (`KVM_RUN` -> `KVM_EXIT_IO` -> back) through our
+//! `Vcpu::run()` versus a minimal raw `kvm-ioctls` loop, on the same guest in
+//! the same run: a real-mode `out 0x80, al; jmp` loop, one exit per iteration.
+//! Goal: ours <= 1.10x raw. Besides criterion's report, `main` prints medians
+//! of alternated batches and their ratio.
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod pio {
+    use criterion::Criterion;
+    use kvm_bindings::kvm_userspace_memory_region;
+    use kvm_ioctls::{Kvm, VcpuExit as RawExit, VcpuFd, VmFd};
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+    use vm_accel::kvm::KvmAccelerator;
+    use vm_accel::{
+        Accelerator, GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, VmConfig,
+    };
+    use vm_memory::Bytes;
+
+    const CODE: u64 = 0x1000;
+    const MEM: usize = 0x10000;
+    /// `out 0x80, al; jmp short -4`.
+    const GUEST: [u8; 4] = [0xe6, 0x80, 0xeb, 0xfc];
+
+    /// Our path: VM, memory and vCPU through the vm-accel traits.
+    pub(crate) struct Ours {
+        vcpu: Box<dyn Vcpu>,
+        _mem: GuestMemoryMmap,
+    }
+
+    impl Ours {
+        fn new(kvm: &KvmAccelerator) -> Self {
+            let vm = kvm
+                .create_vm(&VmConfig {
+                    in_kernel_irqchip: false,
+                    ..VmConfig::default()
+                })
+                .expect("create VM");
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).expect("RAM");
+            mem.write_slice(&GUEST, GuestAddress(CODE))
+                .expect("load guest");
+            vm.map_memory(&mem).expect("map RAM");
+            let mut vcpu = vm.create_vcpu(VcpuId(0)).expect("vCPU");
+            let mut sregs = vcpu.x86_64_special_registers().expect("sregs");
+            sregs.cs.base = 0;
+            sregs.cs.selector = 0;
+            vcpu.set_x86_64_special_registers(&sregs).expect("sregs");
+            let Registers::X86_64(mut regs) = vcpu.registers().expect("regs") else {
+                unreachable!("KVM on x86_64 runs x86_64 vCPUs")
+            };
+            regs.rip = CODE;
+            regs.rflags = 2;
+            vcpu.set_registers(&Registers::X86_64(regs)).expect("regs");
+            Self { vcpu, _mem: mem }
+        }
+
+        #[inline]
+        fn exit(&mut self) {
+            match self.vcpu.run() {
+                Ok(VcpuExit::IoOut { port, data }) => {
+                    black_box((port, data));
+                }
+                other => panic!("unexpected exit {other:?}"),
+            }
+        }
+    }
+
+    /// The baseline: the same guest through kvm-ioctls only.
+    pub(crate) struct Raw {
+        vcpu: VcpuFd,
+        _vm: VmFd,
+        _mem: GuestMemoryMmap,
+    }
+
+    impl Raw {
+        fn new(kvm: &Kvm) -> Self {
+            let vm = kvm.create_vm().expect("create VM");
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).expect("RAM");
+            mem.write_slice(&GUEST, GuestAddress(CODE))
+                .expect("load guest");
+            let host = vm_memory::GuestMemoryBackend::iter(&mem)
+                .next()
+                .expect("one region")
+                .as_ptr() as u64;
+            let region = kvm_userspace_memory_region {
+                slot: 0,
+                flags: 0,
+                guest_phys_addr: 0,
+                memory_size: MEM as u64,
+                userspace_addr: host,
+            };
+            // SAFETY: `host` is the start of `mem`'s MEM-byte mapping, which this
+            // struct owns for as long as the VM exists.
+            unsafe { vm.set_user_memory_region(region) }.expect("memory slot");
+            let vcpu = vm.create_vcpu(0).expect("vCPU");
+            let mut sregs = vcpu.get_sregs().expect("sregs");
+            sregs.cs.base = 0;
+            sregs.cs.selector = 0;
+            vcpu.set_sregs(&sregs).expect("sregs");
+            let mut regs = vcpu.get_regs().expect("regs");
+            regs.rip = CODE;
+            regs.rflags = 2;
+            vcpu.set_regs(&regs).expect("regs");
+            Self {
+                vcpu,
+                _vm: vm,
+                _mem: mem,
+            }
+        }
+
+        #[inline]
+        fn exit(&mut self) {
+            match self.vcpu.run() {
+                Ok(RawExit::IoOut(port, data)) => {
+                    black_box((port, data));
+                }
+                other => panic!("unexpected exit {other:?}"),
+            }
+        }
+    }
+
+    fn batch(mut exit: impl FnMut(), n: u32) -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            exit();
+        }
+        start.elapsed() / n
+    }
+
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    /// Criterion groups plus an alternated-batch ratio, or a printed reason to skip.
+    pub(crate) fn run(c: &mut Criterion) {
+        let (ours_kvm, raw_kvm) = match (KvmAccelerator::new(), Kvm::new()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) => return eprintln!("kvm_exit skipped: {e}"),
+            (_, Err(e)) => return eprintln!("kvm_exit skipped: /dev/kvm: {e}"),
+        };
+        let mut ours = Ours::new(&ours_kvm);
+        let mut raw = Raw::new(&raw_kvm);
+
+        let mut group = c.benchmark_group("pio_exit_round_trip");
+        group.bench_function("raw_kvm_ioctls", |b| b.iter(|| raw.exit()));
+        group.bench_function("vm_accel_vcpu_run", |b| b.iter(|| ours.exit()));
+        group.finish();
+
+        // Alternate short batches (swapping which goes first) so drift on this
+        // shared machine hits both alike; the ratio is the median of per-pair ratios.
+        let (pairs, per_batch) = (201, 500);
+        let mut ours_t = Vec::with_capacity(pairs);
+        let mut raw_t = Vec::with_capacity(pairs);
+        let mut ratios = Vec::with_capacity(pairs);
+        for i in 0..pairs {
+            let (o, r) = if i % 2 == 0 {
+                let r = batch(|| raw.exit(), per_batch);
+                (batch(|| ours.exit(), per_batch), r)
+            } else {
+                let o = batch(|| ours.exit(), per_batch);
+                (o, batch(|| raw.exit(), per_batch))
+            };
+            ours_t.push(o);
+            raw_t.push(r);
+            ratios.push(o.as_secs_f64() / r.as_secs_f64());
+        }
+        ratios.sort_by(f64::total_cmp);
+        let (o, r) = (median(ours_t), median(raw_t));
+        println!(
+            "kvm_exit: PIO round trip, {pairs} alternated pairs of {per_batch}-exit batches: \
+             median raw kvm-ioctls {r:?}, median vm-accel Vcpu::run {o:?}, \
+             median per-pair ratio ours/raw {:.3} (goal <= 1.10)",
+            ratios[pairs / 2]
+        );
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn main() {
+    let mut c = criterion::Criterion::default()
+        .configure_from_args()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(5));
+    pio::run(&mut c);
+    c.final_summary();
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn main() {
+    eprintln!("kvm_exit: needs KVM on an x86_64 Linux host; skipped");
+}

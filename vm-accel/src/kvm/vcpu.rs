@@ -1,0 +1,165 @@
+//! `KvmVcpu`: the `KVM_RUN` loop, register access and boot state.
+
+use super::arch;
+use super::exit::{decode, Fixup, InternalErrorData};
+use super::kick::KickState;
+use super::vm::VmShared;
+use crate::boot::BootState;
+use crate::error::AccelError;
+use crate::exit::{InternalError, VcpuExit};
+use crate::kick::KickHandle;
+use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
+use crate::vcpu::{Vcpu, VcpuId};
+use kvm_bindings::KVM_EXIT_INTERNAL_ERROR;
+use kvm_ioctls::VcpuFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+vmm_sys_util::ioctl_io_nr!(KVM_RUN, kvm_bindings::KVMIO, 0x80);
+
+/// How one pass of the run loop ended, before the exit is decoded.
+enum Outcome {
+    Exit,
+    Interrupted,
+    Internal(InternalError),
+}
+
+/// A KVM vCPU.
+#[derive(Debug)]
+pub struct KvmVcpu {
+    fd: VcpuFd,
+    id: VcpuId,
+    vm: Arc<VmShared>,
+    kick: Arc<KickState>,
+    run_size: usize,
+}
+
+impl KvmVcpu {
+    pub(super) fn new(vm: Arc<VmShared>, id: VcpuId) -> Result<Self, AccelError> {
+        super::kick::install_handler()
+            .map_err(|e| AccelError::hypervisor("installing the vCPU kick signal handler", e))?;
+        let fd = vm
+            .fd
+            .create_vcpu(u64::from(id.0))
+            .map_err(|e| AccelError::hypervisor("KVM_CREATE_VCPU", e))?;
+        arch::init_vcpu(&vm, &fd, id)?;
+        tracing::debug!(vcpu = id.0, "KVM vCPU created");
+        Ok(Self {
+            run_size: vm.run_size,
+            fd,
+            id,
+            vm,
+            kick: Arc::new(KickState::default()),
+        })
+    }
+
+    /// The vCPU file descriptor, for KVM features this crate does not wrap.
+    pub fn vcpu_fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    fn immediate_exit_field(&mut self) -> *mut u8 {
+        std::ptr::addr_of_mut!(self.fd.get_kvm_run().immediate_exit)
+    }
+
+    /// `KVM_RUN` until an exit for the VMM, handling recoverable internal errors.
+    fn enter_guest(&mut self) -> Result<Outcome, AccelError> {
+        loop {
+            // SAFETY: KVM_RUN takes no argument; `fd` is a vCPU fd whose kvm_run is mapped.
+            let ret = unsafe { vmm_sys_util::ioctl::ioctl(&self.fd, KVM_RUN()) };
+            if ret < 0 {
+                let err = std::io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(libc::EINTR | libc::EAGAIN) => Ok(Outcome::Interrupted),
+                    _ => Err(AccelError::hypervisor("KVM_RUN", err)),
+                };
+            }
+            let run = self.fd.get_kvm_run();
+            if run.exit_reason != KVM_EXIT_INTERNAL_ERROR {
+                return Ok(Outcome::Exit);
+            }
+            let data = InternalErrorData::read(run);
+            match arch::handle_internal_error(&self.vm, &self.fd, &data) {
+                Fixup::Resume => {}
+                Fixup::Report(error) => {
+                    tracing::warn!(vcpu = self.id.0, %error, "KVM internal error");
+                    return Ok(Outcome::Internal(error));
+                }
+            }
+        }
+    }
+}
+
+impl Vcpu for KvmVcpu {
+    fn id(&self) -> VcpuId {
+        self.id
+    }
+
+    fn arch(&self) -> GuestArch {
+        arch::GUEST_ARCH
+    }
+
+    #[inline]
+    fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
+        let field = self.immediate_exit_field();
+        let outcome = if self.kick.enter(field) {
+            Ok(Outcome::Interrupted)
+        } else {
+            self.enter_guest()
+        };
+        self.kick.leave();
+        match outcome? {
+            Outcome::Exit => decode(self.fd.get_kvm_run(), self.run_size),
+            Outcome::Interrupted => {
+                // SAFETY: `field` is the immediate_exit byte of this vCPU's kvm_run
+                // mapping, alive while `self` is; the signal handler, the only other
+                // writer, runs on this thread and no longer points at it (`leave`).
+                unsafe { AtomicU8::from_ptr(field) }.store(0, Ordering::SeqCst);
+                self.kick.clear();
+                Ok(VcpuExit::Interrupted)
+            }
+            Outcome::Internal(error) => Ok(VcpuExit::InternalError(error)),
+        }
+    }
+
+    fn kick_handle(&self) -> KickHandle {
+        KickHandle::new(self.kick.clone())
+    }
+
+    fn registers(&self) -> Result<Registers, AccelError> {
+        arch::registers(&self.fd)
+    }
+
+    fn set_registers(&mut self, regs: &Registers) -> Result<(), AccelError> {
+        if regs.arch() != arch::GUEST_ARCH {
+            return Err(AccelError::ArchMismatch {
+                what: "registers",
+                given: regs.arch(),
+                vcpu: arch::GUEST_ARCH,
+            });
+        }
+        arch::set_registers(&self.fd, regs)
+    }
+
+    fn x86_64_special_registers(&self) -> Result<X86_64SpecialRegisters, AccelError> {
+        arch::special_registers(&self.fd)
+    }
+
+    fn set_x86_64_special_registers(
+        &mut self,
+        sregs: &X86_64SpecialRegisters,
+    ) -> Result<(), AccelError> {
+        arch::set_special_registers(&self.fd, sregs)
+    }
+
+    fn apply_boot_state(&mut self, boot: &BootState) -> Result<(), AccelError> {
+        if boot.arch() != arch::GUEST_ARCH {
+            return Err(AccelError::ArchMismatch {
+                what: "boot state",
+                given: boot.arch(),
+                vcpu: arch::GUEST_ARCH,
+            });
+        }
+        arch::apply_boot_state(&self.vm, &self.fd, self.id, boot)
+    }
+}
