@@ -51,7 +51,7 @@ fn probe_bzimage() -> Vec<u8> {
     v
 }
 
-fn out_u32(exit: VcpuExit<'_>) -> Option<u32> {
+fn out_u32(exit: &VcpuExit<'_>) -> Option<u32> {
     match exit {
         VcpuExit::IoOut { port: PORT, data } if data.len() == 4 => {
             Some(u32::from_le_bytes([data[0], data[1], data[2], data[3]]))
@@ -97,7 +97,7 @@ fn kvm_guest_reads_the_zero_page_the_platform_wrote() {
     loop {
         match vcpu.run().expect("KVM_RUN") {
             VcpuExit::Halt => break,
-            exit => match out_u32(exit) {
+            exit => match out_u32(&exit) {
                 Some(v) => seen.push(v),
                 None => panic!("unexpected exit after {seen:x?}"),
             },
