@@ -25,4 +25,6 @@
 //! assert!(matches!(platform.vcpu_start(&map, &boot, 1).unwrap(), BootState::Secondary { .. }));
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod platform;

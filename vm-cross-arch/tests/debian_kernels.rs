@@ -1,5 +1,5 @@
-//! Loading stock Debian kernels: `linux-image-cloud-amd64` (bzImage) and sid's
-//! riscv64 kernel (EFI-stub `Image`), fetched once into
+//! Loading stock Debian kernels: `linux-image-cloud-amd64` (bzImage), sid's
+//! riscv64 kernel and bookworm's arm64 kernel (EFI-stub `Image`s), fetched once into
 //! `target/debian-kernels/` by `scripts/fetch-debian-kernel.sh`. Skipped with a
 //! printed reason when the download is impossible.
 
@@ -163,4 +163,45 @@ fn debian_amd64_bzimage_loads_with_64bit_entry() {
             .expect("rsdp"),
         rsdp.0
     );
+}
+
+#[test]
+fn debian_arm64_image_loads_at_ram_base_plus_text_offset() {
+    let Some(kernel) = debian_kernel("arm64") else {
+        return;
+    };
+    let text_offset = u64::from_le_bytes(kernel[8..16].try_into().expect("header"));
+    let image_size = u64::from_le_bytes(kernel[16..24].try_into().expect("header"));
+    let (map, mem) = machine(GuestArch::Arm64, 4, 512 << 20, 4);
+    let boot = for_arch(GuestArch::Arm64)
+        .boot(&mem, &map, &kernel, None, CMDLINE)
+        .expect("boot");
+    assert_eq!(boot.kernel.format, KernelFormat::Arm64Image);
+    assert_eq!(boot.kernel.load.0, 0x4000_0000 + text_offset);
+    assert_eq!(
+        boot.kernel.end,
+        boot.kernel.load.0 + image_size.max(kernel.len() as u64)
+    );
+    let BootData::Fdt(dtb) = boot.data else {
+        panic!("no DTB")
+    };
+    assert!(dtb.start.0 >= boot.kernel.end && dtb.start.0 % 8 == 0 && dtb.size <= 0x20_0000);
+    assert_eq!(
+        boot.boot_vcpu,
+        BootState::Arm64Linux {
+            entry: boot.kernel.entry,
+            fdt: dtb.start
+        }
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    if let Some(dts) = decompile_dtb(&read_dtb(&mem, &boot), dir.path()) {
+        assert_eq!(dts.matches("enable-method = \"psci\";").count(), 4);
+    }
+    let (rv_map, rv_mem) = machine(GuestArch::Riscv64, 1, 512 << 20, 0);
+    match for_arch(GuestArch::Riscv64).load_kernel(&rv_mem, &rv_map, &kernel) {
+        Err(PlatformError::InvalidKernel { reason, .. }) => {
+            assert!(reason.contains("arm64 Image"), "{reason}");
+        }
+        other => panic!("riscv64 accepted an arm64 kernel: {other:?}"),
+    }
 }

@@ -135,7 +135,7 @@ pub enum PlatformError {
     },
     /// linux-loader rejected the kernel or failed to place it.
     #[error("kernel loader: {0}")]
-    Loader(#[from] linux_loader::loader::Error),
+    Loader(String),
     /// linux-loader failed to write the boot parameters.
     #[error("boot configurator: {0}")]
     BootConfigurator(String),
@@ -147,8 +147,8 @@ pub enum PlatformError {
     UnsupportedOnHost {
         /// What was attempted.
         what: &'static str,
-        /// The host architecture.
-        host: &'static str,
+        /// The host (`os-arch`).
+        host: String,
     },
 }
 

@@ -37,8 +37,8 @@ pub fn place(
             .copied()
             .ok_or(PlatformError::KernelDoesNotFit {
                 addr: kernel.load.0,
-                size: kernel.end - kernel.load.0,
-                ram_end: 0,
+                size: kernel.end.saturating_sub(kernel.load.0),
+                ram_end: map.ram.last().map_or(0, Range::end),
             })?;
     let fdt_start = align_down(ram.end().saturating_sub(FDT_MAX_SIZE), 8);
     if fdt_start < kernel.end {

@@ -129,6 +129,13 @@ pub fn build(map: &MemoryMap, base: u64, room: u64) -> Result<AcpiTables> {
         });
     };
 
+    if map.vcpus == 0 || map.vcpus > super::layout::MAX_VCPUS {
+        return Err(PlatformError::VcpuCount {
+            arch: map.arch,
+            requested: map.vcpus,
+            max: super::layout::MAX_VCPUS,
+        });
+    }
     let mut dsdt_table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     dsdt_table.append_slice(&dsdt(map));
     let dsdt_bytes = to_bytes(&dsdt_table);

@@ -138,9 +138,14 @@ pub fn e820_entries(map: &MemoryMap) -> Vec<(u64, u64, u32)> {
     let mut entries = Vec::with_capacity(map.ram.len() + 2);
     for r in &map.ram {
         if r.start.0 == 0 {
-            entries.push((0, EBDA_START, E820_RAM));
-            entries.push((EBDA_START, HIGH_RAM_START - EBDA_START, E820_RESERVED));
-            entries.push((HIGH_RAM_START, r.size - HIGH_RAM_START, E820_RAM));
+            // memory_map() guarantees MIN_MEM; a hand-built map may not.
+            entries.push((0, EBDA_START.min(r.size), E820_RAM));
+            if r.size > EBDA_START {
+                entries.push((EBDA_START, HIGH_RAM_START - EBDA_START, E820_RESERVED));
+            }
+            if r.size > HIGH_RAM_START {
+                entries.push((HIGH_RAM_START, r.size - HIGH_RAM_START, E820_RAM));
+            }
         } else {
             entries.push((r.start.0, r.size, E820_RAM));
         }
@@ -206,6 +211,13 @@ mod tests {
             (HIGH_RAM_START, MMIO_HOLE_START - HIGH_RAM_START, E820_RAM)
         );
         assert_eq!(e820[3], (1 << 32, 2 << 30, E820_RAM));
+    }
+
+    #[test]
+    fn e820_of_a_hand_built_tiny_map_does_not_underflow() {
+        let mut map = memory_map(&config(256 << 20)).unwrap();
+        map.ram = vec![Range::new(0, 0x8_0000)];
+        assert_eq!(e820_entries(&map), vec![(0, 0x8_0000, E820_RAM)]);
     }
 
     #[test]

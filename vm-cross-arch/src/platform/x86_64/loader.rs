@@ -1,6 +1,6 @@
 //! Kernel loading and the zero page through `linux-loader` (bzImage and ELF
-//! vmlinux). linux-loader only builds its x86 loaders on x86 hosts, so this
-//! module is selected by `target_arch` at its `mod` line.
+//! vmlinux). linux-loader only builds its x86 loaders on x86 hosts (and needs
+//! vm-memory's unix-only `rawfd`), so this module is selected at its `mod` line.
 
 use std::io::Cursor;
 
@@ -76,7 +76,8 @@ fn load_bzimage(mem: &GuestMemoryMmap, ram_end: u64, image: &[u8]) -> Result<Loa
     // to (`pref_address` for a relocatable kernel loaded below it).
     let load = HIGH_RAM_START;
     let (init_size, pref) = (u64::from(hdr.init_size), hdr.pref_address);
-    let end = (load + payload).max(pref.max(load) + init_size);
+    // `pref_address` comes from the file: saturate so a hostile value fails the fit check.
+    let end = (load + payload).max(pref.max(load).saturating_add(init_size));
     if end > ram_end {
         return Err(PlatformError::KernelDoesNotFit {
             addr: load,
@@ -89,7 +90,8 @@ fn load_bzimage(mem: &GuestMemoryMmap, ram_end: u64, image: &[u8]) -> Result<Loa
         Some(GuestAddress(load)),
         &mut Cursor::new(image),
         Some(GuestAddress(HIGH_RAM_START)),
-    )?;
+    )
+    .map_err(|e| PlatformError::Loader(e.to_string()))?;
     let hdr = res.setup_header.unwrap_or(*hdr);
     let mut bytes = [0u8; SETUP_HEADER_LEN];
     bytes.copy_from_slice(hdr.as_slice());
@@ -130,7 +132,7 @@ fn load_elf(mem: &GuestMemoryMmap, ram_end: u64, image: &[u8]) -> Result<LoadedK
                 ram_end,
             }
         }
-        other => PlatformError::Loader(other),
+        other => PlatformError::Loader(other.to_string()),
     })?;
     if res.kernel_end > ram_end {
         return Err(PlatformError::KernelDoesNotFit {

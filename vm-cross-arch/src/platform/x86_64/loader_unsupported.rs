@@ -1,5 +1,6 @@
-//! Stand-in for `loader.rs` on non-x86 hosts: linux-loader builds its bzImage,
-//! ELF and `boot_params` support only for x86 hosts, and no software engine
+//! Stand-in for `loader.rs` on hosts other than unix x86_64: linux-loader
+//! builds its bzImage, ELF and `boot_params` support only for x86 hosts (and
+//! not at all on Windows, through vm-memory's `rawfd`), and no software engine
 //! runs x86 guests yet, so loading an x86 kernel there is a typed error.
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -11,7 +12,7 @@ use crate::platform::layout::{MemoryMap, Range};
 fn unsupported(what: &'static str) -> PlatformError {
     PlatformError::UnsupportedOnHost {
         what,
-        host: std::env::consts::ARCH,
+        host: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
     }
 }
 

@@ -4,12 +4,12 @@
 
 pub mod acpi;
 pub mod layout;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(unix, target_arch = "x86_64"))]
 mod loader;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(unix, target_arch = "x86_64")))]
 #[path = "loader_unsupported.rs"]
 mod loader;
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(all(test, unix, target_arch = "x86_64"))]
 mod tests;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -17,7 +17,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use super::boot::{
     check_cmdline, place_top_down, write_blob, BootData, BootInfo, BootState, LoadedKernel,
 };
-use super::error::Result;
+use super::error::{PlatformError, Result};
 use super::layout::{MachineConfig, MemoryMap, Range};
 use super::{GuestArch, PlatformTraits};
 
@@ -61,6 +61,12 @@ impl PlatformTraits for X86_64Platform {
         initrd: Option<&[u8]>,
         cmdline: &str,
     ) -> Result<BootInfo> {
+        if map.arch != GuestArch::X86_64 {
+            return Err(PlatformError::MapMismatch {
+                arch: GuestArch::X86_64,
+                reason: "memory map of another architecture",
+            });
+        }
         let max = kernel
             .cmdline_max
             .map_or(self.max_cmdline_len(), |m| m.min(self.max_cmdline_len()));

@@ -229,6 +229,14 @@ fn bad_kernels_and_inputs_are_typed_errors() {
         Err(PlatformError::KernelDoesNotFit { .. })
     ));
 
+    // A hostile pref_address must not overflow the size computation.
+    let mut hostile = fake_bzimage(0x1000, 0x1000, 255);
+    hostile[0x258..0x260].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        X86_64Platform.load_kernel(&gm, &map, &hostile),
+        Err(PlatformError::KernelDoesNotFit { .. })
+    ));
+
     // The kernel's own cmdline_size wins over the layout's room.
     let small_cmdline = fake_bzimage(0x1000, 0x1000, 15);
     assert!(matches!(
