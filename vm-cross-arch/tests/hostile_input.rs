@@ -5,7 +5,7 @@ mod support;
 
 use proptest::prelude::*;
 use support::{fake_image, machine};
-use vm_cross_arch::platform::{for_arch, GuestArch, ALL_ARCHES};
+use vm_cross_arch::platform::{for_arch, GuestArch};
 
 /// A bzImage-looking header with random protocol fields and a random body.
 fn bzimage_like(fields: &[u8], body_len: usize) -> Vec<u8> {
@@ -20,7 +20,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-        for arch in ALL_ARCHES {
+        for arch in GuestArch::ALL {
             let (map, mem) = machine(arch, 1, 64 << 20, 1);
             let _ = for_arch(arch).boot(&mem, &map, &bytes, Some(&bytes), "console=ttyS0");
         }
