@@ -110,7 +110,7 @@ fn migration_preserves_replay() {
         id("web-2"),
         1,
         EventKind::Created {
-            config: Default::default(),
+            config: vm_core::VmConfig::default(),
         },
     );
     s.append(&ev).unwrap();
