@@ -48,9 +48,7 @@ fn writer(store: &V2Store, name: &str, batch: usize, pad: usize, out: &std::sync
         let events: Vec<VmEvent> = (1..=batch as u64)
             .map(|i| {
                 let kind = if seq + i == 1 {
-                    EventKind::Created {
-                        config: vm_core::VmConfig::default(),
-                    }
+                    EventKind::created(vm_core::VmConfig::default())
                 } else {
                     EventKind::Failed {
                         error: text.clone(),

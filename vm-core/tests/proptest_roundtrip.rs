@@ -62,7 +62,7 @@ fn config() -> impl Strategy<Value = VmConfig> {
 
 fn kind() -> impl Strategy<Value = EventKind> {
     prop_oneof![
-        config().prop_map(|config| EventKind::Created { config }),
+        config().prop_map(EventKind::created),
         Just(EventKind::Started),
         Just(EventKind::Paused),
         Just(EventKind::Resumed),
@@ -74,7 +74,7 @@ fn kind() -> impl Strategy<Value = EventKind> {
             Just(StopReason::Unknown),
         ]
         .prop_map(|reason| EventKind::Stopped { reason }),
-        device().prop_map(|device| EventKind::DeviceAttached { device }),
+        device().prop_map(EventKind::device_attached),
         ".{0,16}".prop_map(|device_id| EventKind::DeviceDetached { device_id }),
         ".{0,64}".prop_map(|error| EventKind::Failed { error }),
     ]
@@ -169,7 +169,7 @@ proptest! {
         let s = V2Store::create(&path).unwrap();
         let id = VmId::new("a").unwrap();
         s.append_batch(&[
-            VmEvent::new(id.clone(), 1, EventKind::Created { config: VmConfig::default() }),
+            VmEvent::new(id.clone(), 1, EventKind::created(VmConfig::default())),
             VmEvent::new(id, 2, EventKind::Failed { error: "x".into() }),
         ]).unwrap();
         drop(s);

@@ -109,9 +109,7 @@ fn migration_preserves_replay() {
     let ev = VmEvent::new(
         id("web-2"),
         1,
-        EventKind::Created {
-            config: vm_core::VmConfig::default(),
-        },
+        EventKind::created(vm_core::VmConfig::default()),
     );
     s.append(&ev).unwrap();
     drop(s);

@@ -48,23 +48,9 @@ pub fn lifecycle_events() -> Vec<VmEvent> {
         kind,
     };
     vec![
-        ev(
-            &a,
-            1,
-            0,
-            EventKind::Created {
-                config: v1_expressible_config(2),
-            },
-        ),
+        ev(&a, 1, 0, EventKind::created(v1_expressible_config(2))),
         ev(&a, 2, 1, EventKind::Started),
-        ev(
-            &b,
-            1,
-            2,
-            EventKind::Created {
-                config: v1_expressible_config(1),
-            },
-        ),
+        ev(&b, 1, 2, EventKind::created(v1_expressible_config(1))),
         ev(&a, 3, 3, EventKind::Paused),
         ev(&b, 2, 4, EventKind::Started),
         ev(&a, 4, 5, EventKind::Resumed),
@@ -72,9 +58,7 @@ pub fn lifecycle_events() -> Vec<VmEvent> {
             &b,
             3,
             6,
-            EventKind::DeviceAttached {
-                device: tap("eth1", "tap9", None),
-            },
+            EventKind::device_attached(tap("eth1", "tap9", None)),
         ),
         ev(
             &b,
