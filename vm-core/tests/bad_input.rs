@@ -356,3 +356,44 @@ fn v1_torn_last_line_is_reported_and_left_alone() {
         "v1 is read-only: never truncated"
     );
 }
+
+#[test]
+fn bad_payload_with_valid_crc_is_reported_with_its_offset_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, len) = three_frames(dir.path());
+    let mut ev = Vec::new();
+    vm_core::store::codec::encode_event(&VmEvent::new(id("alpha"), 3, EventKind::Started), &mut ev)
+        .unwrap();
+    let tag = ev.len() - 1;
+    ev[tag] = 200;
+    let mut data = std::fs::read(&path).unwrap();
+    data.extend_from_slice(&frame(&[ev]));
+    std::fs::write(&path, &data).unwrap();
+    // Opening indexes stream positions only; the bad kind shows when the event is decoded.
+    let s = store::open(&path).unwrap();
+    let results: Vec<_> = s.read_all().unwrap().collect();
+    assert_eq!(results.len(), 4);
+    let err = results[3].as_ref().unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { offset, reason, .. } if *offset == len && reason.contains("kind tag 200")),
+        "{err}"
+    );
+    assert!(s.read_stream(&id("alpha"), 1).is_err());
+}
+
+#[test]
+fn sequence_gap_with_valid_crc_is_an_open_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, len) = three_frames(dir.path());
+    let mut ev = Vec::new();
+    vm_core::store::codec::encode_event(&VmEvent::new(id("alpha"), 5, EventKind::Started), &mut ev)
+        .unwrap();
+    let mut data = std::fs::read(&path).unwrap();
+    data.extend_from_slice(&frame(&[ev]));
+    std::fs::write(&path, &data).unwrap();
+    let err = store::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { offset, reason, .. } if *offset == len && reason.contains("expected sequence 3, got 5")),
+        "{err}"
+    );
+}

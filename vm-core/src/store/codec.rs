@@ -178,6 +178,20 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// What [`EventDecoder::peek_next`] found.
+#[derive(Debug)]
+pub(crate) enum Peek<'a> {
+    /// A current-schema event of stream `id` (not validated yet) at `sequence`.
+    Current {
+        /// The stream id as stored.
+        id: &'a str,
+        /// The event's sequence.
+        sequence: u64,
+    },
+    /// An older-schema event, decoded and upcast.
+    Decoded(VmEvent),
+}
+
 /// Decodes events one after another; remembers the last `VmId` so consecutive events of one
 /// VM share its string instead of allocating a new one each.
 #[derive(Debug, Default)]
@@ -200,6 +214,24 @@ impl EventDecoder {
         let ev = self.decode_body(schema, body)?;
         *input = c.buf;
         Ok(ev)
+    }
+
+    /// Reads the stream position of the event at the front of `input` without decoding its
+    /// payload (current schema), or decodes it fully (older schemas); advances `input`.
+    pub(crate) fn peek_next<'a>(&mut self, input: &mut &'a [u8]) -> Result<Peek<'a>, DecodeError> {
+        let mut c = Cursor { buf: input };
+        let h = c.take(2)?;
+        let schema = u16::from_le_bytes([h[0], h[1]]);
+        let body = c.bytes32()?;
+        *input = c.buf;
+        if schema != CURRENT_SCHEMA {
+            return self.decode_body(schema, body).map(Peek::Decoded);
+        }
+        let mut b = Cursor { buf: body };
+        let id_len = b.u8()? as usize;
+        let id = std::str::from_utf8(b.take(id_len)?).map_err(|e| invalid("vm_id", e))?;
+        let sequence = b.u64()?;
+        Ok(Peek::Current { id, sequence })
     }
 
     /// Decodes exactly one event; bytes left after it are an error.

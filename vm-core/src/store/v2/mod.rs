@@ -11,6 +11,7 @@
 //! error naming its byte offset. The file is locked (`flock`) while open.
 
 pub mod format;
+mod index;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -160,34 +161,17 @@ impl V2Store {
         };
         let mut recovery = None;
         let mut reader = FrameReader::new(&file, HEADER_LEN as u64, len);
-        let mut decoder = EventDecoder::new();
+        let mut indexer = index::Indexer::default();
         loop {
             match reader.next_frame() {
                 Ok(Some((offset, range))) => {
-                    let payload = reader.bytes(range);
-                    let mut in_frame: Vec<(VmId, u64)> = Vec::new();
-                    let mut count = 0u64;
-                    decode_payload(payload, &mut decoder, |ev| {
-                        state.heads.observe(&ev).map_err(|e| e.to_string())?;
-                        if !in_frame.iter().any(|(id, _)| *id == ev.vm_id) {
-                            in_frame.push((ev.vm_id, ev.sequence));
-                        }
-                        count += 1;
-                        Ok(())
-                    })
-                    .map_err(|reason| StoreError::Corrupt {
-                        path: path.to_owned(),
-                        offset,
-                        reason,
-                    })?;
-                    for (id, first) in in_frame {
-                        state
-                            .stream_frames
-                            .entry(id)
-                            .or_default()
-                            .push((first, offset));
-                    }
-                    state.durable_events += count;
+                    indexer
+                        .frame(&mut state, reader.bytes(range), offset)
+                        .map_err(|reason| StoreError::Corrupt {
+                            path: path.to_owned(),
+                            offset,
+                            reason,
+                        })?;
                 }
                 Ok(None) => break,
                 Err(FrameError::Io(e)) => return Err(StoreError::io("read", path, e)),
