@@ -183,13 +183,13 @@ impl<'a> Cursor<'a> {
 pub(crate) enum Peek<'a> {
     /// A current-schema event of stream `id` (not validated yet) at `sequence`.
     Current {
-        /// The stream id as stored.
-        id: &'a str,
+        /// The stream id's bytes as stored.
+        id: &'a [u8],
         /// The event's sequence.
         sequence: u64,
     },
-    /// An older-schema event, decoded and upcast.
-    Decoded(VmEvent),
+    /// An older-schema event, decoded and upcast (boxed: rare, and keeps `Peek` small).
+    Decoded(Box<VmEvent>),
 }
 
 /// Decodes events one after another; remembers the last `VmId` so consecutive events of one
@@ -225,11 +225,13 @@ impl EventDecoder {
         let body = c.bytes32()?;
         *input = c.buf;
         if schema != CURRENT_SCHEMA {
-            return self.decode_body(schema, body).map(Peek::Decoded);
+            return self
+                .decode_body(schema, body)
+                .map(|ev| Peek::Decoded(Box::new(ev)));
         }
         let mut b = Cursor { buf: body };
         let id_len = b.u8()? as usize;
-        let id = std::str::from_utf8(b.take(id_len)?).map_err(|e| invalid("vm_id", e))?;
+        let id = b.take(id_len)?;
         let sequence = b.u64()?;
         Ok(Peek::Current { id, sequence })
     }

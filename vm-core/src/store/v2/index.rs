@@ -39,12 +39,12 @@ impl Indexer {
                 .map_err(|e| format!("event {i} of {count}: {e}"))?;
             let (id, sequence, decoded_id) = match &peek {
                 Peek::Current { id, sequence } => (*id, *sequence, None),
-                Peek::Decoded(ev) => (ev.vm_id.as_str(), ev.sequence, Some(&ev.vm_id)),
+                Peek::Decoded(ev) => (ev.vm_id.as_str().as_bytes(), ev.sequence, Some(&ev.vm_id)),
             };
             if let Some((run_id, last)) = &mut run {
-                if run_id.as_str() == id {
+                if run_id.as_str().as_bytes() == id {
                     if sequence != *last + 1 {
-                        return Err(gap(id, *last + 1, sequence));
+                        return Err(gap(run_id.as_str(), *last + 1, sequence));
                     }
                     *last = sequence;
                     continue;
@@ -53,6 +53,7 @@ impl Indexer {
             if let Some((run_id, last)) = run.take() {
                 st.heads.set(run_id, last);
             }
+            let id = std::str::from_utf8(id).map_err(|e| format!("event {i}: vm id: {e}"))?;
             let (vm, last) = match st.heads.lookup(id) {
                 Some((vm, last)) => (vm.clone(), last),
                 None => match decoded_id {
