@@ -231,6 +231,12 @@ impl V2Store {
     /// Writes and fsyncs everything queued; called by the leader without the lock held.
     fn flush_as_leader<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         st.flushing = true;
+        // Let appenders that were just woken by the previous flush (or are about to append)
+        // join this batch: a yield costs microseconds, the fsync milliseconds. Without it,
+        // batches settle into an uneven alternation (1, n-1, 1, n-1, ...).
+        drop(st);
+        std::thread::yield_now();
+        let mut st = self.lock();
         let batch = st.open_batch;
         st.open_batch += 1;
         let spare = std::mem::take(&mut st.spare);
