@@ -1,4 +1,4 @@
-//! The v2 binary store: an append-only file of CRC32C-checked frames (see [`format`]).
+//! The v2 binary store: an append-only file of CRC32C-checked frames (see [`format`](mod@format)).
 //!
 //! Appends are durable when they return: each is written and `fdatasync`'d. Concurrent
 //! appenders share fsyncs (group commit): the first appender to find no flush running
