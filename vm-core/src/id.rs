@@ -112,6 +112,12 @@ impl FromStr for VmId {
     }
 }
 
+impl std::borrow::Borrow<str> for VmId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for VmId {
     fn as_ref(&self) -> &str {
         &self.0

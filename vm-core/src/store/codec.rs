@@ -178,6 +178,20 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// What [`EventDecoder::peek_next`] found.
+#[derive(Debug)]
+pub(crate) enum Peek<'a> {
+    /// A current-schema event of stream `id` (not validated yet) at `sequence`.
+    Current {
+        /// The stream id's bytes as stored.
+        id: &'a [u8],
+        /// The event's sequence.
+        sequence: u64,
+    },
+    /// An older-schema event, decoded and upcast (boxed: rare, and keeps `Peek` small).
+    Decoded(Box<VmEvent>),
+}
+
 /// Decodes events one after another; remembers the last `VmId` so consecutive events of one
 /// VM share its string instead of allocating a new one each.
 #[derive(Debug, Default)]
@@ -200,6 +214,26 @@ impl EventDecoder {
         let ev = self.decode_body(schema, body)?;
         *input = c.buf;
         Ok(ev)
+    }
+
+    /// Reads the stream position of the event at the front of `input` without decoding its
+    /// payload (current schema), or decodes it fully (older schemas); advances `input`.
+    pub(crate) fn peek_next<'a>(&mut self, input: &mut &'a [u8]) -> Result<Peek<'a>, DecodeError> {
+        let mut c = Cursor { buf: input };
+        let h = c.take(2)?;
+        let schema = u16::from_le_bytes([h[0], h[1]]);
+        let body = c.bytes32()?;
+        *input = c.buf;
+        if schema != CURRENT_SCHEMA {
+            return self
+                .decode_body(schema, body)
+                .map(|ev| Peek::Decoded(Box::new(ev)));
+        }
+        let mut b = Cursor { buf: body };
+        let id_len = b.u8()? as usize;
+        let id = b.take(id_len)?;
+        let sequence = b.u64()?;
+        Ok(Peek::Current { id, sequence })
     }
 
     /// Decodes exactly one event; bytes left after it are an error.
@@ -241,7 +275,7 @@ impl EventDecoder {
         let timestamp = Timestamp(c.u64()?);
         let kind = match c.u8()? {
             TAG_CREATED => {
-                let config: VmConfig =
+                let config: Box<VmConfig> =
                     serde_json::from_slice(c.bytes32()?).map_err(|e| invalid("config", e))?;
                 EventKind::Created { config }
             }
@@ -252,7 +286,7 @@ impl EventDecoder {
                 reason: reason_from(c.u8()?)?,
             },
             TAG_ATTACHED => {
-                let device: DeviceConfig =
+                let device: Box<DeviceConfig> =
                     serde_json::from_slice(c.bytes32()?).map_err(|e| invalid("device", e))?;
                 EventKind::DeviceAttached { device }
             }
@@ -287,21 +321,17 @@ mod tests {
     fn samples() -> Vec<VmEvent> {
         let id = VmId::new("vm-a").unwrap();
         let kinds = vec![
-            EventKind::Created {
-                config: VmConfig::default(),
-            },
+            EventKind::created(VmConfig::default()),
             EventKind::Started,
             EventKind::Paused,
             EventKind::Resumed,
-            EventKind::DeviceAttached {
-                device: DeviceConfig::Net(NetConfig {
-                    id: "eth0".into(),
-                    backend: NetBackendConfig::Virtual {
-                        switch: "sw".into(),
-                    },
-                    mac: None,
-                }),
-            },
+            EventKind::device_attached(DeviceConfig::Net(NetConfig {
+                id: "eth0".into(),
+                backend: NetBackendConfig::Virtual {
+                    switch: "sw".into(),
+                },
+                mac: None,
+            })),
             EventKind::DeviceDetached {
                 device_id: "eth0".into(),
             },

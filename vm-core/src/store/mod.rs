@@ -7,6 +7,23 @@
 //!
 //! [`open`] picks the adapter from the file's first bytes; [`migrate::migrate_v1_to_v2`]
 //! rewrites a v1 journal as v2.
+//!
+//! ```
+//! use vm_core::store::{self, EventStore};
+//! use vm_core::{EventKind, VmConfig, VmEvent, VmId, VmRegistry, VmState};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let journal = store::open(&dir.path().join("journal"))?; // missing file: a new v2 store
+//! let id = VmId::new("web-1")?;
+//! journal.append(&VmEvent::new(id.clone(), 1, EventKind::created(VmConfig::default())))?;
+//! journal.append(&VmEvent::new(id.clone(), 2, EventKind::Started))?;
+//! // Sequence numbers are checked: a stale writer cannot append over a newer event.
+//! assert!(journal.append(&VmEvent::new(id.clone(), 2, EventKind::Paused)).is_err());
+//!
+//! let registry = VmRegistry::replay(journal.as_ref())?;
+//! assert_eq!(registry.get(&id).map(|vm| vm.state), Some(VmState::Running));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod codec;
 mod error;
@@ -26,7 +43,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use migrate::{migrate_v1_to_v2, MigrationReport};
 pub use v1::V1Store;
-pub use v2::V2Store;
+pub use v2::{CommitStats, V2Store};
 
 use crate::event::VmEvent;
 use crate::id::VmId;

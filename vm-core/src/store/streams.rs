@@ -19,6 +19,16 @@ impl StreamHeads {
         self.heads.get(id).copied().unwrap_or(0)
     }
 
+    /// The stored key and last sequence of stream `id`, if it exists.
+    pub(crate) fn lookup(&self, id: &str) -> Option<(&VmId, u64)> {
+        self.heads.get_key_value(id).map(|(k, v)| (k, *v))
+    }
+
+    /// Sets the last sequence of `id` (callers checked continuity).
+    pub(crate) fn set(&mut self, id: VmId, sequence: u64) {
+        self.heads.insert(id, sequence);
+    }
+
     /// Checks that `events` continue their streams, then records them; on error nothing
     /// is recorded.
     pub(crate) fn check_and_apply(&mut self, events: &[VmEvent]) -> Result<(), StoreError> {

@@ -1,4 +1,4 @@
-//! The v2 binary store: an append-only file of CRC32C-checked frames (see [`format`]).
+//! The v2 binary store: an append-only file of CRC32C-checked frames (see [`format`](mod@format)).
 //!
 //! Appends are durable when they return: each is written and `fdatasync`'d. Concurrent
 //! appenders share fsyncs (group commit): the first appender to find no flush running
@@ -11,6 +11,7 @@
 //! error naming its byte offset. The file is locked (`flock`) while open.
 
 pub mod format;
+mod index;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,12 +44,24 @@ struct State {
     pending: Vec<u8>,
     pending_index: Vec<(VmId, u64, u64)>,
     pending_events: u64,
+    pending_frames: u64,
     spare: Vec<u8>,
     end: u64,
     open_batch: u64,
     durable_batch: u64,
     flushing: bool,
     failed: Option<String>,
+    stats: CommitStats,
+}
+
+/// Counters of the group commit since the store was opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Batches (frames) made durable.
+    pub frames: u64,
+    /// `pwrite` + `fdatasync` rounds that made them durable (fewer than `frames` when
+    /// concurrent appenders shared fsyncs).
+    pub flushes: u64,
 }
 
 /// The current binary event store.
@@ -141,37 +154,24 @@ impl V2Store {
         let n = read_up_to(&file, &mut head).map_err(|e| StoreError::io("read", path, e))?;
         check_header(path, &head[..n])?;
 
-        let mut state = State::default();
+        // Batch 0 counts as durable; the first open batch is 1.
+        let mut state = State {
+            open_batch: 1,
+            ..State::default()
+        };
         let mut recovery = None;
         let mut reader = FrameReader::new(&file, HEADER_LEN as u64, len);
-        let mut decoder = EventDecoder::new();
+        let mut indexer = index::Indexer::default();
         loop {
             match reader.next_frame() {
                 Ok(Some((offset, range))) => {
-                    let payload = reader.bytes(range);
-                    let mut in_frame: Vec<(VmId, u64)> = Vec::new();
-                    let mut count = 0u64;
-                    decode_payload(payload, &mut decoder, |ev| {
-                        state.heads.observe(&ev).map_err(|e| e.to_string())?;
-                        if !in_frame.iter().any(|(id, _)| *id == ev.vm_id) {
-                            in_frame.push((ev.vm_id, ev.sequence));
-                        }
-                        count += 1;
-                        Ok(())
-                    })
-                    .map_err(|reason| StoreError::Corrupt {
-                        path: path.to_owned(),
-                        offset,
-                        reason,
-                    })?;
-                    for (id, first) in in_frame {
-                        state
-                            .stream_frames
-                            .entry(id)
-                            .or_default()
-                            .push((first, offset));
-                    }
-                    state.durable_events += count;
+                    indexer
+                        .frame(&mut state, reader.bytes(range), offset)
+                        .map_err(|reason| StoreError::Corrupt {
+                            path: path.to_owned(),
+                            offset,
+                            reason,
+                        })?;
                 }
                 Ok(None) => break,
                 Err(FrameError::Io(e)) => return Err(StoreError::io("read", path, e)),
@@ -219,6 +219,11 @@ impl V2Store {
         &self.path
     }
 
+    /// Group-commit counters since open.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.lock().stats
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -226,12 +231,19 @@ impl V2Store {
     /// Writes and fsyncs everything queued; called by the leader without the lock held.
     fn flush_as_leader<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         st.flushing = true;
+        // Let appenders that were just woken by the previous flush (or are about to append)
+        // join this batch: a yield costs microseconds, the fsync milliseconds. Without it,
+        // batches settle into an uneven alternation (1, n-1, 1, n-1, ...).
+        drop(st);
+        std::thread::yield_now();
+        let mut st = self.lock();
         let batch = st.open_batch;
         st.open_batch += 1;
         let spare = std::mem::take(&mut st.spare);
         let mut buf = std::mem::replace(&mut st.pending, spare);
         let index = std::mem::take(&mut st.pending_index);
         let events = std::mem::take(&mut st.pending_events);
+        let frames = std::mem::take(&mut st.pending_frames);
         let at = st.durable_len;
         drop(st);
         let res = self
@@ -251,6 +263,8 @@ impl V2Store {
                         .push((first, offset));
                 }
                 st.durable_batch = batch;
+                st.stats.frames += frames;
+                st.stats.flushes += 1;
                 buf.clear();
                 st.spare = buf;
             }
@@ -331,6 +345,7 @@ impl EventStore for V2Store {
             st.pending.extend_from_slice(&frame);
             st.end += frame.len() as u64;
             st.pending_events += events.len() as u64;
+            st.pending_frames += 1;
             let my_batch = st.open_batch;
             loop {
                 if st.durable_batch >= my_batch {
