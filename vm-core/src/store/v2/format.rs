@@ -8,10 +8,10 @@
 //! A frame holds one appended batch, so a batch is atomic: after a crash the frame is
 //! either complete with a matching CRC, or it is a torn tail that open() cuts off.
 
+use super::positional::PositionalIo as _;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::event::VmEvent;

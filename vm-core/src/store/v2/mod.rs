@@ -12,12 +12,13 @@
 
 pub mod format;
 mod index;
+mod positional;
 
+use positional::PositionalIo as _;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
