@@ -7,6 +7,7 @@
 //!   default and all-features configurations).
 //! - `bench`: criterion benches plus process peers, one report with ratios.
 //! - `builtin-guest`: rebuild (or `--check`) the guest `vm-service run` boots.
+//! - `migrate-store`: rewrite a v1 event journal as v2 (crash-safe).
 //! - `setup`: install the Debian packages and rustup components tests need.
 //! - `ci`: everything CI runs, in order; `.ci/run` calls it.
 
@@ -58,6 +59,12 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Rewrite a legacy (v1, JSON lines) event journal in the v2 format, in
+    /// place and crash-safely; the original is kept as `<path>.v1.bak`.
+    MigrateStore {
+        /// The journal file.
+        path: PathBuf,
+    },
     /// Install the Debian packages and rustup components the tests need.
     Setup,
     /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check, features (tests), check-targets.
@@ -95,6 +102,28 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
+fn migrate_store(path: &Path) -> Result<()> {
+    use vm_core::store::{migrate_v1_to_v2, MigrationReport};
+    match migrate_v1_to_v2(path).with_context(|| format!("migrating {}", path.display()))? {
+        MigrationReport::AlreadyV2 => println!("{}: already v2, nothing to do", path.display()),
+        MigrationReport::Migrated {
+            events,
+            backup,
+            dropped_tail_bytes,
+        } => {
+            println!(
+                "{}: migrated {events} events to v2; v1 original kept at {}",
+                path.display(),
+                backup.display()
+            );
+            if dropped_tail_bytes > 0 {
+                println!("  a torn v1 tail of {dropped_tail_bytes} bytes was not carried over");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
@@ -104,6 +133,7 @@ fn main() -> Result<()> {
         Task::Features => features::run(&root),
         Task::Bench { quick, areas } => bench::run(&root, quick, &areas),
         Task::BuiltinGuest { check } => builtin_guest::run(&root, check),
+        Task::MigrateStore { path } => migrate_store(&path),
         Task::Setup => setup::run(),
         Task::Ci => ci(&root),
     }
