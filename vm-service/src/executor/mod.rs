@@ -5,8 +5,11 @@
 //! stop. The strategy decides where the loops run:
 //!
 //! - [`ExecutorKind::Sync`]: one OS thread per vCPU, blocking in `run()`.
-//! - [`ExecutorKind::Async`]: a tokio runtime; hardware vCPUs run on its
-//!   blocking pool, and control requests are async tasks on the runtime.
+//! - [`ExecutorKind::Async`]: a tokio runtime per VM; hardware vCPUs run on
+//!   its blocking pool (they block inside the hypervisor), and a supervisor
+//!   task on the runtime turns an abnormally ended vCPU task into a VM stop.
+//!   Software vCPUs return from `run()` after a time slice, so the same loop
+//!   shares the runtime's threads cooperatively.
 //!
 //! The kind is a runtime value (configuration or `--executor`), never a cargo
 //! feature. [`MultiVcpuExecutor`] gives both the same controls: pause, resume
