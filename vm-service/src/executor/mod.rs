@@ -8,8 +8,8 @@
 //! - [`ExecutorKind::Async`]: a tokio runtime per VM; hardware vCPUs run on
 //!   its blocking pool (they block inside the hypervisor), and a supervisor
 //!   task on the runtime turns an abnormally ended vCPU task into a VM stop.
-//!   Software vCPUs return from `run()` after a time slice, so the same loop
-//!   shares the runtime's threads cooperatively.
+//!   Every vCPU still gets a thread of that pool: cooperative time-slicing of
+//!   many software vCPUs over few threads is not built yet.
 //!
 //! The kind is a runtime value (configuration or `--executor`), never a cargo
 //! feature. [`MultiVcpuExecutor`] gives both the same controls: pause, resume
