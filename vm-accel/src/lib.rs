@@ -30,6 +30,7 @@ mod cpu_template;
 pub mod decode;
 mod error;
 mod exit;
+pub mod irqfd_relay;
 mod kick;
 mod memory;
 mod notifier;

@@ -64,8 +64,10 @@
 //! run loop. Interrupt lines need the in-kernel GICv3 of macOS 15 and later
 //! (found at run time): its distributor and redistributors sit at
 //! [`GIC_DISTRIBUTOR_BASE`] and [`GIC_REDISTRIBUTOR_BASE`], which the
-//! guest's device tree must describe. On older macOS `set_irq_line` fails
-//! with a typed error. The virtual timer exit is returned as
+//! guest's device tree must describe (one 128 KiB redistributor frame per
+//! vCPU). irqfds are relayed by a thread per registration that pulses the
+//! line ([`crate::irqfd_relay`]). On older macOS `set_irq_line` and irqfds
+//! fail with a typed error. The virtual timer exit is returned as
 //! [`VcpuExit::Other`] named `HV_EXIT_REASON_VTIMER_ACTIVATED`; the VMM
 //! raises the timer PPI and calls [`HvfVcpu::set_vtimer_masked`]`(false)`.
 //!

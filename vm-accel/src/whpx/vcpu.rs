@@ -2,7 +2,7 @@
 //! decoded and completed in userspace, CPUID through the CPU template,
 //! halt/shutdown/cancel — plus register access, boot state and the kick.
 
-use super::api::{self, Api};
+use super::api;
 use super::regs::VpRegisters;
 use super::vm::PartitionShared;
 use crate::boot::{x86_64 as boot64, BootState};
@@ -19,34 +19,39 @@ use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
 use crate::vcpu::{Vcpu, VcpuId};
 use crate::vm::IoEventAddress;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use windows_sys::Win32::System::Hypervisor::{
     WHvRegisterInternalActivityState, WHvTranslateGvaFlagValidateRead,
     WHvTranslateGvaFlagValidateWrite, WHvTranslateGvaResultSuccess, WHvX64RegisterCs,
     WHvX64RegisterFs, WHvX64RegisterGs, WHvX64RegisterRax, WHvX64RegisterRbx, WHvX64RegisterRcx,
-    WHvX64RegisterRdx, WHvX64RegisterRip, WHvX64RegisterSs, WHV_PARTITION_HANDLE,
-    WHV_REGISTER_VALUE, WHV_RUN_VP_EXIT_CONTEXT, WHV_TRANSLATE_GVA_RESULT, WHV_VP_EXIT_CONTEXT,
+    WHvX64RegisterRdx, WHvX64RegisterRip, WHvX64RegisterSs, WHV_REGISTER_VALUE,
+    WHV_RUN_VP_EXIT_CONTEXT, WHV_TRANSLATE_GVA_RESULT, WHV_VP_EXIT_CONTEXT,
     WHV_X64_IO_PORT_ACCESS_CONTEXT,
 };
 
 const PAGE: u64 = 4096;
 
 /// Kick: a pending flag plus `WHvCancelRunVirtualProcessor` (any thread).
+/// Holds the partition weakly: a handle that outlives its VM does nothing.
 #[derive(Debug)]
 struct WhpxKick {
     pending: AtomicBool,
-    api: &'static Api,
-    partition: WHV_PARTITION_HANDLE,
+    partition: Weak<PartitionShared>,
     index: u32,
 }
 
 impl Kick for WhpxKick {
     fn kick(&self) {
         self.pending.store(true, Ordering::SeqCst);
-        // SAFETY: the partition outlives every vCPU and kick handle's use of it
-        // only through `PartitionShared`; canceling a processor not in
-        // WHvRunVirtualProcessor is harmless (the pending flag covers it).
-        let hr = unsafe { (self.api.WHvCancelRunVirtualProcessor)(self.partition, self.index, 0) };
+        let Some(partition) = self.partition.upgrade() else {
+            return;
+        };
+        // SAFETY: the partition is alive (upgraded above); canceling a processor
+        // that is not in WHvRunVirtualProcessor (or was deleted) only returns an
+        // error, and the pending flag makes the next `run()` return anyway.
+        let hr = unsafe {
+            (partition.api.WHvCancelRunVirtualProcessor)(partition.handle, self.index, 0)
+        };
         if hr < 0 {
             tracing::debug!(error = %abi::describe_hresult(hr), "WHvCancelRunVirtualProcessor failed");
         }
@@ -125,8 +130,7 @@ impl WhpxVcpu {
         };
         let kick = Arc::new(WhpxKick {
             pending: AtomicBool::new(false),
-            api: vm.api,
-            partition: vm.handle,
+            partition: Arc::downgrade(&vm),
             index: id.0,
         });
         tracing::debug!(vcpu = id.0, "WHPX virtual processor created");

@@ -8,6 +8,7 @@ use crate::decode::hvf_abi::{describe_status, memory_flags, SPI_BASE};
 use crate::decode::ioevent_match::IoEventTable;
 use crate::decode::psci::PsciPower;
 use crate::error::AccelError;
+use crate::irqfd_relay::IrqfdRelay;
 use crate::memory::MemorySlots;
 use crate::notifier::EventNotifier;
 use crate::regs::GuestArch;
@@ -42,6 +43,7 @@ pub(super) struct VmShared {
     pub(super) vcpu_count: u32,
     pub(super) psci: Arc<PsciPower>,
     pub(super) ioevents: IoEventTable,
+    irqfds: IrqfdRelay,
     gic: Option<GicApi>,
     regions: Mutex<Regions>,
     created: Mutex<BTreeSet<u32>>,
@@ -55,6 +57,8 @@ impl VmShared {
 
 impl Drop for VmShared {
     fn drop(&mut self) {
+        // No relay may raise a line of a destroyed VM.
+        self.irqfds.clear();
         // SAFETY: every vCPU holds an `Arc<VmShared>`, so none is left; the
         // mapped regions are released below, after the VM that used them.
         let code = unsafe { ffi::hv_vm_destroy() };
@@ -126,6 +130,7 @@ impl HvfVm {
                 vcpu_count: config.vcpu_count,
                 psci: Arc::new(PsciPower::new(config.vcpu_count)),
                 ioevents: IoEventTable::default(),
+                irqfds: IrqfdRelay::default(),
                 gic,
                 regions: Mutex::new(Regions {
                     table: MemorySlots::new(MAX_REGIONS, host_page_size()),
@@ -160,6 +165,25 @@ impl HvfVm {
         }
         Ok(HvfVcpu::new(Arc::clone(&self.shared), id))
     }
+}
+
+/// Drives SPI `irq` (INTID `irq + 32`) of the in-kernel GIC.
+fn set_spi(gic: Option<&GicApi>, irq: IrqLine, active: bool) -> Result<(), AccelError> {
+    let Some(gic) = gic else {
+        return Err(AccelError::Unsupported {
+            what: "interrupt lines without the in-kernel GIC (needs macOS 15 or later)",
+            backend: "HVF",
+        });
+    };
+    let intid = irq
+        .0
+        .checked_add(SPI_BASE)
+        .ok_or(AccelError::InvalidConfig {
+            reason: format!("{irq} is beyond the GIC's SPI range"),
+        })?;
+    // SAFETY: `set_spi` is hv_gic_set_spi, callable from any thread once the
+    // GIC exists (it is created with the VM, before any vCPU).
+    check("hv_gic_set_spi", unsafe { (gic.set_spi)(intid, active) })
 }
 
 impl Vm for HvfVm {
@@ -221,34 +245,24 @@ impl Vm for HvfVm {
     }
 
     fn set_irq_line(&self, irq: IrqLine, active: bool) -> Result<(), AccelError> {
-        let Some(gic) = &self.shared.gic else {
-            return Err(AccelError::Unsupported {
-                what: "interrupt lines without the in-kernel GIC (needs macOS 15 or later)",
-                backend: "HVF",
-            });
-        };
-        let intid = irq
-            .0
-            .checked_add(SPI_BASE)
-            .ok_or(AccelError::InvalidConfig {
-                reason: format!("{irq} is beyond the GIC's SPI range"),
-            })?;
-        // SAFETY: `set_spi` is hv_gic_set_spi, callable from any thread once the
-        // GIC exists (created in `new`).
-        check("hv_gic_set_spi", unsafe { (gic.set_spi)(intid, active) })
+        set_spi(self.shared.gic.as_ref(), irq, active)
     }
 
     fn register_irqfd(&self, notifier: &EventNotifier, irq: IrqLine) -> Result<(), AccelError> {
-        let _ = (notifier, irq);
-        Err(AccelError::Unsupported {
-            what: "irqfd (Hypervisor.framework has no in-kernel event delivery; \
-                   have the device call set_irq_line)",
-            backend: "HVF",
-        })
+        let gic = self.shared.gic;
+        // Fail now, not in the relay thread, when there is no GIC.
+        if gic.is_none() {
+            return set_spi(None, irq, false);
+        }
+        self.shared.irqfds.register(
+            notifier,
+            irq,
+            Arc::new(move |irq, level| set_spi(gic.as_ref(), irq, level)),
+        )
     }
 
-    fn unregister_irqfd(&self, notifier: &EventNotifier, irq: IrqLine) -> Result<(), AccelError> {
-        self.register_irqfd(notifier, irq)
+    fn unregister_irqfd(&self, _notifier: &EventNotifier, irq: IrqLine) -> Result<(), AccelError> {
+        self.shared.irqfds.unregister(irq)
     }
 
     fn register_ioeventfd(
