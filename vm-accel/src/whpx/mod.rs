@@ -33,8 +33,9 @@
 //!   creates the virtual processor at once. Kicks use
 //!   `WHvCancelRunVirtualProcessor`.
 //! - **CPU templates** are applied through CPUID exits: the partition traps
-//!   `CPUID`, and the backend applies [`CpuTemplate`](crate::CpuTemplate)
-//!   edits on top of the hypervisor's default result.
+//!   `CPUID` for the leaves the template edits (`CpuidExitList`), and the
+//!   backend applies the [`CpuTemplate`](crate::CpuTemplate) edits on top
+//!   of the hypervisor's default result.
 //! - **Interrupts.** The local APIC is emulated by WHPX (xAPIC mode) when the
 //!   host offers it; there is no IOAPIC or PIC in WHPX, so `set_irq_line`
 //!   (a GSI) and irqfd return typed errors. Use

@@ -18,9 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
 use windows_sys::Win32::System::Hypervisor::{
     WHvMapGpaRangeFlagExecute, WHvMapGpaRangeFlagRead, WHvMapGpaRangeFlagWrite,
-    WHvPartitionPropertyCodeExtendedVmExits, WHvPartitionPropertyCodeLocalApicEmulationMode,
-    WHvPartitionPropertyCodeProcessorCount, WHvX64InterruptTypeFixed,
-    WHvX64LocalApicEmulationModeXApic, WHV_INTERRUPT_CONTROL, WHV_PARTITION_HANDLE,
+    WHvPartitionPropertyCodeCpuidExitList, WHvPartitionPropertyCodeExtendedVmExits,
+    WHvPartitionPropertyCodeLocalApicEmulationMode, WHvPartitionPropertyCodeProcessorCount,
+    WHvX64InterruptTypeFixed, WHvX64LocalApicEmulationModeXApic, WHV_INTERRUPT_CONTROL,
+    WHV_PARTITION_HANDLE,
 };
 
 /// `WHV_EXTENDED_VM_EXITS.X64CpuidExit`.
@@ -136,17 +137,25 @@ fn set_property<T>(
     partition: WHV_PARTITION_HANDLE,
     op: &'static str,
     code: i32,
-    value: &T,
+    value: &[T],
 ) -> Result<(), AccelError> {
-    // SAFETY: `value` is a live `T` whose size is passed; WHPX copies it.
+    // SAFETY: `value` is a live slice whose byte size is passed; WHPX copies it.
     api::check(op, unsafe {
         (api.WHvSetPartitionProperty)(
             partition,
             code,
-            std::ptr::from_ref(value).cast::<c_void>(),
-            std::mem::size_of::<T>() as u32,
+            value.as_ptr().cast::<c_void>(),
+            std::mem::size_of_val(value) as u32,
         )
     })
+}
+
+/// The CPUID leaves a template edits: the partition exits on exactly these.
+fn cpuid_exit_leaves(template: &CpuTemplate) -> Vec<u32> {
+    let mut leaves: Vec<u32> = template.edits.iter().map(|e| e.leaf).collect();
+    leaves.sort_unstable();
+    leaves.dedup();
+    leaves
 }
 
 impl WhpxVm {
@@ -188,7 +197,7 @@ impl WhpxVm {
             handle,
             "WHvSetPartitionProperty(ProcessorCount)",
             WHvPartitionPropertyCodeProcessorCount,
-            &config.vcpu_count,
+            &[config.vcpu_count],
         )?;
         if apic_emulation {
             set_property(
@@ -196,16 +205,27 @@ impl WhpxVm {
                 handle,
                 "WHvSetPartitionProperty(LocalApicEmulationMode)",
                 WHvPartitionPropertyCodeLocalApicEmulationMode,
-                &WHvX64LocalApicEmulationModeXApic,
+                &[WHvX64LocalApicEmulationModeXApic],
             )?;
         }
-        set_property(
-            api,
-            handle,
-            "WHvSetPartitionProperty(ExtendedVmExits)",
-            WHvPartitionPropertyCodeExtendedVmExits,
-            &EXTENDED_EXIT_CPUID,
-        )?;
+        // CPU templates are applied on CPUID exits for the leaves they edit.
+        let leaves = cpuid_exit_leaves(&config.cpu_template);
+        if !leaves.is_empty() {
+            set_property(
+                api,
+                handle,
+                "WHvSetPartitionProperty(ExtendedVmExits)",
+                WHvPartitionPropertyCodeExtendedVmExits,
+                &[EXTENDED_EXIT_CPUID],
+            )?;
+            set_property(
+                api,
+                handle,
+                "WHvSetPartitionProperty(CpuidExitList)",
+                WHvPartitionPropertyCodeCpuidExitList,
+                &leaves,
+            )?;
+        }
         // SAFETY: the partition was created above and is configured.
         api::check("WHvSetupPartition", unsafe {
             (api.WHvSetupPartition)(handle)

@@ -193,12 +193,9 @@ impl HvfVcpu {
             exit: ExitInfo(exit),
             owner: std::thread::current().id(),
         });
-        // Bit 31 of MPIDR_EL1 is RES1; the affinity fields carry the vCPU id.
-        set_sys(
-            handle,
-            sysreg::MPIDR_EL1,
-            (1 << 31) | psci::mpidr_for(self.id.0),
-        )?;
+        // The affinity fields carry the vCPU id (what PSCI CPU_ON targets);
+        // the RES1 bit 31 is left to the hypervisor, as QEMU does.
+        set_sys(handle, sysreg::MPIDR_EL1, psci::mpidr_for(self.id.0))?;
         write_core(handle, &self.staged)?;
         self.kick.set_vcpu(Some(handle));
         tracing::debug!(vcpu = self.id.0, "HVF vCPU created on its running thread");
