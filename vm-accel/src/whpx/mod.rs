@@ -45,6 +45,7 @@
 //!   by the guest's INIT/SIPI through the emulated local APIC.
 
 mod api;
+mod kick;
 mod regs;
 mod vcpu;
 mod vm;

@@ -3,6 +3,7 @@
 //! halt/shutdown/cancel — plus register access, boot state and the kick.
 
 use super::api;
+use super::kick::WhpxKick;
 use super::regs::VpRegisters;
 use super::vm::PartitionShared;
 use crate::boot::{x86_64 as boot64, BootState};
@@ -14,12 +15,11 @@ use crate::decode::x86_mmio::{decode_mmio, x86_bitness, DecodedMmio, MmioAccess}
 use crate::decode::x86_port_io::{complete_in, decode_string_io, out_data, Segment, StringIo};
 use crate::error::AccelError;
 use crate::exit::{InstructionBytes, InternalError, InternalErrorKind, VcpuExit};
-use crate::kick::{Kick, KickHandle};
+use crate::kick::KickHandle;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
 use crate::vcpu::{Vcpu, VcpuId};
 use crate::vm::IoEventAddress;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use windows_sys::Win32::System::Hypervisor::{
     WHvRegisterInternalActivityState, WHvTranslateGvaFlagValidateRead,
     WHvTranslateGvaFlagValidateWrite, WHvTranslateGvaResultSuccess, WHvX64RegisterCs,
@@ -30,33 +30,6 @@ use windows_sys::Win32::System::Hypervisor::{
 };
 
 const PAGE: u64 = 4096;
-
-/// Kick: a pending flag plus `WHvCancelRunVirtualProcessor` (any thread).
-/// Holds the partition weakly: a handle that outlives its VM does nothing.
-#[derive(Debug)]
-struct WhpxKick {
-    pending: AtomicBool,
-    partition: Weak<PartitionShared>,
-    index: u32,
-}
-
-impl Kick for WhpxKick {
-    fn kick(&self) {
-        self.pending.store(true, Ordering::SeqCst);
-        let Some(partition) = self.partition.upgrade() else {
-            return;
-        };
-        // SAFETY: the partition is alive (upgraded above); canceling a processor
-        // that is not in WHvRunVirtualProcessor (or was deleted) only returns an
-        // error, and the pending flag makes the next `run()` return anyway.
-        let hr = unsafe {
-            (partition.api.WHvCancelRunVirtualProcessor)(partition.handle, self.index, 0)
-        };
-        if hr < 0 {
-            tracing::debug!(error = %abi::describe_hresult(hr), "WHvCancelRunVirtualProcessor failed");
-        }
-    }
-}
 
 /// An access the VMM completes before the next run.
 #[derive(Debug, Clone, Copy)]
@@ -128,11 +101,7 @@ impl WhpxVcpu {
             partition: vm.handle,
             index: id.0,
         };
-        let kick = Arc::new(WhpxKick {
-            pending: AtomicBool::new(false),
-            partition: Arc::downgrade(&vm),
-            index: id.0,
-        });
+        let kick = Arc::new(WhpxKick::new(Arc::downgrade(&vm), id.0));
         tracing::debug!(vcpu = id.0, "WHPX virtual processor created");
         Ok(Self {
             id,
@@ -429,7 +398,7 @@ impl WhpxVcpu {
     fn step(&mut self) -> Result<Step, AccelError> {
         self.complete_pending()?;
         loop {
-            if self.kick.pending.swap(false, Ordering::SeqCst) {
+            if self.kick.take() {
                 return Ok(Step::Exit(VcpuExit::Interrupted));
             }
             let mut ctx = WHV_RUN_VP_EXIT_CONTEXT::default();
@@ -452,7 +421,7 @@ impl WhpxVcpu {
                 exit_reason::X64_HALT => Some(Step::Exit(VcpuExit::Halt)),
                 exit_reason::UNRECOVERABLE_EXCEPTION => Some(Step::Exit(VcpuExit::Shutdown)),
                 exit_reason::CANCELED => {
-                    self.kick.pending.store(false, Ordering::SeqCst);
+                    self.kick.take();
                     Some(Step::Exit(VcpuExit::Interrupted))
                 }
                 exit_reason::X64_APIC_EOI => {
