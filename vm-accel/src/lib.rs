@@ -35,6 +35,7 @@ mod kick;
 mod memory;
 mod notifier;
 pub mod regs;
+pub mod thread_bound;
 mod vcpu;
 mod vm;
 

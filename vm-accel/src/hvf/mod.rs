@@ -45,7 +45,8 @@
 //!   (typically by the VMM's set-up thread) are staged and applied when the
 //!   vCPU is created; register reads before then return the staged values.
 //! - After creation, any call from another thread fails with an error that
-//!   names both threads, instead of undefined behaviour. Drop the vCPU on
+//!   names both threads, instead of undefined behaviour (the ownership rule
+//!   is [`crate::thread_bound::ThreadBound`], unit-tested on every host). Drop the vCPU on
 //!   its own thread: dropped elsewhere, it cannot be destroyed and leaks
 //!   (logged) until the VM goes away.
 //! - [`KickHandle`](crate::KickHandle)s work from any thread
@@ -56,8 +57,9 @@
 //! Hypervisor.framework leaves to the VMM what KVM does in the kernel:
 //! data aborts with a valid syndrome become [`VcpuExit::MmioRead`] /
 //! [`VcpuExit::MmioWrite`] (aborts without one are reported as internal
-//! errors naming the syndrome); `WFI` returns [`VcpuExit::Halt`] and `WFE`
-//! resumes; PSCI over HVC/SMC is implemented here (`CPU_ON`/`CPU_OFF`,
+//! errors naming the syndrome); `WFI` returns [`VcpuExit::Halt`] (the VMM
+//! parks the vCPU until an interrupt is due, as without an in-kernel irqchip
+//! on KVM) and `WFE` resumes; PSCI over HVC/SMC is implemented here (`CPU_ON`/`CPU_OFF`,
 //! `AFFINITY_INFO`, `SYSTEM_OFF` → [`SystemEvent::Shutdown`],
 //! `SYSTEM_RESET` → [`SystemEvent::Reset`]); trapped system-register
 //! accesses read as zero and ignore writes; ioeventfds are matched in the

@@ -15,10 +15,10 @@ use crate::error::AccelError;
 use crate::exit::{InternalError, InternalErrorKind, VcpuExit};
 use crate::kick::KickHandle;
 use crate::regs::{Arm64CoreRegisters, GuestArch, Registers};
+use crate::thread_bound::ThreadBound;
 use crate::vcpu::{Vcpu, VcpuId};
 use crate::vm::IoEventAddress;
 use std::sync::Arc;
-use std::thread::ThreadId;
 
 /// `SCTLR_EL1` bits a CPU started by PSCI `CPU_ON` must have clear: MMU, D-cache, I-cache.
 const SCTLR_MMU_CACHES: u64 = (1 << 0) | (1 << 2) | (1 << 12);
@@ -27,8 +27,8 @@ const SCTLR_MMU_CACHES: u64 = (1 << 0) | (1 << 2) | (1 << 12);
 #[derive(Debug)]
 struct ExitInfo(*const ffi::hv_vcpu_exit_t);
 
-// SAFETY: the pointer is only dereferenced through `Live`, which is only used
-// after `HvfVcpu::live` checked that the caller is the owning thread.
+// SAFETY: the pointer is only dereferenced through `Live`, which sits in a
+// `ThreadBound` that hands it out to the owning (creating) thread only.
 unsafe impl Send for ExitInfo {}
 
 /// The hardware vCPU, once created.
@@ -36,7 +36,6 @@ unsafe impl Send for ExitInfo {}
 struct Live {
     handle: ffi::hv_vcpu_t,
     exit: ExitInfo,
-    owner: ThreadId,
 }
 
 /// A decoded exit, before it borrows the vCPU's data buffer.
@@ -53,7 +52,7 @@ pub struct HvfVcpu {
     id: VcpuId,
     vm: Arc<VmShared>,
     kick: Arc<HvfKick>,
-    live: Option<Live>,
+    live: ThreadBound<Live>,
     /// Registers written before creation, applied when the vCPU is made.
     staged: Arm64CoreRegisters,
     /// A data abort whose load the VMM is completing.
@@ -61,15 +60,33 @@ pub struct HvfVcpu {
     data: [u8; 8],
 }
 
-fn wrong_thread(owner: ThreadId) -> AccelError {
-    AccelError::hypervisor(
-        "using an HVF vCPU",
-        std::io::Error::other(format!(
-            "the vCPU belongs to thread {owner:?} (which created it) but was used from {:?}; \
-             Hypervisor.framework vCPUs are bound to their creating thread",
-            std::thread::current().id()
-        )),
-    )
+/// Creates the hardware vCPU on the calling thread and loads its state.
+fn create_live(
+    id: VcpuId,
+    staged: &Arm64CoreRegisters,
+    kick: &HvfKick,
+) -> Result<Live, AccelError> {
+    let mut handle: ffi::hv_vcpu_t = 0;
+    let mut exit: *const ffi::hv_vcpu_exit_t = std::ptr::null();
+    // SAFETY: both out-pointers are valid; a null config is the default vCPU.
+    super::check("hv_vcpu_create", unsafe {
+        ffi::hv_vcpu_create(&raw mut handle, &raw mut exit, std::ptr::null_mut())
+    })?;
+    // The affinity fields carry the vCPU id (what PSCI CPU_ON targets);
+    // the RES1 bit 31 is left to the hypervisor, as QEMU does.
+    let loaded = set_sys(handle, sysreg::MPIDR_EL1, psci::mpidr_for(id.0))
+        .and_then(|()| write_core(handle, staged));
+    if let Err(e) = loaded {
+        // SAFETY: created above on this thread and not published anywhere.
+        unsafe { ffi::hv_vcpu_destroy(handle) };
+        return Err(e);
+    }
+    kick.set_vcpu(Some(handle));
+    tracing::debug!(vcpu = id.0, "HVF vCPU created on its running thread");
+    Ok(Live {
+        handle,
+        exit: ExitInfo(exit),
+    })
 }
 
 fn get_reg(vcpu: ffi::hv_vcpu_t, r: u32) -> Result<u64, AccelError> {
@@ -158,7 +175,7 @@ impl HvfVcpu {
             id,
             vm,
             kick,
-            live: None,
+            live: ThreadBound::default(),
             staged: Arm64CoreRegisters {
                 pstate: PSTATE_EL1H_MASKED,
                 ..Arm64CoreRegisters::default()
@@ -170,36 +187,18 @@ impl HvfVcpu {
 
     /// The hardware vCPU handle, if created and owned by the calling thread.
     fn owned(&self) -> Result<Option<ffi::hv_vcpu_t>, AccelError> {
-        match &self.live {
-            None => Ok(None),
-            Some(live) if live.owner == std::thread::current().id() => Ok(Some(live.handle)),
-            Some(live) => Err(wrong_thread(live.owner)),
-        }
+        self.live
+            .get()
+            .map(|live| live.map(|l| l.handle))
+            .map_err(AccelError::from)
     }
 
     /// The hardware vCPU, creating it on this thread if it does not exist yet.
     fn live(&mut self) -> Result<ffi::hv_vcpu_t, AccelError> {
-        if let Some(handle) = self.owned()? {
-            return Ok(handle);
-        }
-        let mut handle: ffi::hv_vcpu_t = 0;
-        let mut exit: *const ffi::hv_vcpu_exit_t = std::ptr::null();
-        // SAFETY: both out-pointers are valid; a null config is the default vCPU.
-        super::check("hv_vcpu_create", unsafe {
-            ffi::hv_vcpu_create(&raw mut handle, &raw mut exit, std::ptr::null_mut())
-        })?;
-        self.live = Some(Live {
-            handle,
-            exit: ExitInfo(exit),
-            owner: std::thread::current().id(),
-        });
-        // The affinity fields carry the vCPU id (what PSCI CPU_ON targets);
-        // the RES1 bit 31 is left to the hypervisor, as QEMU does.
-        set_sys(handle, sysreg::MPIDR_EL1, psci::mpidr_for(self.id.0))?;
-        write_core(handle, &self.staged)?;
-        self.kick.set_vcpu(Some(handle));
-        tracing::debug!(vcpu = self.id.0, "HVF vCPU created on its running thread");
-        Ok(handle)
+        let (id, staged, kick) = (self.id, self.staged, &self.kick);
+        self.live
+            .get_or_try_create(|| create_live(id, &staged, kick))
+            .map(|live| live.handle)
     }
 
     /// Masks or unmasks the virtual timer (it is masked by HVF when it fires,
@@ -280,7 +279,7 @@ impl HvfVcpu {
             }
             // SAFETY: `vcpu` is owned by this thread (checked by `live`).
             super::check("hv_vcpu_run", unsafe { ffi::hv_vcpu_run(vcpu) })?;
-            let Some(live) = &self.live else {
+            let Some(live) = self.live.get().map_err(AccelError::from)? else {
                 return Err(AccelError::MalformedExit {
                     backend: "HVF",
                     detail: "vCPU vanished during run".to_owned(),
@@ -496,17 +495,21 @@ impl Vcpu for HvfVcpu {
 
 impl Drop for HvfVcpu {
     fn drop(&mut self) {
-        let Some(live) = self.live.take() else {
+        let Some(taken) = self.live.take() else {
             return;
         };
         self.kick.set_vcpu(None);
-        if live.owner != std::thread::current().id() {
-            tracing::warn!(
-                vcpu = self.id.0,
-                "HVF vCPU dropped off its thread: it cannot be destroyed and leaks until the VM ends"
-            );
-            return;
-        }
+        let live = match taken {
+            Ok(live) => live,
+            Err((_, error)) => {
+                tracing::warn!(
+                    vcpu = self.id.0,
+                    %error,
+                    "HVF vCPU dropped off its thread: it cannot be destroyed and leaks until the VM ends"
+                );
+                return;
+            }
+        };
         // SAFETY: the vCPU is owned by this thread and no kick can reach it now.
         let code = unsafe { ffi::hv_vcpu_destroy(live.handle) };
         if code != 0 {
