@@ -4,6 +4,7 @@
 //! the `WHV_E_*` error codes. The values are those of `WinHvPlatformDefs.h`;
 //! everything here is pure and tested on any host.
 
+use crate::cpu_template::CpuTemplate;
 use crate::regs::X86Segment;
 
 /// `WHV_RUN_VP_EXIT_REASON` values.
@@ -235,9 +236,34 @@ pub fn describe_hresult(hr: i32) -> String {
     }
 }
 
+/// The CPUID leaves `template` edits, sorted and unique: the partition's
+/// `CpuidExitList`, so only those leaves trap to the VMM.
+pub fn cpuid_exit_leaves(template: &CpuTemplate) -> Vec<u32> {
+    let mut leaves: Vec<u32> = template.edits.iter().map(|e| e.leaf).collect();
+    leaves.sort_unstable();
+    leaves.dedup();
+    leaves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpuid_exit_list_covers_each_edited_leaf_once() {
+        let template = CpuTemplate::conservative();
+        let leaves = cpuid_exit_leaves(&template);
+        assert!(leaves.windows(2).all(|w| w[0] < w[1]), "{leaves:?}");
+        for edit in template.edits.iter() {
+            assert!(leaves.contains(&edit.leaf), "leaf {:#x} missing", edit.leaf);
+        }
+        assert!(leaves.contains(&1), "the default edits touch leaf 1");
+        let empty = CpuTemplate {
+            name: "none".into(),
+            edits: Vec::new().into(),
+        };
+        assert!(cpuid_exit_leaves(&empty).is_empty());
+    }
 
     #[test]
     fn exit_reasons_are_named() {

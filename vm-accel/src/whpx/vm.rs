@@ -5,7 +5,7 @@ use super::api::{self, Api};
 use super::vcpu::WhpxVcpu;
 use crate::cpu_template::CpuTemplate;
 use crate::decode::ioevent_match::IoEventTable;
-use crate::decode::whpx_abi::{describe_hresult, interrupt_control_bits};
+use crate::decode::whpx_abi::{cpuid_exit_leaves, describe_hresult, interrupt_control_bits};
 use crate::error::AccelError;
 use crate::memory::MemorySlots;
 use crate::notifier::EventNotifier;
@@ -148,14 +148,6 @@ fn set_property<T>(
             std::mem::size_of_val(value) as u32,
         )
     })
-}
-
-/// The CPUID leaves a template edits: the partition exits on exactly these.
-fn cpuid_exit_leaves(template: &CpuTemplate) -> Vec<u32> {
-    let mut leaves: Vec<u32> = template.edits.iter().map(|e| e.leaf).collect();
-    leaves.sort_unstable();
-    leaves.dedup();
-    leaves
 }
 
 impl WhpxVm {
