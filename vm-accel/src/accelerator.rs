@@ -70,7 +70,7 @@ pub struct Detected {
 }
 
 /// Probes the host's hardware accelerators and returns the best usable one:
-/// KVM on Linux (HVF on macOS and WHPX on Windows once those backends land).
+/// KVM on Linux, HVF on Apple-silicon macOS, WHPX on Windows.
 /// Fails with [`AccelError::NoAccelerator`] listing every reason.
 pub fn detect() -> Result<Detected, AccelError> {
     let mut unavailable = Vec::new();

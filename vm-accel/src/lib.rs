@@ -1,8 +1,10 @@
 //! The accelerator layer: [`Accelerator`] (probe and create a VM), [`Vm`]
 //! (guest memory, IRQ lines, vCPU creation) and [`Vcpu`] (`run()` and register
 //! access), with hardware backends selected by the build target — KVM on
-//! Linux (`kvm` module); HVF on macOS and WHPX on Windows come later, and until
-//! then [`detect`] says so on those hosts.
+//! Linux (`kvm` module), Hypervisor.framework on macOS (`hvf`), the Windows
+//! Hypervisor Platform on Windows (`whpx`). The HVF and WHPX backends are
+//! type-checked on Linux for their targets but have not been run; their
+//! OS-independent logic ([`decode`]) is unit-tested everywhere.
 //!
 //! The software engine in `vm-cross-arch` implements the same `Vcpu` trait, so
 //! the executors in `vm-service` drive hardware and software vCPUs alike. The
@@ -27,19 +29,26 @@
 mod accelerator;
 pub mod boot;
 mod cpu_template;
+pub mod decode;
 mod error;
 mod exit;
+pub mod irqfd_relay;
 mod kick;
 mod memory;
 mod notifier;
 pub mod regs;
+pub mod thread_bound;
 mod vcpu;
 mod vm;
 
+#[cfg(target_os = "macos")]
+pub mod hvf;
 #[cfg(target_os = "linux")]
 pub mod kvm;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
 mod no_backend;
+#[cfg(target_os = "windows")]
+pub mod whpx;
 
 pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailable};
 pub use boot::BootState;
@@ -60,6 +69,10 @@ pub use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 fn platform_probes() -> &'static [accelerator::Probe] {
     #[cfg(target_os = "linux")]
     return kvm::probes();
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    return hvf::probes();
+    #[cfg(target_os = "windows")]
+    return whpx::probes();
+    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
     return no_backend::probes();
 }

@@ -1,4 +1,4 @@
-//! Hosts without a hardware backend yet (macOS and Windows until HVF/WHPX land):
+//! Hosts without a hardware backend (neither Linux, macOS nor Windows):
 //! detection reports that plainly instead of pretending.
 
 use crate::accelerator::{Accelerator, AcceleratorKind, Probe, Unavailable};
