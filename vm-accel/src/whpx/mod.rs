@@ -116,7 +116,12 @@ impl WhpxAccelerator {
 
     /// Creates a VM as the concrete WHPX type (see [`Accelerator::create_vm`]).
     pub fn create_whpx_vm(&self, config: &VmConfig) -> Result<WhpxVm, AccelError> {
-        WhpxVm::new(config, MAX_VCPUS, self.apic_emulation)
+        // The emulated local APIC is WHPX's in-kernel interrupt controller.
+        WhpxVm::new(
+            config,
+            MAX_VCPUS,
+            self.apic_emulation && config.in_kernel_irqchip,
+        )
     }
 }
 

@@ -105,7 +105,12 @@ impl HvfVm {
             VM_EXISTS.store(false, Ordering::SeqCst);
             return Err(e);
         }
-        let gic = GicApi::lookup();
+        // `in_kernel_irqchip: false` leaves interrupt delivery to the VMM.
+        let gic = if config.in_kernel_irqchip {
+            GicApi::lookup()
+        } else {
+            None
+        };
         if let Some(api) = &gic {
             if let Err((op, code)) = api.create_gic(GIC_DISTRIBUTOR_BASE, GIC_REDISTRIBUTOR_BASE) {
                 // SAFETY: the VM was created above and has no vCPUs.
