@@ -53,8 +53,8 @@ pub enum StopReason {
 pub enum EventKind {
     /// The VM was defined with this config: sequence 1 of its stream, or the event after `deleted`.
     Created {
-        /// The VM's configuration.
-        config: VmConfig,
+        /// The VM's configuration (boxed: it is far larger than every other event).
+        config: Box<VmConfig>,
     },
     /// The VM started running.
     Started,
@@ -69,8 +69,8 @@ pub enum EventKind {
     },
     /// A device was hot-plugged.
     DeviceAttached {
-        /// The device.
-        device: DeviceConfig,
+        /// The device (boxed, like the config, to keep events small).
+        device: Box<DeviceConfig>,
     },
     /// A device was removed.
     DeviceDetached {
@@ -87,6 +87,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// A `Created` event kind for `config`.
+    pub fn created(config: VmConfig) -> Self {
+        Self::Created {
+            config: Box::new(config),
+        }
+    }
+
+    /// A `DeviceAttached` event kind for `device`.
+    pub fn device_attached(device: DeviceConfig) -> Self {
+        Self::DeviceAttached {
+            device: Box::new(device),
+        }
+    }
+
     /// The state transition this event records, if it records one.
     pub fn transition(&self) -> Option<Transition> {
         match self {

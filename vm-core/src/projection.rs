@@ -134,7 +134,7 @@ impl VmRegistry {
                 ev.vm_id.clone(),
                 VmRecord {
                     id: ev.vm_id.clone(),
-                    config: config.clone(),
+                    config: (**config).clone(),
                     devices: config.devices.clone(),
                     state: VmState::Created,
                     stop_reason: None,
@@ -174,7 +174,7 @@ impl VmRegistry {
                 if rec.devices.iter().any(|d| d.id() == device.id()) {
                     return Err(unexpected("device id attached twice"));
                 }
-                rec.devices.push(device.clone());
+                rec.devices.push((**device).clone());
             }
             EventKind::DeviceDetached { device_id } => {
                 let Some(pos) = rec.devices.iter().position(|d| d.id() == device_id) else {
@@ -210,9 +210,7 @@ mod tests {
     #[test]
     fn restart_delete_and_create_again() {
         let mut reg = VmRegistry::new();
-        let created = || EventKind::Created {
-            config: VmConfig::default(),
-        };
+        let created = || EventKind::created(VmConfig::default());
         let stopped = EventKind::Stopped {
             reason: StopReason::DaemonRestarted,
         };

@@ -11,7 +11,11 @@ use crate::api::spec::{BootSource, MachineConfig, NetworkInterface, VmSpec};
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
     /// The daemon's API socket.
-    #[arg(long, env = "VM_SERVICE_API_SOCK", default_value = "/run/vm-service.sock")]
+    #[arg(
+        long,
+        env = "VM_SERVICE_API_SOCK",
+        default_value = "/run/vm-service.sock"
+    )]
     pub api_sock: PathBuf,
     /// Print raw JSON answers instead of a summary.
     #[arg(long)]
@@ -184,7 +188,14 @@ fn print_vm(vm: &serde_json::Value) {
     }
     if let Some(tail) = vm["serial_tail"].as_str().filter(|t| !t.is_empty()) {
         println!("  serial tail:");
-        for line in tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+        for line in tail
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             println!("    | {line}");
         }
     }
@@ -235,10 +246,8 @@ async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
                     .collect(),
                 arch: None,
             };
-            let body = serde_json::to_string(&spec).map_err(|source| ClientError::Json {
-                status: 0,
-                source,
-            })?;
+            let body = serde_json::to_string(&spec)
+                .map_err(|source| ClientError::Json { status: 0, source })?;
             ("PUT", format!("/vms/{id}"), Some(body))
         }
         CtlCommand::Start { id } => action(id, "start"),
@@ -264,7 +273,11 @@ async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Metrics => ("GET", "/metrics".to_string(), None),
         CtlCommand::Raw { method, path, body } => (method.as_str(), path.clone(), body.clone()),
     };
-    let r = check(client.request(method, &path, body.as_deref().map(str::as_bytes)).await?)?;
+    let r = check(
+        client
+            .request(method, &path, body.as_deref().map(str::as_bytes))
+            .await?,
+    )?;
     let raw = args.json || matches!(args.command, CtlCommand::Raw { .. } | CtlCommand::Metrics);
     if raw || r.body.is_empty() {
         let text = r.text();

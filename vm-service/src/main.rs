@@ -225,7 +225,10 @@ fn daemon(args: &DaemonArgs) -> ExitCode {
             body_timeout: timeout,
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&format!("starting the runtime: {e}")),
     };

@@ -245,7 +245,7 @@ impl EventDecoder {
         let timestamp = Timestamp(c.u64()?);
         let kind = match c.u8()? {
             TAG_CREATED => {
-                let config: VmConfig =
+                let config: Box<VmConfig> =
                     serde_json::from_slice(c.bytes32()?).map_err(|e| invalid("config", e))?;
                 EventKind::Created { config }
             }
@@ -256,7 +256,7 @@ impl EventDecoder {
                 reason: reason_from(c.u8()?)?,
             },
             TAG_ATTACHED => {
-                let device: DeviceConfig =
+                let device: Box<DeviceConfig> =
                     serde_json::from_slice(c.bytes32()?).map_err(|e| invalid("device", e))?;
                 EventKind::DeviceAttached { device }
             }
@@ -292,21 +292,17 @@ mod tests {
     fn samples() -> Vec<VmEvent> {
         let id = VmId::new("vm-a").unwrap();
         let kinds = vec![
-            EventKind::Created {
-                config: VmConfig::default(),
-            },
+            EventKind::created(VmConfig::default()),
             EventKind::Started,
             EventKind::Paused,
             EventKind::Resumed,
-            EventKind::DeviceAttached {
-                device: DeviceConfig::Net(NetConfig {
-                    id: "eth0".into(),
-                    backend: NetBackendConfig::Virtual {
-                        switch: "sw".into(),
-                    },
-                    mac: None,
-                }),
-            },
+            EventKind::device_attached(DeviceConfig::Net(NetConfig {
+                id: "eth0".into(),
+                backend: NetBackendConfig::Virtual {
+                    switch: "sw".into(),
+                },
+                mac: None,
+            })),
             EventKind::DeviceDetached {
                 device_id: "eth0".into(),
             },

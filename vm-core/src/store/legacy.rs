@@ -100,22 +100,20 @@ pub fn upcast_json(json: &[u8]) -> Result<VmEvent, DecodeError> {
         });
     }
     let kind = match legacy.kind {
-        LegacyKind::Created { config } => EventKind::Created {
-            config: VmConfig {
-                vcpus: config.vcpus,
-                memory_mib: config.memory_mb,
-                arch: crate::GuestArch::X86_64,
-                kernel: config.kernel,
-                initrd: config.initrd,
-                cmdline: config.cmdline.unwrap_or_default(),
-                devices: config
-                    .net
-                    .into_iter()
-                    .map(upcast_net)
-                    .collect::<Result<_, _>>()?,
-                serial: SerialMode::Stdout,
-            },
-        },
+        LegacyKind::Created { config } => EventKind::created(VmConfig {
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mb,
+            arch: crate::GuestArch::X86_64,
+            kernel: config.kernel,
+            initrd: config.initrd,
+            cmdline: config.cmdline.unwrap_or_default(),
+            devices: config
+                .net
+                .into_iter()
+                .map(upcast_net)
+                .collect::<Result<_, _>>()?,
+            serial: SerialMode::Stdout,
+        }),
         LegacyKind::Started => EventKind::Started,
         LegacyKind::Paused => EventKind::Paused,
         LegacyKind::Resumed => EventKind::Resumed,
@@ -123,9 +121,7 @@ pub fn upcast_json(json: &[u8]) -> Result<VmEvent, DecodeError> {
             reason: StopReason::Unknown,
         },
         LegacyKind::Failed { error } => EventKind::Failed { error },
-        LegacyKind::NetAttached { net } => EventKind::DeviceAttached {
-            device: upcast_net(net)?,
-        },
+        LegacyKind::NetAttached { net } => EventKind::device_attached(upcast_net(net)?),
         LegacyKind::NetDetached { id } => EventKind::DeviceDetached { device_id: id },
     };
     Ok(VmEvent {

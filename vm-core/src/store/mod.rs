@@ -26,7 +26,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use migrate::{migrate_v1_to_v2, MigrationReport};
 pub use v1::V1Store;
-pub use v2::V2Store;
+pub use v2::{CommitStats, V2Store};
 
 use crate::event::VmEvent;
 use crate::id::VmId;

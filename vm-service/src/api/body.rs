@@ -30,11 +30,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Reads a whole body within `limit` bytes and `timeout`.
-pub async fn read_body(
-    req: Request,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Bytes, ApiError> {
+pub async fn read_body(req: Request, limit: usize, timeout: Duration) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -130,7 +130,11 @@ impl ApiClient {
     }
 }
 
-fn build(method: &str, path: &str, body: Option<&[u8]>) -> Result<Request<Full<Bytes>>, ClientError> {
+fn build(
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<Request<Full<Bytes>>, ClientError> {
     let mut req = Request::builder()
         .method(method)
         .uri(path)

@@ -40,20 +40,53 @@ pub fn render(vms: &Vms, api: &ApiCounters) -> String {
         let _ = writeln!(out, "vm_service_vms{{state=\"{state}\"}} {n}");
     }
     for (name, help, v) in [
-        ("vm_service_vm_boots_total", "VM boots that succeeded.", load(&c.boots)),
-        ("vm_service_vm_boot_failures_total", "VM boots that failed.", load(&c.boot_failures)),
-        ("vm_service_vmm_processes_reaped_total", "VMM processes reaped.", load(&c.processes_reaped)),
-        ("vm_service_journal_appends_total", "Lifecycle events journaled by this daemon.", load(&c.journal_appends)),
+        (
+            "vm_service_vm_boots_total",
+            "VM boots that succeeded.",
+            load(&c.boots),
+        ),
+        (
+            "vm_service_vm_boot_failures_total",
+            "VM boots that failed.",
+            load(&c.boot_failures),
+        ),
+        (
+            "vm_service_vmm_processes_reaped_total",
+            "VMM processes reaped.",
+            load(&c.processes_reaped),
+        ),
+        (
+            "vm_service_journal_appends_total",
+            "Lifecycle events journaled by this daemon.",
+            load(&c.journal_appends),
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
-    let _ = writeln!(out, "# HELP vm_service_journal_events Events in the journal.");
+    let _ = writeln!(
+        out,
+        "# HELP vm_service_journal_events Events in the journal."
+    );
     let _ = writeln!(out, "# TYPE vm_service_journal_events gauge");
     let _ = writeln!(out, "vm_service_journal_events {}", vms.journal_head());
-    let _ = writeln!(out, "# HELP vm_service_api_responses_total API answers by status class.");
+    let _ = writeln!(
+        out,
+        "# HELP vm_service_api_responses_total API answers by status class."
+    );
     let _ = writeln!(out, "# TYPE vm_service_api_responses_total counter");
-    for (class, v) in [("2xx", &api.ok), ("4xx", &api.client_errors), ("5xx", &api.server_errors)] {
-        let _ = writeln!(out, "vm_service_api_responses_total{{class=\"{class}\"}} {}", load(v));
+    for (class, v) in [
+        ("2xx", &api.ok),
+        ("4xx", &api.client_errors),
+        ("5xx", &api.server_errors),
+    ] {
+        let _ = writeln!(
+            out,
+            "vm_service_api_responses_total{{class=\"{class}\"}} {}",
+            load(v)
+        );
     }
     out
 }

@@ -186,7 +186,9 @@ async fn serial(
                 match rx.recv().await {
                     Ok(chunk) => Some((Ok(chunk), rx)),
                     Err(RecvError::Lagged(n)) => Some((
-                        Ok(Bytes::from(format!("\n[vm-service: {n} serial chunks dropped: reader too slow]\n"))),
+                        Ok(Bytes::from(format!(
+                            "\n[vm-service: {n} serial chunks dropped: reader too slow]\n"
+                        ))),
                         rx,
                     )),
                     Err(RecvError::Closed) => None,

@@ -255,17 +255,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_api_field() {
-        assert!(err(r#"{"machine-config": {"vcpu_count": 0}}"#)
-            .contains("machine-config.vcpu_count"));
+        assert!(
+            err(r#"{"machine-config": {"vcpu_count": 0}}"#).contains("machine-config.vcpu_count")
+        );
         assert!(err(r#"{"machine-config": {"mem_size_mib": 0}}"#)
             .contains("machine-config.mem_size_mib"));
-        assert!(err(r#"{"network-interfaces": [{"iface_id": "a b", "switch": "s"}]}"#)
-            .contains("network-interfaces[0].iface_id"));
         assert!(
-            err(r#"{"network-interfaces": [{"iface_id": "a", "host_dev_name": "waytoolongifname0"}]}"#)
-                .contains("network-interfaces[0].host_dev_name")
+            err(r#"{"network-interfaces": [{"iface_id": "a b", "switch": "s"}]}"#)
+                .contains("network-interfaces[0].iface_id")
         );
-        assert!(err(r#"{"network-interfaces": [{"iface_id": "a"}]}"#).contains("needs host_dev_name"));
+        assert!(err(
+            r#"{"network-interfaces": [{"iface_id": "a", "host_dev_name": "waytoolongifname0"}]}"#
+        )
+        .contains("network-interfaces[0].host_dev_name"));
+        assert!(
+            err(r#"{"network-interfaces": [{"iface_id": "a"}]}"#).contains("needs host_dev_name")
+        );
         assert!(err(r#"{"machine-config": {"vcpu_count": "2"}}"#).contains("invalid type"));
         assert!(err(r#"{"machine-config": {"smt": true}}"#).contains("unknown field `smt`"));
         assert!(err(r#"{"boot-sauce": {}}"#).contains("unknown field `boot-sauce`"));

@@ -289,9 +289,6 @@ mod tests {
             Err(ProtocolError::Truncated)
         ));
         let bad = encode(&serde_json::json!({"type": "launch_missiles"})).unwrap();
-        assert!(matches!(
-            decode::<ToVmm>(&bad),
-            Err(ProtocolError::Json(_))
-        ));
+        assert!(matches!(decode::<ToVmm>(&bad), Err(ProtocolError::Json(_))));
     }
 }

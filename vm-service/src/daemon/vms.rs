@@ -323,14 +323,8 @@ impl Vms {
         }
         // A deleted VM's stream continues: the store keeps its head.
         let sequence = self.inner.journal.stream_head(&id) + 1;
-        self.journal(
-            &id,
-            sequence,
-            EventKind::Created {
-                config: config.clone(),
-            },
-        )
-        .await?;
+        self.journal(&id, sequence, EventKind::created(config.clone()))
+            .await?;
         let slot = Arc::new(Slot {
             id: id.clone(),
             op: tokio::sync::Mutex::new(()),
@@ -503,7 +497,11 @@ impl Vms {
         match tokio::time::timeout(grace, process.wait_exit()).await {
             Ok(exit) => exit,
             Err(_) => {
-                tracing::warn!(pid = process.pid(), ?grace, "VM did not stop in time; killing it");
+                tracing::warn!(
+                    pid = process.pid(),
+                    ?grace,
+                    "VM did not stop in time; killing it"
+                );
                 process.kill();
                 process.wait_exit().await
             }
@@ -555,7 +553,10 @@ impl Vms {
                 });
             }
         };
-        if let Err(e) = self.journal(&slot.id, sequence + 1, EventKind::Started).await {
+        if let Err(e) = self
+            .journal(&slot.id, sequence + 1, EventKind::Started)
+            .await
+        {
             // Not recorded, so it must not run.
             process.kill();
             process.wait_exit().await;

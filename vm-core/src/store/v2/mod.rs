@@ -43,12 +43,24 @@ struct State {
     pending: Vec<u8>,
     pending_index: Vec<(VmId, u64, u64)>,
     pending_events: u64,
+    pending_frames: u64,
     spare: Vec<u8>,
     end: u64,
     open_batch: u64,
     durable_batch: u64,
     flushing: bool,
     failed: Option<String>,
+    stats: CommitStats,
+}
+
+/// Counters of the group commit since the store was opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Batches (frames) made durable.
+    pub frames: u64,
+    /// `pwrite` + `fdatasync` rounds that made them durable (fewer than `frames` when
+    /// concurrent appenders shared fsyncs).
+    pub flushes: u64,
 }
 
 /// The current binary event store.
@@ -141,7 +153,11 @@ impl V2Store {
         let n = read_up_to(&file, &mut head).map_err(|e| StoreError::io("read", path, e))?;
         check_header(path, &head[..n])?;
 
-        let mut state = State::default();
+        // Batch 0 counts as durable; the first open batch is 1.
+        let mut state = State {
+            open_batch: 1,
+            ..State::default()
+        };
         let mut recovery = None;
         let mut reader = FrameReader::new(&file, HEADER_LEN as u64, len);
         let mut decoder = EventDecoder::new();
@@ -219,6 +235,11 @@ impl V2Store {
         &self.path
     }
 
+    /// Group-commit counters since open.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.lock().stats
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -232,6 +253,7 @@ impl V2Store {
         let mut buf = std::mem::replace(&mut st.pending, spare);
         let index = std::mem::take(&mut st.pending_index);
         let events = std::mem::take(&mut st.pending_events);
+        let frames = std::mem::take(&mut st.pending_frames);
         let at = st.durable_len;
         drop(st);
         let res = self
@@ -251,6 +273,8 @@ impl V2Store {
                         .push((first, offset));
                 }
                 st.durable_batch = batch;
+                st.stats.frames += frames;
+                st.stats.flushes += 1;
                 buf.clear();
                 st.spare = buf;
             }
@@ -331,6 +355,7 @@ impl EventStore for V2Store {
             st.pending.extend_from_slice(&frame);
             st.end += frame.len() as u64;
             st.pending_events += events.len() as u64;
+            st.pending_frames += 1;
             let my_batch = st.open_batch;
             loop {
                 if st.durable_batch >= my_batch {
