@@ -1,0 +1,201 @@
+//! The daemon drives real guests on KVM through its API: the built-in guest
+//! (boots, prints, resets), a spinning guest (pause/resume/stop,
+//! ctrl-alt-del), restart after stop, delete and re-create, 20 concurrent
+//! clients, graceful SIGTERM. Skipped, with the reason printed, without /dev/kvm.
+
+mod daemon_support;
+
+use std::time::Duration;
+
+use daemon_support::{exit_count, kvm_available, spinning_guest, Daemon};
+use vm_service::guest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_guest_create_start_restart_delete() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    let vm = d
+        .expect(
+            "PUT",
+            "/vms/web-1",
+            Some(r#"{"machine-config": {"vcpu_count": 2, "mem_size_mib": 64}}"#),
+            201,
+        )
+        .await;
+    assert_eq!(vm["state"], "created");
+    assert_eq!(vm["spec"]["machine-config"]["vcpu_count"], 2);
+    for boot in 1..=2 {
+        let vm = d.action("web-1", "start", 200).await;
+        assert!(
+            matches!(vm["state"].as_str(), Some("running" | "stopped")),
+            "{vm:#}"
+        );
+        let vm = d
+            .wait_for("web-1", "stopped", |v| v["state"] == "stopped")
+            .await;
+        assert_eq!(vm["stop_reason"], "guest requested a reset", "{vm:#}");
+        assert_eq!(vm["last_exit"]["kind"], "guest_reset");
+        assert_eq!(vm["last_exit"]["status"], "exit status 0");
+        let tail = vm["serial_tail"].as_str().unwrap();
+        assert!(tail.contains(guest::BANNER), "boot {boot}: {tail}");
+        assert!(
+            tail.contains("memory: 64 MiB") && tail.contains("vCPUs: 2"),
+            "{tail}"
+        );
+    }
+    // The serial stream of a stopped VM is its tail, then the end.
+    let r = d.req("GET", "/vms/web-1/serial", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(guest::BANNER));
+    // Five journaled events: created, started, stopped, started, stopped.
+    let vm = d.expect("GET", "/vms/web-1", None, 200).await;
+    assert_eq!(vm["journal_sequence"], 5);
+    d.expect("DELETE", "/vms/web-1", None, 204).await;
+    d.expect("GET", "/vms/web-1", None, 404).await;
+    // The id can be used again; its journal stream continues.
+    let vm = d.expect("PUT", "/vms/web-1", Some("{}"), 201).await;
+    assert_eq!(vm["journal_sequence"], 7);
+    let metrics = d.req("GET", "/metrics", None).await.text();
+    assert!(metrics.contains("vm_service_vm_boots_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("vm_service_vms{state=\"created\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guest_pause_resume_stop_and_ctrl_alt_del() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    d.expect("PUT", "/vms/spin", Some(&spinning_guest(dir.path())), 201)
+        .await;
+    d.action("spin", "pause", 409).await; // not running yet
+    let vm = d.action("spin", "start", 200).await;
+    assert_eq!(vm["state"], "running");
+    assert_eq!(vm["process"]["engine"], "KVM");
+    let pid = vm["process"]["pid"].as_u64().unwrap();
+    d.action("spin", "start", 409).await; // already running
+    d.action("spin", "resume", 409).await;
+    d.expect("DELETE", "/vms/spin", None, 409).await;
+    d.wait_for("spin", "exited to the VMM", |v| exit_count(v) > 50)
+        .await;
+
+    let vm = d.action("spin", "pause", 200).await;
+    assert_eq!(vm["state"], "paused");
+    let frozen = d.expect("GET", "/vms/spin", None, 200).await["vcpu_exit_counts"].clone();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later = d.expect("GET", "/vms/spin", None, 200).await;
+    assert_eq!(
+        later["vcpu_exit_counts"], frozen,
+        "a paused guest does not run"
+    );
+    d.action("spin", "pause", 409).await;
+
+    assert_eq!(d.action("spin", "resume", 200).await["state"], "running");
+    let before = frozen[0].as_u64().unwrap();
+    d.wait_for("spin", "resumed", |v| exit_count(v) > before)
+        .await;
+    let vm = d.action("spin", "stop", 200).await;
+    assert_eq!(vm["state"], "stopped");
+    assert_eq!(vm["stop_reason"], "stopped on request");
+    assert_eq!(vm["last_exit"]["status"], "exit status 0");
+    // The VMM process was reaped.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    d.action("spin", "stop", 409).await;
+
+    // Started again from its kept config, then Ctrl-Alt-Del.
+    d.action("spin", "start", 200).await;
+    let vm = d.action("spin", "ctrl-alt-del", 200).await;
+    assert_eq!(vm["state"], "stopped");
+    assert_eq!(vm["stop_reason"], "ctrl-alt-del");
+    // Firecracker's action names work too.
+    d.action("spin", "InstanceStart", 200).await;
+    let vm = d.action("spin", "SendCtrlAltDel", 200).await;
+    assert_eq!(vm["stop_reason"], "ctrl-alt-del");
+    d.expect("DELETE", "/vms/spin", None, 204).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_clients() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = std::sync::Arc::new(Daemon::start(dir.path()).await);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("c{i}");
+            let path = format!("/vms/{id}");
+            d.expect(
+                "PUT",
+                &path,
+                Some(r#"{"machine-config": {"mem_size_mib": 32}}"#),
+                201,
+            )
+            .await;
+            for _ in 0..10 {
+                let vm = d.expect("GET", &path, None, 200).await;
+                assert_eq!(vm["id"], id.as_str());
+                d.expect("GET", "/vms", None, 200).await;
+            }
+            d.action(&id, "start", 200).await;
+            let vm = d
+                .wait_for(&id, "stopped", |v| v["state"] == "stopped")
+                .await;
+            assert!(vm["serial_tail"].as_str().unwrap().contains(guest::BANNER));
+            d.expect("DELETE", &path, None, 204).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        d.expect("GET", "/vms", None, 200).await,
+        serde_json::json!([])
+    );
+    let metrics = d.req("GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains("vm_service_vm_boots_total 20"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vm_service_api_responses_total{class=\"4xx\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_guests_journals_and_removes_the_socket() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path()).await;
+    d.expect("PUT", "/vms/spin", Some(&spinning_guest(dir.path())), 201)
+        .await;
+    let pid = d.action("spin", "start", 200).await["process"]["pid"]
+        .as_u64()
+        .unwrap();
+    d.expect("PUT", "/vms/idle", Some("{}"), 201).await;
+    let status = d.sigterm();
+    assert!(status.success(), "{status}");
+    assert!(!d.sock.exists(), "the socket is removed");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(d);
+    let d = Daemon::start(dir.path()).await;
+    let vm = d.expect("GET", "/vms/spin", None, 200).await;
+    assert_eq!(vm["state"], "stopped");
+    assert_eq!(vm["stop_reason"], "daemon shut down");
+    assert_eq!(
+        d.expect("GET", "/vms/idle", None, 200).await["state"],
+        "created"
+    );
+}
