@@ -20,6 +20,26 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "the request needs a JSON body",
         ));
     }
+    // serde would take `[]` as a struct of defaults; every body here is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let found = match serde_json::from_slice::<serde_json::Value>(body) {
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "malformed_json",
+                    format!("request body: {e}"),
+                ))
+            }
+            Ok(serde_json::Value::Array(_)) => "an array",
+            Ok(serde_json::Value::String(_)) => "a string",
+            Ok(serde_json::Value::Number(_)) => "a number",
+            Ok(serde_json::Value::Bool(_)) => "a boolean",
+            Ok(_) => "null",
+        };
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("request body: invalid type: {found}, expected a JSON object"),
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         let code = match e.classify() {
             serde_json::error::Category::Data => "invalid_field",
