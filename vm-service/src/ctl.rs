@@ -289,17 +289,13 @@ async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
         return Ok(());
     }
     let value: serde_json::Value = r.json()?;
-    match value.as_array() {
-        Some(vms) => {
-            println!("{HEADER}");
-            for vm in vms {
-                println!("{}", summary_line(vm));
-            }
+    println!("{HEADER}");
+    if let Some(vms) = value.as_array() {
+        for vm in vms {
+            println!("{}", summary_line(vm));
         }
-        None => {
-            println!("{HEADER}");
-            print_vm(&value);
-        }
+    } else {
+        print_vm(&value);
     }
     Ok(())
 }

@@ -216,7 +216,7 @@ fn daemon(args: &DaemonArgs) -> ExitCode {
         vms: VmsConfig {
             exe,
             executor: args.executor,
-            boot_timeout: Duration::from_secs(60),
+            boot_timeout: Duration::from_mins(1),
             command_timeout: Duration::from_secs(10),
             grace_period: grace,
         },

@@ -93,6 +93,11 @@ impl From<VmsError> for ApiError {
                 }
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "vmm_process_failed"),
             },
+            // The guest stopped on its own while the command was on its way.
+            VmsError::Command {
+                source: crate::daemon::process::CommandError::Gone,
+                ..
+            } => (StatusCode::CONFLICT, "invalid_state_transition"),
             VmsError::Command { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "vmm_process_failed"),
             VmsError::Journal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal_failed"),
             VmsError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),

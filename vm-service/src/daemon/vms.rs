@@ -422,7 +422,7 @@ impl Vms {
     pub async fn act(&self, id: &VmId, action: Action) -> Result<VmSnapshot, VmsError> {
         self.check_open()?;
         let slot = self.slot(id)?;
-        let _op = slot.op.lock().await;
+        let op = slot.op.lock().await;
         let state = slot.view().state;
         match action {
             Action::Start => {
@@ -483,7 +483,7 @@ impl Vms {
                 }
             }
         }
-        drop(_op);
+        drop(op);
         self.get(id).await
     }
 
@@ -494,18 +494,16 @@ impl Vms {
         if let Err(e) = process.command(command, grace).await {
             tracing::warn!(pid = process.pid(), error = %e, "stop request not acknowledged");
         }
-        match tokio::time::timeout(grace, process.wait_exit()).await {
-            Ok(exit) => exit,
-            Err(_) => {
-                tracing::warn!(
-                    pid = process.pid(),
-                    ?grace,
-                    "VM did not stop in time; killing it"
-                );
-                process.kill();
-                process.wait_exit().await
-            }
+        if let Ok(exit) = tokio::time::timeout(grace, process.wait_exit()).await {
+            return exit;
         }
+        tracing::warn!(
+            pid = process.pid(),
+            ?grace,
+            "VM did not stop in time; killing it"
+        );
+        process.kill();
+        process.wait_exit().await
     }
 
     async fn start_locked(&self, slot: &Arc<Slot>) -> Result<(), VmsError> {
@@ -626,19 +624,16 @@ impl Vms {
         v.sequence = sequence;
         v.process = None;
         v.started = None;
-        match kind {
-            EventKind::Failed { error } => {
-                v.state = VmState::Failed;
-                v.error = Some(error);
-            }
-            _ => {
-                v.state = VmState::Stopped;
-                v.stop_reason = Some(if exit.kind == Some(ExitKind::CtrlAltDel) {
-                    "ctrl-alt-del".to_string()
-                } else {
-                    exit.message.clone()
-                });
-            }
+        if let EventKind::Failed { error } = kind {
+            v.state = VmState::Failed;
+            v.error = Some(error);
+        } else {
+            v.state = VmState::Stopped;
+            v.stop_reason = Some(if exit.kind == Some(ExitKind::CtrlAltDel) {
+                "ctrl-alt-del".to_string()
+            } else {
+                exit.message.clone()
+            });
         }
         tracing::info!(vm_id = %slot.id, state = %v.state, status = %exit.status, "VM ended");
         v.last_exit = Some(exit);

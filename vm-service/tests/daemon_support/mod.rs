@@ -40,7 +40,7 @@ impl Daemon {
             .spawn()
             .expect("spawn the daemon");
         let client = ApiClient::new(&sock);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             if let Ok(r) = client.request("GET", "/vms", None).await {
                 assert_eq!(r.status, 200);
@@ -83,7 +83,7 @@ impl Daemon {
 
     /// Polls `GET /vms/{id}` until `pred` holds (a liveness timeout, not a speed check).
     pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_mins(2);
         loop {
             let vm = self.expect("GET", &format!("/vms/{id}"), None, 200).await;
             if pred(&vm) {
