@@ -6,7 +6,6 @@
 //! the exit status says how the guest ended: 0 when it asked to stop, 1 when
 //! the VM could not be built or failed, 2 when a vCPU triple-faulted.
 
-use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -239,14 +238,7 @@ fn daemon(args: &DaemonArgs) -> ExitCode {
 }
 
 fn vmm(fd: i32) -> ExitCode {
-    // SAFETY: F_GETFD only queries the descriptor's flags; it fails on a closed fd.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return fail(&format!("--fd {fd} is not an open file descriptor"));
-    }
-    // SAFETY: the fd is open (checked above) and was handed to this process by
-    // the daemon for it alone; nothing else in this process uses it.
-    let sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    match vm_service::daemon::vmm_process::serve(sock) {
+    match vm_service::daemon::vmm_process::serve_fd(fd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_chain(&e)),
     }

@@ -6,6 +6,7 @@
 //! stopped: a VM never outlives the daemon that can account for it.
 
 use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -32,6 +33,22 @@ pub enum VmmProcessError {
     /// The VM could not be built or started (already reported to the daemon).
     #[error("boot failed: {0}")]
     Boot(String),
+    /// The control socket fd is not open.
+    #[error("--fd {0} is not an open file descriptor")]
+    BadFd(i32),
+}
+
+/// Serves one VM over the inherited control socket `fd` (the `vmm`
+/// subcommand; also usable by any binary the daemon is told to run).
+pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
+    // SAFETY: F_GETFD only queries the descriptor's flags; it fails on a closed fd.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(VmmProcessError::BadFd(fd));
+    }
+    // SAFETY: the fd is open (checked above) and was handed to this process by
+    // the daemon for this purpose alone; nothing else in the process uses it.
+    let sock = unsafe { UnixStream::from_raw_fd(fd) };
+    serve(sock)
 }
 
 /// Forwards serial bytes to the frame writer thread.
