@@ -199,3 +199,81 @@ async fn sigterm_stops_guests_journals_and_removes_the_socket() {
         "created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_vmm_process_is_reaped_and_recorded_and_others_keep_running() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    let spin = spinning_guest(dir.path());
+    d.expect("PUT", "/vms/victim", Some(&spin), 201).await;
+    d.expect("PUT", "/vms/bystander", Some(&spin), 201).await;
+    let pid = d.action("victim", "start", 200).await["process"]["pid"]
+        .as_u64()
+        .unwrap();
+    d.action("bystander", "start", 200).await;
+    // SAFETY: kill(2) on the VMM process the daemon reported.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let vm = d
+        .wait_for("victim", "failed", |v| v["state"] == "failed")
+        .await;
+    assert_eq!(vm["last_exit"]["status"], "killed by signal 9", "{vm:#}");
+    assert!(
+        vm["error"].as_str().unwrap().contains("without reporting"),
+        "{vm:#}"
+    );
+    assert_eq!(vm["last_exit"]["kind"], serde_json::Value::Null);
+    // The other VM and the daemon are unaffected; the failed VM boots again.
+    let other = d.expect("GET", "/vms/bystander", None, 200).await;
+    assert_eq!(other["state"], "running");
+    assert_eq!(d.action("victim", "start", 200).await["state"], "running");
+    d.action("victim", "stop", 200).await;
+    d.action("bystander", "stop", 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_failures_are_422_and_leave_the_vm_failed() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    // Not a kernel: the VMM process reports why and exits.
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, b"this is not a kernel image").unwrap();
+    let body = format!(
+        r#"{{"boot-source": {{"kernel_image_path": {}}}}}"#,
+        serde_json::to_string(&junk).unwrap()
+    );
+    d.expect("PUT", "/vms/junk", Some(&body), 201).await;
+    let r = d
+        .req(
+            "PUT",
+            "/vms/junk/actions",
+            Some(r#"{"action_type":"start"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let e: vm_service::api::error::ErrorBody = r.json().unwrap();
+    assert_eq!(e.code, "boot_failed");
+    assert!(e.fault_message.contains("junk"), "{}", e.fault_message);
+    let vm = d.expect("GET", "/vms/junk", None, 200).await;
+    assert_eq!(vm["state"], "failed");
+    assert!(vm["error"].as_str().is_some());
+    // The config is kept: a failed VM can be started again (and fails again).
+    let r = d
+        .req(
+            "PUT",
+            "/vms/junk/actions",
+            Some(r#"{"action_type":"start"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let metrics = d.req("GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains("vm_service_vm_boot_failures_total 2"),
+        "{metrics}"
+    );
+}

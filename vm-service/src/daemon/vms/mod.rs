@@ -12,12 +12,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use vm_core::config::VmConfig;
-use vm_core::{EventKind, StopReason, Transition, TransitionError, VmEvent, VmId};
+use vm_core::{EventKind, StopReason, Transition, VmEvent, VmId};
 use vm_core::{VmRegistry, VmState};
 
-use super::journal::{Journal, JournalError};
-use super::process::{CommandError, ProcessExit, SpawnError, VmProcess};
-use super::protocol::{BootReport, ExitKind, VmmCommand, VmmStatus};
+mod error;
+mod snapshot;
+
+pub use error::VmsError;
+use snapshot::snapshot;
+pub use snapshot::{ProcessInfo, VmSnapshot};
+
+use super::journal::Journal;
+use super::process::{ProcessExit, SpawnError, VmProcess};
+use super::protocol::{ExitKind, VmmCommand};
 use super::serial_log::SerialLog;
 use crate::ExecutorKind;
 
@@ -53,94 +60,6 @@ pub enum Action {
     #[serde(alias = "SendCtrlAltDel")]
     CtrlAltDel,
 }
-
-/// Why a daemon operation failed; the API maps each to a status code.
-#[derive(Debug, thiserror::Error)]
-pub enum VmsError {
-    /// No VM has this id.
-    #[error("no VM with id {0:?}")]
-    NotFound(String),
-    /// A VM with this id exists.
-    #[error("a VM with id {0:?} already exists")]
-    Exists(String),
-    /// The state does not allow the action.
-    #[error(transparent)]
-    Transition(#[from] TransitionError),
-    /// The VM must be stopped for this.
-    #[error("VM {id:?} is {state}; {what}")]
-    Busy {
-        /// The VM.
-        id: String,
-        /// Its state.
-        state: VmState,
-        /// What to do instead.
-        what: &'static str,
-    },
-    /// The VM could not boot (its kernel, its config on this host, ...).
-    #[error("VM {id:?} failed to boot: {source}")]
-    Boot {
-        /// The VM.
-        id: String,
-        /// Why.
-        #[source]
-        source: SpawnError,
-    },
-    /// Its VMM process failed a command.
-    #[error("VM {id:?}: {source}")]
-    Command {
-        /// The VM.
-        id: String,
-        /// What failed.
-        #[source]
-        source: CommandError,
-    },
-    /// The journal could not record the change, so it was not made.
-    #[error("journal: {0}")]
-    Journal(#[from] JournalError),
-    /// The daemon is shutting down.
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
-}
-
-/// A VM as the API reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct VmSnapshot {
-    /// The id.
-    pub id: String,
-    /// Lifecycle state.
-    pub state: VmState,
-    /// The configuration.
-    pub config: VmConfig,
-    /// Seconds since it started, while it runs or is paused.
-    pub uptime_secs: Option<f64>,
-    /// VM exits per vCPU (live VMs only).
-    pub vcpu_exit_counts: Option<Vec<u64>>,
-    /// Why it last stopped.
-    pub stop_reason: Option<String>,
-    /// Why it last failed.
-    pub error: Option<String>,
-    /// Its VMM process (live VMs only).
-    pub process: Option<ProcessInfo>,
-    /// How its last VMM process ended.
-    pub last_exit: Option<ProcessExit>,
-    /// The last bytes of its serial console (lossy UTF-8).
-    pub serial_tail: String,
-    /// Events journaled for this VM.
-    pub journal_sequence: u64,
-}
-
-/// The VMM process of a live VM.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ProcessInfo {
-    /// Process id.
-    pub pid: u32,
-    /// What it built.
-    #[serde(flatten)]
-    pub boot: BootReport,
-}
-
-/// Bytes of serial tail included in a snapshot.
-const SNAPSHOT_SERIAL_BYTES: usize = 4096;
 
 #[derive(Debug)]
 struct View {
@@ -668,26 +587,4 @@ impl Vms {
 fn live(slot: &Slot) -> (Option<Arc<VmProcess>>, u64) {
     let v = slot.view();
     (v.process.clone(), v.sequence)
-}
-
-fn snapshot(slot: &Slot, status: Option<VmmStatus>) -> VmSnapshot {
-    let v = slot.view();
-    let tail = slot.serial.tail();
-    let from = tail.len().saturating_sub(SNAPSHOT_SERIAL_BYTES);
-    VmSnapshot {
-        id: slot.id.to_string(),
-        state: v.state,
-        config: v.config.clone(),
-        uptime_secs: v.started.map(|t| t.elapsed().as_secs_f64()),
-        vcpu_exit_counts: status.map(|s| s.exit_counts),
-        stop_reason: v.stop_reason.clone(),
-        error: v.error.clone(),
-        process: v.process.as_ref().map(|p| ProcessInfo {
-            pid: p.pid(),
-            boot: p.report().clone(),
-        }),
-        last_exit: v.last_exit.clone(),
-        serial_tail: String::from_utf8_lossy(&tail[from..]).into_owned(),
-        journal_sequence: v.sequence,
-    }
 }
