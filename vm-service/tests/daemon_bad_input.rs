@@ -421,6 +421,19 @@ async fn slow_clients_time_out_with_408_while_others_are_served() {
             String::from_utf8_lossy(&out).into_owned()
         }
     });
+    // An idle keep-alive connection after a complete request is closed, not sent a 408.
+    let idle = tokio::spawn({
+        let sock = d.sock.clone();
+        async move {
+            let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+            s.write_all(b"GET /vms HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    });
     // Meanwhile other clients are served.
     for _ in 0..20 {
         d.expect("GET", "/vms", None, 200).await;
@@ -433,6 +446,9 @@ async fn slow_clients_time_out_with_408_while_others_are_served() {
         "{body_answer}"
     );
     assert!(body_answer.contains("request body"), "{body_answer}");
+    let idle_answer = idle.await.unwrap();
+    assert!(idle_answer.starts_with("HTTP/1.1 200"), "{idle_answer}");
+    assert_eq!(idle_answer.matches("HTTP/1.1 ").count(), 1, "{idle_answer}");
     let head_answer = slow_head.await.unwrap();
     assert!(head_answer.starts_with("HTTP/1.1 408"), "{head_answer}");
     assert!(head_answer.contains("request headers"), "{head_answer}");

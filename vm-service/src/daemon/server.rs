@@ -4,12 +4,16 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -86,6 +90,61 @@ fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
+/// The connection's socket, noting whether a request has begun arriving
+/// since the last answer was written: a header timeout then means a slow
+/// client (answered 408), not an idle keep-alive connection (just closed).
+struct TrackedIo {
+    inner: UnixStream,
+    mid_request: Arc<AtomicBool>,
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.mid_request.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.mid_request.store(false, Ordering::Relaxed);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.mid_request.store(false, Ordering::Relaxed);
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Body of the answer to a client whose request headers never completed.
 const HEADER_TIMEOUT_BODY: &str =
     r#"{"code":"request_timeout","fault_message":"request headers did not arrive in time"}"#;
@@ -103,13 +162,18 @@ async fn serve_connection(stream: UnixStream, app: Router, header_timeout: Durat
             return;
         }
     };
+    let mid_request = Arc::new(AtomicBool::new(false));
+    let io = TrackedIo {
+        inner: stream,
+        mid_request: mid_request.clone(),
+    };
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
         .await;
     if let Err(e) = result {
-        if e.is_timeout() {
+        if e.is_timeout() && mid_request.load(Ordering::Relaxed) {
             let answer = format!(
                 "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{HEADER_TIMEOUT_BODY}",
                 HEADER_TIMEOUT_BODY.len()
@@ -138,7 +202,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let app = api::router(ApiState {
         vms: vms.clone(),
         limits: opts.limits,
-        counters: std::sync::Arc::default(),
+        counters: Arc::default(),
     });
     loop {
         tokio::select! {
