@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(()) => {
             // A valid config has an API form that converts back to a valid config.
             let spec = VmSpec::from_config(&config);
-            let back = spec.to_config().expect("API form of a valid config is valid");
+            let back = spec
+                .to_config()
+                .expect("API form of a valid config is valid");
             assert_eq!(back.vcpus, config.vcpus);
             assert_eq!(back.devices, config.devices);
         }

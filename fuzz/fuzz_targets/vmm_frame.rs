@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((msg, used))) = decode::<FromVmm>(data) {
         assert!(used <= data.len());
         let frame = encode(&msg).expect("a decoded message encodes");
-        assert_eq!(decode::<FromVmm>(&frame).ok().flatten().map(|(m, _)| m), Some(msg));
+        assert_eq!(
+            decode::<FromVmm>(&frame).ok().flatten().map(|(m, _)| m),
+            Some(msg)
+        );
     }
     let _ = decode::<ToVmm>(data);
     let mut r = data;

@@ -277,3 +277,27 @@ async fn boot_failures_are_422_and_leave_the_vm_failed() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_process_that_ignores_stop_is_killed_after_the_grace_period() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), &["--grace-period", "0.5"]).await;
+    d.expect("PUT", "/vms/frozen", Some(&spinning_guest(dir.path())), 201)
+        .await;
+    let pid = d.action("frozen", "start", 200).await["process"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
+    // A VMM process that cannot answer: stopped by SIGSTOP.
+    // SAFETY: kill(2) on the VMM process the daemon reported.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let vm = d.action("frozen", "stop", 200).await;
+    assert_eq!(vm["last_exit"]["status"], "killed by signal 9", "{vm:#}");
+    assert_eq!(vm["state"], "stopped", "{vm:#}");
+    assert_eq!(vm["stop_reason"], "killed after the 500ms grace period");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(d.action("frozen", "start", 200).await["state"], "running");
+    d.action("frozen", "stop", 200).await;
+}

@@ -34,7 +34,12 @@ impl Daemon {
             .arg(&sock)
             .arg("--state-dir")
             .arg(&state_dir)
-            .args(["--request-timeout", "1", "--grace-period", "5"])
+            .args(["--request-timeout", "1"])
+            .args(if extra.contains(&"--grace-period") {
+                &[][..]
+            } else {
+                &["--grace-period", "5"][..]
+            })
             .args(extra)
             .stdout(Stdio::null())
             .spawn()

@@ -422,7 +422,13 @@ impl Vms {
             "VM did not stop in time; killing it"
         );
         process.kill();
-        process.wait_exit().await
+        let mut exit = process.wait_exit().await;
+        if exit.kind.is_none() {
+            // It was asked to stop and now has: a stop, forced.
+            exit.kind = Some(ExitKind::Requested);
+            exit.message = format!("killed after the {grace:?} grace period");
+        }
+        exit
     }
 
     async fn start_locked(&self, slot: &Arc<Slot>) -> Result<(), VmsError> {
