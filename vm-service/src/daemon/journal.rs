@@ -1,6 +1,7 @@
 //! The daemon's journal: the v2 event store in `--state-dir`, appended to
 //! (and fsync'd) before the API acknowledges a lifecycle change.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,10 +43,18 @@ pub struct Journal {
 impl Journal {
     /// Opens (or creates) the journal in `state_dir` and replays it.
     pub fn open(state_dir: &Path) -> Result<(Self, VmRegistry), JournalError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| JournalError::StateDir {
+        let dir_err = |source| JournalError::StateDir {
             path: state_dir.to_owned(),
             source,
-        })?;
+        };
+        if !state_dir.exists() {
+            // The journal holds every VM's config: private to the daemon's user.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(state_dir)
+                .map_err(dir_err)?;
+        }
         let store = V2Store::open(&state_dir.join(JOURNAL_FILE))?;
         if let Some(tail) = store.tail_recovery() {
             tracing::warn!(

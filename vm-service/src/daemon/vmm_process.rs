@@ -51,8 +51,13 @@ pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
     serve(sock)
 }
 
+/// Frames waiting for the writer thread. Bounded, so a guest that floods its
+/// console while the daemon reads slowly is slowed down (like a real UART)
+/// instead of growing this process's memory.
+const OUTBOX_FRAMES: usize = 4096;
+
 /// Forwards serial bytes to the frame writer thread.
-struct SerialForwarder(mpsc::Sender<FromVmm>);
+struct SerialForwarder(mpsc::SyncSender<FromVmm>);
 
 impl Write for SerialForwarder {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -144,7 +149,7 @@ fn execute(
 /// Serves one VM over the control socket `sock` until it stops.
 pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
     let mut reader = sock.try_clone().map_err(ProtocolError::Io)?;
-    let (tx, rx) = mpsc::channel::<FromVmm>();
+    let (tx, rx) = mpsc::sync_channel::<FromVmm>(OUTBOX_FRAMES);
     let writer = std::thread::Builder::new()
         .name("vmm-frames".into())
         .spawn(move || frame_writer(sock, &rx))
