@@ -83,6 +83,7 @@ async fn start_daemon(dir: &Path) -> ApiClient {
             boot_timeout: Duration::from_mins(1),
             command_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(5),
+            log_filter: "warn".into(),
         },
         limits: Limits::default(),
     };

@@ -197,7 +197,7 @@ fn seconds(what: &str, secs: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid --{what} {secs}: {e}"))
 }
 
-fn daemon(args: &DaemonArgs) -> ExitCode {
+fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => return fail(&format!("cannot find this executable: {e}")),
@@ -218,6 +218,7 @@ fn daemon(args: &DaemonArgs) -> ExitCode {
             boot_timeout: Duration::from_mins(1),
             command_timeout: Duration::from_secs(10),
             grace_period: grace,
+            log_filter: log_filter.to_string(),
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
@@ -258,7 +259,7 @@ fn main() -> ExitCode {
         .init();
     match &cli.command {
         Command::Run(args) => run(args),
-        Command::Daemon(args) => daemon(args),
+        Command::Daemon(args) => daemon(args, &cli.log_level),
         Command::Vmm { fd } => vmm(*fd),
         Command::Ctl(args) => match vm_service::ctl::run(args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -463,7 +463,10 @@ async fn socket_is_private_and_openapi_is_served() {
     let d = Daemon::start(dir.path()).await;
     let mode = std::fs::metadata(&d.sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
-    let mode = std::fs::metadata(&d.state_dir).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&d.state_dir)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700, "state dir mode {mode:o}");
     let doc = d.expect("GET", "/openapi.json", None, 200).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

@@ -189,6 +189,29 @@ async fn sigterm_stops_guests_journals_and_removes_the_socket() {
     assert!(status.success(), "{status}");
     assert!(!d.sock.exists(), "the socket is removed");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // The journal itself: every change of both VMs, in order.
+    let journal = vm_core::open_store(&d.state_dir.join("journal.v2")).unwrap();
+    let kinds = |id: &str| -> Vec<vm_core::EventKind> {
+        let id = vm_core::VmId::new(id).unwrap();
+        journal
+            .read_stream(&id, 1)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    };
+    let spin = kinds("spin");
+    assert_eq!(spin.len(), 3, "{spin:?}");
+    assert!(matches!(spin[0], vm_core::EventKind::Created { .. }));
+    assert_eq!(spin[1], vm_core::EventKind::Started);
+    assert_eq!(
+        spin[2],
+        vm_core::EventKind::Stopped {
+            reason: vm_core::StopReason::HostShutdown
+        }
+    );
+    assert_eq!(kinds("idle").len(), 1);
+    drop(journal);
     drop(d);
     let d = Daemon::start(dir.path()).await;
     let vm = d.expect("GET", "/vms/spin", None, 200).await;

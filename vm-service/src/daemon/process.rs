@@ -122,6 +122,7 @@ impl VmProcess {
         executor: ExecutorKind,
         serial: Arc<SerialLog>,
         boot_timeout: Duration,
+        log_filter: &str,
     ) -> Result<Self, SpawnError> {
         let os_err = |source| SpawnError::Os {
             exe: exe.display().to_string(),
@@ -136,6 +137,7 @@ impl VmProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
+            .env("VM_SERVICE_LOG", log_filter)
             // Terminal signals (Ctrl-C) go to the daemon, which stops VMs in order.
             .process_group(0);
         // SAFETY: the closure runs in the child between fork and exec and only

@@ -41,6 +41,8 @@ pub struct VmsConfig {
     pub command_timeout: Duration,
     /// How long a stopping VM gets before it is killed.
     pub grace_period: Duration,
+    /// Log filter for VM processes (their `VM_SERVICE_LOG`).
+    pub log_filter: String,
 }
 
 /// A lifecycle request from the API.
@@ -444,6 +446,7 @@ impl Vms {
             cfg.executor,
             slot.serial.clone(),
             cfg.boot_timeout,
+            &cfg.log_filter,
         )
         .await;
         let process = match spawned {
