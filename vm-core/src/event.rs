@@ -41,6 +41,8 @@ pub enum StopReason {
     GuestReset,
     /// The daemon was shutting down.
     HostShutdown,
+    /// The daemon restarted and found the VM's process gone.
+    DaemonRestarted,
     /// Not recorded (events from the v1 journal carried no reason).
     Unknown,
 }
@@ -49,7 +51,7 @@ pub enum StopReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    /// The VM was defined with this config; always sequence 1 of its stream.
+    /// The VM was defined with this config: sequence 1 of its stream, or the event after `deleted`.
     Created {
         /// The VM's configuration (boxed: it is far larger than every other event).
         config: Box<VmConfig>,
@@ -80,6 +82,8 @@ pub enum EventKind {
         /// Description of the error.
         error: String,
     },
+    /// The VM was deleted; its stream may begin again with a `created` event.
+    Deleted,
 }
 
 impl EventKind {
@@ -105,9 +109,10 @@ impl EventKind {
             Self::Resumed => Some(Transition::Resume),
             Self::Stopped { .. } => Some(Transition::Stop),
             Self::Failed { .. } => Some(Transition::Fail),
-            Self::Created { .. } | Self::DeviceAttached { .. } | Self::DeviceDetached { .. } => {
-                None
-            }
+            Self::Created { .. }
+            | Self::DeviceAttached { .. }
+            | Self::DeviceDetached { .. }
+            | Self::Deleted => None,
         }
     }
 
@@ -122,6 +127,7 @@ impl EventKind {
             Self::DeviceAttached { .. } => "device_attached",
             Self::DeviceDetached { .. } => "device_detached",
             Self::Failed { .. } => "failed",
+            Self::Deleted => "deleted",
         }
     }
 }

@@ -71,6 +71,8 @@ pub enum ProjectionError {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct VmRegistry {
     vms: BTreeMap<VmId, VmRecord>,
+    /// Last sequence of each deleted VM's stream, so it can be created again after it.
+    deleted: BTreeMap<VmId, u64>,
 }
 
 impl VmRegistry {
@@ -119,13 +121,15 @@ impl VmRegistry {
             let EventKind::Created { config } = &ev.kind else {
                 return Err(unexpected("stream does not start with a created event"));
             };
-            if ev.sequence != 1 {
+            let expected = self.deleted.get(&ev.vm_id).map_or(1, |last| last + 1);
+            if ev.sequence != expected {
                 return Err(ProjectionError::Gap {
                     vm_id: ev.vm_id.clone(),
-                    expected: 1,
+                    expected,
                     found: ev.sequence,
                 });
             }
+            self.deleted.remove(&ev.vm_id);
             self.vms.insert(
                 ev.vm_id.clone(),
                 VmRecord {
@@ -135,7 +139,7 @@ impl VmRegistry {
                     state: VmState::Created,
                     stop_reason: None,
                     error: None,
-                    last_sequence: 1,
+                    last_sequence: ev.sequence,
                     updated: ev.timestamp,
                 },
             );
@@ -155,6 +159,14 @@ impl VmRegistry {
         };
         match &ev.kind {
             EventKind::Created { .. } => return Err(unexpected("vm created twice")),
+            EventKind::Deleted => {
+                if matches!(rec.state, VmState::Running | VmState::Paused) {
+                    return Err(unexpected("deleted a vm that is running or paused"));
+                }
+                self.vms.remove(&ev.vm_id);
+                self.deleted.insert(ev.vm_id.clone(), ev.sequence);
+                return Ok(());
+            }
             EventKind::DeviceAttached { device } => {
                 if rec.state.is_terminal() {
                     return Err(unexpected("device attached to a vm that has ended"));
@@ -184,5 +196,49 @@ impl VmRegistry {
         rec.last_sequence = ev.sequence;
         rec.updated = ev.timestamp;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64, kind: EventKind) -> VmEvent {
+        VmEvent::new(VmId::new("a").unwrap(), seq, kind)
+    }
+
+    #[test]
+    fn restart_delete_and_create_again() {
+        let mut reg = VmRegistry::new();
+        let created = || EventKind::created(VmConfig::default());
+        let stopped = EventKind::Stopped {
+            reason: StopReason::DaemonRestarted,
+        };
+        for (seq, kind) in [
+            (1, created()),
+            (2, EventKind::Started),
+            (3, stopped),
+            (4, EventKind::Started),
+        ] {
+            reg.apply(&ev(seq, kind)).unwrap();
+        }
+        let id = VmId::new("a").unwrap();
+        assert_eq!(reg.get(&id).unwrap().state, VmState::Running);
+        // A running VM cannot be deleted.
+        assert!(reg.apply(&ev(5, EventKind::Deleted)).is_err());
+        let stop = EventKind::Stopped {
+            reason: StopReason::Requested,
+        };
+        reg.apply(&ev(5, stop)).unwrap();
+        reg.apply(&ev(6, EventKind::Deleted)).unwrap();
+        assert!(reg.get(&id).is_none());
+        // Created again: the stream continues after the deletion.
+        assert!(matches!(
+            reg.apply(&ev(1, created())),
+            Err(ProjectionError::Gap { expected: 7, .. })
+        ));
+        reg.apply(&ev(7, created())).unwrap();
+        let rec = reg.get(&id).unwrap();
+        assert_eq!((rec.state, rec.last_sequence), (VmState::Created, 7));
     }
 }

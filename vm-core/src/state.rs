@@ -1,4 +1,5 @@
 //! The VM lifecycle: `Created → Running ⇄ Paused → Stopped`, and `Failed` from any live state.
+//! A stopped or failed VM keeps its config and can be started again (a fresh boot).
 
 use std::fmt;
 
@@ -24,7 +25,7 @@ pub enum VmState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
-    /// Created → Running.
+    /// Created, Stopped or Failed → Running (a fresh boot from the kept config).
     Start,
     /// Running → Paused.
     Pause,
@@ -52,7 +53,7 @@ impl VmState {
         use Transition as T;
         use VmState as S;
         let next = match (self, t) {
-            (S::Created, T::Start) | (S::Paused, T::Resume) => S::Running,
+            (S::Created | S::Stopped | S::Failed, T::Start) | (S::Paused, T::Resume) => S::Running,
             (S::Running, T::Pause) => S::Paused,
             (S::Created | S::Running | S::Paused, T::Stop) => S::Stopped,
             (S::Created | S::Running | S::Paused, T::Fail) => S::Failed,
@@ -61,7 +62,7 @@ impl VmState {
         Ok(next)
     }
 
-    /// True for `Stopped` and `Failed`, which no transition leaves.
+    /// True for `Stopped` and `Failed`: the VM has ended, and only `Start` (a reboot) leaves them.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Stopped | Self::Failed)
     }
@@ -129,6 +130,8 @@ mod tests {
             (S::Paused, T::Resume, S::Running),
             (S::Paused, T::Stop, S::Stopped),
             (S::Paused, T::Fail, S::Failed),
+            (S::Stopped, T::Start, S::Running),
+            (S::Failed, T::Start, S::Running),
         ];
         let mut n_legal = 0;
         for from in STATES {

@@ -20,8 +20,12 @@
 //! # Ok::<(), vm_service::VmmError>(())
 //! ```
 //!
-//! `examples/embed.rs` is a complete embedding program.
+//! `examples/embed.rs` is a complete embedding program. [`daemon`] runs VMs
+//! behind the REST API of [`api`], one process per VM.
 
+pub mod api;
+pub mod ctl;
+pub mod daemon;
 pub mod dispatch;
 pub mod executor;
 pub mod guest;

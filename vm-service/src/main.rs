@@ -1,16 +1,21 @@
-//! `vm-service`: launch a guest from the command line.
+//! `vm-service`: launch a guest from the command line, or run the daemon.
 //!
 //! `vm-service run` with no arguments boots the built-in guest; `--kernel`
-//! boots a Linux kernel. The serial console is attached to the terminal, and
+//! boots a Linux kernel. `vm-service daemon` serves the REST API (see
+//! `vm_service::api`), and `vm-service ctl` drives it. The serial console is attached to the terminal, and
 //! the exit status says how the guest ended: 0 when it asked to stop, 1 when
 //! the VM could not be built or failed, 2 when a vCPU triple-faulted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use vm_core::config::{DeviceConfig, GuestArch, NetBackendConfig, NetConfig, SerialMode, VmConfig};
+use vm_service::api::Limits;
+use vm_service::daemon::server::DaemonOptions;
+use vm_service::daemon::vms::VmsConfig;
 use vm_service::{ExecutorKind, StopReason, VmmBuilder};
 
 #[derive(Debug, Parser)]
@@ -35,6 +40,39 @@ enum Command {
     /// With no --kernel, boots the built-in guest: it prints what it sees
     /// (memory, vCPUs, the first virtio-mmio device) and asks to stop.
     Run(RunArgs),
+    /// Serve the REST API on a Unix socket and run VMs, one process each.
+    Daemon(DaemonArgs),
+    /// Drive a running daemon.
+    Ctl(vm_service::ctl::CtlArgs),
+    /// Internal: run one VM for the daemon, controlled over an inherited socket.
+    #[command(hide = true)]
+    Vmm {
+        /// The control socket's file descriptor.
+        #[arg(long)]
+        fd: i32,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DaemonArgs {
+    /// Path of the API socket (created with mode 0600).
+    #[arg(long)]
+    api_sock: PathBuf,
+    /// Directory for the journal.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Seconds a VM gets to stop before it is killed (on `stop` and on SIGTERM).
+    #[arg(long, default_value_t = 10.0)]
+    grace_period: f64,
+    /// Seconds a client gets to send a request's headers and body.
+    #[arg(long, default_value_t = 5.0)]
+    request_timeout: f64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// How the VMs' vCPUs get host threads: `sync` or `async`.
+    #[arg(long, default_value = "sync")]
+    executor: ExecutorKind,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,18 +191,58 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
+use vm_service::daemon::error_chain;
+
+fn seconds(what: &str, secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid --{what} {secs}: {e}"))
+}
+
+fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(&format!("cannot find this executable: {e}")),
+    };
+    let (grace, timeout) = match (
+        seconds("grace-period", args.grace_period),
+        seconds("request-timeout", args.request_timeout),
+    ) {
+        (Ok(g), Ok(t)) => (g, t),
+        (Err(e), _) | (_, Err(e)) => return fail(&e),
+    };
+    let opts = DaemonOptions {
+        api_sock: args.api_sock.clone(),
+        state_dir: args.state_dir.clone(),
+        vms: VmsConfig {
+            exe,
+            executor: args.executor,
+            boot_timeout: Duration::from_mins(1),
+            command_timeout: Duration::from_secs(10),
+            grace_period: grace,
+            log_filter: log_filter.to_string(),
+        },
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            body_timeout: timeout,
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("starting the runtime: {e}")),
+    };
+    match runtime.block_on(vm_service::daemon::server::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&error_chain(&e)),
     }
-    message
+}
+
+fn vmm(fd: i32) -> ExitCode {
+    match vm_service::daemon::vmm_process::serve_fd(fd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&error_chain(&e)),
+    }
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -181,5 +259,11 @@ fn main() -> ExitCode {
         .init();
     match &cli.command {
         Command::Run(args) => run(args),
+        Command::Daemon(args) => daemon(args, &cli.log_level),
+        Command::Vmm { fd } => vmm(*fd),
+        Command::Ctl(args) => match vm_service::ctl::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&error_chain(&e)),
+        },
     }
 }

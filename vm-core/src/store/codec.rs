@@ -5,7 +5,7 @@
 //! through the upcaster in [`super::legacy`].
 //!
 //! Schema 2 body: `u8 id_len | id | u64 sequence | u64 timestamp_ns | u8 kind | payload`, where
-//! the payload is empty (started, paused, resumed), a `u8` stop reason, or a `u32`-length
+//! the payload is empty (started, paused, resumed, deleted), a `u8` stop reason, or a `u32`-length
 //! prefixed UTF-8 string (JSON of the config or device; error text; device id).
 
 use crate::config::{DeviceConfig, VmConfig};
@@ -64,6 +64,7 @@ const TAG_STOPPED: u8 = 4;
 const TAG_ATTACHED: u8 = 5;
 const TAG_DETACHED: u8 = 6;
 const TAG_FAILED: u8 = 7;
+const TAG_DELETED: u8 = 8;
 
 fn reason_code(r: StopReason) -> u8 {
     match r {
@@ -72,6 +73,7 @@ fn reason_code(r: StopReason) -> u8 {
         StopReason::GuestReset => 2,
         StopReason::HostShutdown => 3,
         StopReason::Unknown => 4,
+        StopReason::DaemonRestarted => 5,
     }
 }
 
@@ -82,6 +84,7 @@ fn reason_from(code: u8) -> Result<StopReason, DecodeError> {
         2 => StopReason::GuestReset,
         3 => StopReason::HostShutdown,
         4 => StopReason::Unknown,
+        5 => StopReason::DaemonRestarted,
         other => return Err(invalid("stop reason", format!("code {other}"))),
     })
 }
@@ -126,6 +129,7 @@ pub fn encode_event(ev: &VmEvent, out: &mut Vec<u8>) -> Result<(), serde_json::E
             out.push(TAG_FAILED);
             put_str(out, error.as_bytes());
         }
+        EventKind::Deleted => out.push(TAG_DELETED),
     }
     let body_len = (out.len() - start - EVENT_HEADER_LEN) as u32;
     out[start + 2..start + EVENT_HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
@@ -296,6 +300,7 @@ impl EventDecoder {
             TAG_FAILED => EventKind::Failed {
                 error: c.string("error")?,
             },
+            TAG_DELETED => EventKind::Deleted,
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if !c.buf.is_empty() {
@@ -341,6 +346,10 @@ mod tests {
             EventKind::Failed {
                 error: "ünïcode error".into(),
             },
+            EventKind::Stopped {
+                reason: StopReason::DaemonRestarted,
+            },
+            EventKind::Deleted,
         ];
         kinds
             .into_iter()

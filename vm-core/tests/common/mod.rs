@@ -133,6 +133,7 @@ pub fn v1_line(ev: &VmEvent) -> String {
             v["type"] = json!("net_detached");
             v["id"] = json!(device_id);
         }
+        EventKind::Deleted => panic!("v1 had no deleted events"),
     }
     v.to_string()
 }

@@ -1,0 +1,247 @@
+//! The REST API of the `vm-service` daemon (HTTP/1.1 over a Unix socket).
+//!
+//! | Method and path            | What it does                                      |
+//! |----------------------------|---------------------------------------------------|
+//! | `GET /openapi.json`        | this API's OpenAPI 3 document                     |
+//! | `GET /vms`                 | every VM                                          |
+//! | `PUT /vms/{id}`            | create a VM ([`spec::VmSpec`], Firecracker names) |
+//! | `GET /vms/{id}`            | state, config, uptime, exit counts, serial tail   |
+//! | `PUT /vms/{id}/actions`    | `start`, `pause`, `resume`, `stop`, `ctrl-alt-del`|
+//! | `DELETE /vms/{id}`         | delete a VM that is not running                   |
+//! | `GET /vms/{id}/serial`     | the serial console: tail, then live until it stops|
+//! | `GET /metrics`             | Prometheus text format                            |
+//!
+//! Every error is a 4xx/5xx with a JSON body `{"code", "fault_message"}`.
+
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod metrics;
+pub mod spec;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use vm_core::VmId;
+
+use crate::daemon::vms::{Action, VmSnapshot, Vms};
+use body::ApiJson;
+use error::ApiError;
+use spec::VmSpec;
+
+/// The OpenAPI document served at `GET /openapi.json` (checked in as `vm-service/openapi.json`).
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// Limits on what clients may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its body (and its headers).
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The daemon's VMs.
+    pub vms: Vms,
+    /// Request limits.
+    pub limits: Limits,
+    /// Response counters.
+    pub counters: Arc<metrics::ApiCounters>,
+}
+
+/// A VM as the API returns it: the daemon's snapshot plus its config in API form.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmResource {
+    /// State, uptime, exit counts, serial tail, ...
+    #[serde(flatten)]
+    pub vm: VmSnapshot,
+    /// The config with Firecracker's names.
+    pub spec: VmSpec,
+}
+
+impl From<VmSnapshot> for VmResource {
+    fn from(vm: VmSnapshot) -> Self {
+        let spec = VmSpec::from_config(&vm.config);
+        Self { vm, spec }
+    }
+}
+
+/// Body of `PUT /vms/{id}/actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// The action; Firecracker's `InstanceStart` and `SendCtrlAltDel` are accepted too.
+    pub action_type: Action,
+}
+
+fn vm_id(path: Result<Path<String>, PathRejection>) -> Result<VmId, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+    VmId::new(&raw).map_err(|e| ApiError::bad_request("invalid_vm_id", e.to_string()))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn list(State(s): State<ApiState>) -> Json<Vec<VmResource>> {
+    Json(s.vms.list().into_iter().map(VmResource::from).collect())
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(spec): ApiJson<VmSpec>,
+) -> Result<(StatusCode, Json<VmResource>), ApiError> {
+    let id = vm_id(path)?;
+    let config = spec.to_config()?;
+    // Like Firecracker's PUT /boot-source: a kernel that cannot be read is
+    // reported now, not at start.
+    for (field, path) in [
+        ("boot-source.kernel_image_path", config.kernel.as_ref()),
+        ("boot-source.initrd_path", config.initrd.as_ref()),
+    ] {
+        if let Some(p) = path {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_config",
+                        format!("invalid {field}: {} is not a regular file", p.display()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_config",
+                        format!("invalid {field}: {}: {e}", p.display()),
+                    ))
+                }
+            }
+        }
+    }
+    let vm = s.vms.create(id, config).await?;
+    Ok((StatusCode::CREATED, Json(vm.into())))
+}
+
+async fn show(
+    State(s): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<VmResource>, ApiError> {
+    let id = vm_id(path)?;
+    Ok(Json(s.vms.get(&id).await?.into()))
+}
+
+async fn act(
+    State(s): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(req): ApiJson<ActionRequest>,
+) -> Result<Json<VmResource>, ApiError> {
+    let id = vm_id(path)?;
+    Ok(Json(s.vms.act(&id, req.action_type).await?.into()))
+}
+
+async fn delete(
+    State(s): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = vm_id(path)?;
+    s.vms.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn serial(
+    State(s): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = vm_id(path)?;
+    let (tail, live) = s.vms.serial(&id)?.subscribe();
+    let head = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(tail)) });
+    let body = match live {
+        Some(rx) => {
+            let follow = futures_util::stream::unfold(rx, |mut rx| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                match rx.recv().await {
+                    Ok(chunk) => Some((Ok(chunk), rx)),
+                    Err(RecvError::Lagged(n)) => Some((
+                        Ok(Bytes::from(format!(
+                            "\n[vm-service: {n} serial chunks dropped: reader too slow]\n"
+                        ))),
+                        rx,
+                    )),
+                    Err(RecvError::Closed) => None,
+                }
+            });
+            Body::from_stream(head.chain(follow))
+        }
+        None => Body::from_stream(head),
+    };
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&s.vms, &s.counters),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_route",
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn count(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    s.counters.record(response.status().as_u16());
+    response
+}
+
+/// The API's routes over `state`.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/vms", get(list))
+        .route("/vms/{id}", put(create).get(show).delete(delete))
+        .route("/vms/{id}/actions", put(act))
+        .route("/vms/{id}/serial", get(serial))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}

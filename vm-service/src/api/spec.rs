@@ -1,0 +1,280 @@
+//! The body of `PUT /vms/{id}`: a VM described with Firecracker's resource
+//! and field names, converted to (and from) a [`VmConfig`].
+//!
+//! | API field (Firecracker name)              | `VmConfig` field            |
+//! |-------------------------------------------|-----------------------------|
+//! | `boot-source.kernel_image_path`           | `kernel`                    |
+//! | `boot-source.initrd_path`                 | `initrd`                    |
+//! | `boot-source.boot_args`                   | `cmdline`                   |
+//! | `machine-config.vcpu_count`               | `vcpus`                     |
+//! | `machine-config.mem_size_mib`             | `memory_mib`                |
+//! | `network-interfaces[i].iface_id`          | `devices[i].id`             |
+//! | `network-interfaces[i].host_dev_name`     | `devices[i].backend` = tap  |
+//! | `network-interfaces[i].guest_mac`         | `devices[i].mac`            |
+//! | `network-interfaces[i].switch` (ours)     | `devices[i].backend` = virtual switch |
+//! | `arch` (ours)                             | `arch`                      |
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use vm_core::config::{
+    ConfigError, DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,
+    VmConfig,
+};
+
+use super::error::ApiError;
+
+/// A VM as `PUT /vms/{id}` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// The kernel to boot; absent: the built-in guest.
+    #[serde(
+        rename = "boot-source",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub boot_source: Option<BootSource>,
+    /// vCPUs and memory; absent: 1 vCPU, 128 MiB.
+    #[serde(
+        rename = "machine-config",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub machine_config: Option<MachineConfig>,
+    /// virtio-net interfaces.
+    #[serde(
+        rename = "network-interfaces",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub network_interfaces: Vec<NetworkInterface>,
+    /// Guest architecture; absent: the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<GuestArch>,
+}
+
+/// Firecracker's `boot-source`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSource {
+    /// Host path of the kernel image.
+    pub kernel_image_path: PathBuf,
+    /// Host path of an initrd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd_path: Option<PathBuf>,
+    /// Kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_args: Option<String>,
+}
+
+/// Firecracker's `machine-config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    /// Number of vCPUs.
+    #[serde(default = "one")]
+    pub vcpu_count: u32,
+    /// Guest memory in MiB.
+    #[serde(default = "default_mem")]
+    pub mem_size_mib: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_mem() -> u64 {
+    VmConfig::default().memory_mib
+}
+
+/// One of Firecracker's `network-interfaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterface {
+    /// Interface id, unique within the VM.
+    pub iface_id: String,
+    /// Host TAP device (Firecracker's field); exclusive with `switch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_dev_name: Option<String>,
+    /// In-process virtual switch (ours); exclusive with `host_dev_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
+    /// Guest MAC, `"02:00:00:00:00:01"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_mac: Option<MacAddr>,
+}
+
+/// Renames a `VmConfig` field path to the API's name for it.
+pub fn api_field(field: &str) -> String {
+    const SIMPLE: [(&str, &str); 6] = [
+        ("vcpus", "machine-config.vcpu_count"),
+        ("memory_mib", "machine-config.mem_size_mib"),
+        ("kernel", "boot-source.kernel_image_path"),
+        ("initrd", "boot-source.initrd_path"),
+        ("cmdline", "boot-source.boot_args"),
+        ("arch", "arch"),
+    ];
+    if let Some((_, api)) = SIMPLE.iter().find(|(f, _)| *f == field) {
+        return (*api).to_string();
+    }
+    if let Some(rest) = field.strip_prefix("devices[") {
+        let renamed = rest
+            .replace("].backend.ifname", "].host_dev_name")
+            .replace("].backend.switch", "].switch")
+            .replace("].id", "].iface_id")
+            .replace("].mac", "].guest_mac");
+        return format!("network-interfaces[{renamed}");
+    }
+    field.to_string()
+}
+
+fn invalid(e: &ConfigError) -> ApiError {
+    ApiError::bad_request(
+        "invalid_config",
+        format!("invalid {}: {}", api_field(&e.field), e.reason),
+    )
+}
+
+impl VmSpec {
+    /// The `VmConfig` this describes, validated; errors name the API field.
+    pub fn to_config(&self) -> Result<VmConfig, ApiError> {
+        let mut config = VmConfig {
+            serial: SerialMode::Capture,
+            ..VmConfig::default()
+        };
+        if let Some(arch) = self.arch {
+            config.arch = arch;
+        }
+        if let Some(m) = &self.machine_config {
+            config.vcpus = m.vcpu_count;
+            config.memory_mib = m.mem_size_mib;
+        }
+        if let Some(b) = &self.boot_source {
+            config.kernel = Some(b.kernel_image_path.clone());
+            config.initrd.clone_from(&b.initrd_path);
+            config.cmdline = b
+                .boot_args
+                .clone()
+                .unwrap_or_else(|| "console=ttyS0 reboot=k panic=1".into());
+        }
+        for (i, nic) in self.network_interfaces.iter().enumerate() {
+            let backend = match (&nic.host_dev_name, &nic.switch) {
+                (Some(ifname), None) => NetBackendConfig::Tap {
+                    ifname: ifname.clone(),
+                },
+                (None, Some(switch)) => NetBackendConfig::Virtual {
+                    switch: switch.clone(),
+                },
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_config",
+                        format!("invalid network-interfaces[{i}]: give host_dev_name or switch, not both"),
+                    ))
+                }
+                (None, None) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_config",
+                        format!("invalid network-interfaces[{i}]: needs host_dev_name (a TAP device) or switch (a virtual switch)"),
+                    ))
+                }
+            };
+            config.devices.push(DeviceConfig::Net(NetConfig {
+                id: nic.iface_id.clone(),
+                backend,
+                mac: nic.guest_mac,
+            }));
+        }
+        config.validate().map_err(|e| invalid(&e))?;
+        Ok(config)
+    }
+
+    /// The API form of `config`.
+    pub fn from_config(config: &VmConfig) -> Self {
+        Self {
+            boot_source: config.kernel.as_ref().map(|k| BootSource {
+                kernel_image_path: k.clone(),
+                initrd_path: config.initrd.clone(),
+                boot_args: Some(config.cmdline.clone()),
+            }),
+            machine_config: Some(MachineConfig {
+                vcpu_count: config.vcpus,
+                mem_size_mib: config.memory_mib,
+            }),
+            network_interfaces: config
+                .devices
+                .iter()
+                .map(|DeviceConfig::Net(n)| NetworkInterface {
+                    iface_id: n.id.clone(),
+                    host_dev_name: match &n.backend {
+                        NetBackendConfig::Tap { ifname } => Some(ifname.clone()),
+                        NetBackendConfig::Virtual { .. } => None,
+                    },
+                    switch: match &n.backend {
+                        NetBackendConfig::Virtual { switch } => Some(switch.clone()),
+                        NetBackendConfig::Tap { .. } => None,
+                    },
+                    guest_mac: n.mac,
+                })
+                .collect(),
+            arch: Some(config.arch),
+        }
+    }
+}
+
+/// Parses and validates a `PUT /vms/{id}` body (the fuzzed entry point).
+pub fn parse_vm_spec(body: &[u8]) -> Result<VmConfig, ApiError> {
+    let spec: VmSpec = super::body::parse_json(body)?;
+    spec.to_config()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> String {
+        parse_vm_spec(body.as_bytes()).unwrap_err().message
+    }
+
+    #[test]
+    fn firecracker_shaped_body_maps_to_config() {
+        let config = parse_vm_spec(
+            br#"{"boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0"},
+                 "machine-config": {"vcpu_count": 2, "mem_size_mib": 64},
+                 "network-interfaces": [{"iface_id": "eth0", "switch": "lan", "guest_mac": "02:00:00:00:00:01"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((config.vcpus, config.memory_mib), (2, 64));
+        assert_eq!(config.kernel, Some(PathBuf::from("/k")));
+        assert_eq!(config.cmdline, "console=ttyS0");
+        assert_eq!(config.devices.len(), 1);
+        assert_eq!(VmSpec::from_config(&config).to_config().unwrap(), config);
+        // Empty body object: the built-in guest with defaults.
+        assert_eq!(parse_vm_spec(b"{}").unwrap().kernel, None);
+    }
+
+    #[test]
+    fn errors_name_the_api_field() {
+        assert!(
+            err(r#"{"machine-config": {"vcpu_count": 0}}"#).contains("machine-config.vcpu_count")
+        );
+        assert!(err(r#"{"machine-config": {"mem_size_mib": 0}}"#)
+            .contains("machine-config.mem_size_mib"));
+        assert!(
+            err(r#"{"network-interfaces": [{"iface_id": "a b", "switch": "s"}]}"#)
+                .contains("network-interfaces[0].iface_id")
+        );
+        assert!(err(
+            r#"{"network-interfaces": [{"iface_id": "a", "host_dev_name": "waytoolongifname0"}]}"#
+        )
+        .contains("network-interfaces[0].host_dev_name"));
+        assert!(
+            err(r#"{"network-interfaces": [{"iface_id": "a"}]}"#).contains("needs host_dev_name")
+        );
+        assert!(err(r#"{"machine-config": {"vcpu_count": "2"}}"#).contains("invalid type"));
+        assert!(err(r#"{"machine-config": {"smt": true}}"#).contains("unknown field `smt`"));
+        assert!(err(r#"{"boot-sauce": {}}"#).contains("unknown field `boot-sauce`"));
+        assert!(err(r#"{"machine-config": "#).contains("EOF"));
+        assert!(err(r#"{"arch": "sparc"}"#).contains("sparc"));
+    }
+}

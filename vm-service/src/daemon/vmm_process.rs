@@ -1,0 +1,234 @@
+//! The VMM side of a daemon-managed VM: the `vm-service vmm` process.
+//!
+//! It reads a `boot` frame from its control socket, builds and starts the VM,
+//! then serves commands until the VM stops. Serial output is forwarded as
+//! frames. If the daemon goes away (end of stream on the socket) the VM is
+//! stopped: a VM never outlives the daemon that can account for it.
+
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use super::protocol::{
+    self, BootReport, ExitKind, FromVmm, ProtocolError, ToVmm, VmmCommand, VmmStatus,
+};
+use crate::executor::{ExecutorControl, RunState};
+use crate::{StopReason, VmmBuilder};
+
+/// Why the VMM process could not serve its VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmProcessError {
+    /// The control socket failed.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The daemon closed the socket before sending `boot`.
+    #[error("the daemon closed the control socket before sending a boot frame")]
+    NoBoot,
+    /// The first frame was not `boot`.
+    #[error("expected a boot frame first, got a command")]
+    UnexpectedCommand,
+    /// The VM could not be built or started (already reported to the daemon).
+    #[error("boot failed: {0}")]
+    Boot(String),
+    /// The control socket fd is not open.
+    #[error("--fd {0} is not an open file descriptor")]
+    BadFd(i32),
+}
+
+/// Serves one VM over the inherited control socket `fd` (the `vmm`
+/// subcommand; also usable by any binary the daemon is told to run).
+pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
+    // SAFETY: F_GETFD only queries the descriptor's flags; it fails on a closed fd.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(VmmProcessError::BadFd(fd));
+    }
+    // SAFETY: the fd is open (checked above) and was handed to this process by
+    // the daemon for this purpose alone; nothing else in the process uses it.
+    let sock = unsafe { UnixStream::from_raw_fd(fd) };
+    serve(sock)
+}
+
+/// Frames waiting for the writer thread. Bounded, so a guest that floods its
+/// console while the daemon reads slowly is slowed down (like a real UART)
+/// instead of growing this process's memory.
+const OUTBOX_FRAMES: usize = 4096;
+
+/// Forwards serial bytes to the frame writer thread.
+struct SerialForwarder(mpsc::SyncSender<FromVmm>);
+
+impl Write for SerialForwarder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A closed channel means the process is ending; the bytes have nowhere to go.
+        let _ = self.0.send(FromVmm::Serial { data: buf.to_vec() });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes every outgoing frame, merging runs of serial bytes into one frame;
+/// returns after the last frame (`exited` or `boot_failed`).
+fn frame_writer(mut sock: UnixStream, rx: &mpsc::Receiver<FromVmm>) {
+    while let Ok(first) = rx.recv() {
+        let mut pending = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            pending.push(more);
+        }
+        let mut serial: Vec<u8> = Vec::new();
+        for msg in pending {
+            match msg {
+                FromVmm::Serial { data } if serial.len() + data.len() < protocol::MAX_FRAME / 8 => {
+                    serial.extend_from_slice(&data);
+                }
+                other => {
+                    if !serial.is_empty() {
+                        let data = std::mem::take(&mut serial);
+                        if protocol::write_frame(&mut sock, &FromVmm::Serial { data }).is_err() {
+                            return;
+                        }
+                    }
+                    let last = matches!(other, FromVmm::Exited { .. } | FromVmm::BootFailed { .. });
+                    if protocol::write_frame(&mut sock, &other).is_err() || last {
+                        return;
+                    }
+                }
+            }
+        }
+        if !serial.is_empty()
+            && protocol::write_frame(&mut sock, &FromVmm::Serial { data: serial }).is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn run_state_name(state: RunState) -> &'static str {
+    match state {
+        RunState::Running => "running",
+        RunState::Pausing => "pausing",
+        RunState::Paused => "paused",
+        RunState::Stopping => "stopping",
+        RunState::Stopped => "stopped",
+    }
+}
+
+fn status(control: &ExecutorControl) -> VmmStatus {
+    VmmStatus {
+        run_state: run_state_name(control.state()).to_string(),
+        exit_counts: control.exit_counts(),
+    }
+}
+
+fn execute(
+    control: &ExecutorControl,
+    command: VmmCommand,
+    ctrl_alt_del: &AtomicBool,
+) -> Result<VmmStatus, String> {
+    match command {
+        VmmCommand::Pause => control.pause().map_err(|e| e.to_string())?,
+        VmmCommand::Resume => control.resume().map_err(|e| e.to_string())?,
+        VmmCommand::Stop => control.stop(),
+        VmmCommand::CtrlAltDel => {
+            // The i8042 model has no keyboard buffer or IRQ 1 to deliver the
+            // key sequence through, so the guest cannot react to it; what a
+            // Linux guest does on Ctrl-Alt-Del with `reboot=k` is a reset,
+            // which this VMM treats as a stop. Do that directly.
+            ctrl_alt_del.store(true, Ordering::Release);
+            control.stop();
+        }
+        VmmCommand::Status => {}
+    }
+    Ok(status(control))
+}
+
+/// Serves one VM over the control socket `sock` until it stops.
+pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
+    let mut reader = sock.try_clone().map_err(ProtocolError::Io)?;
+    let (tx, rx) = mpsc::sync_channel::<FromVmm>(OUTBOX_FRAMES);
+    let writer = std::thread::Builder::new()
+        .name("vmm-frames".into())
+        .spawn(move || frame_writer(sock, &rx))
+        .map_err(ProtocolError::Io)?;
+
+    let (config, executor) = match protocol::read_frame::<ToVmm>(&mut reader)? {
+        Some(ToVmm::Boot { config, executor }) => (config, executor),
+        Some(ToVmm::Command { .. }) => return Err(VmmProcessError::UnexpectedCommand),
+        None => return Err(VmmProcessError::NoBoot),
+    };
+    let booted = VmmBuilder::new(config)
+        .executor(executor)
+        .serial_output(Box::new(SerialForwarder(tx.clone())))
+        .build()
+        .and_then(crate::Vmm::start);
+    let running = match booted {
+        Ok(r) => r,
+        Err(e) => {
+            let error = super::error_chain(&e);
+            let _ = tx.send(FromVmm::BootFailed {
+                error: error.clone(),
+            });
+            drop(tx);
+            let _ = writer.join();
+            return Err(VmmProcessError::Boot(error));
+        }
+    };
+    let info = running.info();
+    let report = BootReport {
+        engine: info.engine.clone(),
+        engine_reason: info.engine_reason.clone(),
+        vcpus: info.vcpus,
+        memory_bytes: info.memory_bytes,
+        kernel: info.kernel.clone(),
+    };
+    let _ = tx.send(FromVmm::Booted { report });
+
+    let control = running.control();
+    let ctrl_alt_del = Arc::new(AtomicBool::new(false));
+    {
+        let (control, tx, ctrl_alt_del) = (control.clone(), tx.clone(), ctrl_alt_del.clone());
+        // Not joined: once the VM has stopped, the process ends and takes it along.
+        std::thread::Builder::new()
+            .name("vmm-commands".into())
+            .spawn(move || loop {
+                match protocol::read_frame::<ToVmm>(&mut reader) {
+                    Ok(Some(ToVmm::Command { id, command })) => {
+                        let result = execute(&control, command, &ctrl_alt_del);
+                        let _ = tx.send(FromVmm::Reply { id, result });
+                    }
+                    Ok(Some(ToVmm::Boot { .. })) => {
+                        tracing::warn!("ignoring a second boot frame");
+                    }
+                    Ok(None) | Err(_) => {
+                        tracing::info!("daemon gone: stopping the VM");
+                        control.stop();
+                        return;
+                    }
+                }
+            })
+            .map_err(ProtocolError::Io)?;
+    }
+
+    let reason = running.wait();
+    let kind = match &reason {
+        StopReason::Requested if ctrl_alt_del.load(Ordering::Acquire) => ExitKind::CtrlAltDel,
+        StopReason::Requested => ExitKind::Requested,
+        StopReason::GuestShutdown => ExitKind::GuestShutdown,
+        StopReason::GuestReset => ExitKind::GuestReset,
+        StopReason::TripleFault { .. } => ExitKind::TripleFault,
+        StopReason::Failed { .. } => ExitKind::Failed,
+    };
+    let message = if kind == ExitKind::CtrlAltDel {
+        "ctrl-alt-del: stopped (no keyboard injection; treated as the guest's reset)".to_string()
+    } else {
+        reason.to_string()
+    };
+    let _ = tx.send(FromVmm::Exited { kind, message });
+    drop(tx);
+    let _ = writer.join();
+    Ok(())
+}

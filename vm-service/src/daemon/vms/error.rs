@@ -1,0 +1,54 @@
+//! Why a daemon operation failed.
+
+use vm_core::{TransitionError, VmState};
+
+use crate::daemon::journal::JournalError;
+use crate::daemon::process::{CommandError, SpawnError};
+
+/// Why a daemon operation failed; the API maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum VmsError {
+    /// No VM has this id.
+    #[error("no VM with id {0:?}")]
+    NotFound(String),
+    /// A VM with this id exists.
+    #[error("a VM with id {0:?} already exists")]
+    Exists(String),
+    /// The state does not allow the action.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The VM must be stopped for this.
+    #[error("VM {id:?} is {state}; {what}")]
+    Busy {
+        /// The VM.
+        id: String,
+        /// Its state.
+        state: VmState,
+        /// What to do instead.
+        what: &'static str,
+    },
+    /// The VM could not boot (its kernel, its config on this host, ...).
+    #[error("VM {id:?} failed to boot: {source}")]
+    Boot {
+        /// The VM.
+        id: String,
+        /// Why.
+        #[source]
+        source: SpawnError,
+    },
+    /// Its VMM process failed a command.
+    #[error("VM {id:?}: {source}")]
+    Command {
+        /// The VM.
+        id: String,
+        /// What failed.
+        #[source]
+        source: CommandError,
+    },
+    /// The journal could not record the change, so it was not made.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,181 @@
+//! Shared by the daemon tests: start `vm-service daemon` on a temp socket,
+//! talk to it with the crate's HTTP client, kill it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vm_service::api::client::{ApiClient, ApiResponse};
+
+/// A daemon process under test.
+pub struct Daemon {
+    pub child: Child,
+    pub sock: PathBuf,
+    pub state_dir: PathBuf,
+    pub client: ApiClient,
+}
+
+impl Daemon {
+    /// Starts a daemon with its socket and journal under `dir`; returns once it answers.
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// As [`Self::start`], with extra daemon arguments.
+    pub async fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        let sock = dir.join("api.sock");
+        let state_dir = dir.join("state");
+        let child = Command::new(env!("CARGO_BIN_EXE_vm-service"))
+            .arg("daemon")
+            .arg("--api-sock")
+            .arg(&sock)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(["--request-timeout", "1"])
+            .args(if extra.contains(&"--grace-period") {
+                &[][..]
+            } else {
+                &["--grace-period", "5"][..]
+            })
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the daemon");
+        let client = ApiClient::new(&sock);
+        let deadline = Instant::now() + Duration::from_mins(1);
+        loop {
+            if let Ok(r) = client.request("GET", "/vms", None).await {
+                assert_eq!(r.status, 200);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the daemon never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            child,
+            sock,
+            state_dir,
+            client,
+        }
+    }
+
+    pub async fn req(&self, method: &str, path: &str, body: Option<&str>) -> ApiResponse {
+        self.client
+            .request(method, path, body.map(str::as_bytes))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Sends a request and checks the status; returns the JSON answer (Null if empty).
+    pub async fn expect(&self, method: &str, path: &str, body: Option<&str>, status: u16) -> Value {
+        let r = self.req(method, path, body).await;
+        assert_eq!(r.status, status, "{method} {path} {body:?}: {}", r.text());
+        if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json().unwrap()
+        }
+    }
+
+    pub async fn action(&self, id: &str, action: &str, status: u16) -> Value {
+        let body = format!(r#"{{"action_type":"{action}"}}"#);
+        self.expect("PUT", &format!("/vms/{id}/actions"), Some(&body), status)
+            .await
+    }
+
+    /// Polls `GET /vms/{id}` until `pred` holds (a liveness timeout, not a speed check).
+    pub async fn wait_for(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_mins(2);
+        loop {
+            let vm = self.expect("GET", &format!("/vms/{id}"), None, 200).await;
+            if pred(&vm) {
+                return vm;
+            }
+            assert!(Instant::now() < deadline, "VM {id} never {what}: {vm:#}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL the daemon");
+        self.child.wait().expect("reap the daemon");
+    }
+
+    pub fn sigterm(&mut self) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        self.child.wait().expect("reap the daemon")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: /dev/kvm cannot be opened ({e})");
+            false
+        }
+    }
+}
+
+/// An ELF64 image with one loadable segment at 1 MiB holding `code`.
+pub fn elf_image(code: &[u8]) -> Vec<u8> {
+    const LOAD: u64 = 0x10_0000;
+    const HEADERS: u64 = 64 + 56;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&LOAD.to_le_bytes()); // e_entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&7u32.to_le_bytes()); // RWX
+    for v in [
+        HEADERS,
+        LOAD,
+        LOAD,
+        code.len() as u64,
+        code.len() as u64,
+        0x1000,
+    ] {
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    elf
+}
+
+/// Writes a guest that spins on `out 0x80, al` (an exit per iteration) and
+/// returns the body that creates a VM booting it.
+pub fn spinning_guest(dir: &Path) -> String {
+    let kernel = dir.join("spin.elf");
+    std::fs::write(&kernel, elf_image(&[0xe6, 0x80, 0xeb, 0xfc])).unwrap();
+    format!(
+        r#"{{"boot-source": {{"kernel_image_path": {}}}, "machine-config": {{"vcpu_count": 1, "mem_size_mib": 32}}}}"#,
+        serde_json::to_string(&kernel).unwrap()
+    )
+}
+
+pub fn exit_count(vm: &Value) -> u64 {
+    vm["vcpu_exit_counts"][0].as_u64().unwrap_or(0)
+}
