@@ -25,4 +25,5 @@
 //! assert!(matches!(platform.vcpu_start(&map, &boot, 1).unwrap(), BootState::Secondary { .. }));
 //! ```
 
+pub mod interp;
 pub mod platform;
