@@ -46,7 +46,7 @@ tohost: .dword 0
 #endif
 "#;
 
-const INT_LOOP: &str = r#"
+const INT_LOOP: &str = r"
     .text
     .globl bench_main
 bench_main:
@@ -61,9 +61,9 @@ bench_main:
     addi t0, t0, -1
     bnez t0, 1b
     ret
-"#;
+";
 
-const C_PROGRAM: &str = r#"
+const C_PROGRAM: &str = r"
 typedef unsigned long u64;
 typedef unsigned int u32;
 static unsigned char sieve[200000];
@@ -98,9 +98,9 @@ void bench_main(void) {
     }
     sink = total;
 }
-"#;
+";
 
-const LINK: &str = r#"
+const LINK: &str = r"
 ENTRY(_start)
 SECTIONS {
   . = 0x80000000;
@@ -110,13 +110,15 @@ SECTIONS {
   . = ALIGN(0x1000);
   .tohost : { *(.tohost) }
 }
-"#;
+";
 
 fn find(names: &[&str]) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
-    names
-        .iter()
-        .find_map(|n| std::env::split_paths(&paths).map(|d| d.join(n)).find(|p| p.is_file()))
+    names.iter().find_map(|n| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Builds `bare` and `linux` ELF files from the workload `source` (`.S` or `.c`).
@@ -127,27 +129,46 @@ fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, Path
     };
     std::fs::write(dir.join("start.S"), START).ok()?;
     std::fs::write(dir.join("link.ld"), LINK).ok()?;
-    let src = dir.join(if c { format!("{name}.c") } else { format!("{name}.S") });
+    let src = dir.join(if c {
+        format!("{name}.c")
+    } else {
+        format!("{name}.S")
+    });
     std::fs::write(&src, source).ok()?;
     let mut out = Vec::new();
     for linux in [false, true] {
-        let elf = dir.join(format!("{name}-{}.elf", if linux { "linux" } else { "bare" }));
+        let elf = dir.join(format!(
+            "{name}-{}.elf",
+            if linux { "linux" } else { "bare" }
+        ));
         let mut cmd = Command::new(&gcc);
-        cmd.args(["-O2", "-march=rv64gc", "-mabi=lp64d", "-mcmodel=medany", "-nostdlib", "-nostartfiles", "-ffreestanding", "-static"])
-            .arg(format!("-DITERATIONS={LOOP_ITERATIONS}"))
-            .arg("-Wl,--no-relax")
-            .arg("-T")
-            .arg(dir.join("link.ld"))
-            .arg("-o")
-            .arg(&elf)
-            .arg(dir.join("start.S"))
-            .arg(&src);
+        cmd.args([
+            "-O2",
+            "-march=rv64gc",
+            "-mabi=lp64d",
+            "-mcmodel=medany",
+            "-nostdlib",
+            "-nostartfiles",
+            "-ffreestanding",
+            "-static",
+        ])
+        .arg(format!("-DITERATIONS={LOOP_ITERATIONS}"))
+        .arg("-Wl,--no-relax")
+        .arg("-T")
+        .arg(dir.join("link.ld"))
+        .arg("-o")
+        .arg(&elf)
+        .arg(dir.join("start.S"))
+        .arg(&src);
         if linux {
             cmd.arg("-DLINUX");
         }
         let result = cmd.output().ok()?;
         if !result.status.success() {
-            eprintln!("SKIPPED: building {name}: {}", String::from_utf8_lossy(&result.stderr));
+            eprintln!(
+                "SKIPPED: building {name}: {}",
+                String::from_utf8_lossy(&result.stderr)
+            );
             return None;
         }
         out.push(elf);
@@ -163,8 +184,15 @@ fn interp_run(program: &[u8]) -> u64 {
 }
 
 fn qemu_run(qemu: &Path, program: &Path) {
-    let status = Command::new(qemu).arg(program).status().expect("qemu-riscv64");
-    assert!(status.success(), "qemu-riscv64 failed on {}", program.display());
+    let status = Command::new(qemu)
+        .arg(program)
+        .status()
+        .expect("qemu-riscv64");
+    assert!(
+        status.success(),
+        "qemu-riscv64 failed on {}",
+        program.display()
+    );
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -185,8 +213,13 @@ fn bench(c: &mut Criterion) {
     if qemu.is_none() {
         eprintln!("SKIPPED (QEMU side): qemu-riscv64 not on PATH (install Debian's qemu-user)");
     }
-    for (name, source, is_c) in [("int_loop", INT_LOOP, false), ("c_program", C_PROGRAM, true)] {
-        let Some((bare, linux)) = build(dir.path(), name, source, is_c) else { return };
+    for (name, source, is_c) in [
+        ("int_loop", INT_LOOP, false),
+        ("c_program", C_PROGRAM, true),
+    ] {
+        let Some((bare, linux)) = build(dir.path(), name, source, is_c) else {
+            return;
+        };
         let instructions = interp_run(&bare);
         let mut group = c.benchmark_group(format!("riscv64/{name}"));
         group.sample_size(10);
@@ -210,7 +243,10 @@ fn bench(c: &mut Criterion) {
         }
         let ours = median(ours);
         if theirs.is_empty() {
-            eprintln!("{name}: {instructions} instructions, interpreter {:.0} MIPS", mips(instructions, ours));
+            eprintln!(
+                "{name}: {instructions} instructions, interpreter {:.0} MIPS",
+                mips(instructions, ours)
+            );
         } else {
             let theirs = median(theirs);
             eprintln!(

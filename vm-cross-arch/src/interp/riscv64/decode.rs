@@ -156,8 +156,9 @@ pub enum Kind {
     },
 }
 
-/// One pre-decoded instruction.
+/// One pre-decoded instruction (16 bytes, aligned so a copy is two loads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(16))]
 pub struct Op {
     /// What it does.
     pub kind: Kind,

@@ -269,9 +269,9 @@ impl Hart {
         Ok(op)
     }
 
-    /// The next op at `pc`.
-    #[inline(always)]
-    fn fetch(&mut self) -> Result<Op, Exc> {
+    /// The next op at `pc` when it is not in the current decoded page yet.
+    #[inline(never)]
+    fn fetch_miss(&mut self) -> Result<Op, Exc> {
         let pc = self.pc;
         if pc >> 12 != self.cur_vpage {
             if let Some(op) = self.fetch_slow()? {
@@ -358,9 +358,19 @@ impl Hart {
             let mut n = 0;
             while n < CHUNK {
                 n += 1;
-                let result = match self.fetch() {
-                    Ok(op) => self.execute(op),
-                    Err(e) => Err(e),
+                let pc = self.pc;
+                let cached = if pc >> 12 == self.cur_vpage {
+                    self.icache.get(self.cur_slot, pc & 0xfff)
+                } else {
+                    Op::UNDECODED
+                };
+                let result = if cached.kind == Kind::Undecoded {
+                    match self.fetch_miss() {
+                        Ok(op) => self.execute(op),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.execute(cached)
                 };
                 match result {
                     Ok(()) => self.instret += 1,
