@@ -179,6 +179,14 @@ fn an_endless_loop_hits_the_budget() {
 }
 
 #[test]
+fn a_program_that_traps_for_ever_hits_the_budget() {
+    // `jr zero`: a fetch fault at 0, whose handler (mtvec = 0) faults again, for ever.
+    let program = tiny_elf(&[0x67, 0x00, 0x00, 0x00]);
+    let report = elf::run(&program, 16 << 20, 100_000).expect("run");
+    assert_eq!(report.outcome, Outcome::Timeout);
+}
+
+#[test]
 fn malformed_elf_files_are_errors() {
     assert!(elf::run(b"not an elf", 16 << 20, 10).is_err());
     let mut program = tiny_elf(&[0x6f, 0, 0, 0]);

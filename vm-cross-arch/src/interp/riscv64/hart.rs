@@ -162,6 +162,16 @@ impl Hart {
         self.instret
     }
 
+    /// Reads CSR `num` with machine-mode rights (inspection by the VMM and tests);
+    /// `None` for a CSR that does not exist.
+    pub fn read_csr(&mut self, num: u16) -> Option<u64> {
+        let mode = self.mode;
+        self.mode = MODE_M;
+        let value = self.csr_read(num).ok();
+        self.mode = mode;
+        value
+    }
+
     /// The MMIO data buffer of the last `MmioRead`/`MmioWrite` exit.
     pub fn mmio_data(&mut self) -> &mut [u8; 8] {
         &mut self.mmio_buf
@@ -332,7 +342,9 @@ impl Hart {
             self.signal.sleep(MAX_IDLE);
             return HartExit::Interrupted;
         }
-        let start = self.instret;
+        // Steps, not retired instructions: a hart that traps on every
+        // instruction must still return.
+        let mut steps = 0u64;
         loop {
             if self.signal.take_kick() || self.signal.hsm.load(Ordering::Relaxed) != hsm::STARTED {
                 return HartExit::Interrupted;
@@ -394,7 +406,8 @@ impl Hart {
                     }
                 }
             }
-            if self.instret - start >= budget {
+            steps += u64::from(n);
+            if steps >= budget {
                 return HartExit::Interrupted;
             }
         }
