@@ -259,5 +259,154 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Linux boot-to-marker: the interpreter (through `vm-service run`) against
+/// `qemu-system-riscv64 -M virt` (Debian `qemu-system-misc`, OpenSBI as
+/// firmware) on the same Debian kernel and busybox initramfs. Too slow for
+/// criterion sampling: alternated runs, medians. Uses the files the
+/// `riscv_linux_boot` test downloads into `target/debian-kernels/`; skipped
+/// with a reason when they or the tools are missing.
+fn linux_boot(_c: &mut Criterion) {
+    let rounds: usize = std::env::var("RISCV_BOOT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let cache = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or(root, PathBuf::from)
+        .join("debian-kernels");
+    let kernel_path = std::fs::read_to_string(cache.join("riscv64/kernel-path")).ok();
+    let busybox = std::fs::read(cache.join("busybox-riscv64/busybox")).ok();
+    let (Some(kernel), Some(busybox)) = (kernel_path, busybox) else {
+        eprintln!("SKIPPED (Linux boot): run the riscv_linux_boot test once to download the kernel and busybox");
+        return;
+    };
+    let qemu = find(&["qemu-system-riscv64"]);
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
+    if !ours.is_file() {
+        eprintln!("SKIPPED (Linux boot): build target/release/vm-service first (cargo build --release -p vm-service)");
+        return;
+    }
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let initrd = dir.path().join("initrd.cpio");
+    if std::fs::write(&initrd, initramfs(&busybox)).is_err() {
+        return;
+    }
+    let kernel = kernel.trim().to_owned();
+    let cmdline = "console=ttyS0 panic=-1";
+    let boot = |cmd: &mut Command| -> Option<Duration> {
+        let t = Instant::now();
+        let out = cmd.output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains(MARKER).then(|| t.elapsed())
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let ours_time = boot(
+            Command::new(&ours)
+                .args([
+                    "run",
+                    "--arch",
+                    "riscv64",
+                    "--net",
+                    "none",
+                    "--memory",
+                    "256",
+                    "--kernel",
+                    &kernel,
+                    "--cmdline",
+                    cmdline,
+                ])
+                .arg("--initrd")
+                .arg(&initrd),
+        );
+        match ours_time {
+            Some(d) => a.push(d),
+            None => eprintln!("interpreter boot did not reach the marker"),
+        }
+        if let Some(q) = &qemu {
+            let t = boot(
+                Command::new(q)
+                    .args([
+                        "-M",
+                        "virt",
+                        "-m",
+                        "256",
+                        "-nographic",
+                        "-no-reboot",
+                        "-bios",
+                        "default",
+                        "-kernel",
+                        &kernel,
+                        "-append",
+                        cmdline,
+                    ])
+                    .arg("-initrd")
+                    .arg(&initrd),
+            );
+            match t {
+                Some(d) => b.push(d),
+                None => eprintln!("qemu-system-riscv64 boot did not reach the marker"),
+            }
+        }
+    }
+    if a.is_empty() {
+        return;
+    }
+    let ours = median(a);
+    if b.is_empty() {
+        eprintln!("linux_boot: interpreter {ours:?} to the userspace marker (no qemu-system-riscv64: install qemu-system-misc)");
+    } else {
+        let theirs = median(b);
+        eprintln!(
+            "linux_boot: interpreter {ours:?}, qemu-system-riscv64 {theirs:?} to the userspace marker: {:.2}x QEMU's time",
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        );
+    }
+}
+
+const MARKER: &str = "VM-WORKSPACE-USERSPACE-MARKER";
+
+/// A newc cpio with busybox and an `/init` that prints the marker and powers off.
+fn initramfs(busybox: &[u8]) -> Vec<u8> {
+    fn push(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
+        out.extend_from_slice(b"070701");
+        for f in [
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ] {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    }
+    let init = format!("#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n");
+    let mut out = Vec::new();
+    push(&mut out, 1, "bin", 0o040_755, &[], (0, 0));
+    push(&mut out, 2, "dev", 0o040_755, &[], (0, 0));
+    push(&mut out, 3, "dev/console", 0o020_600, &[], (5, 1));
+    push(&mut out, 4, "bin/busybox", 0o100_755, busybox, (0, 0));
+    push(&mut out, 5, "init", 0o100_755, init.as_bytes(), (0, 0));
+    push(&mut out, 0, "TRAILER!!!", 0, &[], (0, 0));
+    out
+}
+
+criterion_group!(benches, bench, linux_boot);
 criterion_main!(benches);

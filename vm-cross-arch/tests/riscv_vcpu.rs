@@ -304,3 +304,78 @@ fn the_vm_rejects_bad_ids_and_foreign_state() {
     assert_eq!(reg(&vcpu, 0), 0);
     assert_eq!(reg(&vcpu, 7), 0x1234);
 }
+
+fn b_type(f3: u32, rs1: u32, rs2: u32, imm: i32) -> u32 {
+    let i = imm as u32;
+    ((i >> 12 & 1) << 31)
+        | ((i >> 5 & 0x3f) << 25)
+        | (rs2 << 20)
+        | (rs1 << 15)
+        | (f3 << 12)
+        | ((i >> 1 & 0xf) << 8)
+        | ((i >> 11 & 1) << 7)
+        | 0x63
+}
+
+fn pc_of(vcpu: &RiscvVcpu) -> u64 {
+    vcpu.registers().expect("regs").pc()
+}
+
+#[test]
+fn amos_and_lr_sc_are_atomic_across_harts_on_threads() {
+    const N: u32 = 100_000;
+    const T2: u32 = 7;
+    const T3: u32 = 28;
+    let mut code = li32(T0, 0x8000_1000);
+    code.push(addi(T3, T0, 8));
+    code.push(addi(T1, 0, 1));
+    code.extend(li32(T2, N));
+    // loop1: amoadd.w zero, t1, (t0); addi t2, t2, -1; bnez t2, loop1
+    code.push((6 << 20) | (T0 << 15) | (2 << 12) | 0x2f);
+    code.push(addi(T2, T2, -1));
+    code.push(b_type(1, T2, 0, -8));
+    code.extend(li32(T2, N));
+    // loop2: lr.w a0, (t3); addi a0, a0, 1; sc.w a1, a0, (t3); bnez a1, loop2; addi t2, t2, -1; bnez t2, loop2
+    code.push((0x02 << 27) | (T3 << 15) | (2 << 12) | (A0 << 7) | 0x2f);
+    code.push(addi(A0, A0, 1));
+    code.push((0x03 << 27) | (A0 << 20) | (T3 << 15) | (2 << 12) | (A1 << 7) | 0x2f);
+    code.push(b_type(1, A1, 0, -12));
+    code.push(addi(T2, T2, -1));
+    code.push(b_type(1, T2, 0, -20));
+    let done = RAM + 4 * code.len() as u64;
+    code.push(JUMP_SELF);
+
+    let vm = Arc::new(RiscvVm::new(2).expect("vm"));
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(RAM), 16 << 20)]).expect("mem");
+    vm.map_memory(&mem).expect("map");
+    let bytes: Vec<u8> = code.iter().flat_map(|w| w.to_le_bytes()).collect();
+    mem.write_slice(&bytes, GuestAddress(RAM)).expect("code");
+    let threads: Vec<_> = (0..2)
+        .map(|hart| {
+            let mut vcpu = vm.create_riscv_vcpu(VcpuId(hart)).expect("vcpu");
+            vcpu.apply_boot_state(&BootState::Riscv64 {
+                entry: GuestAddress(RAM),
+                hart_id: u64::from(hart),
+                fdt: GuestAddress(0),
+            })
+            .expect("boot");
+            vcpu.set_budget(10_000);
+            std::thread::spawn(move || {
+                for _ in 0..100_000 {
+                    if pc_of(&vcpu) == done {
+                        return true;
+                    }
+                    assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
+                }
+                false
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().expect("hart thread"), "hart did not finish");
+    }
+    let amo: u32 = mem.read_obj(GuestAddress(0x8000_1000)).expect("read");
+    let lrsc: u32 = mem.read_obj(GuestAddress(0x8000_1008)).expect("read");
+    assert_eq!(amo, 2 * N, "amoadd lost updates");
+    assert_eq!(lrsc, 2 * N, "lr/sc lost updates");
+}
