@@ -44,6 +44,7 @@ START
   TEST(28); csrr a0, mhartid; CHECK(a0, 0)
   TEST(29); csrr a0, misa; srli a0, a0, 62; CHECK(a0, 2)
   TEST(30); rdinstret a0; nop; nop; rdinstret a1; sub a2, a1, a0; CHECK(a2, 3)
+  TEST(31); li a0, 5; sltu a1, a0, a0; CHECK(a1, 0); sltiu a1, a0, 6; CHECK(a1, 1); slt a1, a0, a0; CHECK(a1, 0); slti a1, a0, -1; CHECK(a1, 0)
   j pass
 .data
 .align 3
