@@ -5,6 +5,22 @@
 //! and initial register state. The guest architecture is a runtime value, so
 //! all three platforms compile on every host.
 //!
+//! `interp/` holds the software engines: [`interp::riscv64`] is an RV64GC
+//! interpreter behind `vm_accel::Vcpu` (M/S/U, Sv39, a built-in SBI), with
+//! [`interp::riscv64::SoftwareAccelerator`] as its `vm_accel::Accelerator`
+//! and an ELF runner for bare-metal test programs
+//! ([`interp::riscv64::elf::run`]).
+//!
+//! ```
+//! use vm_accel::{Accelerator, AcceleratorKind, GuestArch, VmConfig};
+//! use vm_cross_arch::interp::riscv64::SoftwareAccelerator;
+//!
+//! let engine = SoftwareAccelerator;
+//! assert_eq!(engine.kind(), AcceleratorKind::Software);
+//! let vm = engine.create_vm(&VmConfig { vcpu_count: 2, ..VmConfig::default() }).unwrap();
+//! assert_eq!(vm.arch(), GuestArch::Riscv64);
+//! ```
+//!
 //! ```
 //! use vm_cross_arch::platform::{for_arch, BootData, BootState, GuestArch, MachineConfig};
 //!
@@ -27,4 +43,5 @@
 
 #![deny(missing_docs)]
 
+pub mod interp;
 pub mod platform;

@@ -37,6 +37,7 @@
 pub mod bus;
 pub mod interrupt;
 pub mod legacy;
+pub mod riscv;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

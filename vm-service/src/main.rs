@@ -102,6 +102,9 @@ struct RunArgs {
     /// Guest architecture: x86_64, arm64 or riscv64. Default: the host's.
     #[arg(long)]
     arch: Option<String>,
+    /// riscv64 test programs (an ELF --kernel): stop after this many instructions.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    max_instructions: u64,
 }
 
 /// Exit status for a VM that could not be built or failed while running.
@@ -155,11 +158,52 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
     })
 }
 
+/// Runs a bare-metal riscv64 test program (riscv-tests `tohost` convention)
+/// on the interpreter: exit status 0 when it passes, 1 when it fails or
+/// runs out of instructions.
+fn run_riscv_elf(args: &RunArgs, program: &[u8]) -> ExitCode {
+    use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
+    let report = match elf::run(program, args.memory << 20, args.max_instructions) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let mut out = std::io::stdout();
+    let _ = std::io::Write::write_all(&mut out, &report.console);
+    let secs = report.elapsed.as_secs_f64();
+    eprintln!(
+        "vm-service: riscv64 test program: {:?} after {} instructions in {:.3} s ({:.1} MIPS)",
+        report.outcome,
+        report.instructions,
+        secs,
+        mips(report.instructions, secs)
+    );
+    match report.outcome {
+        Outcome::Pass | Outcome::PowerEvent(vm_accel::SystemEvent::Shutdown) => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+/// Millions of instructions per second, for display.
+// Display only: instruction counts stay far below 2^52, where f64 is exact.
+#[allow(clippy::cast_precision_loss)]
+fn mips(instructions: u64, secs: f64) -> f64 {
+    instructions as f64 / secs.max(1e-9) / 1e6
+}
+
 fn run(args: &RunArgs) -> ExitCode {
     let config = match config_from(args) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    if config.arch == GuestArch::Riscv64 {
+        if let Some(path) = &config.kernel {
+            match std::fs::read(path) {
+                Ok(bytes) if bytes.starts_with(b"\x7fELF") => return run_riscv_elf(args, &bytes),
+                Ok(_) => {}
+                Err(e) => return fail(&format!("cannot read kernel {}: {e}", path.display())),
+            }
+        }
+    }
     let builder = VmmBuilder::new(config)
         .executor(args.executor)
         .serial_output(Box::new(std::io::stdout()))

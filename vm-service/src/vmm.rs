@@ -401,11 +401,18 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, VmmError> {
 fn choose_engine(arch: GuestArch) -> Result<(Arc<dyn Accelerator>, String), VmmError> {
     let host = std::env::consts::ARCH;
     if GuestArch::host() != Some(arch) {
+        // A guest of another architecture runs on the software engine, if there is one for it.
+        if arch == GuestArch::Riscv64 {
+            return Ok((
+                Arc::new(vm_cross_arch::interp::riscv64::SoftwareAccelerator),
+                format!("the riscv64 interpreter runs {arch} guests on this {host} host"),
+            ));
+        }
         return Err(VmmError::NoEngine {
             arch,
             host,
             reason: "hardware acceleration needs the guest and host architectures to match, \
-                     and the software engine for other architectures is not part of this build yet"
+                     and there is no software engine for this architecture yet"
                 .into(),
         });
     }
@@ -464,7 +471,7 @@ fn attach_devices(
     reset: Arc<CountingInterrupt>,
 ) -> Result<(Bus, Bus, Option<SharedSerial>), VmmError> {
     let mut pio = Bus::new();
-    let mmio = Bus::new();
+    let mut mmio = Bus::new();
     let bus_err = |device: &'static str| move |e: BusError| device_err(device, e);
     let serial = match map.serial {
         SerialPort::Pio {
@@ -477,7 +484,12 @@ fn attach_devices(
                 .map_err(bus_err("serial"))?;
             Some(serial)
         }
-        SerialPort::Mmio(_) => None,
+        SerialPort::Mmio(slot) => {
+            let serial = Arc::new(Mutex::new(Serial::new(irq(vm, slot.irq.0)?, serial_out)));
+            mmio.insert(serial.clone(), slot.mmio.start.0, slot.mmio.size)
+                .map_err(bus_err("serial"))?;
+            Some(serial)
+        }
     };
     if map.arch == GuestArch::X86_64 {
         pio.insert(

@@ -1,0 +1,412 @@
+//! Guest MIPS of the riscv64 interpreter against QEMU's user-mode
+//! `qemu-riscv64` (Debian `qemu-user`) on the same programs, in the same run:
+//! an integer loop and a small C program (sieve + CRC32 + insertion sort),
+//! both built at bench time with the riscv64 cross gcc. Each program is
+//! linked twice from one source: bare metal (ends by writing `tohost`, for
+//! the interpreter) and Linux user (ends with `exit`, for qemu-riscv64).
+//! The instruction count comes from the interpreter; QEMU runs the same
+//! instructions, so MIPS = count / time for both.
+//!
+//! Skips a side with a printed reason when gcc or qemu-riscv64 is missing.
+//! `cargo bench -p benches --bench riscv_mips`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
+
+const LOOP_ITERATIONS: u64 = 20_000_000;
+const MEM: u64 = 64 << 20;
+
+const START: &str = r#"
+    .section .text.init
+    .globl _start
+_start:
+#ifndef LINUX
+    li sp, 0x80800000
+#endif
+    call bench_main
+#ifdef LINUX
+    li a7, 93
+    li a0, 0
+    ecall
+#else
+    li a0, 1
+    la t0, tohost
+    sd a0, 0(t0)
+#endif
+1:  j 1b
+#ifndef LINUX
+    .section .tohost, "aw", @progbits
+    .align 6
+    .globl tohost
+tohost: .dword 0
+#endif
+"#;
+
+const INT_LOOP: &str = r"
+    .text
+    .globl bench_main
+bench_main:
+    li t0, ITERATIONS
+    li t1, 0
+    li t2, 1
+1:  add t1, t1, t2
+    xor t2, t2, t1
+    slli t3, t1, 3
+    srli t3, t3, 1
+    sub t1, t1, t3
+    addi t0, t0, -1
+    bnez t0, 1b
+    ret
+";
+
+const C_PROGRAM: &str = r"
+typedef unsigned long u64;
+typedef unsigned int u32;
+static unsigned char sieve[200000];
+static u32 table[256];
+static u32 arr[3000];
+volatile u64 sink;
+static u32 crc32(const unsigned char *p, u64 n) {
+    u32 c = 0xffffffffu;
+    for (u64 i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+void bench_main(void) {
+    for (u32 i = 0; i < 256; i++) {
+        u32 c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        table[i] = c;
+    }
+    u64 total = 0;
+    for (int round = 0; round < 6; round++) {
+        for (u64 i = 0; i < sizeof sieve; i++) sieve[i] = 1;
+        for (u64 i = 2; i * i < sizeof sieve; i++)
+            if (sieve[i]) for (u64 j = i * i; j < sizeof sieve; j += i) sieve[j] = 0;
+        total += crc32(sieve, sizeof sieve);
+        u32 x = 12345 + round;
+        for (int i = 0; i < 3000; i++) { x = x * 1103515245u + 12345u; arr[i] = x >> 8; }
+        for (int i = 1; i < 3000; i++) {
+            u32 v = arr[i]; int j = i - 1;
+            while (j >= 0 && arr[j] > v) { arr[j + 1] = arr[j]; j--; }
+            arr[j + 1] = v;
+        }
+        total += arr[1500];
+    }
+    sink = total;
+}
+";
+
+const LINK: &str = r"
+ENTRY(_start)
+SECTIONS {
+  . = 0x80000000;
+  .text : { *(.text.init) *(.text*) }
+  . = ALIGN(0x1000);
+  .data : { *(.rodata*) *(.data*) *(.sdata*) *(.bss*) *(.sbss*) *(COMMON) }
+  . = ALIGN(0x1000);
+  .tohost : { *(.tohost) }
+}
+";
+
+fn find(names: &[&str]) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(n))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Builds `bare` and `linux` ELF files from the workload `source` (`.S` or `.c`).
+fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, PathBuf)> {
+    let Some(gcc) = find(&["riscv64-unknown-elf-gcc", "riscv64-linux-gnu-gcc"]) else {
+        eprintln!("SKIPPED: no riscv64 cross gcc (install gcc-riscv64-unknown-elf)");
+        return None;
+    };
+    std::fs::write(dir.join("start.S"), START).ok()?;
+    std::fs::write(dir.join("link.ld"), LINK).ok()?;
+    let src = dir.join(if c {
+        format!("{name}.c")
+    } else {
+        format!("{name}.S")
+    });
+    std::fs::write(&src, source).ok()?;
+    let mut out = Vec::new();
+    for linux in [false, true] {
+        let elf = dir.join(format!(
+            "{name}-{}.elf",
+            if linux { "linux" } else { "bare" }
+        ));
+        let mut cmd = Command::new(&gcc);
+        cmd.args([
+            "-O2",
+            "-march=rv64gc",
+            "-mabi=lp64d",
+            "-mcmodel=medany",
+            "-nostdlib",
+            "-nostartfiles",
+            "-ffreestanding",
+            "-static",
+        ])
+        .arg(format!("-DITERATIONS={LOOP_ITERATIONS}"))
+        .arg("-Wl,--no-relax")
+        .arg("-T")
+        .arg(dir.join("link.ld"))
+        .arg("-o")
+        .arg(&elf)
+        .arg(dir.join("start.S"))
+        .arg(&src);
+        if linux {
+            cmd.arg("-DLINUX");
+        }
+        let result = cmd.output().ok()?;
+        if !result.status.success() {
+            eprintln!(
+                "SKIPPED: building {name}: {}",
+                String::from_utf8_lossy(&result.stderr)
+            );
+            return None;
+        }
+        out.push(elf);
+    }
+    let bare = std::fs::read(&out[0]).ok()?;
+    Some((bare, out[1].clone()))
+}
+
+fn interp_run(program: &[u8]) -> u64 {
+    let report = elf::run(program, MEM, 20_000_000_000).expect("run");
+    assert_eq!(report.outcome, Outcome::Pass, "benchmark program failed");
+    report.instructions
+}
+
+fn qemu_run(qemu: &Path, program: &Path) {
+    let status = Command::new(qemu)
+        .arg(program)
+        .status()
+        .expect("qemu-riscv64");
+    assert!(
+        status.success(),
+        "qemu-riscv64 failed on {}",
+        program.display()
+    );
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn mips(instructions: u64, d: Duration) -> f64 {
+    // Display only; counts are far below 2^52.
+    #[allow(clippy::cast_precision_loss)]
+    let n = instructions as f64;
+    n / d.as_secs_f64() / 1e6
+}
+
+fn bench(c: &mut Criterion) {
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let qemu = find(&["qemu-riscv64", "qemu-riscv64-static"]);
+    if qemu.is_none() {
+        eprintln!("SKIPPED (QEMU side): qemu-riscv64 not on PATH (install Debian's qemu-user)");
+    }
+    for (name, source, is_c) in [
+        ("int_loop", INT_LOOP, false),
+        ("c_program", C_PROGRAM, true),
+    ] {
+        let Some((bare, linux)) = build(dir.path(), name, source, is_c) else {
+            return;
+        };
+        let instructions = interp_run(&bare);
+        let mut group = c.benchmark_group(format!("riscv64/{name}"));
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(10));
+        group.bench_function("interpreter", |b| b.iter(|| interp_run(&bare)));
+        if let Some(q) = &qemu {
+            group.bench_function("qemu-riscv64", |b| b.iter(|| qemu_run(q, &linux)));
+        }
+        group.finish();
+        // Alternate the two engines for the ratio summary (medians of 5 each).
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let t = Instant::now();
+            interp_run(&bare);
+            ours.push(t.elapsed());
+            if let Some(q) = &qemu {
+                let t = Instant::now();
+                qemu_run(q, &linux);
+                theirs.push(t.elapsed());
+            }
+        }
+        let ours = median(ours);
+        if theirs.is_empty() {
+            eprintln!(
+                "{name}: {instructions} instructions, interpreter {:.0} MIPS",
+                mips(instructions, ours)
+            );
+        } else {
+            let theirs = median(theirs);
+            eprintln!(
+                "{name}: {instructions} instructions; interpreter {:.0} MIPS, qemu-riscv64 {:.0} MIPS, ratio {:.2}x",
+                mips(instructions, ours),
+                mips(instructions, theirs),
+                theirs.as_secs_f64() / ours.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Linux boot-to-marker: the interpreter (through `vm-service run`) against
+/// `qemu-system-riscv64 -M virt` (Debian `qemu-system-misc`, OpenSBI as
+/// firmware) on the same Debian kernel and busybox initramfs. Too slow for
+/// criterion sampling: alternated runs, medians. Uses the files the
+/// `riscv_linux_boot` test downloads into `target/debian-kernels/`; skipped
+/// with a reason when they or the tools are missing.
+fn linux_boot(_c: &mut Criterion) {
+    let rounds: usize = std::env::var("RISCV_BOOT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let cache = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or(root, PathBuf::from)
+        .join("debian-kernels");
+    let kernel_path = std::fs::read_to_string(cache.join("riscv64/kernel-path")).ok();
+    let busybox = std::fs::read(cache.join("busybox-riscv64/busybox")).ok();
+    let (Some(kernel), Some(busybox)) = (kernel_path, busybox) else {
+        eprintln!("SKIPPED (Linux boot): run the riscv_linux_boot test once to download the kernel and busybox");
+        return;
+    };
+    let qemu = find(&["qemu-system-riscv64"]);
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
+    if !ours.is_file() {
+        eprintln!("SKIPPED (Linux boot): build target/release/vm-service first (cargo build --release -p vm-service)");
+        return;
+    }
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let initrd = dir.path().join("initrd.cpio");
+    if std::fs::write(&initrd, initramfs(&busybox)).is_err() {
+        return;
+    }
+    let kernel = kernel.trim().to_owned();
+    let cmdline = "console=ttyS0 panic=-1";
+    let boot = |cmd: &mut Command| -> Option<Duration> {
+        let t = Instant::now();
+        let out = cmd.output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains(MARKER).then(|| t.elapsed())
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let ours_time = boot(
+            Command::new(&ours)
+                .args([
+                    "run",
+                    "--arch",
+                    "riscv64",
+                    "--net",
+                    "none",
+                    "--memory",
+                    "256",
+                    "--kernel",
+                    &kernel,
+                    "--cmdline",
+                    cmdline,
+                ])
+                .arg("--initrd")
+                .arg(&initrd),
+        );
+        match ours_time {
+            Some(d) => a.push(d),
+            None => eprintln!("interpreter boot did not reach the marker"),
+        }
+        if let Some(q) = &qemu {
+            let t = boot(
+                Command::new(q)
+                    .args([
+                        "-M",
+                        "virt",
+                        "-m",
+                        "256",
+                        "-nographic",
+                        "-no-reboot",
+                        "-bios",
+                        "default",
+                        "-kernel",
+                        &kernel,
+                        "-append",
+                        cmdline,
+                    ])
+                    .arg("-initrd")
+                    .arg(&initrd),
+            );
+            match t {
+                Some(d) => b.push(d),
+                None => eprintln!("qemu-system-riscv64 boot did not reach the marker"),
+            }
+        }
+    }
+    if a.is_empty() {
+        return;
+    }
+    let ours = median(a);
+    if b.is_empty() {
+        eprintln!("linux_boot: interpreter {ours:?} to the userspace marker (no qemu-system-riscv64: install qemu-system-misc)");
+    } else {
+        let theirs = median(b);
+        eprintln!(
+            "linux_boot: interpreter {ours:?}, qemu-system-riscv64 {theirs:?} to the userspace marker: {:.2}x QEMU's time",
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        );
+    }
+}
+
+const MARKER: &str = "VM-WORKSPACE-USERSPACE-MARKER";
+
+/// A newc cpio with busybox and an `/init` that prints the marker and powers off.
+fn initramfs(busybox: &[u8]) -> Vec<u8> {
+    fn push(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
+        out.extend_from_slice(b"070701");
+        for f in [
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ] {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    }
+    let init = format!("#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n");
+    let mut out = Vec::new();
+    push(&mut out, 1, "bin", 0o040_755, &[], (0, 0));
+    push(&mut out, 2, "dev", 0o040_755, &[], (0, 0));
+    push(&mut out, 3, "dev/console", 0o020_600, &[], (5, 1));
+    push(&mut out, 4, "bin/busybox", 0o100_755, busybox, (0, 0));
+    push(&mut out, 5, "init", 0o100_755, init.as_bytes(), (0, 0));
+    push(&mut out, 0, "TRAILER!!!", 0, &[], (0, 0));
+    out
+}
+
+criterion_group!(benches, bench, linux_boot);
+criterion_main!(benches);

@@ -1,0 +1,3 @@
+//! Software execution engines (interpreters) implementing `vm_accel::Vcpu`.
+
+pub mod riscv64;

@@ -1,0 +1,548 @@
+//! One RISC-V hart: architectural state and the run loop (fetch from the
+//! pre-decoded instruction cache, execute, take traps and interrupts), with
+//! the exits the VMM sees (MMIO, power events, instruction budget).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vm_accel::SystemEvent;
+use vm_device::riscv::{Syscon, SysconEvent};
+
+use super::csr::{irq, Csrs};
+use super::decode::{decode16, decode32, is_compressed, Kind, Op};
+use super::icache::ICache;
+use super::machine::{hsm, request, HartSignal, Machine};
+use super::memory::Ram;
+use super::mmu::{Tlb, EXEC};
+use super::trap::{
+    Exc, CAUSE_FETCH_ACCESS, CAUSE_LOAD_ACCESS, CAUSE_MISALIGNED_FETCH, CAUSE_STORE_ACCESS,
+};
+
+/// User mode.
+pub const MODE_U: u8 = 0;
+/// Supervisor mode.
+pub const MODE_S: u8 = 1;
+/// Machine mode.
+pub const MODE_M: u8 = 3;
+
+/// Instructions between checks for interrupts, kicks and requests.
+const CHUNK: u32 = 512;
+/// Longest `wfi` sleep before `run()` returns to the executor.
+const MAX_IDLE: Duration = Duration::from_millis(10);
+
+/// Why [`Hart::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HartExit {
+    /// The budget ran out or the hart was kicked: call `run` again.
+    Interrupted,
+    /// A load from MMIO at `addr` of `len` bytes: fill [`Hart::mmio_data`].
+    MmioRead { addr: u64, len: usize },
+    /// A store to MMIO of `len` bytes held in [`Hart::mmio_data`].
+    MmioWrite { addr: u64, len: usize },
+    /// The guest asked for a power event.
+    System(SystemEvent),
+    /// A test program wrote `tohost` (riscv-tests convention).
+    ToHost(u64),
+    /// The hart cannot go on (e.g. a trap to M-mode with no firmware there).
+    Fatal(String),
+}
+
+/// Where a pending MMIO load goes when it completes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MmioDest {
+    pub rd: u8,
+    pub size: u8,
+    pub unsigned: bool,
+    pub fp: bool,
+    pub len: u8,
+}
+
+/// A software RISC-V hart.
+#[derive(Debug)]
+pub struct Hart {
+    pub(super) x: [u64; 32],
+    pub(super) f: [u64; 32],
+    pub(super) pc: u64,
+    pub(super) mode: u8,
+    pub(super) csr: Csrs,
+    pub(super) id: u32,
+    pub(super) instret: u64,
+    pub(super) tlb: Tlb,
+    pub(super) icache: ICache,
+    pub(super) ram: Ram,
+    pub(super) machine: Arc<Machine>,
+    pub(super) signal: Arc<HartSignal>,
+    /// TLB context of data accesses (recomputed on mode/mstatus changes).
+    pub(super) dctx: usize,
+    /// Virtual page and cache slot of the page being executed.
+    cur_vpage: u64,
+    cur_slot: u32,
+    /// Raw bits of an illegal instruction being executed (for `mtval`).
+    pub(super) cur_bits: u32,
+    /// Length of the instruction being executed.
+    pub(super) cur_len: u8,
+    /// LR reservation: physical address and the value loaded.
+    pub(super) reservation: Option<(u64, u64)>,
+    /// Built-in SBI in place of M-mode firmware.
+    pub(super) sbi: bool,
+    /// SBI timer compare value (drives STIP in SBI mode).
+    pub(super) sbi_timecmp: u64,
+    /// Exit recorded by an instruction that returned `Exc::Exit`.
+    pub(super) exit: Option<HartExit>,
+    pub(super) mmio_buf: [u8; 8],
+    pub(super) mmio_dest: Option<MmioDest>,
+    /// Console bytes (SBI DBCN / legacy putchar) still to send to the UART.
+    pub(super) console: std::collections::VecDeque<u8>,
+    /// Physical address of `tohost`, for test programs.
+    pub(super) tohost: Option<u64>,
+    /// Set by `wfi` when nothing is pending.
+    pub(super) waiting: bool,
+}
+
+impl Hart {
+    /// A hart in M-mode at `pc = 0` with every TLB and cache empty.
+    pub fn new(id: u32, machine: Arc<Machine>, signal: Arc<HartSignal>) -> Self {
+        let ram = machine.ram.lock().map(|r| r.clone()).unwrap_or_default();
+        let icache = ram
+            .primary()
+            .map_or_else(ICache::default, |r| ICache::new(r.base, r.size));
+        let mut hart = Self {
+            x: [0; 32],
+            f: [0; 32],
+            pc: 0,
+            mode: MODE_M,
+            csr: Csrs::default(),
+            id,
+            instret: 0,
+            tlb: Tlb::default(),
+            icache,
+            ram,
+            machine,
+            signal,
+            dctx: 3,
+            cur_vpage: u64::MAX,
+            cur_slot: 0,
+            cur_bits: 0,
+            cur_len: 4,
+            reservation: None,
+            sbi: false,
+            sbi_timecmp: u64::MAX,
+            exit: None,
+            mmio_buf: [0; 8],
+            mmio_dest: None,
+            console: std::collections::VecDeque::new(),
+            tohost: None,
+            waiting: false,
+        };
+        hart.fetch_invalidate();
+        hart
+    }
+
+    /// Re-reads guest RAM from the machine (after regions were mapped).
+    pub fn refresh_ram(&mut self) {
+        if let Ok(r) = self.machine.ram.lock() {
+            self.ram = r.clone();
+        }
+        self.icache = self
+            .ram
+            .primary()
+            .map_or_else(ICache::default, |r| ICache::new(r.base, r.size));
+        self.tlb.flush();
+        self.fetch_invalidate();
+    }
+
+    /// Hart id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Instructions retired so far.
+    pub fn instret(&self) -> u64 {
+        self.instret
+    }
+
+    /// Reads CSR `num` with machine-mode rights (inspection by the VMM and tests);
+    /// `None` for a CSR that does not exist.
+    pub fn read_csr(&mut self, num: u16) -> Option<u64> {
+        let mode = self.mode;
+        self.mode = MODE_M;
+        let value = self.csr_read(num).ok();
+        self.mode = mode;
+        value
+    }
+
+    /// The MMIO data buffer of the last `MmioRead`/`MmioWrite` exit.
+    pub fn mmio_data(&mut self) -> &mut [u8; 8] {
+        &mut self.mmio_buf
+    }
+
+    /// Forgets cached fetch and data-context state (mode or translation changed).
+    pub(super) fn fetch_invalidate(&mut self) {
+        self.cur_vpage = u64::MAX;
+        self.dctx = self.tlb_context(self.data_mode(), super::mmu::READ);
+    }
+
+    /// Device interrupt lines as `mip` bits.
+    pub(super) fn hw_pending(&mut self) -> u64 {
+        let m = &self.machine;
+        if self.signal.ipi.load(Ordering::Relaxed) != 0 {
+            self.csr.mip |= self.signal.ipi.swap(0, Ordering::AcqRel);
+        }
+        let mut p = 0;
+        if m.clint.msip(self.id) {
+            p |= irq::MSI;
+        }
+        let now = m.clint.mtime();
+        if now >= m.clint.mtimecmp(self.id) {
+            p |= irq::MTI;
+        }
+        if self.sbi && now >= self.sbi_timecmp {
+            p |= irq::STI;
+        }
+        if m.plic.output(self.id * 2) {
+            p |= irq::MEI;
+        }
+        if m.plic.output(self.id * 2 + 1) {
+            p |= irq::SEI;
+        }
+        p
+    }
+
+    /// Called when a store hits a page of decoded code.
+    pub(super) fn code_written(&mut self, pa: u64) {
+        if self.icache.invalidate_page(pa & !0xfff).is_some() {
+            self.cur_vpage = u64::MAX;
+        }
+    }
+
+    /// Sets up the fetch page for `pc`; returns the op when the page cannot be cached.
+    #[inline(never)]
+    fn fetch_slow(&mut self) -> Result<Option<Op>, Exc> {
+        let pc = self.pc;
+        if pc & 1 != 0 {
+            return Err(Exc::trap(CAUSE_MISALIGNED_FETCH, pc));
+        }
+        let (pa, host) = self.translate_fill(pc, EXEC, self.mode)?;
+        if host.is_none() {
+            return Err(Exc::trap(CAUSE_FETCH_ACCESS, pc));
+        }
+        match self.icache.slot_for(pa & !0xfff) {
+            Some((slot, new)) => {
+                if new {
+                    self.tlb.flush_writes_to(pa >> 12);
+                }
+                self.cur_vpage = pc >> 12;
+                self.cur_slot = slot;
+                Ok(None)
+            }
+            None => self.decode_at(pc, pa, None).map(Some),
+        }
+    }
+
+    /// Fetches and decodes the instruction at virtual `pc` (physical `pa`),
+    /// caching it in `slot` unless it crosses a page boundary.
+    fn decode_at(&mut self, pc: u64, pa: u64, slot: Option<u32>) -> Result<Op, Exc> {
+        let fetch_fault = |a| Exc::trap(CAUSE_FETCH_ACCESS, a);
+        let low = self.ram.host(pa, 2).ok_or_else(|| fetch_fault(pc))?.load(1) as u16;
+        if is_compressed(low) {
+            let op = decode16(low);
+            if let Some(s) = slot {
+                self.icache.put(s, pc & 0xfff, op);
+            }
+            return Ok(op);
+        }
+        let (high, cacheable) = if pc & 0xfff == 0xffe {
+            let next = pc.wrapping_add(2);
+            let (pa2, _) = self.translate_fill(next, EXEC, self.mode)?;
+            let h = self
+                .ram
+                .host(pa2, 2)
+                .ok_or_else(|| fetch_fault(next))?
+                .load(1);
+            (h, false)
+        } else {
+            (
+                self.ram
+                    .host(pa + 2, 2)
+                    .ok_or_else(|| fetch_fault(pc))?
+                    .load(1),
+                true,
+            )
+        };
+        let op = decode32(u32::from(low) | (high as u32) << 16);
+        if cacheable {
+            if let Some(s) = slot {
+                self.icache.put(s, pc & 0xfff, op);
+            }
+        }
+        Ok(op)
+    }
+
+    /// The next op at `pc` when it is not in the current decoded page yet.
+    #[inline(never)]
+    fn fetch_miss(&mut self) -> Result<Op, Exc> {
+        let pc = self.pc;
+        if pc >> 12 != self.cur_vpage {
+            if let Some(op) = self.fetch_slow()? {
+                return Ok(op);
+            }
+        }
+        let op = self.icache.get(self.cur_slot, pc & 0xfff);
+        if op.kind != Kind::Undecoded {
+            return Ok(op);
+        }
+        // First execution at this address: decode it into the page.
+        let pa = self.translate(pc, EXEC, self.mode)?;
+        self.decode_at(pc, pa, Some(self.cur_slot))
+    }
+
+    /// Applies requests other harts left (remote fences, HSM start).
+    fn service_requests(&mut self) {
+        let req = self.signal.requests.swap(0, Ordering::AcqRel);
+        if req & request::SFENCE != 0 {
+            self.tlb.flush();
+            self.fetch_invalidate();
+        }
+        if req & request::FENCE_I != 0 {
+            self.icache.flush();
+            self.fetch_invalidate();
+        }
+    }
+
+    /// Completes a pending MMIO load with the data the VMM filled in.
+    fn complete_mmio(&mut self) {
+        if let Some(d) = self.mmio_dest.take() {
+            let raw = super::exec::mem::le_value(self.mmio_buf, d.size);
+            if d.fp {
+                self.f[usize::from(d.rd)] = if d.size == 2 {
+                    raw | 0xffff_ffff_0000_0000
+                } else {
+                    raw
+                };
+                self.fs_dirty();
+            } else {
+                let v = super::exec::mem::extend(raw, d.size, d.unsigned);
+                if d.rd != 0 {
+                    self.x[usize::from(d.rd)] = v;
+                }
+            }
+            self.pc = self.pc.wrapping_add(u64::from(d.len));
+            self.instret += 1;
+        }
+    }
+
+    /// Runs until an exit or until about `budget` instructions have retired.
+    pub fn run(&mut self, budget: u64) -> HartExit {
+        self.complete_mmio();
+        if let Some(exit) = self.console_exit() {
+            return exit;
+        }
+        if self.signal.hsm.load(Ordering::Acquire) != hsm::STARTED && !self.hsm_start() {
+            self.signal.sleep(MAX_IDLE);
+            return HartExit::Interrupted;
+        }
+        // Steps, not retired instructions: a hart that traps on every
+        // instruction must still return.
+        let mut steps = 0u64;
+        loop {
+            if self.signal.take_kick() || self.signal.hsm.load(Ordering::Relaxed) != hsm::STARTED {
+                return HartExit::Interrupted;
+            }
+            if self.signal.requests.load(Ordering::Relaxed) != 0 {
+                self.service_requests();
+            }
+            if let Some(cause) = self.pending_interrupt() {
+                self.waiting = false;
+                self.take_trap(cause, 0);
+                if let Some(exit) = self.check_no_firmware(cause) {
+                    return exit;
+                }
+            }
+            if self.waiting {
+                if self.wfi_should_wake() {
+                    self.waiting = false;
+                } else {
+                    self.idle();
+                    return HartExit::Interrupted;
+                }
+            }
+            let mut n = 0;
+            while n < CHUNK {
+                n += 1;
+                let pc = self.pc;
+                let cached = if pc >> 12 == self.cur_vpage {
+                    self.icache.get(self.cur_slot, pc & 0xfff)
+                } else {
+                    Op::UNDECODED
+                };
+                let result = if cached.kind == Kind::Undecoded {
+                    match self.fetch_miss() {
+                        Ok(op) => self.execute(op),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    self.execute(cached)
+                };
+                match result {
+                    Ok(()) => self.instret += 1,
+                    Err(Exc::Trap { cause, tval }) => {
+                        self.take_trap(cause, tval);
+                        if let Some(exit) = self.check_no_firmware(cause) {
+                            return exit;
+                        }
+                    }
+                    Err(Exc::Resync) => {
+                        self.instret += 1;
+                        self.fetch_invalidate();
+                        break;
+                    }
+                    Err(Exc::Exit) => {
+                        // MMIO loads retire on completion, stores already counted.
+                        if let Some(exit) = self.exit.take() {
+                            return exit;
+                        }
+                        return HartExit::Fatal("exit without a reason".into());
+                    }
+                }
+            }
+            steps += u64::from(n);
+            if steps >= budget {
+                return HartExit::Interrupted;
+            }
+        }
+    }
+
+    /// Exits with an error when a trap lands in M-mode of a hart that has no M-mode firmware.
+    fn check_no_firmware(&mut self, cause: u64) -> Option<HartExit> {
+        if self.sbi && self.mode == MODE_M {
+            return Some(HartExit::Fatal(format!(
+                "trap (mcause {cause:#x}, mepc {:#x}, mtval {:#x}) reached M-mode, where the built-in SBI has no handler",
+                self.csr.mepc, self.csr.mtval
+            )));
+        }
+        None
+    }
+
+    /// Sleeps in `wfi` until an interrupt may be pending, a kick, or a bound.
+    fn idle(&mut self) {
+        let clint = &self.machine.clint;
+        let mut deadline = clint.mtimecmp(self.id);
+        if self.sbi {
+            deadline = deadline.min(self.sbi_timecmp);
+        }
+        let wait = Duration::from_nanos(clint.nanos_until(deadline)).min(MAX_IDLE);
+        if !wait.is_zero() {
+            self.signal.sleep(wait);
+        }
+    }
+
+    /// Loads from a non-RAM physical address: engine-internal devices answer
+    /// at once; anything else becomes an `MmioRead` exit.
+    pub(super) fn mmio_load(&mut self, pa: u64, size: u8, va: u64) -> Result<u64, Exc> {
+        let len = 1usize << size;
+        let dev = self.machine.devices;
+        if let Some(off) = offset_in(pa, dev.clint) {
+            let mut buf = [0u8; 8];
+            self.machine.clint.read_at(off, &mut buf[..len]);
+            return Ok(u64::from_le_bytes(buf));
+        }
+        if let Some(off) = offset_in(pa, dev.plic) {
+            let mut buf = [0u8; 8];
+            self.machine.plic.read_at(off, &mut buf[..len]);
+            return Ok(u64::from_le_bytes(buf));
+        }
+        if dev.syscon.and_then(|s| offset_in(pa, s)).is_some() {
+            return Ok(0);
+        }
+        if !is_mmio_candidate(pa) {
+            return Err(Exc::trap(CAUSE_LOAD_ACCESS, va));
+        }
+        self.exit = Some(HartExit::MmioRead { addr: pa, len });
+        Err(Exc::Exit)
+    }
+
+    /// Stores to a non-RAM physical address (see [`Hart::mmio_load`]).
+    pub(super) fn mmio_store(&mut self, pa: u64, size: u8, value: u64, va: u64) -> Result<(), Exc> {
+        let len = 1usize << size;
+        let bytes = value.to_le_bytes();
+        let dev = self.machine.devices;
+        if let Some(off) = offset_in(pa, dev.clint) {
+            self.machine.clint.write_at(off, &bytes[..len]);
+            return Ok(());
+        }
+        if let Some(off) = offset_in(pa, dev.plic) {
+            self.machine.plic.write_at(off, &bytes[..len]);
+            return Ok(());
+        }
+        if let Some(off) = dev.syscon.and_then(|s| offset_in(pa, s)) {
+            let event = match Syscon::decode_write(off, &bytes[..len]) {
+                Some(SysconEvent::PowerOff) => SystemEvent::Shutdown,
+                Some(SysconEvent::Reset) => SystemEvent::Reset,
+                Some(SysconEvent::Fail(code)) => {
+                    tracing::info!(hart = self.id, code, "guest powered off reporting failure");
+                    SystemEvent::Crash
+                }
+                None => return Ok(()),
+            };
+            self.exit = Some(HartExit::System(event));
+            self.pc = self.pc.wrapping_add(u64::from(self.cur_len));
+            return Err(Exc::Exit);
+        }
+        if !is_mmio_candidate(pa) {
+            return Err(Exc::trap(CAUSE_STORE_ACCESS, va));
+        }
+        self.mmio_buf = bytes;
+        self.exit = Some(HartExit::MmioWrite { addr: pa, len });
+        // The store is complete once the VMM has it: move on.
+        self.pc = self.pc.wrapping_add(u64::from(self.cur_len));
+        self.instret += 1;
+        Err(Exc::Exit)
+    }
+
+    /// Emits the next queued console byte as a UART write.
+    fn console_exit(&mut self) -> Option<HartExit> {
+        let uart = self.machine.devices.uart?;
+        let b = self.console.pop_front()?;
+        self.mmio_buf = [b, 0, 0, 0, 0, 0, 0, 0];
+        Some(HartExit::MmioWrite { addr: uart, len: 1 })
+    }
+
+    /// Starts a stopped hart if another hart asked (SBI HSM `hart_start`).
+    fn hsm_start(&mut self) -> bool {
+        if self
+            .signal
+            .hsm
+            .compare_exchange(
+                hsm::START_PENDING,
+                hsm::STARTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        self.pc = self.signal.start_addr.load(Ordering::Acquire);
+        self.x[10] = u64::from(self.id);
+        self.x[11] = self.signal.start_arg.load(Ordering::Acquire);
+        self.mode = MODE_S;
+        self.csr.satp = 0;
+        self.csr.mstatus &= !super::csr::mstatus::SIE;
+        self.tlb.flush();
+        self.fetch_invalidate();
+        true
+    }
+}
+
+/// `pa - base` if `pa` lies in the window.
+fn offset_in(pa: u64, (base, size): (u64, u64)) -> Option<u64> {
+    let off = pa.wrapping_sub(base);
+    (off < size).then_some(off)
+}
+
+/// Physical addresses that may be device registers (below 2^56); anything
+/// else is an access fault without asking the VMM.
+fn is_mmio_candidate(pa: u64) -> bool {
+    pa >> 56 == 0
+}

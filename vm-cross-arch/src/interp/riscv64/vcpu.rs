@@ -1,0 +1,183 @@
+//! [`RiscvVcpu`]: a [`Hart`] behind `vm_accel::Vcpu`, so the VMM's executors
+//! drive it like a KVM vCPU. `run()` returns after an instruction budget
+//! (as `Interrupted`) or at once when kicked.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use vm_accel::regs::{Riscv64CoreRegisters, RiscvPrivilege};
+use vm_accel::{
+    AccelError, BootState, GuestArch, InternalError, InternalErrorKind, KickHandle, Registers,
+    SystemEvent, Vcpu, VcpuExit, VcpuId,
+};
+
+use super::csr::{irq, mstatus};
+use super::hart::{Hart, HartExit, MODE_M, MODE_S, MODE_U};
+use super::machine::{hsm, HartSignal};
+
+/// Instructions per `run()` call before it returns `Interrupted`.
+pub const RUN_BUDGET: u64 = 2_000_000;
+
+/// A software riscv64 vCPU.
+#[derive(Debug)]
+pub struct RiscvVcpu {
+    hart: Hart,
+    signal: Arc<HartSignal>,
+    budget: u64,
+}
+
+impl RiscvVcpu {
+    /// Wraps a hart.
+    pub fn new(hart: Hart, signal: Arc<HartSignal>) -> Self {
+        Self {
+            hart,
+            signal,
+            budget: RUN_BUDGET,
+        }
+    }
+
+    /// Sets the instruction budget of one `run()`.
+    pub fn set_budget(&mut self, budget: u64) {
+        self.budget = budget.max(1);
+    }
+
+    /// The hart (statistics, tests).
+    pub fn hart(&self) -> &Hart {
+        &self.hart
+    }
+
+    /// The hart, mutably.
+    pub fn hart_mut(&mut self) -> &mut Hart {
+        &mut self.hart
+    }
+
+    /// Puts the hart in S-mode with the built-in SBI as its firmware.
+    fn enter_supervisor_with_sbi(&mut self) {
+        let h = &mut self.hart;
+        h.sbi = true;
+        h.mode = MODE_S;
+        // Everything S-mode can handle goes straight to it; ecalls from S reach the SBI.
+        h.csr.medeleg = 0xb1ff;
+        h.csr.mideleg = irq::S_ALL;
+        h.csr.mcounteren = 0b111;
+        h.csr.mstatus &= !(mstatus::MPRV | mstatus::SIE);
+        h.csr.satp = 0;
+        h.tlb.flush();
+        h.fetch_invalidate();
+    }
+}
+
+fn privilege(mode: u8) -> RiscvPrivilege {
+    match mode {
+        MODE_U => RiscvPrivilege::User,
+        MODE_S => RiscvPrivilege::Supervisor,
+        _ => RiscvPrivilege::Machine,
+    }
+}
+
+impl Vcpu for RiscvVcpu {
+    fn id(&self) -> VcpuId {
+        VcpuId(self.hart.id())
+    }
+
+    fn arch(&self) -> GuestArch {
+        GuestArch::Riscv64
+    }
+
+    fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
+        Ok(match self.hart.run(self.budget) {
+            HartExit::Interrupted => VcpuExit::Interrupted,
+            HartExit::MmioRead { addr, len } => VcpuExit::MmioRead {
+                addr,
+                data: &mut self.hart.mmio_data()[..len],
+            },
+            HartExit::MmioWrite { addr, len } => VcpuExit::MmioWrite {
+                addr,
+                data: &self.hart.mmio_data()[..len],
+            },
+            HartExit::System(event) => VcpuExit::SystemEvent(event),
+            HartExit::ToHost(value) => {
+                tracing::info!(hart = self.hart.id(), value, "tohost written");
+                VcpuExit::SystemEvent(if value == 1 {
+                    SystemEvent::Shutdown
+                } else {
+                    SystemEvent::Crash
+                })
+            }
+            HartExit::Fatal(message) => {
+                tracing::error!(hart = self.hart.id(), %message, "software vCPU stopped");
+                VcpuExit::InternalError(InternalError {
+                    kind: InternalErrorKind::UnexpectedExitReason,
+                    data: vec![self.hart.csr.mcause, self.hart.csr.mtval],
+                    pc: Some(self.hart.csr.mepc),
+                    pc_phys: None,
+                    instruction: None,
+                })
+            }
+        })
+    }
+
+    fn kick_handle(&self) -> KickHandle {
+        KickHandle::new(self.signal.clone())
+    }
+
+    fn registers(&self) -> Result<Registers, AccelError> {
+        Ok(Registers::Riscv64(Riscv64CoreRegisters {
+            pc: self.hart.pc,
+            x: self.hart.x,
+            mode: privilege(self.hart.mode),
+        }))
+    }
+
+    fn set_registers(&mut self, regs: &Registers) -> Result<(), AccelError> {
+        let Registers::Riscv64(r) = regs else {
+            return Err(AccelError::ArchMismatch {
+                what: "registers",
+                given: regs.arch(),
+                vcpu: GuestArch::Riscv64,
+            });
+        };
+        let h = &mut self.hart;
+        h.pc = r.pc;
+        h.x = r.x;
+        h.x[0] = 0;
+        h.mode = match r.mode {
+            RiscvPrivilege::User => MODE_U,
+            RiscvPrivilege::Supervisor => MODE_S,
+            RiscvPrivilege::Machine => MODE_M,
+        };
+        h.fetch_invalidate();
+        Ok(())
+    }
+
+    fn apply_boot_state(&mut self, boot: &BootState) -> Result<(), AccelError> {
+        match *boot {
+            BootState::Riscv64 {
+                entry,
+                hart_id,
+                fdt,
+            } => {
+                self.enter_supervisor_with_sbi();
+                let h = &mut self.hart;
+                h.pc = entry.0;
+                h.x = [0; 32];
+                h.x[10] = hart_id;
+                h.x[11] = fdt.0;
+                self.signal.hsm.store(hsm::STARTED, Ordering::Release);
+                Ok(())
+            }
+            BootState::Secondary {
+                arch: GuestArch::Riscv64,
+            } => {
+                self.enter_supervisor_with_sbi();
+                self.signal.hsm.store(hsm::STOPPED, Ordering::Release);
+                Ok(())
+            }
+            other => Err(AccelError::ArchMismatch {
+                what: "boot state",
+                given: other.arch(),
+                vcpu: GuestArch::Riscv64,
+            }),
+        }
+    }
+}

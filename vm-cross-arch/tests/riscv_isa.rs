@@ -1,0 +1,226 @@
+//! ISA tests for the riscv64 interpreter: `.S` programs in `tests/riscv/`
+//! assembled at test time with Debian's `gcc-riscv64-unknown-elf` (or
+//! `gcc-riscv64-linux-gnu`) and run in M-mode until they write `tohost`
+//! (1 = pass, otherwise `value >> 1` is the failing test number).
+//! Skipped with a printed reason when no cross compiler is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
+
+const COMPILERS: [(&str, &str); 2] = [
+    ("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf"),
+    ("riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu"),
+];
+
+fn compiler() -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    for (name, _) in COMPILERS {
+        if let Some(p) = std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+        {
+            return Some(p);
+        }
+    }
+    eprintln!(
+        "SKIPPED: no riscv64 cross compiler on PATH (install Debian's `{}` or `{}`)",
+        COMPILERS[0].1, COMPILERS[1].1
+    );
+    None
+}
+
+fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/riscv")
+}
+
+/// Assembles `name.S` into an ELF; `None` when the compiler is missing.
+fn build(name: &str) -> Option<Vec<u8>> {
+    let gcc = compiler()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join(format!("{name}.elf"));
+    let src = source_dir();
+    let status = Command::new(gcc)
+        .args([
+            "-nostdlib",
+            "-nostartfiles",
+            "-march=rv64gc",
+            "-mabi=lp64d",
+            "-mcmodel=medany",
+        ])
+        .arg("-Wl,--no-relax")
+        .arg("-T")
+        .arg(src.join("link.ld"))
+        .arg("-I")
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .arg(src.join(format!("{name}.S")))
+        .output()
+        .expect("running the cross compiler");
+    assert!(
+        status.status.success(),
+        "assembling {name}.S failed:\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    Some(std::fs::read(&out).expect("reading the ELF"))
+}
+
+fn run_test(name: &str) {
+    let Some(program) = build(name) else { return };
+    let report = elf::run(&program, 64 << 20, 50_000_000).expect("loading the test");
+    eprintln!(
+        "{name}: {:?} after {} instructions in {:?}",
+        report.outcome, report.instructions, report.elapsed
+    );
+    assert_eq!(
+        report.outcome,
+        Outcome::Pass,
+        "{name}: console {:?}",
+        String::from_utf8_lossy(&report.console)
+    );
+}
+
+#[test]
+fn rv64i() {
+    run_test("rv64i");
+}
+
+#[test]
+fn rv64m() {
+    run_test("rv64m");
+}
+
+#[test]
+fn rv64a() {
+    run_test("rv64a");
+}
+
+#[test]
+fn rv64c() {
+    run_test("rv64c");
+}
+
+#[test]
+fn privilege_modes_and_traps() {
+    run_test("priv");
+}
+
+#[test]
+fn sv39_page_tables() {
+    run_test("sv39");
+}
+
+#[test]
+fn interrupts() {
+    run_test("interrupts");
+}
+
+#[test]
+fn float_single_and_double() {
+    run_test("fp");
+}
+
+#[test]
+fn hostile_guest_code_traps() {
+    run_test("hostile");
+}
+
+#[test]
+fn self_modifying_code() {
+    run_test("selfmod");
+}
+
+#[test]
+fn a_failing_test_reports_its_number() {
+    let Some(gcc) = compiler() else { return };
+    let _ = gcc;
+    // Assemble a program that fails test 7 on purpose.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("failing.S");
+    std::fs::write(
+        &src,
+        "#include \"test.h\"\nSTART\n  TEST(7); li a0, 1; CHECK(a0, 2)\n  j pass\nEND\n",
+    )
+    .expect("write");
+    let out = dir.path().join("failing.elf");
+    let s = source_dir();
+    let ok = Command::new(compiler().expect("compiler"))
+        .args([
+            "-nostdlib",
+            "-nostartfiles",
+            "-march=rv64gc",
+            "-mabi=lp64d",
+            "-mcmodel=medany",
+            "-Wl,--no-relax",
+        ])
+        .arg("-T")
+        .arg(s.join("link.ld"))
+        .arg("-I")
+        .arg(&s)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc");
+    assert!(ok.success());
+    let report = elf::run(&std::fs::read(&out).expect("elf"), 16 << 20, 1_000_000).expect("run");
+    assert_eq!(report.outcome, Outcome::Fail(7));
+}
+
+#[test]
+fn an_endless_loop_hits_the_budget() {
+    // `j .` at the entry: hand-assembled, no compiler needed.
+    let program = tiny_elf(&[0x6f, 0x00, 0x00, 0x00]);
+    let report = elf::run(&program, 16 << 20, 100_000).expect("run");
+    assert_eq!(report.outcome, Outcome::Timeout);
+    assert!(report.instructions >= 100_000);
+}
+
+#[test]
+fn a_program_that_traps_for_ever_hits_the_budget() {
+    // `jr zero`: a fetch fault at 0, whose handler (mtvec = 0) faults again, for ever.
+    let program = tiny_elf(&[0x67, 0x00, 0x00, 0x00]);
+    let report = elf::run(&program, 16 << 20, 100_000).expect("run");
+    assert_eq!(report.outcome, Outcome::Timeout);
+}
+
+#[test]
+fn malformed_elf_files_are_errors() {
+    assert!(elf::run(b"not an elf", 16 << 20, 10).is_err());
+    let mut program = tiny_elf(&[0x6f, 0, 0, 0]);
+    program.truncate(70);
+    assert!(elf::run(&program, 16 << 20, 10).is_err());
+    // A segment outside RAM.
+    let mut far = tiny_elf(&[0x6f, 0, 0, 0]);
+    far[64 + 24..64 + 32].copy_from_slice(&0x1000u64.to_le_bytes());
+    assert!(matches!(
+        elf::run(&far, 16 << 20, 10),
+        Err(elf::ElfError::SegmentOutsideRam { .. })
+    ));
+}
+
+/// A minimal ELF64 RISC-V executable with one segment at 0x80000000.
+fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 64 + 56];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2;
+    f[5] = 1;
+    f[6] = 1;
+    f[16..18].copy_from_slice(&2u16.to_le_bytes());
+    f[18..20].copy_from_slice(&243u16.to_le_bytes());
+    f[24..32].copy_from_slice(&0x8000_0000u64.to_le_bytes());
+    f[32..40].copy_from_slice(&64u64.to_le_bytes());
+    f[54..56].copy_from_slice(&56u16.to_le_bytes());
+    f[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let ph = 64;
+    f[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
+    f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
+    f[ph + 16..ph + 24].copy_from_slice(&0x8000_0000u64.to_le_bytes());
+    f[ph + 24..ph + 32].copy_from_slice(&0x8000_0000u64.to_le_bytes());
+    f[ph + 32..ph + 40].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    f[ph + 40..ph + 48].copy_from_slice(&(code.len() as u64).to_le_bytes());
+    f.extend_from_slice(code);
+    f
+}

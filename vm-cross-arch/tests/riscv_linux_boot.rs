@@ -1,0 +1,163 @@
+//! Boots Debian sid's stock riscv64 kernel (`linux-image-riscv64`) on the
+//! interpreter with a busybox-static initramfs whose `/init` prints a marker
+//! and powers off; the serial console must show the marker. Both are
+//! downloaded once into `target/debian-kernels/` (skipped with a printed
+//! reason when impossible).
+//!
+//! Ignored by default: it executes billions of guest instructions, which
+//! takes seconds in a release build and many minutes unoptimised. Run it with
+//! `cargo test -p vm-cross-arch --release --test riscv_linux_boot -- --ignored --nocapture`.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use support::{cpio, debian_busybox, debian_kernel, CpioEntry};
+use vm_accel::{SystemEvent, VcpuExit, VcpuId, Vm};
+use vm_cross_arch::interp::riscv64::RiscvVm;
+use vm_cross_arch::platform::{for_arch, GuestArch, MachineConfig, SerialPort};
+use vm_device::interrupt::CallbackInterrupt;
+use vm_device::legacy::serial::{CaptureBuffer, Serial};
+use vm_device::Bus;
+
+const MARKER: &str = "VM-WORKSPACE-USERSPACE-MARKER";
+/// Upper bound on `run()` calls (each runs at most ~2M instructions or
+/// idles ~10 ms), so a broken boot ends instead of hanging.
+const MAX_RUNS: u64 = 200_000;
+
+fn boot(vcpus: u32) {
+    let Some(kernel) = debian_kernel("riscv64") else {
+        return;
+    };
+    let Some(busybox) = debian_busybox("riscv64") else {
+        return;
+    };
+    let init = format!("#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n");
+    let initrd = cpio(&[
+        CpioEntry::Dir("bin"),
+        CpioEntry::Dir("dev"),
+        CpioEntry::Dir("proc"),
+        CpioEntry::CharDev("dev/console", 5, 1),
+        CpioEntry::File("bin/busybox", 0o755, &busybox),
+        CpioEntry::File("init", 0o755, init.as_bytes()),
+    ]);
+
+    let platform = for_arch(GuestArch::Riscv64);
+    let map = platform
+        .memory_map(&MachineConfig {
+            vcpus,
+            mem_size: 256 << 20,
+            virtio_devices: 0,
+        })
+        .expect("layout");
+    let mem = map.create_guest_memory().expect("memory");
+    let vm = Arc::new(RiscvVm::new(vcpus).expect("vm"));
+    vm.map_memory(&mem).expect("map");
+    let boot = platform
+        .boot(&mem, &map, &kernel, Some(&initrd), "console=ttyS0 panic=-1")
+        .expect("boot data");
+
+    let SerialPort::Mmio(uart) = map.serial else {
+        panic!("riscv64 has an MMIO UART")
+    };
+    let out = CaptureBuffer::new();
+    let plic_vm = vm.clone();
+    let line = uart.irq.0;
+    let irq = Arc::new(CallbackInterrupt::new(move || {
+        plic_vm.machine().plic.raise(line);
+        Ok(())
+    }));
+    let mut bus = Bus::new();
+    bus.insert(
+        Arc::new(Mutex::new(Serial::new(irq, Box::new(out.clone())))),
+        uart.mmio.start.0,
+        uart.mmio.size,
+    )
+    .expect("uart");
+    let bus = Arc::new(bus);
+
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut kicks = Vec::new();
+    let threads: Vec<_> = (0..vcpus)
+        .map(|i| {
+            let mut vcpu = vm.create_vcpu(VcpuId(i)).expect("vcpu");
+            vcpu.apply_boot_state(&platform.vcpu_start(&map, &boot, i).expect("state"))
+                .expect("apply");
+            kicks.push(vcpu.kick_handle());
+            let bus = bus.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for _ in 0..MAX_RUNS {
+                    if stop.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    match vcpu.run().expect("run") {
+                        VcpuExit::MmioWrite { addr, data } => {
+                            let _ = bus.write(addr, data);
+                        }
+                        VcpuExit::MmioRead { addr, data } => {
+                            if bus.read(addr, data).is_err() {
+                                data.fill(0xff);
+                            }
+                        }
+                        VcpuExit::SystemEvent(e) => return Some(e),
+                        VcpuExit::Interrupted => {}
+                        other => panic!("unexpected exit {other:?}"),
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    // The hart that powers the machine off ends the run; stop the others.
+    let mut event = None;
+    let mut handles: Vec<_> = threads.into_iter().map(Some).collect();
+    while event.is_none() && handles.iter().any(Option::is_some) {
+        for slot in &mut handles {
+            if slot
+                .as_ref()
+                .is_some_and(std::thread::JoinHandle::is_finished)
+            {
+                event = slot.take().and_then(|h| h.join().ok()).flatten().or(event);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Release);
+    kicks.iter().for_each(vm_accel::KickHandle::kick);
+    for h in handles.into_iter().flatten() {
+        let _ = h.join();
+    }
+    let elapsed = started.elapsed();
+    let console = String::from_utf8_lossy(&out.contents()).into_owned();
+    let tail: String = console
+        .lines()
+        .rev()
+        .take(30)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        console.contains(MARKER),
+        "no marker; event {event:?}; console tail:\n{tail}"
+    );
+    assert_eq!(event, Some(SystemEvent::Shutdown), "console tail:\n{tail}");
+    eprintln!("riscv64 Linux ({vcpus} hart(s)) reached the userspace marker and powered off in {elapsed:?}");
+}
+
+#[test]
+#[ignore = "boots Linux (billions of instructions): run with --release -- --ignored"]
+fn debian_kernel_reaches_userspace() {
+    boot(1);
+}
+
+#[test]
+#[ignore = "boots Linux on two harts (SBI HSM start): run with --release -- --ignored"]
+fn debian_kernel_reaches_userspace_on_two_harts() {
+    boot(2);
+}

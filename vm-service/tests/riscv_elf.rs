@@ -1,0 +1,101 @@
+//! `vm-service run --arch riscv64 --kernel prog.elf` runs a bare-metal test
+//! program on the riscv64 interpreter; the exit status says pass or fail.
+//! Skipped with a printed reason when no riscv64 cross compiler is installed
+//! (Debian's `gcc-riscv64-unknown-elf` or `gcc-riscv64-linux-gnu`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+fn compiler() -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    let found = ["riscv64-unknown-elf-gcc", "riscv64-linux-gnu-gcc"]
+        .iter()
+        .find_map(|n| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(n))
+                .find(|p| p.is_file())
+        });
+    if found.is_none() {
+        eprintln!("SKIPPED: no riscv64 cross compiler (install gcc-riscv64-unknown-elf)");
+    }
+    found
+}
+
+fn assemble(dir: &Path, body: &str) -> Option<PathBuf> {
+    let gcc = compiler()?;
+    let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm-cross-arch/tests/riscv");
+    let src = dir.join("prog.S");
+    std::fs::write(&src, format!("#include \"test.h\"\nSTART\n{body}\nEND\n")).expect("write");
+    let out = dir.join("prog.elf");
+    let ok = Command::new(gcc)
+        .args([
+            "-nostdlib",
+            "-nostartfiles",
+            "-march=rv64gc",
+            "-mabi=lp64d",
+            "-mcmodel=medany",
+            "-Wl,--no-relax",
+        ])
+        .arg("-T")
+        .arg(inc.join("link.ld"))
+        .arg("-I")
+        .arg(&inc)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("running gcc");
+    assert!(ok.success(), "assembling failed");
+    Some(out)
+}
+
+fn run(elf: &Path) -> (Option<i32>, String) {
+    let out = Command::cargo_bin("vm-service")
+        .expect("binary")
+        .args([
+            "run",
+            "--arch",
+            "riscv64",
+            "--memory",
+            "32",
+            "--max-instructions",
+            "100000",
+            "--kernel",
+        ])
+        .arg(elf)
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn passing_and_failing_programs_set_the_exit_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(pass) = assemble(dir.path(), "  TEST(1); li a0, 2; CHECK(a0, 2)\n  j pass") else {
+        return;
+    };
+    let (code, stderr) = run(&pass);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Pass"), "{stderr}");
+
+    let fail_dir = tempfile::tempdir().expect("tempdir");
+    let fail = assemble(
+        fail_dir.path(),
+        "  TEST(5); li a0, 1; CHECK(a0, 2)\n  j pass",
+    )
+    .expect("compiler");
+    let (code, stderr) = run(&fail);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Fail(5)"), "{stderr}");
+
+    let loop_dir = tempfile::tempdir().expect("tempdir");
+    let endless = assemble(loop_dir.path(), "1: j 1b").expect("compiler");
+    let (code, stderr) = run(&endless);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Timeout"), "{stderr}");
+}
