@@ -72,7 +72,7 @@ fn in_process(c: &mut Criterion) {
     let mut group = c.benchmark_group("boot");
     group
         .sample_size(30)
-        .measurement_time(Duration::from_secs(5));
+        .measurement_time(benches::measurement_time(Duration::from_secs(5)));
     group.bench_function("build_to_first_serial_byte", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -123,7 +123,7 @@ fn process_level(c: &mut Criterion) {
     let mut group = c.benchmark_group("boot");
     group
         .sample_size(20)
-        .measurement_time(Duration::from_secs(5));
+        .measurement_time(benches::measurement_time(Duration::from_secs(5)));
     // Alternate ours and the baseline inside each measurement window so machine
     // noise hits both alike.
     group.bench_function("process_spawn_to_exit", |b| {

@@ -181,7 +181,7 @@ fn main() {
     let mut c = criterion::Criterion::default()
         .configure_from_args()
         .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(5));
+        .measurement_time(benches::measurement_time(std::time::Duration::from_secs(5)));
     pio::run(&mut c);
     c.final_summary();
 }

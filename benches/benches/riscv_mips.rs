@@ -223,7 +223,7 @@ fn bench(c: &mut Criterion) {
         let instructions = interp_run(&bare);
         let mut group = c.benchmark_group(format!("riscv64/{name}"));
         group.sample_size(10);
-        group.measurement_time(Duration::from_secs(10));
+        group.measurement_time(benches::measurement_time(Duration::from_secs(10)));
         group.bench_function("interpreter", |b| b.iter(|| interp_run(&bare)));
         if let Some(q) = &qemu {
             group.bench_function("qemu-riscv64", |b| b.iter(|| qemu_run(q, &linux)));

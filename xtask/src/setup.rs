@@ -18,7 +18,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "dtc validates the generated device trees",
     ),
     ("acpica-tools", "iasl validates the generated ACPI tables"),
-    ("gcc-riscv64-unknown-elf", "assembles the riscv64 ISA test programs"),
+    (
+        "gcc-riscv64-unknown-elf",
+        "assembles the riscv64 ISA test programs",
+    ),
 ];
 
 /// Rustup components CI uses.
