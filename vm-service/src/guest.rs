@@ -24,3 +24,189 @@ pub fn builtin(arch: GuestArch) -> Result<&'static [u8], VmmError> {
         other => Err(VmmError::NoBuiltinGuest { arch: other }),
     }
 }
+
+/// The line a guest built by `cargo xtask guest` prints once its userspace runs
+/// (followed by ` uptime=<seconds>`).
+pub const READY_MARKER: &str = "VM-GUEST-READY";
+/// The line such a guest prints when its command ends (followed by `<status>`).
+pub const EXIT_MARKER: &str = "VM-GUEST-EXIT status=";
+
+/// The files of a Debian guest built by `cargo xtask guest --arch ARCH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltGuest {
+    /// The kernel (`<dir>/<arch>/kernel`).
+    pub kernel: std::path::PathBuf,
+    /// The compressed initramfs (`<dir>/<arch>/initrd.cpio.gz`).
+    pub initrd: std::path::PathBuf,
+}
+
+/// Where `cargo xtask guest` puts its guests when no directory is given:
+/// `target/guest` next to the running executable (`target/<profile>/`),
+/// else `target/guest` under the current directory.
+pub fn default_guest_dir() -> std::path::PathBuf {
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("guest")));
+    match beside_exe {
+        Some(dir) if dir.is_dir() => dir,
+        _ => std::path::PathBuf::from("target/guest"),
+    }
+}
+
+/// Finds the Debian guest for `arch` under `dir`, or says how to build it.
+pub fn find_built(arch: GuestArch, dir: &std::path::Path) -> Result<BuiltGuest, String> {
+    let root = dir.join(arch.to_string());
+    let guest = BuiltGuest {
+        kernel: root.join("kernel"),
+        initrd: root.join("initrd.cpio.gz"),
+    };
+    for file in [&guest.kernel, &guest.initrd] {
+        if !file.is_file() {
+            return Err(format!(
+                "no Debian {arch} guest in {}: {} is missing; build it with \
+                 `cargo xtask guest --arch {arch}` (or pass --guest-dir)",
+                dir.display(),
+                file.display()
+            ));
+        }
+    }
+    Ok(guest)
+}
+
+/// The kernel command line for a built guest: the console, `ip` for its
+/// `eth0` (`ADDR/PREFIX`), and `command` run by its `/init` (after ` -- `).
+///
+/// Arguments with spaces are double-quoted, which the kernel's parser keeps
+/// as one argument; an argument holding a `"` cannot be passed and is refused.
+pub fn guest_cmdline(base: &str, ip: Option<&str>, command: &[String]) -> Result<String, String> {
+    let mut line = base.to_string();
+    if let Some(ip) = ip {
+        if ip.is_empty() || ip.contains(char::is_whitespace) || !ip.contains('/') {
+            return Err(format!(
+                "invalid --ip {ip:?}: expected ADDR/PREFIX, e.g. 10.0.0.1/24"
+            ));
+        }
+        line.push_str(" vmguest.ip=");
+        line.push_str(ip);
+    }
+    if !command.is_empty() {
+        line.push_str(" --");
+        for arg in command {
+            if arg.contains('"') || arg.chars().any(char::is_control) {
+                return Err(format!(
+                    "the guest command argument {arg:?} holds a quote or control character, \
+                     which a kernel command line cannot carry"
+                ));
+            }
+            line.push(' ');
+            if arg.is_empty() || arg.contains(' ') {
+                line.push('"');
+                line.push_str(arg);
+                line.push('"');
+            } else {
+                line.push_str(arg);
+            }
+        }
+    }
+    Ok(line)
+}
+
+/// A serial writer that passes everything through and remembers the status
+/// in the guest's last `VM-GUEST-EXIT status=N` line.
+#[derive(Debug)]
+pub struct ExitWatch<W> {
+    inner: W,
+    line: Vec<u8>,
+    status: std::sync::Arc<std::sync::Mutex<Option<i32>>>,
+}
+
+impl<W> ExitWatch<W> {
+    /// Wraps `inner`; the returned handle holds the status once seen.
+    pub fn new(inner: W) -> (Self, std::sync::Arc<std::sync::Mutex<Option<i32>>>) {
+        let status = std::sync::Arc::default();
+        let watch = Self {
+            inner,
+            line: Vec::with_capacity(128),
+            status: std::sync::Arc::clone(&status),
+        };
+        (watch, status)
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                let text = String::from_utf8_lossy(&self.line);
+                if let Some(rest) = text.trim_end().split(EXIT_MARKER).nth(1) {
+                    if let Ok(code) = rest.trim().parse() {
+                        *self
+                            .status
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(code);
+                    }
+                }
+                self.line.clear();
+            } else if self.line.len() < 256 {
+                self.line.push(b);
+            }
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ExitWatch<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.scan(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn cmdline_carries_ip_and_quoted_command() {
+        let cmd = ["sh", "-c", "echo hi | wc -c", ""].map(String::from);
+        let line = guest_cmdline("console=ttyS0", Some("10.0.0.1/24"), &cmd).unwrap();
+        assert_eq!(
+            line,
+            r#"console=ttyS0 vmguest.ip=10.0.0.1/24 -- sh -c "echo hi | wc -c" """#
+        );
+        assert_eq!(guest_cmdline("c", None, &[]).unwrap(), "c");
+    }
+
+    #[test]
+    fn cmdline_refuses_what_the_kernel_cannot_carry() {
+        assert!(guest_cmdline("c", Some("10.0.0.1"), &[]).is_err());
+        assert!(guest_cmdline("c", Some("10.0.0.1/24 x"), &[]).is_err());
+        assert!(guest_cmdline("c", None, &["a\"b".into()]).is_err());
+        assert!(guest_cmdline("c", None, &["a\nb".into()]).is_err());
+    }
+
+    #[test]
+    fn exit_watch_finds_the_last_status_across_split_writes() {
+        let (mut w, status) = ExitWatch::new(Vec::new());
+        w.write_all(b"boot\r\nVM-GUEST-EX").unwrap();
+        assert_eq!(*status.lock().unwrap(), None);
+        w.write_all(b"IT status=3\r\nVM-GUEST-EXIT status=junk\n")
+            .unwrap();
+        assert_eq!(*status.lock().unwrap(), Some(3));
+        w.write_all(&[b'x'; 10_000]).unwrap();
+        w.write_all(b"\n[ 1.0] VM-GUEST-EXIT status=0\n").unwrap();
+        assert_eq!(*status.lock().unwrap(), Some(0));
+        assert!(w.inner.starts_with(b"boot\r\nVM-GUEST-EXIT status=3"));
+    }
+
+    #[test]
+    fn missing_guest_names_the_build_command() {
+        let dir = std::env::temp_dir().join("vm-service-no-guest-here");
+        let err = find_built(GuestArch::Riscv64, &dir).unwrap_err();
+        assert!(err.contains("cargo xtask guest --arch riscv64"), "{err}");
+    }
+}

@@ -16,7 +16,7 @@ use vm_core::config::{DeviceConfig, GuestArch, NetBackendConfig, NetConfig, Seri
 use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
-use vm_service::{ExecutorKind, StopReason, VmmBuilder};
+use vm_service::{guest, ExecutorKind, StopReason, VmmBuilder};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,6 +80,21 @@ struct RunArgs {
     /// Kernel image to boot (x86_64: bzImage or ELF vmlinux). Default: the built-in guest.
     #[arg(long)]
     kernel: Option<PathBuf>,
+    /// Boot a guest built by `cargo xtask guest` (`debian`: Debian's stock
+    /// kernel and a busybox initramfs) for --arch, instead of --kernel/--initrd.
+    #[arg(long, value_parser = ["debian"], conflicts_with_all = ["kernel", "initrd"])]
+    guest: Option<String>,
+    /// Where `cargo xtask guest` put its guests. Default: `target/guest` beside
+    /// this executable's directory, else under the current directory.
+    #[arg(long, env = "VM_GUEST_DIR", requires = "guest")]
+    guest_dir: Option<PathBuf>,
+    /// Address of the guest's eth0 as ADDR/PREFIX (a built guest's /init sets it up).
+    #[arg(long, requires = "guest")]
+    ip: Option<String>,
+    /// A command for the guest's init to run (after `--`), e.g.
+    /// `-- ping -c 3 10.0.0.2`. A --guest exits with the command's status.
+    #[arg(last = true)]
+    command: Vec<String>,
     /// Initial ramdisk to load with the kernel (needs --kernel).
     #[arg(long, requires = "kernel")]
     initrd: Option<PathBuf>,
@@ -141,17 +156,32 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
         Some(a) => a.parse::<GuestArch>().map_err(|e| e.to_string())?,
         None => VmConfig::default().arch,
     };
-    let cmdline = match (&args.cmdline, &args.kernel) {
+    let (kernel, initrd) = match &args.guest {
+        Some(_) => {
+            let dir = args
+                .guest_dir
+                .clone()
+                .unwrap_or_else(guest::default_guest_dir);
+            let built = guest::find_built(arch, &dir)?;
+            (Some(built.kernel), Some(built.initrd))
+        }
+        None => (args.kernel.clone(), args.initrd.clone()),
+    };
+    let base = match (&args.cmdline, &kernel) {
         (Some(c), _) => c.clone(),
         (None, Some(_)) => "console=ttyS0 reboot=k panic=1".into(),
-        (None, None) => String::new(),
+        (None, None) if args.command.is_empty() => String::new(),
+        (None, None) => {
+            return Err("a guest command (after --) needs --guest or --kernel".into());
+        }
     };
+    let cmdline = guest::guest_cmdline(&base, args.ip.as_deref(), &args.command)?;
     Ok(VmConfig {
         vcpus: args.vcpus,
         memory_mib: args.memory,
         arch,
-        kernel: args.kernel.clone(),
-        initrd: args.initrd.clone(),
+        kernel,
+        initrd,
         cmdline,
         devices: parse_net(&args.net)?.into_iter().collect(),
         serial: SerialMode::Stdout,
@@ -195,7 +225,7 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if config.arch == GuestArch::Riscv64 {
+    if config.arch == GuestArch::Riscv64 && args.guest.is_none() {
         if let Some(path) = &config.kernel {
             match std::fs::read(path) {
                 Ok(bytes) if bytes.starts_with(b"\x7fELF") => return run_riscv_elf(args, &bytes),
@@ -204,9 +234,10 @@ fn run(args: &RunArgs) -> ExitCode {
             }
         }
     }
+    let (console, guest_status) = guest::ExitWatch::new(std::io::stdout());
     let builder = VmmBuilder::new(config)
         .executor(args.executor)
-        .serial_output(Box::new(std::io::stdout()))
+        .serial_output(Box::new(console))
         .serial_input(Box::new(std::io::stdin()));
     let vmm = match builder.build() {
         Ok(v) => v,
@@ -228,8 +259,15 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     let reason = running.wait();
     eprintln!("vm-service: {reason}");
+    let guest_status = *guest_status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match reason {
-        r if r.is_clean() => ExitCode::SUCCESS,
+        r if r.is_clean() => match guest_status {
+            // The guest's command ended with this status (its init said so).
+            Some(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
+            None => ExitCode::SUCCESS,
+        },
         StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
         _ => ExitCode::from(EXIT_FAILED),
     }

@@ -146,3 +146,33 @@ fn builtin_guest_boots_and_exits_zero() {
     assert!(out.contains(vm_service::guest::BANNER), "stdout:\n{out}");
     assert!(err.contains("KVM"), "the engine is named:\n{err}");
 }
+
+#[test]
+fn guest_not_built_names_the_build_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_clean_failure(
+        &["--guest", "debian", "--arch", "riscv64", "--guest-dir", d],
+        "cargo xtask guest --arch riscv64",
+    );
+}
+
+#[test]
+fn guest_flags_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = dir.path().join("riscv64");
+    std::fs::create_dir(&arch).unwrap();
+    std::fs::write(arch.join("kernel"), b"k").unwrap();
+    std::fs::write(arch.join("initrd.cpio.gz"), b"i").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let base = ["--guest", "debian", "--arch", "riscv64", "--guest-dir", d];
+    let with = |extra: &[&'static str]| -> Vec<&str> { [&base[..], extra].concat() };
+    assert_clean_failure(&with(&["--ip", "10.0.0.1"]), "--ip");
+    assert_clean_failure(&with(&["--", "echo", "a\"b"]), "quote");
+    // A command without a kernel to pass it to.
+    assert_clean_failure(&["--", "true"], "needs --guest or --kernel");
+    // Unknown guest names are refused by the argument parser (exit 2).
+    let (code, _, err) = run(&["--guest", "fedora"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("fedora"), "{err}");
+}
