@@ -7,7 +7,7 @@
 //!   default and all-features configurations).
 //! - `bench`: criterion benches plus process peers, one report with ratios.
 //! - `guest`: stock Debian Linux guests (kernel + initramfs) in
-//!   `target/guest/<arch>/` (`--arch x86_64|riscv64`, `--offline`).
+//!   `target/guest/<arch>/` (`--arch x86_64|riscv64|arm64`, `--offline`).
 //! - `builtin-guest`: rebuild (or `--check`) the guest `vm-service run` boots.
 //! - `migrate-store`: rewrite a v1 event journal as v2 (crash-safe).
 //! - `setup`: install the Debian packages and rustup components tests need.

@@ -49,10 +49,13 @@ pub struct PrivateApt {
 
 /// Fails with a clear message when apt-get, apt-cache or dpkg-deb is missing.
 pub fn require_tools() -> Result<()> {
-    for (tool, package) in [("apt-get", "apt"), ("apt-cache", "apt"), ("dpkg-deb", "dpkg")] {
-        let found = std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-        });
+    for (tool, package) in [
+        ("apt-get", "apt"),
+        ("apt-cache", "apt"),
+        ("dpkg-deb", "dpkg"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
         if !found {
             bail!("`{tool}` is not on PATH: building guests needs Debian's `{package}` package (a Debian or Ubuntu host)");
         }
@@ -84,7 +87,10 @@ pub fn host_mirror() -> String {
         .filter(|l| !l.trim_start().starts_with('#'))
         .flat_map(str::split_whitespace)
         .find(|w| w.starts_with("http") && w.trim_end_matches('/').ends_with("/debian"))
-        .map_or_else(|| DEFAULT_MIRROR.to_string(), |w| w.trim_end_matches('/').to_string())
+        .map_or_else(
+            || DEFAULT_MIRROR.to_string(),
+            |w| w.trim_end_matches('/').to_string(),
+        )
 }
 
 /// Parses the first stanza of `apt-cache show` output.
@@ -178,7 +184,9 @@ impl PrivateApt {
             .output()
             .context("starting apt-get")?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let failed = stderr.lines().find(|l| l.starts_with("E:") || l.contains("Failed to fetch"));
+        let failed = stderr
+            .lines()
+            .find(|l| l.starts_with("E:") || l.contains("Failed to fetch"));
         if !out.status.success() || failed.is_some() {
             return Err(IndexUnavailable(format!(
                 "apt-get update of {} {}/{} failed (offline? `--offline` builds from the cache): {}",
@@ -193,7 +201,12 @@ impl PrivateApt {
             .flatten()
             .any(|e| e.file_name().to_string_lossy().contains("_Packages"));
         if !has_index {
-            bail!("no package index for {}/{} from {}", self.suite, self.arch, self.mirror);
+            bail!(
+                "no package index for {}/{} from {}",
+                self.suite,
+                self.arch,
+                self.mirror
+            );
         }
         Ok(())
     }
@@ -216,15 +229,19 @@ impl PrivateApt {
         names
             .iter()
             .map(|n| {
-                found.iter().find(|p| &p.name == n).cloned().with_context(|| {
-                    format!(
-                        "package `{n}` is not in the {}/{} index from {}: {}",
-                        self.suite,
-                        self.arch,
-                        self.mirror,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )
-                })
+                found
+                    .iter()
+                    .find(|p| &p.name == n)
+                    .cloned()
+                    .with_context(|| {
+                        format!(
+                            "package `{n}` is not in the {}/{} index from {}: {}",
+                            self.suite,
+                            self.arch,
+                            self.mirror,
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        )
+                    })
             })
             .collect()
     }
@@ -281,7 +298,13 @@ impl PrivateApt {
                     n.starts_with(&prefix) && n.ends_with(".deb")
                 })
             })
-            .with_context(|| format!("apt-get download `{}` left no .deb in {}", pkg.name, dest.display()))
+            .with_context(|| {
+                format!(
+                    "apt-get download `{}` left no .deb in {}",
+                    pkg.name,
+                    dest.display()
+                )
+            })
     }
 }
 
@@ -319,9 +342,16 @@ Size: 1876\nDescription: x\n\nPackage: other\n";
         assert_eq!(p.size, 1876);
         assert_eq!(
             p.depends,
-            ["dracut", "linux-base-7.2.13+deb14-riscv64", "linux-binary-7.2.13+deb14-riscv64"]
+            [
+                "dracut",
+                "linux-base-7.2.13+deb14-riscv64",
+                "linux-binary-7.2.13+deb14-riscv64"
+            ]
         );
-        assert!(parse_show("Package: x\nVersion: 1\n").unwrap_err().to_string().contains("Size"));
+        assert!(parse_show("Package: x\nVersion: 1\n")
+            .unwrap_err()
+            .to_string()
+            .contains("Size"));
         assert!(parse_show("").is_err());
     }
 }

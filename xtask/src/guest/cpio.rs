@@ -55,7 +55,10 @@ impl Writer {
             Kind::CharDev(major, minor) => (S_IFCHR, &[], 1, (*major, *minor)),
         };
         let Ok(size) = u32::try_from(data.len()) else {
-            bail!("cpio entry {path}: {} bytes do not fit newc's 32-bit size", data.len());
+            bail!(
+                "cpio entry {path}: {} bytes do not fit newc's 32-bit size",
+                data.len()
+            );
         };
         self.next_ino += 1;
         self.header(self.next_ino, ftype | perm, nlink, size, rdev, path);
@@ -117,7 +120,9 @@ pub mod tests {
             };
             let (mode, size, rdev) = (field(1), field(6) as usize, (field(9), field(10)));
             let namesize = field(11) as usize;
-            let name = std::str::from_utf8(&a[110..110 + namesize - 1]).unwrap().to_string();
+            let name = std::str::from_utf8(&a[110..110 + namesize - 1])
+                .unwrap()
+                .to_string();
             assert_eq!(a[110 + namesize - 1], 0);
             let data_start = (110 + namesize).next_multiple_of(4);
             let data = a[data_start..data_start + size].to_vec();
@@ -133,11 +138,14 @@ pub mod tests {
     fn sample() -> Vec<u8> {
         let mut w = Writer::new();
         w.add("bin", 0o755, &Kind::Dir).unwrap();
-        w.add("bin/busybox", 0o755, &Kind::File(b"\x7fELF...".to_vec())).unwrap();
-        w.add("bin/sh", 0o777, &Kind::Symlink("busybox".into())).unwrap();
+        w.add("bin/busybox", 0o755, &Kind::File(b"\x7fELF...".to_vec()))
+            .unwrap();
+        w.add("bin/sh", 0o777, &Kind::Symlink("busybox".into()))
+            .unwrap();
         w.add("dev", 0o755, &Kind::Dir).unwrap();
         w.add("dev/console", 0o600, &Kind::CharDev(5, 1)).unwrap();
-        w.add("init", 0o755, &Kind::File(b"#!/bin/sh\n".to_vec())).unwrap();
+        w.add("init", 0o755, &Kind::File(b"#!/bin/sh\n".to_vec()))
+            .unwrap();
         w.finish()
     }
 
@@ -147,7 +155,10 @@ pub mod tests {
         assert_eq!(archive.len() % 4, 0);
         let entries = parse(&archive);
         let names: Vec<_> = entries.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(names, ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "init"]);
+        assert_eq!(
+            names,
+            ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "init"]
+        );
         assert_eq!(entries[1].1, 0o100_755);
         assert_eq!(entries[1].2, b"\x7fELF...");
         assert_eq!(entries[2].1, 0o120_777);
@@ -183,7 +194,10 @@ pub mod tests {
         child.stdin.take().unwrap().write_all(&sample()).unwrap();
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && stderr.trim().is_empty(), "cpio: {stderr}");
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "cpio: {stderr}"
+        );
         let listing = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<_> = listing.lines().collect();
         assert_eq!(lines.len(), 6, "{listing}");

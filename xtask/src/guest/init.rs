@@ -106,8 +106,14 @@ mod tests {
         assert!(x86.trim_end().ends_with("reboot -f") && !x86.contains("poweroff"));
         for s in [&rv, &x86] {
             assert!(s.starts_with("#!/bin/busybox sh\n"));
-            assert_eq!(s.matches("echo \"VM-GUEST-READY uptime=$uptime\"").count(), 1);
-            assert_eq!(s.matches("echo \"VM-GUEST-EXIT status=$status\"").count(), 1);
+            assert_eq!(
+                s.matches("echo \"VM-GUEST-READY uptime=$uptime\"").count(),
+                1
+            );
+            assert_eq!(
+                s.matches("echo \"VM-GUEST-EXIT status=$status\"").count(),
+                1
+            );
             assert!(s.contains("mount -t devtmpfs devtmpfs /dev"));
             assert!(s.contains("vmguest.ip=*)") && s.contains("vmguest.gw=*)"));
             assert!(s.contains("\"$@\""));
@@ -124,16 +130,31 @@ mod tests {
     /// The script is valid shell: `sh -n` (dash here; busybox ash in the guest).
     #[test]
     fn script_parses() {
-        for s in [render("poweroff -f"), script(&InitSpec { arch: "x86_64", release: "6.1", modules: &[], end_vm: "reboot -f" })] {
+        for s in [
+            render("poweroff -f"),
+            script(&InitSpec {
+                arch: "x86_64",
+                release: "6.1",
+                modules: &[],
+                end_vm: "reboot -f",
+            }),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("init");
             std::fs::write(&path, &s).unwrap();
-            let out = std::process::Command::new("sh").arg("-n").arg(&path).output();
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg(&path)
+                .output();
             let Ok(out) = out else {
                 eprintln!("SKIPPED: no `sh` to syntax-check the script");
                 return;
             };
-            assert!(out.status.success(), "{}\n{s}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}\n{s}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -10,11 +10,11 @@ use super::cpio::{Kind, Writer};
 
 /// Busybox applets linked into `/bin` (what `/init` and a shell user need).
 pub const APPLETS: &[&str] = &[
-    "sh", "ash", "cat", "cp", "cttyhack", "date", "dmesg", "echo", "env", "false", "free",
-    "grep", "head", "hostname", "ifconfig", "insmod", "ip", "kill", "ln", "ls", "lsmod",
-    "mkdir", "modprobe", "mount", "mv", "nc", "ping", "poweroff", "ps", "reboot", "rm",
-    "route", "sed", "setsid", "sleep", "sync", "tail", "test", "true", "udhcpc", "umount",
-    "uname", "uptime", "vi", "wget",
+    "sh", "ash", "cat", "cp", "cttyhack", "date", "dmesg", "echo", "env", "false", "free", "grep",
+    "head", "hostname", "ifconfig", "insmod", "ip", "kill", "ln", "ls", "lsmod", "mkdir",
+    "modprobe", "mount", "mv", "nc", "ping", "poweroff", "ps", "reboot", "rm", "route", "sed",
+    "setsid", "sleep", "sync", "tail", "test", "true", "udhcpc", "umount", "uname", "uptime", "vi",
+    "wget",
 ];
 
 /// Everything the initramfs is made of.
@@ -37,8 +37,8 @@ pub fn cpio(c: &Contents<'_>) -> Result<Vec<u8>> {
     let mut w = Writer::new();
     let moddir = format!("lib/modules/{}", c.release);
     let mut dirs: BTreeSet<String> = [
-        "bin", "dev", "etc", "lib", "proc", "root", "run", "sbin", "sys", "tmp", "usr",
-        "usr/bin", "usr/sbin",
+        "bin", "dev", "etc", "lib", "proc", "root", "run", "sbin", "sys", "tmp", "usr", "usr/bin",
+        "usr/sbin",
     ]
     .into_iter()
     .map(String::from)
@@ -60,10 +60,18 @@ pub fn cpio(c: &Contents<'_>) -> Result<Vec<u8>> {
     w.add("dev/null", 0o666, &Kind::CharDev(1, 3))?;
     w.add("bin/busybox", 0o755, &Kind::File(c.busybox.to_vec()))?;
     for applet in APPLETS {
-        w.add(&format!("bin/{applet}"), 0o777, &Kind::Symlink("busybox".into()))?;
+        w.add(
+            &format!("bin/{applet}"),
+            0o777,
+            &Kind::Symlink("busybox".into()),
+        )?;
     }
     for (path, data) in c.modules {
-        w.add(&format!("{moddir}/{path}"), 0o644, &Kind::File(data.clone()))?;
+        w.add(
+            &format!("{moddir}/{path}"),
+            0o644,
+            &Kind::File(data.clone()),
+        )?;
     }
     w.add(
         &format!("{moddir}/modules.dep"),
@@ -90,7 +98,10 @@ mod tests {
     fn layout() {
         let modules = vec![
             ("kernel/net/core/failover.ko".to_string(), b"ko1".to_vec()),
-            ("kernel/drivers/net/virtio_net.ko".to_string(), b"ko2".to_vec()),
+            (
+                "kernel/drivers/net/virtio_net.ko".to_string(),
+                b"ko2".to_vec(),
+            ),
         ];
         let archive = cpio(&Contents {
             busybox: b"BB",
@@ -102,11 +113,28 @@ mod tests {
         .unwrap();
         let entries = parse(&archive);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} missing"));
+        let pos = |n: &str| {
+            names
+                .iter()
+                .position(|x| *x == n)
+                .unwrap_or_else(|| panic!("{n} missing"))
+        };
         let m = "lib/modules/6.1.0-1-cloud-amd64";
         assert!(pos("lib") < pos("lib/modules") && pos(m) < pos(&format!("{m}/kernel/net/core")));
-        assert!(pos(&format!("{m}/kernel/net/core")) < pos(&format!("{m}/kernel/net/core/failover.ko")));
-        for n in ["proc", "sys", "dev", "dev/console", "bin/sh", "bin/insmod", "bin/ip", "init", &format!("{m}/modules.dep")] {
+        assert!(
+            pos(&format!("{m}/kernel/net/core")) < pos(&format!("{m}/kernel/net/core/failover.ko"))
+        );
+        for n in [
+            "proc",
+            "sys",
+            "dev",
+            "dev/console",
+            "bin/sh",
+            "bin/insmod",
+            "bin/ip",
+            "init",
+            &format!("{m}/modules.dep"),
+        ] {
             pos(n);
         }
         assert_eq!(entries[pos("bin/busybox")].2, b"BB");

@@ -42,6 +42,10 @@ pub enum Arch {
     /// riscv64 (Debian sid).
     #[value(name = "riscv64")]
     Riscv64,
+    /// arm64 (Debian bookworm); no engine runs it yet, its kernel is loaded
+    /// by the platform tests.
+    #[value(name = "arm64")]
+    Arm64,
 }
 
 /// How the kernel our loader enters is obtained from the packaged one.
@@ -49,8 +53,8 @@ pub enum Arch {
 enum KernelKind {
     /// A bzImage whose payload is the uncompressed x86_64 `vmlinux` ELF.
     BzImageToVmlinux,
-    /// A riscv64 `Image` (possibly compressed).
-    Riscv64Image,
+    /// An arm64/riscv64 `Image` (possibly compressed) with this magic at 0x38.
+    Image(&'static [u8; 4]),
 }
 
 /// Everything that differs between architectures.
@@ -80,7 +84,16 @@ const RISCV64: ArchSpec = ArchSpec {
     debian_arch: "riscv64",
     suite: "sid",
     kernel_meta: "linux-image-riscv64",
-    kernel: KernelKind::Riscv64Image,
+    kernel: KernelKind::Image(b"RSC\x05"),
+    end_vm: "poweroff -f",
+};
+
+const ARM64: ArchSpec = ArchSpec {
+    name: "arm64",
+    debian_arch: "arm64",
+    suite: "bookworm",
+    kernel_meta: "linux-image-arm64",
+    kernel: KernelKind::Image(b"ARM\x64"),
     end_vm: "poweroff -f",
 };
 
@@ -89,6 +102,7 @@ impl Arch {
         match self {
             Self::X86_64 => &X86_64,
             Self::Riscv64 => &RISCV64,
+            Self::Arm64 => &ARM64,
         }
     }
 
@@ -96,6 +110,8 @@ impl Arch {
     pub fn host() -> Self {
         if cfg!(target_arch = "riscv64") {
             Self::Riscv64
+        } else if cfg!(target_arch = "aarch64") {
+            Self::Arm64
         } else {
             Self::X86_64
         }
@@ -228,7 +244,12 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
     } else {
         apt::require_tools()?;
         let mirror = apt::host_mirror();
-        let apt = PrivateApt::new(&cache_root.join("apt"), spec.debian_arch, spec.suite, &mirror)?;
+        let apt = PrivateApt::new(
+            &cache_root.join("apt"),
+            spec.debian_arch,
+            spec.suite,
+            &mirror,
+        )?;
         let pb = progress.spinner(format!("{}: updating the {} index", spec.name, spec.suite));
         apt.update()?;
         let packages = resolve_packages(&apt, spec)?;
@@ -266,9 +287,14 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
 /// The kernel meta package's closure of kernel packages, plus busybox.
 fn resolve_packages(apt: &PrivateApt, spec: &ArchSpec) -> Result<Vec<Package>> {
     let is_kernel_pkg = |n: &str| {
-        ["linux-image-", "linux-binary-", "linux-modules-", "linux-base-"]
-            .iter()
-            .any(|p| n.starts_with(p))
+        [
+            "linux-image-",
+            "linux-binary-",
+            "linux-modules-",
+            "linux-base-",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
     };
     let mut seen = BTreeSet::new();
     let mut level = vec![spec.kernel_meta.to_string(), BUSYBOX.to_string()];
@@ -294,12 +320,21 @@ fn cache_key(spec: &ArchSpec, packages: &[Package]) -> Result<String> {
     let image = packages
         .iter()
         .find(|p| p.name.starts_with("linux-image-") && p.name != spec.kernel_meta)
-        .with_context(|| format!("`{}` depends on no versioned linux-image package", spec.kernel_meta))?;
+        .with_context(|| {
+            format!(
+                "`{}` depends on no versioned linux-image package",
+                spec.kernel_meta
+            )
+        })?;
     let busybox = packages
         .iter()
         .find(|p| p.name == BUSYBOX)
         .context("busybox-static was not resolved")?;
-    Ok(format!("{}_{}+busybox_{}", image.name, image.version, busybox.version).replace(':', "%3a"))
+    Ok(format!(
+        "{}_{}+busybox_{}",
+        image.name, image.version, busybox.version
+    )
+    .replace(':', "%3a"))
 }
 
 /// Without network: the entry guest.json names, else the newest complete one.
@@ -350,22 +385,29 @@ fn fetch(
         let deb = apt.download(p, &debs, &bar)?;
         apt::extract(&deb, &tree)?;
     }
-    done(&bar, format!("{}: {} packages downloaded", spec.name, packages.len()));
+    done(
+        &bar,
+        format!("{}: {} packages downloaded", spec.name, packages.len()),
+    );
 
     let pb = progress.spinner(format!("{}: extracting the kernel and modules", spec.name));
     let (kernel_src, release) = find_kernel(&tree)?;
-    let packaged = std::fs::read(&kernel_src)
-        .with_context(|| format!("reading {}", kernel_src.display()))?;
+    let packaged =
+        std::fs::read(&kernel_src).with_context(|| format!("reading {}", kernel_src.display()))?;
     let kernel = match spec.kernel {
         KernelKind::BzImageToVmlinux => {
             std::fs::write(entry.join("bzImage"), &packaged)?;
             bzimage::vmlinux(&packaged)
                 .with_context(|| format!("extracting vmlinux from {}", kernel_src.display()))?
         }
-        KernelKind::Riscv64Image => {
-            let image = decompress::decompress_if_compressed(packaged, "the riscv64 kernel")?;
-            if image.get(0x38..0x3c) != Some(b"RSC\x05") {
-                bail!("{} is not a riscv64 Image (no RSC\\x05 magic at 0x38)", kernel_src.display());
+        KernelKind::Image(magic) => {
+            let image = decompress::decompress_if_compressed(packaged, "the kernel Image")?;
+            if image.get(0x38..0x3c) != Some(&magic[..]) {
+                bail!(
+                    "{} is not a {} Image (no {magic:x?} magic at 0x38)",
+                    kernel_src.display(),
+                    spec.name
+                );
             }
             image
         }
@@ -398,7 +440,10 @@ fn fetch(
             .to_string(),
     };
     std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
-    write_atomic(&entry.join("manifest.json"), &serde_json::to_vec_pretty(&manifest)?)?;
+    write_atomic(
+        &entry.join("manifest.json"),
+        &serde_json::to_vec_pretty(&manifest)?,
+    )?;
     done(&pb, format!("{}: kernel and modules extracted", spec.name));
     Ok(())
 }
@@ -409,16 +454,26 @@ fn find_kernel(tree: &Path) -> Result<(PathBuf, String)> {
     if let Ok(dir) = std::fs::read_dir(tree.join("boot")) {
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(rel) = name.strip_prefix("vmlinuz-").or(name.strip_prefix("vmlinux-")) {
+            if let Some(rel) = name
+                .strip_prefix("vmlinuz-")
+                .or(name.strip_prefix("vmlinux-"))
+            {
                 return Ok((e.path(), rel.to_string()));
             }
         }
     }
     for base in ["usr/lib/modules", "lib/modules"] {
-        for e in std::fs::read_dir(tree.join(base)).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(tree.join(base))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             for f in ["vmlinuz", "vmlinux"] {
                 if e.path().join(f).is_file() {
-                    return Ok((e.path().join(f), e.file_name().to_string_lossy().into_owned()));
+                    return Ok((
+                        e.path().join(f),
+                        e.file_name().to_string_lossy().into_owned(),
+                    ));
                 }
             }
         }
@@ -559,12 +614,21 @@ fn file_record(name: &str, data: &[u8]) -> serde_json::Value {
 }
 
 /// Writes the stable files; returns the kernel's size.
-fn publish(entry: &Path, out: &Path, initrd: &[u8], manifest: &Manifest, spec: &ArchSpec) -> Result<u64> {
+fn publish(
+    entry: &Path,
+    out: &Path,
+    initrd: &[u8],
+    manifest: &Manifest,
+    spec: &ArchSpec,
+) -> Result<u64> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let kernel = std::fs::read(entry.join("kernel")).context("reading the cached kernel")?;
     write_atomic(&out.join("kernel"), &kernel)?;
     write_atomic(&out.join("initrd.cpio.gz"), initrd)?;
-    let mut files = vec![file_record("kernel", &kernel), file_record("initrd.cpio.gz", initrd)];
+    let mut files = vec![
+        file_record("kernel", &kernel),
+        file_record("initrd.cpio.gz", initrd),
+    ];
     if let Ok(bz) = std::fs::read(entry.join("bzImage")) {
         write_atomic(&out.join("bzImage"), &bz)?;
         files.push(file_record("bzImage", &bz));
@@ -576,7 +640,7 @@ fn publish(entry: &Path, out: &Path, initrd: &[u8], manifest: &Manifest, spec: &
         "kernel_release": manifest.kernel_release,
         "kernel_format": match spec.kernel {
             KernelKind::BzImageToVmlinux => "elf-vmlinux",
-            KernelKind::Riscv64Image => "riscv64-image",
+            KernelKind::Image(_) => "image",
         },
         "kernel_source": manifest.kernel_source,
         "packages": manifest.packages.iter().map(|p| serde_json::json!({"name": p.name, "version": p.version})).collect::<Vec<_>>(),
@@ -611,7 +675,9 @@ pub fn ci_check(root: &Path) -> Result<()> {
     let out = target_dir(root).join("guest/riscv64");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("guest.json"))?)
         .context("parsing guest.json")?;
-    let release = json["kernel_release"].as_str().context("guest.json: no kernel_release")?;
+    let release = json["kernel_release"]
+        .as_str()
+        .context("guest.json: no kernel_release")?;
     let gz = std::fs::read(out.join("initrd.cpio.gz"))?;
     let mut archive = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut archive)
@@ -622,7 +688,10 @@ pub fn ci_check(root: &Path) -> Result<()> {
             bail!("initrd.cpio.gz lacks {want}");
         }
     }
-    for m in json["modules"].as_array().context("guest.json: no modules")? {
+    for m in json["modules"]
+        .as_array()
+        .context("guest.json: no modules")?
+    {
         let m = m.as_str().unwrap_or_default();
         let listed = names.iter().any(|n| {
             n.starts_with(&format!("lib/modules/{release}/"))
@@ -633,11 +702,17 @@ pub fn ci_check(root: &Path) -> Result<()> {
         }
     }
     for m in ["virtio_net", "virtio_blk", "virtio_mmio"] {
-        if !json["modules"].as_array().is_some_and(|a| a.iter().any(|v| v == m)) {
+        if !json["modules"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == m))
+        {
             bail!("guest.json lists no {m} module");
         }
     }
-    println!("guest: riscv64 guest checked ({} files in the initramfs)", names.len());
+    println!(
+        "guest: riscv64 guest checked ({} files in the initramfs)",
+        names.len()
+    );
     Ok(())
 }
 
@@ -654,7 +729,9 @@ fn list_cpio(mut a: &[u8]) -> Result<Vec<String>> {
             Ok(usize::from_str_radix(s, 16)?)
         };
         let (size, namesize) = (field(6)?, field(11)?);
-        let name = a.get(110..110 + namesize.saturating_sub(1)).context("cpio: truncated name")?;
+        let name = a
+            .get(110..110 + namesize.saturating_sub(1))
+            .context("cpio: truncated name")?;
         let name = String::from_utf8_lossy(name).into_owned();
         let next = ((110 + namesize).next_multiple_of(4) + size).next_multiple_of(4);
         if name == "TRAILER!!!" {

@@ -39,8 +39,9 @@ pub fn parse_modules_dep(text: &str) -> Result<BTreeMap<String, Module>> {
         let Some((path, deps)) = line.split_once(':') else {
             bail!("modules.dep line {}: no `:` in {line:?}", i + 1);
         };
-        let name = module_name(path.trim())
-            .with_context(|| format!("modules.dep line {}: {path:?} is not a module path", i + 1))?;
+        let name = module_name(path.trim()).with_context(|| {
+            format!("modules.dep line {}: {path:?} is not a module path", i + 1)
+        })?;
         let deps = deps
             .split_whitespace()
             .map(|d| {
@@ -173,7 +174,11 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Option<&'a [u8]> {
     }
     let section = |i: usize| -> Option<(u32, usize, usize)> {
         let base = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        Some((le_u32(elf, base)?, le_u64(elf, base + 0x18)?, le_u64(elf, base + 0x20)?))
+        Some((
+            le_u32(elf, base)?,
+            le_u64(elf, base + 0x18)?,
+            le_u64(elf, base + 0x20)?,
+        ))
     };
     let (_, str_off, str_size) = section(shstrndx)?;
     let names = elf.get(str_off..str_off.checked_add(str_size)?)?;
@@ -187,12 +192,19 @@ fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Option<&'a [u8]> {
 
 /// The `depends=` list of a kernel module (ELF64 `.ko`, uncompressed).
 pub fn modinfo_depends(ko: &[u8], what: &str) -> Result<Vec<String>> {
-    let info = elf_section(ko, ".modinfo")
-        .with_context(|| format!("{what}: not a 64-bit little-endian ELF module with a .modinfo section"))?;
+    let info = elf_section(ko, ".modinfo").with_context(|| {
+        format!("{what}: not a 64-bit little-endian ELF module with a .modinfo section")
+    })?;
     Ok(info
         .split(|&b| b == 0)
         .filter_map(|kv| kv.strip_prefix(b"depends="))
-        .flat_map(|v| String::from_utf8_lossy(v).into_owned().split(',').map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .into_owned()
+                .split(',')
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .filter(|d| !d.is_empty())
         .map(|d| d.replace('-', "_"))
         .collect())
@@ -224,7 +236,10 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz:
 
     #[test]
     fn names_from_paths() {
-        assert_eq!(module_name("kernel/a/virtio-rng.ko.xz").as_deref(), Some("virtio_rng"));
+        assert_eq!(
+            module_name("kernel/a/virtio-rng.ko.xz").as_deref(),
+            Some("virtio_rng")
+        );
         assert_eq!(module_name("x.ko").as_deref(), Some("x"));
         assert_eq!(module_name("x.ko.zst").as_deref(), Some("x"));
         assert_eq!(module_name("x.o"), None);
@@ -234,16 +249,34 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz:
     #[test]
     fn dependencies_load_first() {
         let map = parse_modules_dep(DEP).unwrap();
-        let order = resolve_in(&map, &["virtio_mmio", "virtio_net", "virtio_blk"], &BTreeSet::new()).unwrap();
-        assert_eq!(order, ["virtio_mmio", "failover", "net_failover", "virtio_net", "virtio_blk"]);
+        let order = resolve_in(
+            &map,
+            &["virtio_mmio", "virtio_net", "virtio_blk"],
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            order,
+            [
+                "virtio_mmio",
+                "failover",
+                "net_failover",
+                "virtio_net",
+                "virtio_blk"
+            ]
+        );
         // Dashes and underscores are the same module.
-        assert_eq!(resolve_in(&map, &["virtio-rng"], &BTreeSet::new()).unwrap(), ["virtio_rng"]);
+        assert_eq!(
+            resolve_in(&map, &["virtio-rng"], &BTreeSet::new()).unwrap(),
+            ["virtio_rng"]
+        );
     }
 
     #[test]
     fn builtin_modules_are_skipped() {
         let map = parse_modules_dep(DEP).unwrap();
-        let builtin = parse_builtin("kernel/drivers/virtio/virtio_mmio.ko\nkernel/net/core/failover.ko\n");
+        let builtin =
+            parse_builtin("kernel/drivers/virtio/virtio_mmio.ko\nkernel/net/core/failover.ko\n");
         let order = resolve_in(&map, &["virtio_mmio", "virtio_net"], &builtin).unwrap();
         assert_eq!(order, ["net_failover", "virtio_net"]);
     }
@@ -251,24 +284,37 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz:
     #[test]
     fn missing_module_names_who_needs_it() {
         let map = parse_modules_dep("kernel/a.ko: kernel/gone.ko\n").unwrap();
-        let err = resolve_in(&map, &["a"], &BTreeSet::new()).unwrap_err().to_string();
+        let err = resolve_in(&map, &["a"], &BTreeSet::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`gone` (needed by `a`)"), "{err}");
-        let err = resolve_in(&map, &["virtio_net"], &BTreeSet::new()).unwrap_err().to_string();
+        let err = resolve_in(&map, &["virtio_net"], &BTreeSet::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`virtio_net` is neither"), "{err}");
     }
 
     #[test]
     fn cycles_and_bad_lines_are_errors() {
         let map = parse_modules_dep("a.ko: b.ko\nb.ko: a.ko\n").unwrap();
-        assert!(resolve_in(&map, &["a"], &BTreeSet::new()).unwrap_err().to_string().contains("cycle"));
-        assert!(parse_modules_dep("no colon here").unwrap_err().to_string().contains("line 1"));
+        assert!(resolve_in(&map, &["a"], &BTreeSet::new())
+            .unwrap_err()
+            .to_string()
+            .contains("cycle"));
+        assert!(parse_modules_dep("no colon here")
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
         assert!(parse_modules_dep("a.txt:\n").is_err());
     }
 
     #[test]
     fn rendered_modules_dep_lists_transitive_deps() {
         let map = parse_modules_dep(DEP).unwrap();
-        let order = resolve(&["virtio_net"], &BTreeSet::new(), |n| Ok(map.get(n).cloned())).unwrap();
+        let order = resolve(&["virtio_net"], &BTreeSet::new(), |n| {
+            Ok(map.get(n).cloned())
+        })
+        .unwrap();
         let text = render_modules_dep(&order, |m| m.path.trim_end_matches(".xz").to_string());
         assert_eq!(
             text,
@@ -297,7 +343,11 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz:
         elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
         elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
         elf[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
-        for (name, off, size) in [(0u32, 0usize, 0usize), (1, info_off, modinfo.len()), (10, str_off, shstr.len())] {
+        for (name, off, size) in [
+            (0u32, 0usize, 0usize),
+            (1, info_off, modinfo.len()),
+            (10, str_off, shstr.len()),
+        ] {
             let mut sh = [0u8; 64];
             sh[..4].copy_from_slice(&name.to_le_bytes());
             sh[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
@@ -310,7 +360,10 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz:
     #[test]
     fn modinfo_depends_are_read() {
         let ko = fake_module(b"license=GPL\0depends=failover,net-failover\0name=virtio_net\0");
-        assert_eq!(modinfo_depends(&ko, "m").unwrap(), ["failover", "net_failover"]);
+        assert_eq!(
+            modinfo_depends(&ko, "m").unwrap(),
+            ["failover", "net_failover"]
+        );
         let none = fake_module(b"depends=\0name=failover\0");
         assert!(modinfo_depends(&none, "m").unwrap().is_empty());
         // Truncated or foreign files are errors, not panics.
