@@ -259,15 +259,13 @@ impl PrivateApt {
             .context("starting apt-get download")?;
         let prefix = format!("{}_", pkg.name);
         let received = || -> u64 {
-            std::fs::read_dir(dest)
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                        .filter_map(|e| e.metadata().ok())
-                        .map(|m| m.len())
-                        .sum()
-                })
-                .unwrap_or(0)
+            std::fs::read_dir(dest).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
         };
         let status = loop {
             if let Some(status) = child.try_wait()? {

@@ -101,6 +101,7 @@ impl Writer {
 
 #[cfg(test)]
 pub mod tests {
+    use std::io::Write as _;
     use std::process::{Command, Stdio};
 
     use super::*;
@@ -190,7 +191,6 @@ pub mod tests {
             eprintln!("SKIPPED: `cpio` is not on PATH (install Debian's `cpio`)");
             return;
         };
-        use std::io::Write as _;
         child.stdin.take().unwrap().write_all(&sample()).unwrap();
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -217,7 +217,7 @@ pub fn run(root: &Path, arch: Option<Arch>, offline: bool) -> Result<()> {
 }
 
 fn human(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    format!("{}.{} MiB", bytes >> 20, ((bytes & 0xf_ffff) * 10) >> 20)
 }
 
 struct Summary {
