@@ -262,37 +262,35 @@ fn bench(c: &mut Criterion) {
 /// Linux boot-to-marker: the interpreter (through `vm-service run`) against
 /// `qemu-system-riscv64 -M virt` (Debian `qemu-system-misc`, OpenSBI as
 /// firmware) on the same Debian kernel and busybox initramfs. Too slow for
-/// criterion sampling: alternated runs, medians. Uses the files the
-/// `riscv_linux_boot` test downloads into `target/debian-kernels/`; skipped
-/// with a reason when they or the tools are missing.
+/// criterion sampling: alternated runs, medians. Uses the guest
+/// `cargo xtask guest --arch riscv64` publishes in `target/guest/riscv64/`;
+/// skipped with a reason when it or the tools are missing.
 fn linux_boot(_c: &mut Criterion) {
     let rounds: usize = std::env::var("RISCV_BOOT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let cache = std::env::var_os("CARGO_TARGET_DIR")
+    let guest = std::env::var_os("CARGO_TARGET_DIR")
         .map_or(root, PathBuf::from)
-        .join("debian-kernels");
-    let kernel_path = std::fs::read_to_string(cache.join("riscv64/kernel-path")).ok();
-    let busybox = std::fs::read(cache.join("busybox-riscv64/busybox")).ok();
-    let (Some(kernel), Some(busybox)) = (kernel_path, busybox) else {
-        eprintln!("SKIPPED (Linux boot): run the riscv_linux_boot test once to download the kernel and busybox");
+        .join("guest/riscv64");
+    let (kernel, initrd) = (guest.join("kernel"), guest.join("initrd.cpio.gz"));
+    if !kernel.is_file() || !initrd.is_file() {
+        eprintln!(
+            "SKIPPED (Linux boot): no riscv64 guest in {}: run `cargo xtask guest --arch riscv64`",
+            guest.display()
+        );
         return;
-    };
+    }
     let qemu = find(&["qemu-system-riscv64"]);
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
         eprintln!("SKIPPED (Linux boot): build target/release/vm-service first (cargo build --release -p vm-service)");
         return;
     }
-    let Ok(dir) = tempfile::tempdir() else { return };
-    let initrd = dir.path().join("initrd.cpio");
-    if std::fs::write(&initrd, initramfs(&busybox)).is_err() {
-        return;
-    }
-    let kernel = kernel.trim().to_owned();
-    let cmdline = "console=ttyS0 panic=-1";
+    // The guest's /init prints the marker once userspace is up, runs `true`
+    // and powers off.
+    let cmdline = "console=ttyS0 panic=-1 -- true";
     let boot = |cmd: &mut Command| -> Option<Duration> {
         let t = Instant::now();
         let out = cmd.output().ok()?;
@@ -311,11 +309,11 @@ fn linux_boot(_c: &mut Criterion) {
                     "none",
                     "--memory",
                     "256",
-                    "--kernel",
-                    &kernel,
                     "--cmdline",
                     cmdline,
                 ])
+                .arg("--kernel")
+                .arg(&kernel)
                 .arg("--initrd")
                 .arg(&initrd),
         );
@@ -335,11 +333,11 @@ fn linux_boot(_c: &mut Criterion) {
                         "-no-reboot",
                         "-bios",
                         "default",
-                        "-kernel",
-                        &kernel,
                         "-append",
                         cmdline,
                     ])
+                    .arg("-kernel")
+                    .arg(&kernel)
                     .arg("-initrd")
                     .arg(&initrd),
             );
@@ -378,49 +376,8 @@ fn linux_boot(_c: &mut Criterion) {
     }
 }
 
-const MARKER: &str = "VM-WORKSPACE-USERSPACE-MARKER";
-
-/// A newc cpio with busybox and an `/init` that prints the marker and powers off.
-fn initramfs(busybox: &[u8]) -> Vec<u8> {
-    fn push(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
-        out.extend_from_slice(b"070701");
-        for f in [
-            ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0,
-        ] {
-            out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-        out.extend_from_slice(data);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-    }
-    let init = format!("#!/bin/busybox sh\n/bin/busybox echo {MARKER}\n/bin/busybox poweroff -f\n");
-    let mut out = Vec::new();
-    push(&mut out, 1, "bin", 0o040_755, &[], (0, 0));
-    push(&mut out, 2, "dev", 0o040_755, &[], (0, 0));
-    push(&mut out, 3, "dev/console", 0o020_600, &[], (5, 1));
-    push(&mut out, 4, "bin/busybox", 0o100_755, busybox, (0, 0));
-    push(&mut out, 5, "init", 0o100_755, init.as_bytes(), (0, 0));
-    push(&mut out, 0, "TRAILER!!!", 0, &[], (0, 0));
-    out
-}
+/// What the guest's `/init` prints once userspace is up.
+const MARKER: &str = "VM-GUEST-READY";
 
 criterion_group!(benches, bench, linux_boot);
 criterion_main!(benches);

@@ -1,11 +1,12 @@
-//! Loading stock Debian kernels: `linux-image-cloud-amd64` (bzImage), sid's
-//! riscv64 kernel and bookworm's arm64 kernel (EFI-stub `Image`s), fetched once into
-//! `target/debian-kernels/` by `scripts/fetch-debian-kernel.sh`. Skipped with a
-//! printed reason when the download is impossible.
+//! Loading stock Debian kernels: `linux-image-cloud-amd64` (the bzImage and
+//! the `vmlinux` ELF inside it), sid's riscv64 kernel and bookworm's arm64
+//! kernel (EFI-stub `Image`s), as `cargo xtask guest --arch ...` publishes
+//! them in `target/guest/<arch>/`. Skipped with a printed reason when that
+//! guest has not been built.
 
 mod support;
 
-use support::{debian_kernel, decompile_dtb, machine, read_dtb};
+use support::{decompile_dtb, guest_file, machine, read_dtb};
 use vm_cross_arch::platform::{
     for_arch, BootData, BootState, GuestArch, KernelFormat, PlatformError,
 };
@@ -15,7 +16,7 @@ const CMDLINE: &str = "console=ttyS0 panic=-1";
 
 #[test]
 fn debian_riscv64_image_loads_at_its_text_offset() {
-    let Some(kernel) = debian_kernel("riscv64") else {
+    let Some(kernel) = guest_file("riscv64", "kernel") else {
         return;
     };
     let text_offset = u64::from_le_bytes(kernel[8..16].try_into().expect("header"));
@@ -83,7 +84,7 @@ fn debian_riscv64_image_loads_at_its_text_offset() {
 
 #[test]
 fn debian_amd64_bzimage_loads_with_64bit_entry() {
-    let Some(kernel) = debian_kernel("amd64") else {
+    let Some(kernel) = guest_file("x86_64", "bzImage") else {
         return;
     };
     assert_eq!(&kernel[0x202..0x206], b"HdrS");
@@ -166,8 +167,44 @@ fn debian_amd64_bzimage_loads_with_64bit_entry() {
 }
 
 #[test]
+fn debian_amd64_vmlinux_loads_as_elf() {
+    let Some(kernel) = guest_file("x86_64", "kernel") else {
+        return;
+    };
+    assert_eq!(
+        &kernel[..4],
+        b"\x7fELF",
+        "xtask guest publishes the vmlinux ELF"
+    );
+    assert_eq!(
+        u16::from_le_bytes([kernel[0x12], kernel[0x13]]),
+        62,
+        "EM_X86_64"
+    );
+    let (map, mem) = machine(GuestArch::X86_64, 1, 512 << 20, 2);
+    let platform = for_arch(GuestArch::X86_64);
+    if cfg!(not(target_arch = "x86_64")) {
+        eprintln!("SKIPPED: x86_64 kernel loading needs an x86_64 host (linux-loader)");
+        return;
+    }
+    let Some(initrd) = guest_file("x86_64", "initrd.cpio.gz") else {
+        return;
+    };
+    let boot = platform
+        .boot(&mem, &map, &kernel, Some(&initrd), CMDLINE)
+        .expect("boot");
+    assert_eq!(boot.kernel.format, KernelFormat::ElfVmlinux);
+    let rd = boot.initrd.expect("initrd");
+    assert_eq!(rd.end() - rd.start.0, initrd.len() as u64);
+    let mut head = vec![0u8; 2];
+    mem.read_slice(&mut head, rd.start)
+        .expect("initrd in memory");
+    assert_eq!(head, [0x1f, 0x8b], "the gzip'd initramfs is loaded as is");
+}
+
+#[test]
 fn debian_arm64_image_loads_at_ram_base_plus_text_offset() {
-    let Some(kernel) = debian_kernel("arm64") else {
+    let Some(kernel) = guest_file("arm64", "kernel") else {
         return;
     };
     let text_offset = u64::from_le_bytes(kernel[8..16].try_into().expect("header"));

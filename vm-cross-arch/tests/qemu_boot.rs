@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{debian_kernel, machine, read_dtb, tool};
+use support::{guest_file, machine, read_dtb, tool};
 use vm_cross_arch::platform::x86_64::{acpi, layout::ACPI};
 use vm_cross_arch::platform::{for_arch, BootInfo, GuestArch};
 use vm_memory::GuestMemoryMmap;
@@ -145,7 +145,7 @@ fn qemu_boots_debian_riscv64_with_our_device_tree() {
     let Some(qemu) = tool("qemu-system-riscv64", "qemu-system-misc") else {
         return;
     };
-    let Some(kernel) = debian_kernel("riscv64") else {
+    let Some(kernel) = guest_file("riscv64", "kernel") else {
         return;
     };
     let (map, mem) = machine(GuestArch::Riscv64, 2, 512 << 20, 0);
@@ -211,7 +211,7 @@ fn qemu_boots_debian_arm64_with_our_device_tree() {
     let Some(qemu) = tool("qemu-system-aarch64", "qemu-system-arm") else {
         return;
     };
-    let Some(kernel) = debian_kernel("arm64") else {
+    let Some(kernel) = guest_file("arm64", "kernel") else {
         return;
     };
     let (map, mem) = machine(GuestArch::Arm64, 2, 512 << 20, 0);
@@ -281,7 +281,7 @@ fn qemu_x86_kernel_enumerates_our_virtio_mmio_devices_from_acpi() {
     let Some(busybox) = tool("busybox", "busybox-static") else {
         return;
     };
-    let Some(kernel) = debian_kernel("amd64") else {
+    let Some(kernel) = guest_file("x86_64", "bzImage") else {
         return;
     };
     let busybox = std::fs::read(busybox).expect("busybox");

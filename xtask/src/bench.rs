@@ -351,7 +351,7 @@ fn boot_processes(root: &Path, runs: usize) -> Vec<(String, Result<Measure>)> {
 }
 
 /// The riscv64 area's peers and inputs: the cross compiler, QEMU (user and
-/// system, with OpenSBI), Debian's riscv64 kernel and busybox, and a release
+/// system, with OpenSBI), the riscv64 Debian guest (`cargo xtask guest`), and a release
 /// `vm-service`. Returns what could not be set up; those parts of the bench
 /// then report themselves as skipped.
 fn prepare_riscv(root: &Path) -> Vec<String> {
@@ -372,21 +372,10 @@ fn prepare_riscv(root: &Path) -> Vec<String> {
             problems.push(format!("riscv_mips: opensbi could not be installed: {e}"));
         }
     }
-    let cache = root.join("target/debian-kernels");
-    for script in ["fetch-debian-kernel.sh", "fetch-debian-busybox.sh"] {
-        let path = root.join("vm-cross-arch/scripts").join(script);
-        let ok = Command::new("bash")
-            .arg(&path)
-            .arg("riscv64")
-            .arg(&cache)
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            problems.push(format!(
-                "riscv_mips: {script} riscv64 failed (no Linux boot measure)"
-            ));
-        }
+    if let Err(e) = crate::guest::run(root, Some(crate::guest::Arch::Riscv64), false) {
+        problems.push(format!(
+            "riscv_mips: building the riscv64 guest failed (no Linux boot measure): {e:#}"
+        ));
     }
     if let Err(e) = cargo(root, &["build", "--release", "--quiet", "-p", "vm-service"]) {
         problems.push(format!("riscv_mips: building vm-service: {e}"));

@@ -6,6 +6,8 @@
 //! - `features`: the feature matrix (checks per feature group, tests for the
 //!   default and all-features configurations).
 //! - `bench`: criterion benches plus process peers, one report with ratios.
+//! - `guest`: stock Debian Linux guests (kernel + initramfs) in
+//!   `target/guest/<arch>/` (`--arch x86_64|riscv64|arm64`, `--offline`).
 //! - `builtin-guest`: rebuild (or `--check`) the guest `vm-service run` boots.
 //! - `migrate-store`: rewrite a v1 event journal as v2 (crash-safe).
 //! - `setup`: install the Debian packages and rustup components tests need.
@@ -16,6 +18,7 @@ mod builtin_guest;
 mod cmd;
 mod features;
 mod gates;
+mod guest;
 mod setup;
 mod targets;
 
@@ -59,6 +62,16 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Build a stock Debian Linux guest (kernel, initramfs, guest.json) in
+    /// target/guest/<arch>/.
+    Guest {
+        /// Guest architecture (default: the host's).
+        #[arg(long, value_enum)]
+        arch: Option<guest::Arch>,
+        /// Use only the cache in target/guest-cache/ (no network).
+        #[arg(long)]
+        offline: bool,
+    },
     /// Rewrite a legacy (v1, JSON lines) event journal in the v2 format, in
     /// place and crash-safely; the original is kept as `<path>.v1.bak`.
     MigrateStore {
@@ -67,7 +80,7 @@ enum Task {
     },
     /// Install the Debian packages and rustup components the tests need.
     Setup,
-    /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check, features (tests), check-targets.
+    /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check, guest (riscv64), features (tests), check-targets.
     Ci,
 }
 
@@ -96,6 +109,7 @@ fn ci(root: &Path) -> Result<()> {
     )?;
     gates::run(root)?;
     builtin_guest::run(root, true)?;
+    guest::ci_check(root)?;
     features::run(root)?;
     targets::run(root, &[])?;
     println!("ci: all steps passed");
@@ -133,6 +147,7 @@ fn main() -> Result<()> {
         Task::Features => features::run(&root),
         Task::Bench { quick, areas } => bench::run(&root, quick, &areas),
         Task::BuiltinGuest { check } => builtin_guest::run(&root, check),
+        Task::Guest { arch, offline } => guest::run(&root, arch, offline),
         Task::MigrateStore { path } => migrate_store(&path),
         Task::Setup => setup::run(),
         Task::Ci => ci(&root),

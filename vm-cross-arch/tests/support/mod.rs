@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests: external tools (dtc, iasl) and
-//! the Debian kernel cache. Tests skip with a printed reason when a tool or
+//! the Debian guests `cargo xtask guest` builds. Tests skip with a printed reason when a tool or
 //! the network is missing; CI installs `device-tree-compiler` and `acpica-tools`.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
@@ -95,139 +95,32 @@ pub fn decompile_dtb(dtb: &[u8], dir: &Path) -> Option<String> {
     Some(dts)
 }
 
-/// Where downloaded Debian kernels are cached: `<workspace>/target/debian-kernels`.
-pub fn kernel_cache() -> PathBuf {
+/// Where `cargo xtask guest` publishes the guest for `arch` (`x86_64`,
+/// `riscv64`, `arm64`): `<target>/guest/<arch>/`.
+pub fn guest_dir(arch: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,
     );
-    target.join("debian-kernels")
+    target.join("guest").join(arch)
 }
 
-/// Downloads (once) and returns the stock Debian kernel for `debian_arch`
-/// (`amd64`, `riscv64`) via `scripts/fetch-debian-kernel.sh`; prints the reason
-/// and returns `None` when that is impossible here.
-pub fn debian_kernel(debian_arch: &str) -> Option<Vec<u8>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-debian-kernel.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(debian_arch)
-        .arg(kernel_cache())
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot run {}: {e}", script.display());
-            return None;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout.lines().last().unwrap_or("").trim().to_owned();
-    if !out.status.success() || path.is_empty() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let reason = stderr.lines().last().unwrap_or("no output");
-        eprintln!("SKIPPED: no Debian {debian_arch} kernel ({reason})");
-        return None;
-    }
+/// Reads `name` (`kernel`, `initrd.cpio.gz`, `bzImage`) of the built guest
+/// for `arch`; prints why the test is skipped and returns `None` when the
+/// guest has not been built.
+pub fn guest_file(arch: &str, name: &str) -> Option<Vec<u8>> {
+    let path = guest_dir(arch).join(name);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            eprintln!("using {path} ({} bytes)", bytes.len());
+            eprintln!("using {} ({} bytes)", path.display(), bytes.len());
             Some(bytes)
         }
         Err(e) => {
-            eprintln!("SKIPPED: reading {path}: {e}");
+            eprintln!(
+                "SKIPPED: no {} ({e}): run `cargo xtask guest --arch {arch}`",
+                path.display()
+            );
             None
         }
     }
-}
-
-/// Downloads (once) Debian's static busybox for `debian_arch` via
-/// `scripts/fetch-debian-busybox.sh`; prints the reason and returns `None`
-/// when that is impossible here.
-pub fn debian_busybox(debian_arch: &str) -> Option<Vec<u8>> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-debian-busybox.sh");
-    let out = match Command::new("bash")
-        .arg(&script)
-        .arg(debian_arch)
-        .arg(kernel_cache())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot run {}: {e}", script.display());
-            return None;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout.lines().last().unwrap_or("").trim().to_owned();
-    if !out.status.success() || path.is_empty() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!(
-            "SKIPPED: no Debian {debian_arch} busybox ({})",
-            stderr.lines().last().unwrap_or("no output")
-        );
-        return None;
-    }
-    std::fs::read(&path)
-        .map_err(|e| eprintln!("SKIPPED: reading {path}: {e}"))
-        .ok()
-}
-
-/// One entry of a newc cpio archive.
-pub enum CpioEntry<'a> {
-    /// A directory.
-    Dir(&'a str),
-    /// A regular file with its mode bits and contents.
-    File(&'a str, u32, &'a [u8]),
-    /// A character device node (major, minor).
-    CharDev(&'a str, u32, u32),
-}
-
-/// Builds a newc ("070701") cpio archive, the initramfs format.
-pub fn cpio(entries: &[CpioEntry<'_>]) -> Vec<u8> {
-    fn push(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
-        let fields = [
-            ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0,
-        ];
-        out.extend_from_slice(b"070701");
-        for f in fields {
-            out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-        out.extend_from_slice(data);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-    }
-    let mut out = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        let ino = i as u32 + 1;
-        match e {
-            CpioEntry::Dir(name) => push(&mut out, ino, name, 0o040_755, &[], (0, 0)),
-            CpioEntry::File(name, mode, data) => {
-                push(&mut out, ino, name, 0o100_000 | mode, data, (0, 0));
-            }
-            CpioEntry::CharDev(name, major, minor) => {
-                push(&mut out, ino, name, 0o020_600, &[], (*major, *minor));
-            }
-        }
-    }
-    push(&mut out, 0, "TRAILER!!!", 0, &[], (0, 0));
-    out
 }
