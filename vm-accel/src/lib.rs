@@ -32,6 +32,7 @@ mod cpu_template;
 pub mod decode;
 mod error;
 mod exit;
+pub mod host_profile;
 pub mod irqfd_relay;
 mod kick;
 mod memory;
@@ -54,6 +55,7 @@ pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailabl
 pub use boot::BootState;
 pub use cpu_template::{CpuTemplate, CpuidEdit, CpuidRegister};
 pub use error::AccelError;
+pub use host_profile::{FallbackGroup, HostProfile, HostProfileError, HOST_PROFILE_ENV};
 pub use exit::{
     InstructionBytes, InternalError, InternalErrorKind, RiscvSbiCall, SystemEvent, VcpuExit,
 };
