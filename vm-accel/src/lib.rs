@@ -55,10 +55,10 @@ pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailabl
 pub use boot::BootState;
 pub use cpu_template::{CpuTemplate, CpuidEdit, CpuidRegister};
 pub use error::AccelError;
-pub use host_profile::{FallbackGroup, HostProfile, HostProfileError, HOST_PROFILE_ENV};
 pub use exit::{
     InstructionBytes, InternalError, InternalErrorKind, RiscvSbiCall, SystemEvent, VcpuExit,
 };
+pub use host_profile::{FallbackGroup, HostProfile, HostProfileError, HOST_PROFILE_ENV};
 pub use kick::{Kick, KickFlag, KickHandle};
 pub use memory::{MemorySlot, MemorySlots};
 pub use notifier::EventNotifier;

@@ -212,9 +212,7 @@ pub fn run(root: &Path, args: &E2eArgs) -> Result<()> {
     let mut vmm_log =
         File::create(&vmm_path).with_context(|| format!("creating {}", vmm_path.display()))?;
 
-    let cmdline = format!("{BASE_CMDLINE} {}", args.append)
-        .trim()
-        .to_string();
+    let cmdline = format!("{BASE_CMDLINE} {}", args.append).trim().to_string();
     let memory = args.memory.to_string();
     let argv = [
         "run",
@@ -249,8 +247,16 @@ pub fn run(root: &Path, args: &E2eArgs) -> Result<()> {
         .with_context(|| format!("starting {}", exe.display()))?;
     let started = Instant::now();
     let (tx, rx) = mpsc::channel();
-    spawn_reader(child.stdout.take().context("child stdout")?, Stream::Serial, tx.clone());
-    spawn_reader(child.stderr.take().context("child stderr")?, Stream::Vmm, tx);
+    spawn_reader(
+        child.stdout.take().context("child stdout")?,
+        Stream::Serial,
+        tx.clone(),
+    );
+    spawn_reader(
+        child.stderr.take().context("child stderr")?,
+        Stream::Vmm,
+        tx,
+    );
 
     let timeout = Duration::from_mins(args.timeout);
     let mut tail: Vec<String> = Vec::new();
@@ -296,7 +302,8 @@ pub fn run(root: &Path, args: &E2eArgs) -> Result<()> {
                     eprintln!(
                         "e2e: {:.1} min: {}",
                         started.elapsed().as_secs_f64() / 60.0,
-                        tail.last().map_or("(no console output yet)", String::as_str)
+                        tail.last()
+                            .map_or("(no console output yet)", String::as_str)
                     );
                 }
             }
@@ -360,7 +367,9 @@ fn report(outcome: &Outcome, elapsed: Duration, tail: &[String], log: &VmmLog, s
     }
     println!(
         "  vCPU exits: {}",
-        log.exits.as_deref().unwrap_or("not logged yet (under a minute)")
+        log.exits
+            .as_deref()
+            .unwrap_or("not logged yet (under a minute)")
     );
     println!("  fallback emulations: {}", log.emulation_summary());
     println!("  last console lines:");

@@ -13,9 +13,9 @@ pub(super) use fixup::handle_internal_error;
 
 use crate::accelerator::AcceleratorKind;
 use crate::boot::x86_64::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
-use crate::host_profile::HostProfile;
 use crate::boot::BootState;
 use crate::error::AccelError;
+use crate::host_profile::HostProfile;
 use crate::kvm::vm::VmShared;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
 use crate::vcpu::VcpuId;
@@ -34,13 +34,6 @@ pub(super) struct VmArch {
     irqchip: bool,
     profile: Option<&'static HostProfile>,
     emulations: fallback::EmulationCounts,
-}
-
-impl VmArch {
-    /// Instructions the fallback emulated so far, most frequent first.
-    pub(super) fn emulation_counts(&self) -> Vec<(String, u64)> {
-        self.emulations.snapshot()
-    }
 }
 
 impl Drop for VmArch {
@@ -76,11 +69,10 @@ impl VmArch {
             fd.create_pit2(pit)
                 .map_err(|e| AccelError::hypervisor("KVM_CREATE_PIT2", e))?;
         }
-        let profile = HostProfile::select(AcceleratorKind::Kvm).map_err(|e| {
-            AccelError::InvalidConfig {
+        let profile =
+            HostProfile::select(AcceleratorKind::Kvm).map_err(|e| AccelError::InvalidConfig {
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         if let Some(p) = profile {
             tracing::debug!(profile = %p.name, fallback = ?p.fallback, "host profile");
         }

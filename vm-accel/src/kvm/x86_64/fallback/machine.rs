@@ -169,7 +169,10 @@ fn gpr_slot(reg: Register) -> Option<(usize, usize, bool)> {
     if !reg.is_gpr() {
         return None;
     }
-    let high = matches!(reg, Register::AH | Register::CH | Register::DH | Register::BH);
+    let high = matches!(
+        reg,
+        Register::AH | Register::CH | Register::DH | Register::BH
+    );
     let full = reg.full_register();
     let index = (full as usize).checked_sub(Register::RAX as usize)?;
     (index < 16).then_some((index, reg.size(), high))

@@ -47,7 +47,7 @@ impl EmulationCounts {
     }
 
     /// `(mnemonic, count)` pairs, most frequent first.
-    pub(in crate::kvm) fn snapshot(&self) -> Vec<(String, u64)> {
+    fn snapshot(&self) -> Vec<(String, u64)> {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let mut v: Vec<_> = map
             .iter()

@@ -133,7 +133,10 @@ fn lanes(a: u128, b: u128, bits: u32, f: impl Fn(u64, u64) -> u64) -> u128 {
     };
     (0..128 / bits).fold(0u128, |acc, i| {
         let shift = i * bits;
-        let r = u128::from(f(((a >> shift) & mask) as u64, ((b >> shift) & mask) as u64));
+        let r = u128::from(f(
+            ((a >> shift) & mask) as u64,
+            ((b >> shift) & mask) as u64,
+        ));
         acc | ((r & mask) << shift)
     })
 }
@@ -282,7 +285,9 @@ pub(super) fn pmovmskb(x: &mut Exec<'_>) -> Result<(), FallbackError> {
         return Err(x.unsupported("MMX registers"));
     }
     let v = x.read_vec(1, 16)?;
-    let mask = (0..16).fold(0u64, |acc, i| acc | ((((v >> (8 * i + 7)) & 1) as u64) << i));
+    let mask = (0..16).fold(0u64, |acc, i| {
+        acc | ((((v >> (8 * i + 7)) & 1) as u64) << i)
+    });
     x.write_int(0, 4, mask)
 }
 
@@ -293,7 +298,11 @@ mod tests {
     #[test]
     fn lanes_wrap_per_lane() {
         let a = 0xff_u128 | (1u128 << 120);
-        assert_eq!(lanes(a, 1, 8, u64::wrapping_add), 1u128 << 120, "no carry out of a lane");
+        assert_eq!(
+            lanes(a, 1, 8, u64::wrapping_add),
+            1u128 << 120,
+            "no carry out of a lane"
+        );
         assert_eq!(lanes(0, 1, 64, u64::wrapping_sub), u128::from(u64::MAX));
     }
 
@@ -301,7 +310,10 @@ mod tests {
     fn unpack_interleaves() {
         let a = 0x0706_0504_0302_0100_u128;
         let b = 0x1716_1514_1312_1110_u128;
-        assert_eq!(unpack(a, b, 8, false), 0x1707_1606_1505_1404_1303_1202_1101_1000);
+        assert_eq!(
+            unpack(a, b, 8, false),
+            0x1707_1606_1505_1404_1303_1202_1101_1000
+        );
         assert_eq!(unpack(a, b, 64, false), (b << 64) | a);
         assert_eq!(unpack(a << 64, b << 64, 64, true), (b << 64) | a);
     }

@@ -54,7 +54,9 @@ impl Model {
     }
 
     fn peek(&self, gva: u64, len: usize) -> Vec<u8> {
-        (0..len).map(|i| self.ram[self.phys(gva + i as u64)]).collect()
+        (0..len)
+            .map(|i| self.ram[self.phys(gva + i as u64)])
+            .collect()
     }
 }
 
@@ -130,7 +132,11 @@ fn run(c: &mut CpuState, m: &mut Model, bytes: &[u8]) -> Result<Mnemonic, Fallba
     let before = c.rip;
     let r = emulate(c, m, bytes, &all);
     if r.is_ok() {
-        assert_eq!(c.rip, before + bytes.len() as u64, "RIP advanced past the instruction");
+        assert_eq!(
+            c.rip,
+            before + bytes.len() as u64,
+            "RIP advanced past the instruction"
+        );
     } else {
         assert_eq!(c.rip, before, "RIP unchanged on error");
     }
@@ -213,8 +219,16 @@ fn cmpxchg16b_swaps_or_loads_with_zf() {
     // Misaligned: #GP on hardware; an error here, nothing changed.
     c.rip = CODE;
     let before = (c, m.peek(DATA, 64));
-    let err = run(&mut c, &mut m, &code(|a| a.cmpxchg16b(xmmword_ptr(rsp + 8)))).unwrap_err();
-    assert!(matches!(err, FallbackError::Misaligned { align: 16, .. }), "{err}");
+    let err = run(
+        &mut c,
+        &mut m,
+        &code(|a| a.cmpxchg16b(xmmword_ptr(rsp + 8))),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, FallbackError::Misaligned { align: 16, .. }),
+        "{err}"
+    );
     assert_eq!((c, m.peek(DATA, 64)), before);
 }
 
@@ -295,7 +309,10 @@ fn mxcsr_and_movd_movq_as_the_probe_saw_them() {
     assert_eq!(c.gpr[RAX], 0x1234_5678_9abc_def0);
     c.rip = CODE;
     run(&mut c, &mut m, &code(|a| a.movq(xmm0, xmm1))).unwrap();
-    assert_eq!(m.sse.xmm[0], 0x1234_5678_9abc_def0, "movq xmm, xmm clears the top");
+    assert_eq!(
+        m.sse.xmm[0], 0x1234_5678_9abc_def0,
+        "movq xmm, xmm clears the top"
+    );
     c.rip = CODE;
     run(&mut c, &mut m, &code(|a| a.movd(dword_ptr(rsp), xmm15))).unwrap();
     assert_eq!(m.peek(DATA, 4), 0x8765_4321_u32.to_le_bytes());
@@ -317,7 +334,12 @@ fn sse_moves_and_packed_integer_ops() {
     let err = run(&mut c, &mut m, &code(|a| a.movdqa(xmm1, xmmword_ptr(rax)))).unwrap_err();
     assert!(matches!(err, FallbackError::Misaligned { .. }), "{err}");
     c.rip = CODE;
-    run(&mut c, &mut m, &code(|a| a.movaps(xmmword_ptr(rsp + 32), xmm0))).unwrap();
+    run(
+        &mut c,
+        &mut m,
+        &code(|a| a.movaps(xmmword_ptr(rsp + 32), xmm0)),
+    )
+    .unwrap();
     assert_eq!(m.peek(DATA + 32, 16), v.to_le_bytes());
     c.rip = CODE;
     m.sse.xmm[1] = u128::MAX;
@@ -333,7 +355,12 @@ fn sse_moves_and_packed_integer_ops() {
     run(&mut c, &mut m, &code(|a| a.pshufd(xmm15, xmm0, 0x1b))).unwrap();
     assert_eq!(m.sse.xmm[15], 0x0302_0100_0706_0504_0b0a_0908_0f0e_0d0c);
     c.rip = CODE;
-    run(&mut c, &mut m, &code(|a| a.psubq(xmm15, xmmword_ptr(rsp + 32)))).unwrap();
+    run(
+        &mut c,
+        &mut m,
+        &code(|a| a.psubq(xmm15, xmmword_ptr(rsp + 32))),
+    )
+    .unwrap();
     c.rip = CODE;
     run(&mut c, &mut m, &code(|a| a.pmovmskb(ecx, xmm1))).unwrap();
     assert_eq!(c.gpr[RCX], 1);
@@ -356,7 +383,12 @@ fn hostile_inputs_are_errors_and_change_nothing() {
     c.gpr[RAX] = DATA + 3 * PAGE - 8;
     m.sse.xmm[0] = u128::MAX;
     let err = run(&mut c, &mut m, &code(|a| a.movdqu(xmmword_ptr(rax), xmm0))).unwrap_err();
-    assert_eq!(err, FallbackError::NotMapped { gva: DATA + 3 * PAGE });
+    assert_eq!(
+        err,
+        FallbackError::NotMapped {
+            gva: DATA + 3 * PAGE
+        }
+    );
     assert_eq!(m.peek(DATA + 3 * PAGE - 8, 8), [0; 8]);
     // A read-only page.
     c.gpr[RAX] = CODE + 64;
@@ -371,16 +403,17 @@ fn hostile_inputs_are_errors_and_change_nothing() {
     let err = run(&mut c, &mut m, &[0x0f, 0xae, 0x2c, 0x24]).unwrap_err(); // xrstor [rsp]
     assert!(err.to_string().contains("xrstor"), "{err}");
     // A disabled group.
-    let err = emulate(
-        &mut c,
-        &mut m,
-        &code(|a| a.popcnt(rax, rbx)),
-        &|g| g != FallbackGroup::BitCount,
-    )
+    let err = emulate(&mut c, &mut m, &code(|a| a.popcnt(rax, rbx)), &|g| {
+        g != FallbackGroup::BitCount
+    })
     .unwrap_err();
     assert!(err.to_string().contains("bit-count"), "{err}");
     // VEX-encoded SSE is not emulated.
     let err = run(&mut c, &mut m, &[0xc5, 0xf9, 0xef, 0xc0]).unwrap_err(); // vpxor xmm0,xmm0,xmm0
     assert!(err.to_string().contains("vpxor"), "{err}");
-    assert_eq!(c.gpr[RAX], CODE + 64, "failed instructions change no register");
+    assert_eq!(
+        c.gpr[RAX],
+        CODE + 64,
+        "failed instructions change no register"
+    );
 }
