@@ -251,25 +251,25 @@ fn cmpxchg8b_uses_edx_eax() {
 fn clac_stac_fwait_xgetbv() {
     let mut m = Model::new();
     let mut c = cpu();
-    run(&mut c, &mut m, &code(|a| a.stac())).unwrap();
+    run(&mut c, &mut m, &code(CodeAssembler::stac)).unwrap();
     assert_ne!(c.rflags & AC, 0);
     c.rip = CODE;
-    run(&mut c, &mut m, &code(|a| a.clac())).unwrap();
+    run(&mut c, &mut m, &code(CodeAssembler::clac)).unwrap();
     assert_eq!(c.rflags & AC, 0);
     c.rip = CODE;
     c.cpl = 3;
-    let err = run(&mut c, &mut m, &code(|a| a.stac())).unwrap_err();
+    let err = run(&mut c, &mut m, &code(CodeAssembler::stac)).unwrap_err();
     assert!(err.to_string().contains("#UD"), "{err}");
     c.rip = CODE;
     assert_eq!(run(&mut c, &mut m, &[0x9b]), Ok(Mnemonic::Wait));
     c.rip = CODE;
     c.gpr[RCX] = 0;
     c.gpr[RAX] = u64::MAX;
-    run(&mut c, &mut m, &code(|a| a.xgetbv())).unwrap();
+    run(&mut c, &mut m, &code(CodeAssembler::xgetbv)).unwrap();
     assert_eq!((c.gpr[RAX], c.gpr[RDX]), (7, 0));
     c.rip = CODE;
     c.gpr[RCX] = 1;
-    assert!(run(&mut c, &mut m, &code(|a| a.xgetbv())).is_err());
+    assert!(run(&mut c, &mut m, &code(CodeAssembler::xgetbv)).is_err());
 }
 
 #[test]
