@@ -191,6 +191,9 @@ pub struct InternalError {
     pub pc_phys: Option<u64>,
     /// The instruction bytes at `pc`, when guest memory could be read there.
     pub instruction: Option<InstructionBytes>,
+    /// What the backend made of the instruction (e.g. why its userspace
+    /// fallback could not emulate it), when it looked.
+    pub detail: Option<String>,
 }
 
 impl fmt::Display for InternalError {
@@ -206,6 +209,9 @@ impl fmt::Display for InternalError {
         match &self.instruction {
             Some(bytes) => write!(f, ", instruction bytes [{bytes}]")?,
             None => f.write_str(", instruction bytes unreadable")?,
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
         }
         if !self.data.is_empty() {
             f.write_str(", data [")?;
@@ -241,6 +247,7 @@ mod tests {
             pc: Some(0x1000),
             pc_phys: Some(0x2000),
             instruction: Some(InstructionBytes::new(&[0xcc])),
+            detail: None,
         };
         let text = err.to_string();
         assert!(text.contains("emulation failed"), "{text}");

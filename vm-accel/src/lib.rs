@@ -32,6 +32,7 @@ mod cpu_template;
 pub mod decode;
 mod error;
 mod exit;
+pub mod host_profile;
 pub mod irqfd_relay;
 mod kick;
 mod memory;
@@ -57,6 +58,7 @@ pub use error::AccelError;
 pub use exit::{
     InstructionBytes, InternalError, InternalErrorKind, RiscvSbiCall, SystemEvent, VcpuExit,
 };
+pub use host_profile::{FallbackGroup, HostProfile, HostProfileError, HOST_PROFILE_ENV};
 pub use kick::{Kick, KickFlag, KickHandle};
 pub use memory::{MemorySlot, MemorySlots};
 pub use notifier::EventNotifier;

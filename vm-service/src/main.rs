@@ -257,8 +257,18 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&error_chain(&e)),
     };
+    let control = running.control();
+    // Long boots (nested KVM) are followed through the log: exits once a minute.
+    let progress = control.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_mins(1));
+        tracing::info!(exits = ?progress.exit_counts(), "vCPU exit counts");
+    });
     let reason = running.wait();
-    eprintln!("vm-service: {reason}");
+    eprintln!(
+        "vm-service: {reason} (vCPU exits: {:?})",
+        control.exit_counts()
+    );
     let guest_status = *guest_status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

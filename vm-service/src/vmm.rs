@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use vm_accel::{AccelError, Accelerator, IrqLine, VcpuId, Vm};
+use vm_accel::{AccelError, Accelerator, AcceleratorKind, IrqLine, VcpuId, Vm};
 use vm_core::config::{DeviceConfig, GuestArch, SerialMode, VmConfig};
 use vm_core::ConfigError;
 use vm_cross_arch::platform::{
@@ -259,7 +259,8 @@ impl VmmBuilder {
         );
 
         let phase = Instant::now();
-        let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &config.cmdline)?;
+        let cmdline = linux_cmdline(accel.kind(), config)?;
+        let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &cmdline)?;
         tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
 
         let reset = Arc::new(CountingInterrupt::new());
@@ -386,6 +387,30 @@ impl RunningVmm {
     /// Waits until the VM stops and says why.
     pub fn wait(self) -> StopReason {
         self.executor.wait()
+    }
+}
+
+/// The kernel command line, with the host profile's additions when an x86_64
+/// Linux kernel boots on an accelerator that has a profile for this host.
+fn linux_cmdline(accel: AcceleratorKind, config: &VmConfig) -> Result<String, VmmError> {
+    if config.kernel.is_none() || config.arch != GuestArch::X86_64 {
+        return Ok(config.cmdline.clone());
+    }
+    match vm_accel::HostProfile::select(accel) {
+        Ok(Some(profile)) => {
+            tracing::info!(profile = %profile.name, additions = %profile.linux_cmdline, "host profile");
+            Ok(profile.extend_linux_cmdline(&config.cmdline))
+        }
+        Ok(None) => {
+            tracing::info!(accelerator = %accel, "host profile: none");
+            Ok(config.cmdline.clone())
+        }
+        Err(e) => Err(VmmError::Accel {
+            step: "choosing the host profile",
+            source: AccelError::InvalidConfig {
+                reason: e.to_string(),
+            },
+        }),
     }
 }
 

@@ -11,11 +11,13 @@
 //! - `builtin-guest`: rebuild (or `--check`) the guest `vm-service run` boots.
 //! - `migrate-store`: rewrite a v1 event journal as v2 (crash-safe).
 //! - `setup`: install the Debian packages and rustup components tests need.
+//! - `e2e`: boot a stock Linux guest with the release VMM, to userspace (long; not in CI).
 //! - `ci`: everything CI runs, in order; `.ci/run` calls it.
 
 mod bench;
 mod builtin_guest;
 mod cmd;
+mod e2e;
 mod features;
 mod gates;
 mod guest;
@@ -80,6 +82,9 @@ enum Task {
     },
     /// Install the Debian packages and rustup components the tests need.
     Setup,
+    /// Boot a stock Linux guest with the release vm-service until its
+    /// userspace reports ready (or the timeout); reports how far it got.
+    E2e(e2e::E2eArgs),
     /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check, guest (riscv64), features (tests), check-targets.
     Ci,
 }
@@ -150,6 +155,7 @@ fn main() -> Result<()> {
         Task::Guest { arch, offline } => guest::run(&root, arch, offline),
         Task::MigrateStore { path } => migrate_store(&path),
         Task::Setup => setup::run(),
+        Task::E2e(args) => e2e::run(&root, &args),
         Task::Ci => ci(&root),
     }
 }

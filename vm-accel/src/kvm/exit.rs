@@ -47,6 +47,7 @@ impl InternalErrorData {
             pc: None,
             pc_phys: None,
             instruction: None,
+            detail: None,
         }
     }
 }

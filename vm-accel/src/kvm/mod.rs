@@ -38,6 +38,8 @@ use x86_64 as arch;
 pub use kick::kick_signal;
 pub use vcpu::KvmVcpu;
 pub use vm::KvmVm;
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::FallbackError;
 
 use crate::accelerator::{Accelerator, AcceleratorKind, Probe, Unavailable};
 use crate::error::AccelError;

@@ -58,6 +58,13 @@ impl KvmVcpu {
         &self.fd
     }
 
+    /// The VM this vCPU belongs to.
+    // Only the x86 backend's instruction fallback reaches the VM from a vCPU.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn shared(&self) -> &VmShared {
+        &self.vm
+    }
+
     fn immediate_exit_field(&mut self) -> *mut u8 {
         std::ptr::addr_of_mut!(self.fd.get_kvm_run().immediate_exit)
     }

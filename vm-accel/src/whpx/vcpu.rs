@@ -66,6 +66,7 @@ fn emulation_failure(rip: u64, bytes: &[u8], data: Vec<u64>) -> Step {
         pc: Some(rip),
         pc_phys: None,
         instruction: Some(InstructionBytes::new(bytes)),
+        detail: None,
     }))
 }
 
@@ -438,6 +439,7 @@ impl WhpxVcpu {
                         data: vec![reason as u64],
                         pc: Some(ctx.VpContext.Rip),
                         pc_phys: None,
+                        detail: None,
                         instruction: None,
                     })))
                 }

@@ -265,6 +265,7 @@ impl HvfVcpu {
             pc: get_reg(vcpu, reg::PC).ok(),
             pc_phys: None,
             instruction: None,
+            detail: None,
         }))
     }
 

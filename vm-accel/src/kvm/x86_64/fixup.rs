@@ -50,7 +50,7 @@ pub(super) fn linear_pc(regs: &kvm_regs, sregs: &kvm_sregs) -> u64 {
 /// Reads up to 15 instruction bytes at linear address `pc`, translating each
 /// page with `KVM_TRANSLATE`. Returns the bytes read (possibly fewer) and the
 /// physical address of the first.
-fn fetch_instruction(vm: &VmShared, fd: &VcpuFd, pc: u64) -> (Vec<u8>, Option<u64>) {
+pub(super) fn fetch_instruction(vm: &VmShared, fd: &VcpuFd, pc: u64) -> (Vec<u8>, Option<u64>) {
     let mut bytes = Vec::with_capacity(MAX_INSN_LEN);
     let mut first_phys = None;
     while bytes.len() < MAX_INSN_LEN {
@@ -123,9 +123,27 @@ pub(in crate::kvm) fn handle_internal_error(
                     tracing::warn!(error = %e, "re-injecting a software interrupt failed");
                 }
             }
+        } else {
+            match super::fallback::on_emulation_failure(vm, fd, &regs, &sregs, &bytes) {
+                Ok(Some(_)) => return Fixup::Resume,
+                Ok(None) => {}
+                Err(e) => report.detail = Some(describe(&bytes, regs.rip, &e)),
+            }
         }
     }
     Fixup::Report(report)
+}
+
+/// The fallback's verdict, with the instruction disassembled when it decodes.
+fn describe(bytes: &[u8], rip: u64, e: &super::FallbackError) -> String {
+    use iced_x86::{Decoder, DecoderOptions, FastFormatter};
+    let insn = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE).decode();
+    if insn.is_invalid() {
+        return format!("instruction fallback: {e}");
+    }
+    let mut text = String::new();
+    FastFormatter::new().format(&insn, &mut text);
+    format!("`{text}`: instruction fallback: {e}")
 }
 
 #[cfg(test)]

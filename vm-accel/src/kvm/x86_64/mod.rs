@@ -3,14 +3,19 @@
 
 mod boot;
 mod cpuid;
+mod fallback;
 mod fixup;
 mod regs;
 
+pub use fallback::FallbackError;
+
 pub(super) use fixup::handle_internal_error;
 
+use crate::accelerator::AcceleratorKind;
 use crate::boot::x86_64::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use crate::boot::BootState;
 use crate::error::AccelError;
+use crate::host_profile::HostProfile;
 use crate::kvm::vm::VmShared;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
 use crate::vcpu::VcpuId;
@@ -21,11 +26,26 @@ use kvm_ioctls::{VcpuFd, VmFd};
 /// The guest architecture KVM runs on this host.
 pub(super) const GUEST_ARCH: GuestArch = GuestArch::X86_64;
 
-/// x86 VM-wide state: the template-filtered CPUID, whether LAPICs are in-kernel.
+/// x86 VM-wide state: the template-filtered CPUID, whether LAPICs are
+/// in-kernel, the host profile and what its instruction fallback emulated.
 #[derive(Debug)]
 pub(super) struct VmArch {
     cpuid: CpuId,
     irqchip: bool,
+    profile: Option<&'static HostProfile>,
+    emulations: fallback::EmulationCounts,
+}
+
+impl Drop for VmArch {
+    fn drop(&mut self) {
+        if let Some(profile) = self.profile {
+            tracing::info!(
+                profile = %profile.name,
+                emulated = %self.emulations.summary(),
+                "instruction fallback: totals"
+            );
+        }
+    }
 }
 
 impl VmArch {
@@ -49,9 +69,18 @@ impl VmArch {
             fd.create_pit2(pit)
                 .map_err(|e| AccelError::hypervisor("KVM_CREATE_PIT2", e))?;
         }
+        let profile =
+            HostProfile::select(AcceleratorKind::Kvm).map_err(|e| AccelError::InvalidConfig {
+                reason: e.to_string(),
+            })?;
+        if let Some(p) = profile {
+            tracing::debug!(profile = %p.name, fallback = ?p.fallback, "host profile");
+        }
         Ok(Self {
             cpuid: cpuid::vm_cpuid(kvm, &config.cpu_template)?,
             irqchip: config.in_kernel_irqchip,
+            profile,
+            emulations: fallback::EmulationCounts::default(),
         })
     }
 }

@@ -112,6 +112,7 @@ impl Vcpu for RiscvVcpu {
                     pc: Some(self.hart.csr.mepc),
                     pc_phys: None,
                     instruction: None,
+                    detail: None,
                 })
             }
         })
