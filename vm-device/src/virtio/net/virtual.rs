@@ -228,7 +228,8 @@ impl Drop for VirtualPort {
     }
 }
 
-fn mac_of(bytes: &[u8]) -> u64 {
+/// The 48-bit MAC address at the start of `bytes`, as an integer.
+pub(super) fn mac_of(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .take(6)
