@@ -208,7 +208,7 @@ fn private_dir(path: &Path) -> Result<(), SegmentError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(io_err("creating", path))?;
+        .map_err(io_err("creating the switch directory", path))?;
     let meta = std::fs::symlink_metadata(path).map_err(io_err("inspecting", path))?;
     let unsafe_dir = |reason: String| {
         Err(SegmentError::UnsafeDir {
@@ -275,12 +275,9 @@ impl SegmentBridge {
     pub fn join(switch: &VirtualSwitch, dir: &Path, name: &str) -> Result<Self, SegmentError> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         check_name(name)?;
-        private_dir(dir)?;
         let seg_dir = dir.join(name);
-        private_dir(&seg_dir)?;
         let pid = std::process::id();
-        let (sock, path) = loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let member_path = |n: u32| {
             let path = seg_dir.join(format!("{pid}.{n}"));
             let len = path.as_os_str().len();
             if len >= sun_path_len() {
@@ -290,6 +287,14 @@ impl SegmentBridge {
                     max: sun_path_len(),
                 });
             }
+            Ok(path)
+        };
+        // Before creating anything: a path that cannot work leaves no directories behind.
+        member_path(NEXT.load(Ordering::Relaxed))?;
+        private_dir(dir)?;
+        private_dir(&seg_dir)?;
+        let (sock, path) = loop {
+            let path = member_path(NEXT.fetch_add(1, Ordering::Relaxed))?;
             match UnixDatagram::bind(&path) {
                 Ok(s) => break (s, path),
                 // A dead process with our pid left this name behind: take another.
