@@ -135,9 +135,11 @@ fn parse_net(spec: &str) -> Result<Option<DeviceConfig>, String> {
             (_, Some(name)) if !name.is_empty() => NetBackendConfig::Tap {
                 ifname: name.into(),
             },
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "invalid --net {other:?}: expected `virtual`, `virtual:NAME`, `tap:NAME` or `none`"
-            )),
+            ))
+            }
         },
     };
     Ok(Some(DeviceConfig::Net(NetConfig {

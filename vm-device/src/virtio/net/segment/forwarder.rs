@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
@@ -12,9 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::{
-    Counters, BATCH, CONGESTION_WAIT, ETH_HLEN, MAX_LEARNED, MTIME_SETTLE, RESCAN_INTERVAL,
-};
+use super::{Counters, BATCH, ETH_HLEN, MAX_LEARNED, MTIME_SETTLE, RESCAN_INTERVAL};
 use crate::virtio::net::r#virtual::{mac_of, VirtualPort};
 use crate::virtio::net::{NetBackend, MAX_BUFFER_LEN, MAX_FRAME_LEN, VNET_HDR_LEN};
 
@@ -22,6 +21,8 @@ use crate::virtio::net::{NetBackend, MAX_BUFFER_LEN, MAX_FRAME_LEN, VNET_HDR_LEN
 struct Peer {
     id: u64,
     path: PathBuf,
+    /// `path` as a socket address, built once.
+    addr: SocketAddrUn,
     /// The last frame to it waited for [`CONGESTION_WAIT`] in vain; do not wait again until a send succeeds.
     congested: bool,
 }
@@ -134,7 +135,7 @@ impl Worker {
     /// Moves datagrams from members into the local switch; true if there may be more.
     fn pump_in(&mut self) -> bool {
         for _ in 0..BATCH {
-            let (n, from) = match self.sock.recv_from(&mut self.rx[VNET_HDR_LEN..]) {
+            let (n, from) = match recv_dontwait(&self.sock, &mut self.rx[VNET_HDR_LEN..]) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -154,12 +155,14 @@ impl Worker {
             if src[0] & 1 == 0 {
                 let mac = mac_of(src);
                 // Learn only from members of this segment; anything else is answered by flooding.
-                if let Some(path) = from.as_pathname().filter(|p| p.parent() == Some(&self.dir)) {
-                    let id = match self.peers.iter().find(|p| p.path == path) {
-                        Some(p) => p.id,
-                        None => self.add_peer(path.to_owned()),
-                    };
-                    self.learn(mac, id);
+                let sender = from.path();
+                if let Some(i) = self.peers.iter().position(|p| p.addr.path() == sender) {
+                    self.learn(mac, self.peers[i].id);
+                } else if is_member_of(sender, self.dir.as_os_str().as_bytes()) {
+                    let path = PathBuf::from(std::ffi::OsStr::from_bytes(sender));
+                    if let Some(id) = self.add_peer(path) {
+                        self.learn(mac, id);
+                    }
                 }
             }
             match self.port.send(&self.rx[..VNET_HDR_LEN + n]) {
@@ -234,9 +237,12 @@ impl Worker {
     }
 
     fn send_to(&mut self, i: usize, eth: &[u8]) -> SendOutcome {
-        let mut deadline = None;
+        // A blocking send sleeps in the kernel until the member's queue has room
+        // (SO_SNDTIMEO = CONGESTION_WAIT); between attempts our own queue is
+        // drained, in case the member is blocked sending to us.
+        let mut attempts = if self.peers[i].congested { 0 } else { 2 };
         loop {
-            let Err(err) = self.sock.send_to(eth, &self.peers[i].path) else {
+            let Err(err) = self.peers[i].addr.send(&self.sock, eth, attempts == 0) else {
                 self.peers[i].congested = false;
                 Counters::bump(&self.counters.sent);
                 return SendOutcome::Sent;
@@ -244,16 +250,13 @@ impl Worker {
             match err.kind() {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock => {
-                    let deadline =
-                        *deadline.get_or_insert_with(|| Instant::now() + CONGESTION_WAIT);
-                    if self.peers[i].congested || Instant::now() >= deadline {
+                    if attempts == 0 {
                         self.peers[i].congested = true;
                         Counters::bump(&self.counters.congested);
                         return SendOutcome::Dropped;
                     }
-                    // The member may be waiting on us in turn: keep our own queue moving.
+                    attempts -= 1;
                     self.pump_in();
-                    std::thread::yield_now();
                 }
                 io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
                     let peer = self.remove_peer(i);
@@ -276,18 +279,21 @@ impl Worker {
         }
     }
 
-    fn add_peer(&mut self, path: PathBuf) -> u64 {
+    /// Adds a member; `None` if its path cannot be a socket address.
+    fn add_peer(&mut self, path: PathBuf) -> Option<u64> {
+        let addr = SocketAddrUn::new(path.as_os_str().as_bytes())?;
         let id = self.next_peer_id;
         self.next_peer_id += 1;
         self.peers.push(Peer {
             id,
             path,
+            addr,
             congested: false,
         });
         self.counters
             .members
             .store(self.peers.len() as u64, Ordering::Relaxed);
-        id
+        Some(id)
     }
 
     fn remove_peer(&mut self, i: usize) -> Peer {
@@ -345,7 +351,110 @@ impl Worker {
             }
         }
         for path in found {
-            self.add_peer(path);
+            let _ = self.add_peer(path);
         }
     }
+}
+
+/// A `sockaddr_un` with its length: a member's address, built once and
+/// passed to `sendto` as is, or a sender's address filled in by `recvfrom`.
+#[derive(Clone, Copy)]
+struct SocketAddrUn {
+    addr: libc::sockaddr_un,
+    len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for SocketAddrUn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", std::ffi::OsStr::from_bytes(self.path()))
+    }
+}
+
+fn path_offset() -> usize {
+    std::mem::offset_of!(libc::sockaddr_un, sun_path)
+}
+
+impl SocketAddrUn {
+    fn empty() -> Self {
+        Self {
+            // SAFETY: sockaddr_un is plain old data; all zeroes is a valid (empty) value.
+            addr: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        }
+    }
+
+    /// The address of the socket file at `path`; `None` if it does not fit.
+    fn new(path: &[u8]) -> Option<Self> {
+        let mut a = Self::empty();
+        if path.is_empty() || path.len() >= a.addr.sun_path.len() || path.contains(&0) {
+            return None;
+        }
+        a.addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, &s) in a.addr.sun_path.iter_mut().zip(path) {
+            *d = s as libc::c_char;
+        }
+        a.len = (path_offset() + path.len() + 1) as libc::socklen_t;
+        Some(a)
+    }
+
+    /// The path bytes (empty for an unnamed sender).
+    fn path(&self) -> &[u8] {
+        let n = (self.len as usize)
+            .saturating_sub(path_offset())
+            .min(self.addr.sun_path.len());
+        // SAFETY: `sun_path` is an array of `c_char` (i8 or u8), the same size
+        // and alignment as u8; `n` is within it.
+        let bytes: &[u8] =
+            unsafe { std::slice::from_raw_parts(self.addr.sun_path.as_ptr().cast(), n) };
+        bytes.split(|&b| b == 0).next().unwrap_or(&[])
+    }
+
+    /// One datagram to this address; `dontwait` never sleeps on a full queue.
+    fn send(&self, sock: &UnixDatagram, buf: &[u8], dontwait: bool) -> io::Result<()> {
+        let flags = if dontwait { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: `buf` is valid for `buf.len()` bytes; `self.addr` is an
+        // initialised sockaddr_un of at least `self.len` bytes; the fd is open.
+        let n = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                flags,
+                std::ptr::addr_of!(self.addr).cast(),
+                self.len,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Receives one datagram without waiting, with its sender's address.
+fn recv_dontwait(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, SocketAddrUn)> {
+    let mut from = SocketAddrUn::empty();
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `from.addr` is a
+    // sockaddr_un whose size is in `from.len`, which the kernel updates; the fd is open.
+    let n = unsafe {
+        libc::recvfrom(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::addr_of_mut!(from.addr).cast(),
+            &raw mut from.len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((n.unsigned_abs(), from))
+}
+
+/// Whether socket path `path` is directly inside directory `dir`.
+fn is_member_of(path: &[u8], dir: &[u8]) -> bool {
+    path.strip_prefix(dir)
+        .and_then(|rest| rest.strip_prefix(b"/"))
+        .is_some_and(|name| !name.is_empty() && !name.contains(&b'/'))
 }

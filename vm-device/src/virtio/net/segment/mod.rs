@@ -17,21 +17,27 @@
 //! Hostile or broken peers: a datagram shorter than an Ethernet header or
 //! longer than [`MAX_FRAME_LEN`](super::MAX_FRAME_LEN) is dropped and counted (never a panic); a
 //! member whose socket refuses datagrams (its process died) has its socket
-//! file removed; a member whose queue stays full for [`CONGESTION_WAIT`]
-//! loses the frame (counted) and gets no more waiting until it drains, so one
-//! stuck process cannot stall the segment. Only same-user processes can
+//! file removed; a member whose queue stays full through two waits of
+//! [`CONGESTION_WAIT`] loses the frame (counted) and gets no more waiting
+//! until it takes a frame again, so one stuck process cannot stall the
+//! segment. Only same-user processes can
 //! reach the sockets: directories are created `0700` and checked.
 //!
 //! Hot path: one bridge thread per member waits in `poll(2)` on its socket
 //! and on the port's notifier, and moves frames in batches through two
-//! buffers allocated once; the learning table and member list are owned by
+//! buffers allocated once, with `recvfrom`/`sendto` on prebuilt addresses.
+//! A send to a full member sleeps in the kernel until the member reads
+//! (`SO_SNDTIMEO`), and drains this member's own queue between attempts, so
+//! two members sending to each other cannot wait on each other for long; the learning table and member list are owned by
 //! that thread (no locks). Flooding checks the directory's modification time
 //! (one `stat`) and scans it (which allocates) only when it changed, or when
 //! the last scan is older than [`RESCAN_INTERVAL`].
 //!
 //! Limits: Linux queues at most `net.unix.max_dgram_qlen` datagrams per
-//! socket (10 on many hosts), so a sender waits for the receiver to drain
-//! (briefly, see above) rather than dropping at once; on macOS the
+//! socket (10 on many hosts), so bursts lean on the sender's waits above; each
+//! frame between processes costs a datagram send and receive and a thread
+//! wake-up on each side (the `net` benchmark measures it against the
+//! in-process switch); on macOS the
 //! largest datagram is raised with `SO_SNDBUF` on a best-effort basis.
 //! A Unix socket path must fit `sun_path` (108 bytes on Linux, 104 on
 //! macOS), which bounds how long the directory and switch name can be.
@@ -59,7 +65,8 @@ const MAX_NAME_LEN: usize = 64;
 const MAX_LEARNED: usize = 4096;
 /// Frames moved in one direction before the other gets a turn.
 const BATCH: usize = 256;
-/// How long a frame waits for a member whose receive queue is full.
+/// How long one send waits for a member whose receive queue is full (the
+/// kernel rounds it up to its tick).
 pub const CONGESTION_WAIT: Duration = Duration::from_millis(2);
 /// Longest time between directory scans while flooding, whatever the
 /// directory's modification time says.
@@ -306,7 +313,9 @@ impl SegmentBridge {
             let _ = std::fs::remove_file(&path);
             e
         };
-        sock.set_nonblocking(true)
+        // Blocking sends sleep at most this long for a member's full queue;
+        // receives never wait (MSG_DONTWAIT after poll).
+        sock.set_write_timeout(Some(CONGESTION_WAIT))
             .map_err(io_err("configuring", &path))
             .map_err(cleanup)?;
         set_buffer(&sock, libc::SO_SNDBUF);
