@@ -101,14 +101,12 @@ impl SwitchRegistry {
 /// Where `vm-service run` joins switch segments by default:
 /// `$XDG_RUNTIME_DIR/vm-service/switches`, else `/tmp/vm-service-<uid>/switches`.
 pub fn default_switch_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(runtime) => Path::new(&runtime).join("vm-service").join("switches"),
-        None => {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::geteuid() };
-            PathBuf::from(format!("/tmp/vm-service-{uid}/switches"))
-        }
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&runtime).join("vm-service").join("switches");
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    PathBuf::from(format!("/tmp/vm-service-{uid}/switches"))
 }
 
 /// A locally administered MAC, unique per process and NIC.
