@@ -84,6 +84,7 @@ async fn start_daemon(dir: &Path) -> ApiClient {
             command_timeout: Duration::from_secs(10),
             grace_period: Duration::from_secs(5),
             log_filter: "warn".into(),
+            switch_dir: None,
         },
         limits: Limits::default(),
     };

@@ -1,7 +1,10 @@
 //! virtio-net packet rates: guest TX -> virtual switch -> peer guest RX, for
 //! 64- and 1500-byte frames, against a copy-only baseline (the bytes any
-//! implementation must move); and the TAP path (guest -> tap, host -> guest)
-//! inside a private network namespace when the host allows one.
+//! implementation must move); the same between two switches joined by a
+//! cross-process segment (Unix datagram sockets and a bridge thread on each
+//! side, exactly what two processes use), against the in-process switch; and
+//! the TAP path (guest -> tap, host -> guest) inside a private network
+//! namespace when the host allows one.
 //!
 //! Each iteration moves a batch of frames the way guests would: the sending
 //! driver publishes TX buffers and notifies, the receiving NIC polls its
@@ -17,7 +20,7 @@ use vm_device::virtio::mmio::MmioTransport;
 use vm_device::virtio::net::r#virtual::VirtualSwitch;
 use vm_device::virtio::net::{NetBackend, NetBackendConfig, NetConfig, NetDevice, VNET_HDR_LEN};
 use vm_device::virtio::{GuestMemory, VIRTIO_F_VERSION_1};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Address, Bytes, GuestAddress};
 
 const BATCH: usize = 128;
 const RX_BUF: u32 = 2048;
@@ -76,6 +79,12 @@ impl Guest {
         while self.drv.pop_used(1).unwrap().is_some() {}
     }
 
+    /// Rewrites the destination MAC of the frame this guest transmits.
+    fn set_destination(&mut self, dst: [u8; 6]) {
+        let at = self.tx_addr.unchecked_add(VNET_HDR_LEN as u64);
+        self.drv.mem().write_slice(&dst, at).unwrap();
+    }
+
     /// Poll the backend and recycle used RX buffers; returns frames received.
     fn receive(&mut self) -> usize {
         self.t.poll();
@@ -129,8 +138,72 @@ fn virtual_switch(c: &mut Criterion) {
                 black_box(&staging);
             });
         });
+        #[cfg(unix)]
+        segment::bench(&mut g, frame_len);
     }
     g.finish();
+}
+
+/// Two switches, each bridged into one segment directory as two processes
+/// would be: guest A on one, guest B on the other.
+#[cfg(unix)]
+mod segment {
+    use super::{BenchmarkId, Guest, NetBackendConfig, VirtualSwitch, BATCH};
+    use std::time::{Duration, Instant};
+    use vm_device::virtio::net::segment::SegmentBridge;
+
+    /// Receives on `g` until `n` frames, less those `lost()` says were dropped, arrived.
+    fn receive(g: &mut Guest, n: usize, lost: impl Fn() -> usize) -> usize {
+        let start = Instant::now();
+        let mut got = 0;
+        while got + lost() < n {
+            got += g.receive();
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "frames went missing: {got} of {n}"
+            );
+        }
+        got
+    }
+
+    pub fn bench(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        frame_len: usize,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (sw_a, sw_b) = (VirtualSwitch::new(), VirtualSwitch::new());
+        let bridge_a = SegmentBridge::join(&sw_a, dir.path(), "bench").unwrap();
+        let _bridge_b = SegmentBridge::join(&sw_b, dir.path(), "bench").unwrap();
+        let open = |sw: &VirtualSwitch| {
+            NetBackendConfig::Virtual { switch: sw.clone() }
+                .open()
+                .unwrap()
+        };
+        let mut a = Guest::new([2, 0, 0, 0, 0, 0xa], open(&sw_a), frame_len);
+        let mut b = Guest::new([2, 0, 0, 0, 0, 0xb], open(&sw_b), frame_len);
+        // B broadcasts once so A's bridge learns which member B is: frames are then unicast.
+        b.set_destination([0xff; 6]);
+        b.transmit_batch();
+        receive(&mut a, BATCH, || 0);
+        let congested = || bridge_a.stats().congested;
+        g.bench_function(
+            BenchmarkId::new("guest_tx_segment_peer_rx", frame_len),
+            |bench| {
+                bench.iter(|| {
+                    let before = congested();
+                    a.transmit_batch();
+                    // A full receiver queue for 2 ms drops (counted), as any switch would.
+                    let lost = || usize::try_from(congested() - before).unwrap_or(BATCH);
+                    receive(&mut b, BATCH, lost);
+                });
+            },
+        );
+        let s = bridge_a.stats();
+        eprintln!(
+            "segment {frame_len} B: {} sent, {} dropped while the peer's queue was full",
+            s.sent, s.congested
+        );
+    }
 }
 
 #[cfg(target_os = "linux")]

@@ -160,7 +160,9 @@ impl<'de> Deserialize<'de> for MacAddr {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NetBackendConfig {
-    /// An in-process virtual switch shared by VMs of this host (no privileges needed).
+    /// A virtual switch (no privileges needed): shared by name by the VMs of one
+    /// process, and across processes that join its segment (the daemon's VMs,
+    /// `vm-service run --net virtual:NAME`).
     Virtual {
         /// Name of the switch; VMs on the same switch see each other's frames.
         switch: String,

@@ -16,6 +16,7 @@ use vm_core::config::{DeviceConfig, GuestArch, NetBackendConfig, NetConfig, Seri
 use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
+use vm_service::net::{default_switch_dir, SwitchRegistry};
 use vm_service::{guest, ExecutorKind, StopReason, VmmBuilder};
 
 #[derive(Debug, Parser)]
@@ -58,7 +59,8 @@ struct DaemonArgs {
     /// Path of the API socket (created with mode 0600).
     #[arg(long)]
     api_sock: PathBuf,
-    /// Directory for the journal.
+    /// Directory for the journal, and (in `switches/`) where the VMs'
+    /// `switch` NICs meet: VMs naming the same switch share it.
     #[arg(long)]
     state_dir: PathBuf,
     /// Seconds a VM gets to stop before it is killed (on `stop` and on SIGTERM).
@@ -107,10 +109,18 @@ struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 128)]
     memory: u64,
-    /// Network interface: `virtual` (in-process switch, no host set-up),
-    /// `tap:NAME` (an existing or new TAP device), or `none`.
+    /// Network interface: `virtual:NAME` (virtual switch NAME, shared with
+    /// every process that joins NAME in --switch-dir: other `vm-service run`
+    /// and the daemon's VMs; no host set-up, no root), `virtual` (a switch
+    /// private to this process, where frames go nowhere), `tap:NAME` (an
+    /// existing or new TAP device), or `none`.
     #[arg(long, default_value = "virtual")]
     net: String,
+    /// Directory where `virtual:NAME` switches meet (one Unix socket per
+    /// member under `DIR/NAME/`). Default: `$XDG_RUNTIME_DIR/vm-service/switches`,
+    /// else `/tmp/vm-service-<uid>/switches`; created with mode 0700.
+    #[arg(long)]
+    switch_dir: Option<PathBuf>,
     /// How vCPUs get host threads: `sync` (a thread each) or `async` (tokio).
     #[arg(long, default_value = "sync")]
     executor: ExecutorKind,
@@ -133,14 +143,17 @@ fn parse_net(spec: &str) -> Result<Option<DeviceConfig>, String> {
         "virtual" => NetBackendConfig::Virtual {
             switch: "default".into(),
         },
-        other => match other.strip_prefix("tap:") {
-            Some(name) if !name.is_empty() => NetBackendConfig::Tap {
+        other => match (other.strip_prefix("virtual:"), other.strip_prefix("tap:")) {
+            (Some(name), _) if !name.is_empty() => NetBackendConfig::Virtual {
+                switch: name.into(),
+            },
+            (_, Some(name)) if !name.is_empty() => NetBackendConfig::Tap {
                 ifname: name.into(),
             },
             _ => {
                 return Err(format!(
-                    "invalid --net {other:?}: expected `virtual`, `tap:NAME` or `none`"
-                ))
+                "invalid --net {other:?}: expected `virtual`, `virtual:NAME`, `tap:NAME` or `none`"
+            ))
             }
         },
     };
@@ -234,9 +247,20 @@ fn run(args: &RunArgs) -> ExitCode {
             }
         }
     }
+    // Only a named switch is shared; plain `virtual` stays private to this process.
+    let shared = args.net.starts_with("virtual:");
+    if args.switch_dir.is_some() && !shared {
+        return fail("--switch-dir needs --net virtual:NAME");
+    }
+    let switches = if shared {
+        SwitchRegistry::with_segment_dir(args.switch_dir.clone().unwrap_or_else(default_switch_dir))
+    } else {
+        SwitchRegistry::new()
+    };
     let (console, guest_status) = guest::ExitWatch::new(std::io::stdout());
     let builder = VmmBuilder::new(config)
         .executor(args.executor)
+        .switches(switches)
         .serial_output(Box::new(console))
         .serial_input(Box::new(std::io::stdin()));
     let vmm = match builder.build() {
@@ -311,6 +335,7 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
             command_timeout: Duration::from_secs(10),
             grace_period: grace,
             log_filter: log_filter.to_string(),
+            switch_dir: Some(args.state_dir.join("switches")),
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,

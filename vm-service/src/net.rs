@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -19,25 +20,93 @@ use vm_core::config::{NetBackendConfig, NetConfig as NetDeviceConfig};
 use vm_device::interrupt::{CallbackInterrupt, Interrupt};
 use vm_device::virtio::mmio::MmioTransport;
 use vm_device::virtio::net::r#virtual::VirtualSwitch;
+use vm_device::virtio::net::segment::{SegmentBridge, SegmentError};
 use vm_device::virtio::net::{NetBackendConfig as Backend, NetConfig, NetDevice};
 use vm_device::virtio::GuestMemory;
 
 /// Virtual switches by name, shared by the VMs of one process so their NICs
 /// can talk (two guests in one embedding process, or a test's peer port).
+///
+/// With a segment directory ([`SwitchRegistry::with_segment_dir`]) each
+/// switch also joins the cross-process segment of the same name there, so
+/// VMs in other processes using the same directory are on the same switch
+/// (see `vm_device::virtio::net::segment`).
 #[derive(Debug, Clone, Default)]
-pub struct SwitchRegistry(Arc<Mutex<HashMap<String, VirtualSwitch>>>);
+pub struct SwitchRegistry(Arc<Registry>);
+
+#[derive(Debug, Default)]
+struct Registry {
+    segment_dir: Option<PathBuf>,
+    switches: Mutex<HashMap<String, Switch>>,
+}
+
+#[derive(Debug)]
+struct Switch {
+    switch: VirtualSwitch,
+    /// Membership in the cross-process segment; leaves it when dropped.
+    _segment: Option<SegmentBridge>,
+}
 
 impl SwitchRegistry {
-    /// An empty registry.
+    /// An empty registry whose switches stay inside this process.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The switch called `name`, created on first use.
-    pub fn get(&self, name: &str) -> VirtualSwitch {
-        let mut switches = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        switches.entry(name.to_string()).or_default().clone()
+    /// An empty registry whose switches join the cross-process segment of the
+    /// same name under `dir` (created `0700` when first used).
+    pub fn with_segment_dir(dir: impl Into<PathBuf>) -> Self {
+        Self(Arc::new(Registry {
+            segment_dir: Some(dir.into()),
+            switches: Mutex::default(),
+        }))
     }
+
+    /// Where switches join their cross-process segments, if they do.
+    pub fn segment_dir(&self) -> Option<&Path> {
+        self.0.segment_dir.as_deref()
+    }
+
+    /// The switch called `name`, created (and joined to its segment) on first use.
+    pub fn get(&self, name: &str) -> Result<VirtualSwitch, SegmentError> {
+        let mut switches = self
+            .0
+            .switches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = switches.get(name) {
+            return Ok(s.switch.clone());
+        }
+        let switch = VirtualSwitch::new();
+        let segment = self
+            .0
+            .segment_dir
+            .as_deref()
+            .map(|dir| SegmentBridge::join(&switch, dir, name))
+            .transpose()?;
+        if let Some(s) = &segment {
+            tracing::info!(switch = name, socket = %s.socket_path().display(), "joined switch segment");
+        }
+        switches.insert(
+            name.to_string(),
+            Switch {
+                switch: switch.clone(),
+                _segment: segment,
+            },
+        );
+        Ok(switch)
+    }
+}
+
+/// Where `vm-service run` joins switch segments by default:
+/// `$XDG_RUNTIME_DIR/vm-service/switches`, else `/tmp/vm-service-<uid>/switches`.
+pub fn default_switch_dir() -> PathBuf {
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&runtime).join("vm-service").join("switches");
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    PathBuf::from(format!("/tmp/vm-service-{uid}/switches"))
 }
 
 /// A locally administered MAC, unique per process and NIC.
@@ -72,7 +141,7 @@ pub(crate) fn attach(
 ) -> Result<AttachedNic, Box<dyn std::error::Error + Send + Sync>> {
     let backend = match &config.backend {
         NetBackendConfig::Virtual { switch } => Backend::Virtual {
-            switch: switches.get(switch),
+            switch: switches.get(switch)?,
         },
         NetBackendConfig::Tap { ifname } => Backend::Tap {
             name: ifname.clone(),

@@ -303,6 +303,7 @@ impl VmmBuilder {
             executor: self.executor,
             info,
             rx_poller,
+            switches: self.switches,
         })
     }
 }
@@ -316,6 +317,8 @@ pub struct Vmm {
     executor: ExecutorKind,
     info: VmmInfo,
     rx_poller: Option<RxPoller>,
+    /// Keeps the switches (and their segment memberships) as long as the VM.
+    switches: SwitchRegistry,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -355,6 +358,7 @@ impl Vmm {
         Ok(RunningVmm {
             executor,
             _rx_poller: self.rx_poller,
+            _switches: self.switches,
             _vm: self.vm,
             _memory: self.memory,
             info: self.info,
@@ -367,6 +371,7 @@ impl Vmm {
 pub struct RunningVmm {
     executor: MultiVcpuExecutor,
     _rx_poller: Option<RxPoller>,
+    _switches: SwitchRegistry,
     // The VM and its memory must outlive the vCPUs, which the executor owns.
     _vm: Arc<dyn Vm>,
     _memory: GuestMemoryMmap,

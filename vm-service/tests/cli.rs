@@ -106,6 +106,11 @@ fn tap_device_that_cannot_be_opened() {
 #[test]
 fn bad_flag_values() {
     assert_clean_failure(&["--net", "wifi"], "--net");
+    assert_clean_failure(&["--net", "virtual:"], "--net");
+    assert_clean_failure(
+        &["--net", "virtual", "--switch-dir", "/tmp"],
+        "--switch-dir needs --net virtual:NAME",
+    );
     assert_clean_failure(&["--arch", "mips"], "mips");
 }
 
@@ -125,6 +130,8 @@ fn help_explains_every_flag() {
         "--vcpus",
         "--memory",
         "--net",
+        "virtual:NAME",
+        "--switch-dir",
         "--executor",
         "--arch",
         "--log-level",
@@ -158,6 +165,25 @@ fn guest_not_built_names_the_build_command() {
 }
 
 #[test]
+fn named_virtual_switch_joins_its_segment_and_leaves_on_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let switches = dir.path().join("switches");
+    let switch_dir = switches.to_str().unwrap();
+    let (code, out, err) = run(&["--net", "virtual:lan", "--switch-dir", switch_dir]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let mode = std::fs::metadata(&switches).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the switch directory is private");
+    assert!(
+        !switches.join("lan").exists(),
+        "the member socket and the empty switch directory are removed"
+    );
+}
+
+#[test]
 fn guest_flags_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let arch = dir.path().join("riscv64");
@@ -175,4 +201,31 @@ fn guest_flags_bad_input() {
     let (code, _, err) = run(&["--guest", "fedora"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("fedora"), "{err}");
+}
+
+#[test]
+fn unusable_switch_segments_are_clean_failures() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let file = file.to_str().unwrap();
+    assert_clean_failure(&["--net", "virtual:lan", "--switch-dir", file], file);
+    let tmp = dir.path().to_str().unwrap();
+    assert_clean_failure(
+        &["--net", "virtual:..", "--switch-dir", tmp],
+        "invalid switch name",
+    );
+    let deep = dir.path().join("d".repeat(120));
+    assert_clean_failure(
+        &[
+            "--net",
+            "virtual:lan",
+            "--switch-dir",
+            deep.to_str().unwrap(),
+        ],
+        "shorter",
+    );
 }

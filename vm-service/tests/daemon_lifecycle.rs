@@ -324,3 +324,38 @@ async fn a_vmm_process_that_ignores_stop_is_killed_after_the_grace_period() {
     assert_eq!(d.action("frozen", "start", 200).await["state"], "running");
     d.action("frozen", "stop", 200).await;
 }
+
+/// Member sockets of switch `name` in the daemon's switch directory.
+fn switch_members(d: &Daemon, name: &str) -> usize {
+    std::fs::read_dir(d.state_dir.join("switches").join(name)).map_or(0, Iterator::count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_nics_of_two_vms_join_one_segment() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    let body = spinning_guest(dir.path());
+    for (id, mac) in [
+        ("left", "02:00:00:00:00:01"),
+        ("right", "02:00:00:00:00:02"),
+    ] {
+        let nic = format!(
+            r#", "network-interfaces": [{{"iface_id": "eth0", "switch": "lan", "guest_mac": "{mac}"}}]}}"#
+        );
+        let with_nic = format!("{}{nic}", body.strip_suffix('}').unwrap());
+        d.expect("PUT", &format!("/vms/{id}"), Some(&with_nic), 201)
+            .await;
+        let vm = d.action(id, "start", 200).await;
+        assert_eq!(vm["state"], "running", "{vm:#}");
+    }
+    // Each VM process is a member of the one segment `lan` under the state directory.
+    assert_eq!(switch_members(&d, "lan"), 2);
+    for id in ["left", "right"] {
+        d.action(id, "stop", 200).await;
+        d.wait_for(id, "stopped", |v| v["state"] == "stopped").await;
+    }
+    assert_eq!(switch_members(&d, "lan"), 0, "members leave with their VMs");
+}

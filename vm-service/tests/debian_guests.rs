@@ -44,13 +44,15 @@ fn guest_dir() -> Option<PathBuf> {
 /// `vm-service run` for the riscv64 Debian guest with `args`.
 fn guest(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-service"));
-    cmd.args(["run", "--guest", "debian", "--arch", "riscv64", "--memory", "256"])
-        .arg("--guest-dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "run", "--guest", "debian", "--arch", "riscv64", "--memory", "256",
+    ])
+    .arg("--guest-dir")
+    .arg(dir)
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     cmd
 }
 
@@ -119,9 +121,12 @@ fn unique(prefix: &str) -> String {
 fn riscv64_guest_boots_to_its_marker_and_returns_the_command_status() {
     let Some(dir) = guest_dir() else { return };
     let done = finish(
-        guest(&dir, &["--net", "none", "--", "sh", "-c", "uname -m; exit 7"])
-            .spawn()
-            .expect("spawn vm-service"),
+        guest(
+            &dir,
+            &["--net", "none", "--", "sh", "-c", "uname -m; exit 7"],
+        )
+        .spawn()
+        .expect("spawn vm-service"),
     );
     assert_eq!(done.code, Some(7), "{done}");
     assert!(done.console.contains("VM-GUEST-READY uptime="), "{done}");
@@ -141,7 +146,14 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
         &dir,
         &[
             &common[..],
-            &["--ip", "10.0.0.2/24", "--", "sh", "-c", "nc -l -p 5001 | wc -c"],
+            &[
+                "--ip",
+                "10.0.0.2/24",
+                "--",
+                "sh",
+                "-c",
+                "nc -l -p 5001 | wc -c",
+            ],
         ]
         .concat(),
     )
@@ -156,7 +168,11 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
                 echo transfer-seconds $t0 $(cut -d' ' -f1 /proc/uptime)";
     let a = guest(
         &dir,
-        &[&common[..], &["--ip", "10.0.0.1/24", "--", "sh", "-c", send]].concat(),
+        &[
+            &common[..],
+            &["--ip", "10.0.0.1/24", "--", "sh", "-c", send],
+        ]
+        .concat(),
     )
     .spawn()
     .expect("spawn guest A");
@@ -169,8 +185,15 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
         b.console.lines().any(|l| l.trim() == "4194304"),
         "guest B did not receive 4 MiB:\n{b}"
     );
-    if let Some(line) = a.console.lines().find(|l| l.starts_with("transfer-seconds")) {
-        let t: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    if let Some(line) = a
+        .console
+        .lines()
+        .find(|l| l.starts_with("transfer-seconds"))
+    {
+        let t: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
         if let [t0, t1] = t[..] {
             eprintln!(
                 "4 MiB guest to guest in {:.2} s of guest time ({:.1} MiB/s)",

@@ -97,7 +97,8 @@ pub struct NetworkInterface {
     /// Host TAP device (Firecracker's field); exclusive with `switch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_dev_name: Option<String>,
-    /// In-process virtual switch (ours); exclusive with `host_dev_name`.
+    /// Virtual switch shared by name with the daemon's other VMs (ours);
+    /// exclusive with `host_dev_name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<String>,
     /// Guest MAC, `"02:00:00:00:00:01"`.

@@ -24,9 +24,11 @@
 //! paused are recorded `stopped` with reason `daemon_restarted`; their
 //! configs are kept and `start` boots them again.
 //!
-//! **Networking.** A `switch` interface is a virtual switch inside the VM's
-//! own process, so VMs (each in its own process) do not share switches; use
-//! TAP devices (`host_dev_name`) to connect VMs.
+//! **Networking.** A `switch` interface plugs into a virtual switch inside the
+//! VM's own process, which joins the cross-process segment of the same name
+//! in `<state-dir>/switches/` (`vm_device::virtio::net::segment`): VMs naming
+//! the same switch exchange frames although each runs in its own process.
+//! TAP devices (`host_dev_name`) reach the host's network.
 
 pub mod journal;
 pub mod process;

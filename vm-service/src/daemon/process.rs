@@ -120,6 +120,7 @@ impl VmProcess {
         exe: &Path,
         config: &VmConfig,
         executor: ExecutorKind,
+        switch_dir: Option<&Path>,
         serial: Arc<SerialLog>,
         boot_timeout: Duration,
         log_filter: &str,
@@ -168,6 +169,7 @@ impl VmProcess {
         let boot = ToVmm::Boot {
             config: config.clone(),
             executor,
+            switch_dir: switch_dir.map(Path::to_owned),
         };
         let first = async {
             protocol::write_frame_async(&mut writer, &boot).await?;

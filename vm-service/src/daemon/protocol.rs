@@ -7,6 +7,8 @@
 
 use std::io::{Read, Write};
 
+use std::path::PathBuf;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -47,6 +49,10 @@ pub enum ToVmm {
         config: VmConfig,
         /// How its vCPUs get threads.
         executor: ExecutorKind,
+        /// Where its `switch` NICs join cross-process switch segments
+        /// (absent: its switches stay inside the VMM process).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        switch_dir: Option<PathBuf>,
     },
     /// A numbered request; answered by [`FromVmm::Reply`] with the same id.
     Command {

@@ -16,6 +16,7 @@ use super::protocol::{
     self, BootReport, ExitKind, FromVmm, ProtocolError, ToVmm, VmmCommand, VmmStatus,
 };
 use crate::executor::{ExecutorControl, RunState};
+use crate::net::SwitchRegistry;
 use crate::{StopReason, VmmBuilder};
 
 /// Why the VMM process could not serve its VM.
@@ -155,13 +156,19 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
         .spawn(move || frame_writer(sock, &rx))
         .map_err(ProtocolError::Io)?;
 
-    let (config, executor) = match protocol::read_frame::<ToVmm>(&mut reader)? {
-        Some(ToVmm::Boot { config, executor }) => (config, executor),
+    let (config, executor, switch_dir) = match protocol::read_frame::<ToVmm>(&mut reader)? {
+        Some(ToVmm::Boot {
+            config,
+            executor,
+            switch_dir,
+        }) => (config, executor, switch_dir),
         Some(ToVmm::Command { .. }) => return Err(VmmProcessError::UnexpectedCommand),
         None => return Err(VmmProcessError::NoBoot),
     };
+    let switches = switch_dir.map_or_else(SwitchRegistry::new, SwitchRegistry::with_segment_dir);
     let booted = VmmBuilder::new(config)
         .executor(executor)
+        .switches(switches)
         .serial_output(Box::new(SerialForwarder(tx.clone())))
         .build()
         .and_then(crate::Vmm::start);

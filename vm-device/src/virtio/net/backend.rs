@@ -78,7 +78,8 @@ pub enum NetBackendConfig {
         /// Interface name (at most 15 bytes).
         name: String,
     },
-    /// A new port on an in-process virtual switch.
+    /// A new port on a virtual switch (in-process; bridge it across processes
+    /// with [`super::segment::SegmentBridge`]).
     Virtual {
         /// The switch to plug into.
         switch: VirtualSwitch,

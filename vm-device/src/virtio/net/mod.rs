@@ -31,6 +31,8 @@
 mod backend;
 pub mod device;
 pub mod rate_limiter;
+#[cfg(unix)]
+pub mod segment;
 #[cfg(target_os = "linux")]
 pub mod tap;
 #[cfg(not(target_os = "linux"))]

@@ -1,6 +1,7 @@
 //! An in-process L2 switch: any number of virtual NICs, MAC learning,
-//! broadcast/multicast and unknown-unicast flooding. Two guests in one daemon
+//! broadcast/multicast and unknown-unicast flooding. Two guests in one process
 //! talk through it with no host network set-up; one port alone is a sink.
+//! [`super::segment`] joins switches of several processes into one.
 //!
 //! Hot path, per frame: one atomic load to see whether the port list changed,
 //! a lock-free MAC table lookup (an array of atomics), and a push of a recycled
@@ -228,7 +229,8 @@ impl Drop for VirtualPort {
     }
 }
 
-fn mac_of(bytes: &[u8]) -> u64 {
+/// The 48-bit MAC address at the start of `bytes`, as an integer.
+pub(super) fn mac_of(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .take(6)

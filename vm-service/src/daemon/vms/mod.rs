@@ -43,6 +43,10 @@ pub struct VmsConfig {
     pub grace_period: Duration,
     /// Log filter for VM processes (their `VM_SERVICE_LOG`).
     pub log_filter: String,
+    /// Where VM processes join cross-process switch segments, so `switch`
+    /// NICs of different VMs share a switch by name (`None`: each VM's
+    /// switches stay inside its own process).
+    pub switch_dir: Option<PathBuf>,
 }
 
 /// A lifecycle request from the API.
@@ -444,6 +448,7 @@ impl Vms {
             &cfg.exe,
             &config,
             cfg.executor,
+            cfg.switch_dir.as_deref(),
             slot.serial.clone(),
             cfg.boot_timeout,
             &cfg.log_filter,
