@@ -270,18 +270,9 @@ fn linux_boot(_c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let guest = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or(root, PathBuf::from)
-        .join("guest/riscv64");
-    let (kernel, initrd) = (guest.join("kernel"), guest.join("initrd.cpio.gz"));
-    if !kernel.is_file() || !initrd.is_file() {
-        eprintln!(
-            "SKIPPED (Linux boot): no riscv64 guest in {}: run `cargo xtask guest --arch riscv64`",
-            guest.display()
-        );
+    let Some((kernel, initrd)) = riscv_guest("Linux boot") else {
         return;
-    }
+    };
     let qemu = find(&["qemu-system-riscv64"]);
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
@@ -379,5 +370,180 @@ fn linux_boot(_c: &mut Criterion) {
 /// What the guest's `/init` prints once userspace is up.
 const MARKER: &str = "VM-GUEST-READY";
 
-criterion_group!(benches, bench, linux_boot);
+/// The riscv64 Debian guest's kernel and initramfs, or `None` (printing why).
+fn riscv_guest(what: &str) -> Option<(PathBuf, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let guest = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or(root, PathBuf::from)
+        .join("guest/riscv64");
+    let (kernel, initrd) = (guest.join("kernel"), guest.join("initrd.cpio.gz"));
+    if kernel.is_file() && initrd.is_file() {
+        Some((kernel, initrd))
+    } else {
+        eprintln!(
+            "SKIPPED ({what}): no riscv64 guest in {}: run `cargo xtask guest --arch riscv64`",
+            guest.display()
+        );
+        None
+    }
+}
+
+/// Guest-to-guest TCP: guest A sends `RISCV_NET_MIB` MiB (default 4) of
+/// zeros to guest B with `dd | nc`, timed by A's clock. Ours: two
+/// `vm-service` processes on one named virtual switch (a cross-process
+/// segment). Peer: two `qemu-system-riscv64 -M virt` joined by a `-netdev
+/// socket` link, same kernel, initramfs and commands. Alternated rounds,
+/// medians; the result goes to `target/bench/extra/riscv_guest_net.json`.
+fn guest_network(_c: &mut Criterion) {
+    let Some((kernel, initrd)) = riscv_guest("guest network") else {
+        return;
+    };
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
+    if !ours.is_file() {
+        eprintln!("SKIPPED (guest network): build target/release/vm-service first");
+        return;
+    }
+    let mib: u32 = std::env::var("RISCV_NET_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let rounds: usize = std::env::var("RISCV_BOOT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let receiver =
+        r#"console=ttyS0 panic=-1 vmguest.ip=10.0.0.2/24 -- sh -c "nc -l -p 5001 | wc -c""#;
+    let sender = format!(
+        "console=ttyS0 panic=-1 vmguest.ip=10.0.0.1/24 -- sh -c \"ping -c 1 -w 300 10.0.0.2 >/dev/null || exit 1; \
+         t0=$(cut -d' ' -f1 /proc/uptime); \
+         for i in 1 2 3 4 5 6 7 8 9 10; do dd if=/dev/zero bs=4096 count={} 2>/dev/null | nc 10.0.0.2 5001 && break; sleep 1; done; \
+         echo transfer-seconds $t0 $(cut -d' ' -f1 /proc/uptime)\"",
+        mib * 256
+    );
+    // Seconds of guest time the sender's `transfer-seconds t0 t1` line reports.
+    let seconds = |out: std::io::Result<std::process::Output>| -> Option<f64> {
+        let out = out.ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().find(|l| l.starts_with("transfer-seconds"))?;
+        let t: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        match t[..] {
+            [t0, t1] if t1 > t0 => Some(t1 - t0),
+            _ => None,
+        }
+    };
+    let ours_pair = |round: usize| -> Option<f64> {
+        let dir = tempfile::tempdir().ok()?;
+        let vm = |cmdline: &str| {
+            let mut cmd = Command::new(&ours);
+            cmd.args(["run", "--arch", "riscv64", "--memory", "256"])
+                .arg("--net")
+                .arg(format!("virtual:bench{}x{round}", std::process::id()))
+                .arg("--switch-dir")
+                .arg(dir.path())
+                .arg("--kernel")
+                .arg(&kernel)
+                .arg("--initrd")
+                .arg(&initrd)
+                .args(["--cmdline", cmdline])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null());
+            cmd
+        };
+        let b = vm(receiver).spawn().ok()?;
+        let a = vm(&sender).output();
+        let _ = b.wait_with_output();
+        seconds(a)
+    };
+    let qemu = find(&["qemu-system-riscv64"]);
+    let qemu_pair = |q: &Path, round: usize| -> Option<f64> {
+        let port = 20_000 + (std::process::id() % 20_000) as usize + round;
+        let vm = |cmdline: &str, netdev: String, mac: &str| {
+            let mut cmd = Command::new(q);
+            cmd.args([
+                "-M",
+                "virt",
+                "-m",
+                "256",
+                "-nographic",
+                "-no-reboot",
+                "-bios",
+                "default",
+            ])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", cmdline, "-netdev", &netdev, "-device"])
+            .arg(format!("virtio-net-device,netdev=n0,mac={mac}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+            cmd
+        };
+        let b = vm(
+            receiver,
+            format!("socket,id=n0,listen=127.0.0.1:{port}"),
+            "52:54:00:00:00:02",
+        )
+        .spawn()
+        .ok()?;
+        // The listener must be up before the other side connects.
+        std::thread::sleep(Duration::from_secs(2));
+        let a = vm(
+            &sender,
+            format!("socket,id=n0,connect=127.0.0.1:{port}"),
+            "52:54:00:00:00:01",
+        )
+        .output();
+        let _ = b.wait_with_output();
+        seconds(a)
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        match ours_pair(round) {
+            Some(t) => a.push(Duration::from_secs_f64(t)),
+            None => eprintln!("guest network: our transfer did not complete"),
+        }
+        if let Some(q) = &qemu {
+            match qemu_pair(q, round) {
+                Some(t) => b.push(Duration::from_secs_f64(t)),
+                None => eprintln!("guest network: the QEMU transfer did not complete"),
+            }
+        }
+    }
+    if a.is_empty() {
+        return;
+    }
+    let runs = a.len();
+    let ours = median(a);
+    let theirs = (!b.is_empty()).then(|| median(b));
+    let rate = |d: Duration| f64::from(mib) / d.as_secs_f64().max(1e-3);
+    match theirs {
+        None => eprintln!("guest network: {mib} MiB in {ours:?} ({:.2} MiB/s); no qemu-system-riscv64 peer", rate(ours)),
+        Some(t) => eprintln!(
+            "guest network: {mib} MiB in {ours:?} ({:.2} MiB/s) vs QEMU {t:?} ({:.2} MiB/s): {:.2}x QEMU's time",
+            rate(ours),
+            rate(t),
+            ours.as_secs_f64() / t.as_secs_f64()
+        ),
+    }
+    let report = serde_json::json!({
+        "area": "riscv_mips",
+        "name": format!("riscv64 guest to guest over the virtual switch, {mib} MiB dd | nc (guest time)"),
+        "ours_ns": ours.as_secs_f64() * 1e9,
+        "peer_name": "two qemu-system-riscv64 -M virt joined by -netdev socket, same guests",
+        "peer_ns": theirs.map(|t| t.as_secs_f64() * 1e9),
+        "runs": runs,
+    });
+    let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/extra");
+    if std::fs::create_dir_all(&extra).is_ok() {
+        let _ = std::fs::write(extra.join("riscv_guest_net.json"), report.to_string());
+    }
+}
+
+criterion_group!(benches, bench, linux_boot, guest_network);
 criterion_main!(benches);
