@@ -1,7 +1,8 @@
 //! `vm-service`: launch a guest from the command line, or run the daemon.
 //!
 //! `vm-service run` with no arguments boots the built-in guest; `--kernel`
-//! boots a Linux kernel. `vm-service daemon` serves the REST API (see
+//! boots a Linux kernel, `--guest debian` the guest `cargo xtask guest` built
+//! (and exits with the status of the command given after `--`). `vm-service daemon` serves the REST API (see
 //! `vm_service::api`), and `vm-service ctl` drives it. The serial console is attached to the terminal, and
 //! the exit status says how the guest ended: 0 when it asked to stop, 1 when
 //! the VM could not be built or failed, 2 when a vCPU triple-faulted.
