@@ -14,6 +14,18 @@ const COMPILERS: [(&str, &str); 2] = [
     ("riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu"),
 ];
 
+/// Flags of every test build. `-static`: a linux-gnu toolchain links
+/// dynamically by default (an INTERP segment, headers below the RAM base).
+const GCC_FLAGS: [&str; 7] = [
+    "-static",
+    "-nostdlib",
+    "-nostartfiles",
+    "-march=rv64gc",
+    "-mabi=lp64d",
+    "-mcmodel=medany",
+    "-Wl,--no-relax",
+];
+
 fn compiler() -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     for (name, _) in COMPILERS {
@@ -42,14 +54,7 @@ fn build(name: &str) -> Option<Vec<u8>> {
     let out = dir.path().join(format!("{name}.elf"));
     let src = source_dir();
     let status = Command::new(gcc)
-        .args([
-            "-nostdlib",
-            "-nostartfiles",
-            "-march=rv64gc",
-            "-mabi=lp64d",
-            "-mcmodel=medany",
-        ])
-        .arg("-Wl,--no-relax")
+        .args(GCC_FLAGS)
         .arg("-T")
         .arg(src.join("link.ld"))
         .arg("-I")
@@ -147,14 +152,7 @@ fn a_failing_test_reports_its_number() {
     let out = dir.path().join("failing.elf");
     let s = source_dir();
     let ok = Command::new(compiler().expect("compiler"))
-        .args([
-            "-nostdlib",
-            "-nostartfiles",
-            "-march=rv64gc",
-            "-mabi=lp64d",
-            "-mcmodel=medany",
-            "-Wl,--no-relax",
-        ])
+        .args(GCC_FLAGS)
         .arg("-T")
         .arg(s.join("link.ld"))
         .arg("-I")

@@ -54,6 +54,12 @@ const A7: u32 = 17;
 
 /// A one-hart VM with 16 MiB of RAM running `code` from RAM start in S-mode (built-in SBI).
 fn machine(code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu) {
+    let (vm, vcpu, _) = machine_with_memory(code);
+    (vm, vcpu)
+}
+
+/// [`machine`], also returning its guest memory.
+fn machine_with_memory(code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu, GuestMemoryMmap<()>) {
     let vm = Arc::new(RiscvVm::new(1).expect("vm"));
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(RAM), 16 << 20)]).expect("mem");
     vm.map_memory(&mem).expect("map");
@@ -66,7 +72,7 @@ fn machine(code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu) {
         fdt: GuestAddress(0),
     })
     .expect("boot state");
-    (vm, vcpu)
+    (vm, vcpu, mem)
 }
 
 fn reg(vcpu: &RiscvVcpu, n: usize) -> u64 {
@@ -378,4 +384,112 @@ fn amos_and_lr_sc_are_atomic_across_harts_on_threads() {
     let lrsc: u32 = mem.read_obj(GuestAddress(0x8000_1008)).expect("read");
     assert_eq!(amo, 2 * N, "amoadd lost updates");
     assert_eq!(lrsc, 2 * N, "lr/sc lost updates");
+}
+
+fn j_type(rd: u32, imm: i32) -> u32 {
+    let i = imm as u32;
+    ((i >> 20 & 1) << 31)
+        | ((i >> 1 & 0x3ff) << 21)
+        | ((i >> 11 & 1) << 20)
+        | ((i >> 12 & 0xff) << 12)
+        | (rd << 7)
+        | 0x6f
+}
+
+fn write_words(mem: &GuestMemoryMmap<()>, addr: u64, words: &[u32]) {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    mem.write_slice(&bytes, GuestAddress(addr)).expect("write");
+}
+
+fn set_pc(vcpu: &mut RiscvVcpu, pc: u64) {
+    let Registers::Riscv64(mut regs) = vcpu.registers().expect("regs") else {
+        panic!("not riscv64 registers");
+    };
+    regs.pc = pc;
+    vcpu.set_registers(&Registers::Riscv64(regs)).expect("set");
+}
+
+const RA: u32 = 1;
+const FENCE_I: u32 = 0x0000_100f;
+const RET: u32 = 0x0000_8067;
+
+#[test]
+fn code_written_by_another_agent_runs_after_fence_i() {
+    // Page 0: call the function on page 1, stop; then (from +8) fence.i,
+    // call it again, stop. The test rewrites the function in between, as
+    // another hart or a device would (not a store of this hart).
+    let code = [
+        j_type(RA, 0x1000),
+        JUMP_SELF,
+        FENCE_I,
+        j_type(RA, 0x1000 - 12),
+        JUMP_SELF,
+    ];
+    let (_vm, mut vcpu, mem) = machine_with_memory(&code);
+    write_words(&mem, RAM + 0x1000, &[addi(A0, 0, 1), RET]);
+    vcpu.set_budget(2_000);
+    assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
+    assert_eq!(reg(&vcpu, A0 as usize), 1);
+    assert_eq!(pc_of(&vcpu), RAM + 4);
+
+    write_words(&mem, RAM + 0x1000, &[addi(A0, 0, 2)]);
+    set_pc(&mut vcpu, RAM + 8);
+    assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
+    assert_eq!(pc_of(&vcpu), RAM + 16);
+    assert_eq!(
+        reg(&vcpu, A0 as usize),
+        2,
+        "fence.i made the new code visible"
+    );
+}
+
+#[test]
+fn sfence_vma_of_one_page_makes_its_new_mapping_fetchable() {
+    const T2: u32 = 7;
+    const S1: u32 = 9;
+    const ROOT: u64 = RAM + 0x10_000;
+    const L1: u64 = RAM + 0x11_000;
+    const L0: u64 = RAM + 0x12_000;
+    const CODE_VA: u32 = 0x4000_0000;
+    let (page_a, page_b) = (RAM + 0x2000, RAM + 0x3000);
+    // Leaf flags: V R X A (kernel code) and V R W X A D (RAM gigapage).
+    let leaf = |pa: u64, flags: u64| (pa >> 12) << 10 | flags;
+    let mut code = li32(T0, (ROOT >> 12) as u32);
+    code.extend([
+        addi(T1, 0, 1),
+        i_type(0x13, T1, 1, T1, 63), // slli t1, t1, 63 (Sv39 mode 8)
+        (T1 << 20) | (T0 << 15) | (6 << 12) | (T0 << 7) | 0x33, // or t0, t0, t1
+        csrw(0x180, T0),
+        0x1200_0073, // sfence.vma
+    ]);
+    code.extend(li32(T2, CODE_VA));
+    code.extend([
+        i_type(0x67, RA, 0, T2, 0), // jalr ra, 0(t2)
+        addi(S1, A0, 0),
+        JUMP_SELF,
+    ]);
+    let second = RAM + 4 * code.len() as u64;
+    code.extend([
+        (9 << 25) | (T2 << 15) | 0x73, // sfence.vma t2, zero
+        i_type(0x67, RA, 0, T2, 0),
+        JUMP_SELF,
+    ]);
+    let (_vm, mut vcpu, mem) = machine_with_memory(&code);
+    write_words(&mem, page_a, &[addi(A0, 0, 1), RET]);
+    write_words(&mem, page_b, &[addi(A0, 0, 2), RET]);
+    let pte = |addr: u64, value: u64| mem.write_obj(value, GuestAddress(addr)).expect("pte");
+    pte(ROOT + 2 * 8, leaf(RAM, 0xcf)); // 0x8000_0000: identity gigapage
+    pte(ROOT + 8, (L1 >> 12) << 10 | 1); // 0x4000_0000: 4 KiB pages
+    pte(L1, (L0 >> 12) << 10 | 1);
+    pte(L0, leaf(page_a, 0x4b));
+
+    vcpu.set_budget(2_000);
+    assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
+    assert_eq!(reg(&vcpu, S1 as usize), 1, "ran page a through the mapping");
+
+    pte(L0, leaf(page_b, 0x4b));
+    set_pc(&mut vcpu, second);
+    assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
+    assert_eq!(pc_of(&vcpu), second + 8);
+    assert_eq!(reg(&vcpu, A0 as usize), 2, "the remapped page was fetched");
 }

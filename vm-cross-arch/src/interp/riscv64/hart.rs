@@ -13,7 +13,7 @@ use super::csr::{irq, Csrs};
 use super::decode::{decode16, decode32, is_compressed, Kind, Op};
 use super::icache::ICache;
 use super::machine::{hsm, request, HartSignal, Machine};
-use super::memory::Ram;
+use super::memory::{HostPtr, Ram};
 use super::mmu::{Tlb, EXEC};
 use super::trap::{
     Exc, CAUSE_FETCH_ACCESS, CAUSE_LOAD_ACCESS, CAUSE_MISALIGNED_FETCH, CAUSE_STORE_ACCESS,
@@ -77,12 +77,14 @@ pub struct Hart {
     pub(super) dctx: usize,
     /// Virtual page and cache slot of the page being executed.
     cur_vpage: u64,
+    /// Guest physical address of that page.
+    cur_page_pa: u64,
     cur_slot: u32,
     /// Raw bits of an illegal instruction being executed (for `mtval`).
     pub(super) cur_bits: u32,
     /// Length of the instruction being executed.
     pub(super) cur_len: u8,
-    /// LR reservation: physical address and the value loaded.
+    /// LR reservation: host address and the value loaded.
     pub(super) reservation: Option<(u64, u64)>,
     /// Built-in SBI in place of M-mode firmware.
     pub(super) sbi: bool,
@@ -122,6 +124,7 @@ impl Hart {
             signal,
             dctx: 3,
             cur_vpage: u64::MAX,
+            cur_page_pa: 0,
             cur_slot: 0,
             cur_bits: 0,
             cur_len: 4,
@@ -223,28 +226,49 @@ impl Hart {
         if pc & 1 != 0 {
             return Err(Exc::trap(CAUSE_MISALIGNED_FETCH, pc));
         }
-        let (pa, host) = self.translate_fill(pc, EXEC, self.mode)?;
-        if host.is_none() {
-            return Err(Exc::trap(CAUSE_FETCH_ACCESS, pc));
-        }
-        match self.icache.slot_for(pa & !0xfff) {
+        let vpn = pc >> 12;
+        let ctx = self.tlb_context(self.mode, EXEC);
+        let e = *self.tlb.entry(ctx, EXEC, vpn);
+        let (page_pa, page_host) = if e.tag == vpn {
+            (
+                e.ppn << 12,
+                HostPtr::from_addr(e.addend.wrapping_add(pc & !0xfff)),
+            )
+        } else {
+            let (pa, host) = self.translate_fill(pc, EXEC, self.mode)?;
+            if host.is_none() {
+                return Err(Exc::trap(CAUSE_FETCH_ACCESS, pc));
+            }
+            let page_pa = pa & !0xfff;
+            match self.ram.host(page_pa, 0x1000) {
+                Some(h) => (page_pa, h),
+                // Code in RAM smaller than a page: never cached.
+                None => return self.decode_at(pc, pa, None).map(Some),
+            }
+        };
+        match self.icache.slot_for(page_pa, page_host) {
             Some((slot, new)) => {
                 if new {
-                    self.tlb.flush_writes_to(pa >> 12);
+                    self.tlb.flush_writes_to(page_pa >> 12);
                 }
-                self.cur_vpage = pc >> 12;
+                self.cur_vpage = vpn;
+                self.cur_page_pa = page_pa;
                 self.cur_slot = slot;
                 Ok(None)
             }
-            None => self.decode_at(pc, pa, None).map(Some),
+            None => self.decode_at(pc, page_pa | (pc & 0xfff), None).map(Some),
         }
     }
 
     /// Fetches and decodes the instruction at virtual `pc` (physical `pa`),
-    /// caching it in `slot` unless it crosses a page boundary.
+    /// caching it in `slot` (decoded from the slot's snapshot) unless it
+    /// crosses a page boundary.
     fn decode_at(&mut self, pc: u64, pa: u64, slot: Option<u32>) -> Result<Op, Exc> {
         let fetch_fault = |a| Exc::trap(CAUSE_FETCH_ACCESS, a);
-        let low = self.ram.host(pa, 2).ok_or_else(|| fetch_fault(pc))?.load(1) as u16;
+        let low = match slot {
+            Some(s) => self.icache.parcel(s, pc),
+            None => self.ram.host(pa, 2).ok_or_else(|| fetch_fault(pc))?.load(1) as u16,
+        };
         if is_compressed(low) {
             let op = decode16(low);
             if let Some(s) = slot {
@@ -252,7 +276,7 @@ impl Hart {
             }
             return Ok(op);
         }
-        let (high, cacheable) = if pc & 0xfff == 0xffe {
+        let high = if pc & 0xfff == 0xffe {
             let next = pc.wrapping_add(2);
             let (pa2, _) = self.translate_fill(next, EXEC, self.mode)?;
             let h = self
@@ -260,21 +284,19 @@ impl Hart {
                 .host(pa2, 2)
                 .ok_or_else(|| fetch_fault(next))?
                 .load(1);
-            (h, false)
+            // Crosses a page: never cached.
+            return Ok(decode32(u32::from(low) | (h as u32) << 16));
+        } else if let Some(s) = slot {
+            self.icache.parcel(s, pc + 2)
         } else {
-            (
-                self.ram
-                    .host(pa + 2, 2)
-                    .ok_or_else(|| fetch_fault(pc))?
-                    .load(1),
-                true,
-            )
+            self.ram
+                .host(pa + 2, 2)
+                .ok_or_else(|| fetch_fault(pc))?
+                .load(1) as u16
         };
-        let op = decode32(u32::from(low) | (high as u32) << 16);
-        if cacheable {
-            if let Some(s) = slot {
-                self.icache.put(s, pc & 0xfff, op);
-            }
+        let op = decode32(u32::from(low) | u32::from(high) << 16);
+        if let Some(s) = slot {
+            self.icache.put(s, pc & 0xfff, op);
         }
         Ok(op)
     }
@@ -293,8 +315,7 @@ impl Hart {
             return Ok(op);
         }
         // First execution at this address: decode it into the page.
-        let pa = self.translate(pc, EXEC, self.mode)?;
-        self.decode_at(pc, pa, Some(self.cur_slot))
+        self.decode_at(pc, self.cur_page_pa | (pc & 0xfff), Some(self.cur_slot))
     }
 
     /// Applies requests other harts left (remote fences, HSM start).
@@ -305,7 +326,7 @@ impl Hart {
             self.fetch_invalidate();
         }
         if req & request::FENCE_I != 0 {
-            self.icache.flush();
+            self.icache.fence();
             self.fetch_invalidate();
         }
     }

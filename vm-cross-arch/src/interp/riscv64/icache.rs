@@ -1,21 +1,49 @@
 //! The pre-decoded instruction cache: one array of [`Op`]s per 4 KiB guest
 //! physical page of primary RAM, filled lazily as instructions are first
-//! executed. Pages are dropped on `fence.i` and when a store hits them.
+//! executed, decoded from a snapshot of the page's bytes taken when the page
+//! entered the cache.
+//!
+//! A store by this hart to a cached page drops that page at once (see
+//! [`super::mmu`]). `fence.i` must also make stores by other harts and by
+//! devices visible; it does not drop anything but starts a new epoch: the
+//! first time a page is entered in a new epoch its snapshot is compared with
+//! RAM, and only a page whose bytes changed is decoded again. Linux patches
+//! kernel text (ftrace, jump labels, module loading) with one `fence.i` per
+//! patched site, so dropping every page there would re-decode the whole hot
+//! kernel over and over.
 
 use super::decode::Op;
+use super::memory::HostPtr;
 
 /// Ops per page (2-byte granularity for compressed instructions).
 pub const OPS_PER_PAGE: usize = 2048;
+/// Bytes per page.
+const PAGE: usize = 0x1000;
+/// Decoded pages kept before everything is dropped (bounds host memory:
+/// 36 KiB per page).
+const MAX_PAGES: usize = 4096;
 const NONE: u32 = u32::MAX;
+
+/// One decoded page.
+#[derive(Debug)]
+struct Page {
+    ops: Box<[Op]>,
+    /// The bytes the ops were decoded from, as 64-bit words.
+    bytes: Box<[u64]>,
+    /// Epoch in which `bytes` was last known to equal RAM.
+    checked: u64,
+    /// Index of the guest page it holds, or `NONE` when free.
+    owner: u32,
+}
 
 /// Decoded pages of one hart.
 #[derive(Debug, Default)]
 pub struct ICache {
     base: u64,
     slot_of: Vec<u32>,
-    slots: Vec<Box<[Op]>>,
+    slots: Vec<Page>,
     free: Vec<u32>,
-    live: Vec<u32>,
+    epoch: u64,
 }
 
 impl ICache {
@@ -42,36 +70,65 @@ impl ICache {
             .is_some_and(|i| self.slot_of[i] != NONE)
     }
 
-    /// The slot for the page at `page_pa`, creating it; `None` outside the
-    /// cached RAM. The flag says whether the page is new.
-    pub fn slot_for(&mut self, page_pa: u64) -> Option<(u32, bool)> {
+    /// The slot for the page at `page_pa`, whose bytes are at `host`,
+    /// creating it; `None` outside the cached RAM. The flag says whether the
+    /// page is new. A page entered for the first time since a
+    /// [`fence`](Self::fence) is checked against RAM and emptied if its
+    /// bytes changed.
+    pub fn slot_for(&mut self, page_pa: u64, host: HostPtr) -> Option<(u32, bool)> {
         let idx = self.page_index(page_pa)?;
-        if self.slot_of[idx] != NONE {
-            return Some((self.slot_of[idx], false));
+        let slot = self.slot_of[idx];
+        if slot != NONE {
+            let page = &mut self.slots[slot as usize];
+            if page.checked != self.epoch {
+                if !same_bytes(&page.bytes, host) {
+                    page.ops.fill(Op::UNDECODED);
+                    copy_bytes(&mut page.bytes, host);
+                }
+                page.checked = self.epoch;
+            }
+            return Some((slot, false));
+        }
+        if self.pages() >= MAX_PAGES {
+            self.flush();
         }
         let slot = if let Some(s) = self.free.pop() {
-            self.slots[s as usize].fill(Op::UNDECODED);
+            self.slots[s as usize].ops.fill(Op::UNDECODED);
             s
         } else {
-            self.slots
-                .push(vec![Op::UNDECODED; OPS_PER_PAGE].into_boxed_slice());
+            self.slots.push(Page {
+                ops: vec![Op::UNDECODED; OPS_PER_PAGE].into_boxed_slice(),
+                bytes: vec![0; PAGE / 8].into_boxed_slice(),
+                checked: 0,
+                owner: NONE,
+            });
             (self.slots.len() - 1) as u32
         };
+        let page = &mut self.slots[slot as usize];
+        copy_bytes(&mut page.bytes, host);
+        page.checked = self.epoch;
+        page.owner = idx as u32;
         self.slot_of[idx] = slot;
-        self.live.push(idx as u32);
         Some((slot, true))
     }
 
     /// The op at `offset` (byte offset in the page) of `slot`.
     #[inline(always)]
     pub fn get(&self, slot: u32, offset: u64) -> Op {
-        self.slots[slot as usize][(offset as usize >> 1) & (OPS_PER_PAGE - 1)]
+        self.slots[slot as usize].ops[(offset as usize >> 1) & (OPS_PER_PAGE - 1)]
     }
 
     /// Stores a decoded op.
     #[inline]
     pub fn put(&mut self, slot: u32, offset: u64, op: Op) {
-        self.slots[slot as usize][(offset as usize >> 1) & (OPS_PER_PAGE - 1)] = op;
+        self.slots[slot as usize].ops[(offset as usize >> 1) & (OPS_PER_PAGE - 1)] = op;
+    }
+
+    /// The 16-bit parcel at even `offset` of the snapshot of `slot`.
+    #[inline]
+    pub fn parcel(&self, slot: u32, offset: u64) -> u16 {
+        let off = (offset as usize) & (PAGE - 2);
+        (self.slots[slot as usize].bytes[off / 8] >> (8 * (off % 8))) as u16
     }
 
     /// Drops the page at `page_pa`; returns its slot if it had one.
@@ -82,49 +139,141 @@ impl ICache {
             return None;
         }
         self.slot_of[idx] = NONE;
+        self.slots[slot as usize].owner = NONE;
         self.free.push(slot);
-        if let Some(pos) = self.live.iter().position(|&p| p as usize == idx) {
-            self.live.swap_remove(pos);
-        }
         Some(slot)
     }
 
-    /// Drops every page (`fence.i`).
+    /// `fence.i`: pages are checked against RAM before their next use.
+    pub fn fence(&mut self) {
+        self.epoch += 1;
+    }
+
+    /// Drops every page.
     pub fn flush(&mut self) {
-        for idx in self.live.drain(..) {
-            let slot = self.slot_of[idx as usize];
-            self.slot_of[idx as usize] = NONE;
-            self.free.push(slot);
+        for (slot, page) in self.slots.iter_mut().enumerate() {
+            if page.owner != NONE {
+                self.slot_of[page.owner as usize] = NONE;
+                page.owner = NONE;
+                self.free.push(slot as u32);
+            }
         }
     }
 
     /// Number of decoded pages.
     pub fn pages(&self) -> usize {
-        self.live.len()
+        self.slots.len() - self.free.len()
     }
+}
+
+/// Copies the page at `host` into `bytes`.
+fn copy_bytes(bytes: &mut [u64], host: HostPtr) {
+    for (i, w) in bytes.iter_mut().enumerate() {
+        *w = host.word(i);
+    }
+}
+
+/// Whether the page at `host` still holds `bytes`.
+fn same_bytes(bytes: &[u64], host: HostPtr) -> bool {
+    bytes.iter().enumerate().all(|(i, w)| host.word(i) == *w)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::interp::riscv64::decode::decode32;
+    use crate::interp::riscv64::memory::{Ram, RamRegion};
+    use std::sync::Arc;
+    use vm_memory::{GuestAddress, GuestRegionMmap};
+
+    const BASE: u64 = 0x8000_0000;
+
+    fn ram(size: u64) -> Ram {
+        let region = GuestRegionMmap::from_range(GuestAddress(BASE), size as usize, None).unwrap();
+        Ram::new(vec![RamRegion::new(Arc::new(region))])
+    }
+
+    fn page(ram: &Ram, pa: u64) -> HostPtr {
+        ram.host(pa, 0x1000).unwrap()
+    }
 
     #[test]
     fn pages_fill_invalidate_and_reuse() {
-        let mut c = ICache::new(0x8000_0000, 0x10_0000);
-        assert!(c.slot_for(0x7000_0000).is_none());
-        let (slot, new) = c.slot_for(0x8000_1000).unwrap();
-        assert!(new && c.is_code_page(0x8000_1000));
+        let ram = ram(0x10_0000);
+        let mut c = ICache::new(BASE, 0x10_0000);
+        assert!(c.slot_for(0x7000_0000, page(&ram, BASE)).is_none());
+        let (slot, new) = c
+            .slot_for(BASE + 0x1000, page(&ram, BASE + 0x1000))
+            .unwrap();
+        assert!(new && c.is_code_page(BASE + 0x1000));
         c.put(slot, 0x10, decode32(0x0000_0013));
         assert_ne!(c.get(slot, 0x10), Op::UNDECODED);
-        assert_eq!(c.slot_for(0x8000_1000), Some((slot, false)));
-        assert_eq!(c.invalidate_page(0x8000_1000), Some(slot));
-        assert!(!c.is_code_page(0x8000_1000));
-        let (again, new) = c.slot_for(0x8000_2000).unwrap();
+        assert_eq!(
+            c.slot_for(BASE + 0x1000, page(&ram, BASE + 0x1000)),
+            Some((slot, false))
+        );
+        assert_eq!(c.invalidate_page(BASE + 0x1000), Some(slot));
+        assert_eq!(c.invalidate_page(BASE + 0x1000), None);
+        assert!(!c.is_code_page(BASE + 0x1000));
+        let (again, new) = c
+            .slot_for(BASE + 0x2000, page(&ram, BASE + 0x2000))
+            .unwrap();
         assert!(new);
         assert_eq!(again, slot, "slot reused");
         assert_eq!(c.get(again, 0x10), Op::UNDECODED, "reused slot is cleared");
         c.flush();
         assert_eq!(c.pages(), 0);
+        assert!(!c.is_code_page(BASE + 0x2000));
+    }
+
+    #[test]
+    fn a_fence_keeps_unchanged_pages_and_empties_changed_ones() {
+        let ram = ram(0x10_0000);
+        let (a, b) = (BASE + 0x3000, BASE + 0x4000);
+        page(&ram, a).store(2, 0x0010_0513); // li a0, 1
+        page(&ram, b).store(2, 0x0010_0513);
+        let mut c = ICache::new(BASE, 0x10_0000);
+        let (sa, _) = c.slot_for(a, page(&ram, a)).unwrap();
+        let (sb, _) = c.slot_for(b, page(&ram, b)).unwrap();
+        assert_eq!(c.parcel(sa, 0), 0x0513);
+        assert_eq!(c.parcel(sa, 2), 0x0010);
+        let li1 = decode32(0x0010_0513);
+        c.put(sa, 0, li1);
+        c.put(sb, 0, li1);
+
+        // Another hart (or a device) rewrites page b: invisible until a fence.
+        page(&ram, b).store(2, 0x0020_0513); // li a0, 2
+        assert_eq!(c.slot_for(b, page(&ram, b)), Some((sb, false)));
+        assert_eq!(
+            c.get(sb, 0),
+            li1,
+            "no fence yet: the old decoding may still run"
+        );
+        assert_eq!(c.parcel(sb, 0), 0x0513);
+
+        c.fence();
+        assert_eq!(c.slot_for(a, page(&ram, a)), Some((sa, false)));
+        assert_eq!(c.get(sa, 0), li1, "unchanged page keeps its decoded ops");
+        assert_eq!(c.slot_for(b, page(&ram, b)), Some((sb, false)));
+        assert_eq!(c.get(sb, 0), Op::UNDECODED, "changed page is decoded again");
+        assert_eq!(c.parcel(sb, 2), 0x0020, "from a fresh snapshot");
+        assert_eq!(c.pages(), 2);
+    }
+
+    #[test]
+    fn the_number_of_pages_is_bounded() {
+        let size = (MAX_PAGES as u64 + 1) * 0x1000;
+        let ram = ram(size);
+        let mut c = ICache::new(BASE, size);
+        for i in 0..MAX_PAGES as u64 {
+            let pa = BASE + i * 0x1000;
+            c.slot_for(pa, page(&ram, pa)).unwrap();
+        }
+        assert_eq!(c.pages(), MAX_PAGES);
+        let last = BASE + MAX_PAGES as u64 * 0x1000;
+        let (_, new) = c.slot_for(last, page(&ram, last)).unwrap();
+        assert!(new);
+        assert_eq!(c.pages(), 1, "a full cache starts over");
+        assert!(!c.is_code_page(BASE) && c.is_code_page(last));
     }
 }

@@ -126,6 +126,15 @@ impl HostPtr {
         }
     }
 
+    /// The `i`-th 64-bit word (`i` taken modulo 512) of the page starting
+    /// at this address; only for a pointer made for a whole page
+    /// (`host(page_pa, 0x1000)` or a TLB entry's page).
+    #[inline]
+    pub fn word(self, i: usize) -> u64 {
+        // Stays inside the 4 KiB page this pointer was made for.
+        HostPtr(self.0.wrapping_add((i & 511) * 8)).load(3)
+    }
+
     /// Runs `f` on the 32-bit atomic at this address (callers check 4-byte alignment).
     #[inline]
     pub fn with_atomic32<R>(self, f: impl FnOnce(&AtomicU32) -> R) -> R {

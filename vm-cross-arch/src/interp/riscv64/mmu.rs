@@ -309,21 +309,35 @@ impl Hart {
         }
     }
 
-    /// Translates a data access for an AMO or LR/SC: the RAM host address.
+    /// Translates a data access for an AMO or SC: the RAM host address.
     pub(super) fn amo_address(&mut self, va: u64, size: u8) -> Result<HostPtr, Exc> {
         if va & ((1 << size) - 1) != 0 {
             return Err(Exc::trap(super::trap::CAUSE_MISALIGNED_STORE, va));
         }
+        self.atomic_host(va, size, WRITE)
+    }
+
+    /// The RAM host address of a naturally aligned atomic access (`acc` is
+    /// `READ` for LR, `WRITE` for SC and AMOs), through the TLB. A write to a
+    /// page of decoded code drops that page.
+    #[inline]
+    pub(super) fn atomic_host(&mut self, va: u64, size: u8, acc: usize) -> Result<HostPtr, Exc> {
+        let vpn = va >> 12;
+        let e = self.tlb.entry(self.dctx, acc, vpn);
+        if e.tag == vpn {
+            // Write entries never map code pages (see the module docs).
+            return Ok(HostPtr::from_addr(e.addend.wrapping_add(va)));
+        }
         let mode = self.data_mode();
-        let pa = self.translate(va, WRITE, mode)?;
+        let (pa, _) = self.translate_fill(va, acc, mode)?;
         match self.ram.host(pa, 1 << size) {
             Some(h) => {
-                if self.icache.is_code_page(pa & !0xfff) {
+                if acc == WRITE && self.icache.is_code_page(pa & !0xfff) {
                     self.code_written(pa);
                 }
                 Ok(h)
             }
-            None => Err(Exc::trap(CAUSE_STORE_ACCESS, va)),
+            None => Err(Exc::trap(access_fault(acc), va)),
         }
     }
 }

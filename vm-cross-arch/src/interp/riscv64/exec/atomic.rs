@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use crate::interp::riscv64::decode::{Amo, Op};
 use crate::interp::riscv64::hart::Hart;
 use crate::interp::riscv64::mmu::READ;
-use crate::interp::riscv64::trap::{Exc, CAUSE_LOAD_ACCESS, CAUSE_MISALIGNED_LOAD};
+use crate::interp::riscv64::trap::{Exc, CAUSE_MISALIGNED_LOAD};
 
 fn amo_apply(f: Amo, old: u64, src: u64, word: bool) -> u64 {
     let (so, ss) = if word {
@@ -67,18 +67,13 @@ impl Hart {
         if va & ((1 << size) - 1) != 0 {
             return Err(Exc::trap(CAUSE_MISALIGNED_LOAD, va));
         }
-        let mode = self.data_mode();
-        let pa = self.translate(va, READ, mode)?;
-        let host = self
-            .ram
-            .host(pa, 1 << size)
-            .ok_or(Exc::trap(CAUSE_LOAD_ACCESS, va))?;
+        let host = self.atomic_host(va, size, READ)?;
         let v = if size == 2 {
             u64::from(host.with_atomic32(|a| a.load(Ordering::Acquire)))
         } else {
             host.with_atomic64(|a| a.load(Ordering::Acquire))
         };
-        self.reservation = Some((pa, v));
+        self.reservation = Some((host.addr(), v));
         self.set_x(op.rd, if size == 2 { v as i32 as u64 } else { v });
         Ok(())
     }
@@ -91,10 +86,8 @@ impl Hart {
         size: u8,
     ) -> Result<(), Exc> {
         let host = self.amo_address(va, size)?;
-        let mode = self.data_mode();
-        let pa = self.translate(va, super::super::mmu::WRITE, mode)?;
         let ok = match self.reservation.take() {
-            Some((rpa, expected)) if rpa == pa => {
+            Some((addr, expected)) if addr == host.addr() => {
                 if size == 2 {
                     host.with_atomic32(|a| {
                         a.compare_exchange(

@@ -119,7 +119,7 @@ impl Hart {
                 Err(Exc::Resync)
             }
             Kind::FenceI => {
-                self.icache.flush();
+                self.icache.fence();
                 self.pc = next;
                 Err(Exc::Resync)
             }
