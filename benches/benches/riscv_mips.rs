@@ -266,10 +266,6 @@ fn bench(c: &mut Criterion) {
 /// `cargo xtask guest --arch riscv64` publishes in `target/guest/riscv64/`;
 /// skipped with a reason when it or the tools are missing.
 fn linux_boot(_c: &mut Criterion) {
-    let rounds: usize = std::env::var("RISCV_BOOT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
     let Some((kernel, initrd)) = riscv_guest("Linux boot") else {
         return;
     };
@@ -288,62 +284,39 @@ fn linux_boot(_c: &mut Criterion) {
         let text = String::from_utf8_lossy(&out.stdout);
         text.contains(MARKER).then(|| t.elapsed())
     };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let ours_time = boot(
-            Command::new(&ours)
-                .args([
-                    "run",
-                    "--arch",
-                    "riscv64",
-                    "--net",
-                    "none",
-                    "--memory",
-                    "256",
-                    "--cmdline",
-                    cmdline,
-                ])
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--initrd")
-                .arg(&initrd),
-        );
-        match ours_time {
-            Some(d) => a.push(d),
-            None => eprintln!("interpreter boot did not reach the marker"),
-        }
-        if let Some(q) = &qemu {
-            let t = boot(
-                Command::new(q)
+    let (kernel, initrd) = (kernel.as_path(), initrd.as_path());
+    let Some(Alternated {
+        runs,
+        ours,
+        peer: theirs,
+    }) = alternate(
+        "Linux boot",
+        |_| {
+            boot(
+                Command::new(&ours)
                     .args([
-                        "-M",
-                        "virt",
-                        "-m",
+                        "run",
+                        "--arch",
+                        "riscv64",
+                        "--net",
+                        "none",
+                        "--memory",
                         "256",
-                        "-nographic",
-                        "-no-reboot",
-                        "-bios",
-                        "default",
-                        "-append",
+                        "--cmdline",
                         cmdline,
                     ])
-                    .arg("-kernel")
-                    .arg(&kernel)
-                    .arg("-initrd")
-                    .arg(&initrd),
-            );
-            match t {
-                Some(d) => b.push(d),
-                None => eprintln!("qemu-system-riscv64 boot did not reach the marker"),
-            }
-        }
-    }
-    if a.is_empty() {
+                    .arg("--kernel")
+                    .arg(kernel)
+                    .arg("--initrd")
+                    .arg(initrd),
+            )
+        },
+        qemu.as_deref()
+            .map(|q| move |_| boot(&mut qemu_virt(q, kernel, initrd, cmdline))),
+    )
+    else {
         return;
-    }
-    let runs = a.len();
-    let ours = median(a);
-    let theirs = (!b.is_empty()).then(|| median(b));
+    };
     match theirs {
         None => eprintln!("linux_boot: interpreter {ours:?} to the userspace marker (no qemu-system-riscv64: install qemu-system-misc)"),
         Some(theirs) => eprintln!(
@@ -352,19 +325,18 @@ fn linux_boot(_c: &mut Criterion) {
         ),
     }
     // For `cargo xtask bench`: a measure criterion could not host.
-    let report = serde_json::json!({
-        "area": "riscv_mips",
-        "name": "riscv64 Debian Linux boot to the userspace marker",
-        "ours_ns": ours.as_secs_f64() * 1e9,
-        "peer_name": "qemu-system-riscv64 -M virt (OpenSBI), same kernel and initramfs",
-        "peer_ns": theirs.map(|t| t.as_secs_f64() * 1e9),
-        "runs": runs,
-        "goal": "<= 3x QEMU's time",
-    });
-    let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/extra");
-    if std::fs::create_dir_all(&extra).is_ok() {
-        let _ = std::fs::write(extra.join("riscv_linux_boot.json"), report.to_string());
-    }
+    write_extra(
+        "riscv_linux_boot.json",
+        &serde_json::json!({
+            "area": "riscv_mips",
+            "name": "riscv64 Debian Linux boot to the userspace marker",
+            "ours_ns": ours.as_secs_f64() * 1e9,
+            "peer_name": "qemu-system-riscv64 -M virt (OpenSBI), same kernel and initramfs",
+            "peer_ns": theirs.map(|t| t.as_secs_f64() * 1e9),
+            "runs": runs,
+            "goal": "<= 3x QEMU's time",
+        }),
+    );
 }
 
 /// What the guest's `/init` prints once userspace is up.
@@ -398,6 +370,7 @@ fn guest_network(_c: &mut Criterion) {
     let Some((kernel, initrd)) = riscv_guest("guest network") else {
         return;
     };
+    let (kernel, initrd) = (kernel.as_path(), initrd.as_path());
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
         eprintln!("SKIPPED (guest network): build target/release/vm-service first");
@@ -407,10 +380,6 @@ fn guest_network(_c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    let rounds: usize = std::env::var("RISCV_BOOT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
     let receiver =
         r#"console=ttyS0 panic=-1 vmguest.ip=10.0.0.2/24 -- sh -c "nc -l -p 5001 | wc -c""#;
     let sender = format!(
@@ -444,9 +413,9 @@ fn guest_network(_c: &mut Criterion) {
                 .arg("--switch-dir")
                 .arg(dir.path())
                 .arg("--kernel")
-                .arg(&kernel)
+                .arg(kernel)
                 .arg("--initrd")
-                .arg(&initrd)
+                .arg(initrd)
                 .args(["--cmdline", cmdline])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -462,26 +431,12 @@ fn guest_network(_c: &mut Criterion) {
     let qemu_pair = |q: &Path, round: usize| -> Option<f64> {
         let port = 20_000 + (std::process::id() % 20_000) as usize + round;
         let vm = |cmdline: &str, netdev: String, mac: &str| {
-            let mut cmd = Command::new(q);
-            cmd.args([
-                "-M",
-                "virt",
-                "-m",
-                "256",
-                "-nographic",
-                "-no-reboot",
-                "-bios",
-                "default",
-            ])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", cmdline, "-netdev", &netdev, "-device"])
-            .arg(format!("virtio-net-device,netdev=n0,mac={mac}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            let mut cmd = qemu_virt(q, kernel, initrd, cmdline);
+            cmd.args(["-netdev", &netdev, "-device"])
+                .arg(format!("virtio-net-device,netdev=n0,mac={mac}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null());
             cmd
         };
         let b = vm(
@@ -502,25 +457,20 @@ fn guest_network(_c: &mut Criterion) {
         let _ = b.wait_with_output();
         seconds(a)
     };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        match ours_pair(round) {
-            Some(t) => a.push(Duration::from_secs_f64(t)),
-            None => eprintln!("guest network: our transfer did not complete"),
-        }
-        if let Some(q) = &qemu {
-            match qemu_pair(q, round) {
-                Some(t) => b.push(Duration::from_secs_f64(t)),
-                None => eprintln!("guest network: the QEMU transfer did not complete"),
-            }
-        }
-    }
-    if a.is_empty() {
+    let secs = |t: Option<f64>| t.map(Duration::from_secs_f64);
+    let Some(Alternated {
+        runs,
+        ours,
+        peer: theirs,
+    }) = alternate(
+        "guest network",
+        |round| secs(ours_pair(round)),
+        qemu.as_deref()
+            .map(|q| move |round| secs(qemu_pair(q, round))),
+    )
+    else {
         return;
-    }
-    let runs = a.len();
-    let ours = median(a);
-    let theirs = (!b.is_empty()).then(|| median(b));
+    };
     let rate = |d: Duration| f64::from(mib) / d.as_secs_f64().max(1e-3);
     match theirs {
         None => eprintln!("guest network: {mib} MiB in {ours:?} ({:.2} MiB/s); no qemu-system-riscv64 peer", rate(ours)),
@@ -531,17 +481,85 @@ fn guest_network(_c: &mut Criterion) {
             ours.as_secs_f64() / t.as_secs_f64()
         ),
     }
-    let report = serde_json::json!({
-        "area": "riscv_mips",
-        "name": format!("riscv64 guest to guest over the virtual switch, {mib} MiB dd | nc (guest time)"),
-        "ours_ns": ours.as_secs_f64() * 1e9,
-        "peer_name": "two qemu-system-riscv64 -M virt joined by -netdev socket, same guests",
-        "peer_ns": theirs.map(|t| t.as_secs_f64() * 1e9),
-        "runs": runs,
-    });
+    write_extra(
+        "riscv_guest_net.json",
+        &serde_json::json!({
+            "area": "riscv_mips",
+            "name": format!("riscv64 guest to guest over the virtual switch, {mib} MiB dd | nc (guest time)"),
+            "ours_ns": ours.as_secs_f64() * 1e9,
+            "peer_name": "two qemu-system-riscv64 -M virt joined by -netdev socket, same guests",
+            "peer_ns": theirs.map(|t| t.as_secs_f64() * 1e9),
+            "runs": runs,
+        }),
+    );
+}
+
+/// `qemu-system-riscv64 -M virt` with 256 MiB, OpenSBI, no display, booting
+/// `kernel` and `initrd` with `cmdline`.
+fn qemu_virt(qemu: &Path, kernel: &Path, initrd: &Path, cmdline: &str) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.args([
+        "-M",
+        "virt",
+        "-m",
+        "256",
+        "-nographic",
+        "-no-reboot",
+        "-bios",
+        "default",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args(["-append", cmdline]);
+    cmd
+}
+
+/// Medians of alternated runs of ours and the peer (only runs that completed).
+struct Alternated {
+    runs: usize,
+    ours: Duration,
+    peer: Option<Duration>,
+}
+
+/// Runs `ours` and `peer` alternately, `RISCV_BOOT_ROUNDS` times (default 2):
+/// a run returning `None` did not complete and is reported, not counted.
+fn alternate<P: FnMut(usize) -> Option<Duration>>(
+    what: &str,
+    mut ours: impl FnMut(usize) -> Option<Duration>,
+    mut peer: Option<P>,
+) -> Option<Alternated> {
+    let rounds: usize = std::env::var("RISCV_BOOT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        match ours(round) {
+            Some(d) => a.push(d),
+            None => eprintln!("{what}: our run did not complete"),
+        }
+        if let Some(peer) = &mut peer {
+            match peer(round) {
+                Some(d) => b.push(d),
+                None => eprintln!("{what}: the peer's run did not complete"),
+            }
+        }
+    }
+    (!a.is_empty()).then(|| Alternated {
+        runs: a.len(),
+        ours: median(a),
+        peer: (!b.is_empty()).then(|| median(b)),
+    })
+}
+
+/// Writes a measure criterion could not host to `target/bench/extra/<file>`
+/// for `cargo xtask bench`.
+fn write_extra(file: &str, report: &serde_json::Value) {
     let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/extra");
     if std::fs::create_dir_all(&extra).is_ok() {
-        let _ = std::fs::write(extra.join("riscv_guest_net.json"), report.to_string());
+        let _ = std::fs::write(extra.join(file), report.to_string());
     }
 }
 
