@@ -166,6 +166,19 @@ fn unpack(a: u128, b: u128, bits: u32, high: bool) -> u128 {
     })
 }
 
+/// SSSE3 `pshufb`: byte `i` of the result is byte `b[i] & 15` of `a`, or 0
+/// when bit 7 of `b[i]` is set.
+fn pshufb(a: u128, b: u128) -> u128 {
+    let (a, b) = (a.to_le_bytes(), b.to_le_bytes());
+    u128::from_le_bytes(std::array::from_fn(|i| {
+        if b[i] & 0x80 == 0 {
+            a[usize::from(b[i] & 15)]
+        } else {
+            0
+        }
+    }))
+}
+
 /// The binary packed operation a mnemonic names: `dst = f(dst, src)`.
 fn packed_op(m: Mnemonic) -> Option<fn(u128, u128) -> u128> {
     use Mnemonic as M;
@@ -199,6 +212,7 @@ fn packed_op(m: Mnemonic) -> Option<fn(u128, u128) -> u128> {
         M::Punpckhwd => |a, b| unpack(a, b, 16, true),
         M::Punpckhdq => |a, b| unpack(a, b, 32, true),
         M::Punpckhqdq => |a, b| unpack(a, b, 64, true),
+        M::Pshufb => pshufb,
         _ => return None,
     })
 }

@@ -364,6 +364,13 @@ fn sse_moves_and_packed_integer_ops() {
     c.rip = CODE;
     run(&mut c, &mut m, &code(|a| a.pmovmskb(ecx, xmm1))).unwrap();
     assert_eq!(c.gpr[RCX], 1);
+    // pshufb (SSSE3, the kernel's blake2s): reverse the bytes, zero where bit 7 is set.
+    c.rip = CODE;
+    m.sse.xmm[12] = 0x8000_0102_0304_0506_0708_090a_0b0c_0d0e;
+    m.sse.xmm[3] = v;
+    let bytes = [0x66, 0x41, 0x0f, 0x38, 0x00, 0xdc]; // pshufb xmm3,xmm12, as the boot hit it
+    assert_eq!(run(&mut c, &mut m, &bytes).unwrap(), Mnemonic::Pshufb);
+    assert_eq!(m.sse.xmm[3], 0x0000_0102_0304_0506_0708_090a_0b0c_0d0e);
 }
 
 #[test]
