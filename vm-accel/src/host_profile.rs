@@ -145,12 +145,26 @@ impl HostProfile {
         )
     }
 
-    /// `cmdline` with the profile's Linux additions appended.
+    /// `cmdline` with the profile's Linux additions added to the kernel's
+    /// parameters: before a ` -- `, since what follows it is init's arguments.
     pub fn extend_linux_cmdline(&self, cmdline: &str) -> String {
-        match (cmdline.trim(), self.linux_cmdline.trim()) {
+        let cmdline = cmdline.trim();
+        let (params, init_args) = if let Some(rest) = cmdline.strip_prefix("--") {
+            ("", Some(rest))
+        } else {
+            match cmdline.split_once(" -- ") {
+                Some((params, rest)) => (params, Some(rest)),
+                None => (cmdline, None),
+            }
+        };
+        let params = match (params.trim(), self.linux_cmdline.trim()) {
             (c, "") => c.to_string(),
             ("", add) => add.to_string(),
             (c, add) => format!("{c} {add}"),
+        };
+        match init_args {
+            Some(args) => format!("{params} -- {}", args.trim_start()),
+            None => params,
         }
     }
 }
@@ -245,5 +259,12 @@ mod tests {
             format!("console=ttyS0 {}", p.linux_cmdline)
         );
         assert_eq!(p.extend_linux_cmdline(""), p.linux_cmdline);
+        // Init's arguments stay last: the additions are kernel parameters.
+        let add = &p.linux_cmdline;
+        assert_eq!(
+            p.extend_linux_cmdline("console=ttyS0 -- sh -c \"echo --\""),
+            format!("console=ttyS0 {add} -- sh -c \"echo --\"")
+        );
+        assert_eq!(p.extend_linux_cmdline("-- true"), format!("{add} -- true"));
     }
 }
