@@ -485,7 +485,7 @@ fn guest_network(_c: &mut Criterion) {
         "riscv_guest_net.json",
         &serde_json::json!({
             "area": "riscv_mips",
-            "name": format!("riscv64 guest to guest over the virtual switch, {mib} MiB dd | nc (guest time)"),
+            "name": format!("riscv64 guest to guest over the virtual switch, {mib} MiB from dd through nc (guest time)"),
             "ours_ns": ours.as_secs_f64() * 1e9,
             "peer_name": "two qemu-system-riscv64 -M virt joined by -netdev socket, same guests",
             "peer_ns": theirs.map(|t| t.as_secs_f64() * 1e9),
