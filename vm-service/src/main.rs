@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use vm_core::config::{DeviceConfig, GuestArch, NetBackendConfig, NetConfig, SerialMode, VmConfig};
+use vm_core::config::{
+    DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode, VmConfig,
+};
 use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
@@ -118,6 +120,10 @@ struct RunArgs {
     /// existing or new TAP device), or `none`.
     #[arg(long, default_value = "virtual")]
     net: String,
+    /// The NIC's MAC address, e.g. `52:54:00:12:34:56`. Default: a locally
+    /// administered address made from this process's id.
+    #[arg(long)]
+    mac: Option<MacAddr>,
     /// Directory where `virtual:NAME` switches meet (one Unix socket per
     /// member under `DIR/NAME/`). Default: `$XDG_RUNTIME_DIR/vm-service/switches`,
     /// else `/tmp/vm-service-<uid>/switches`; created with mode 0700.
@@ -139,7 +145,7 @@ const EXIT_FAILED: u8 = 1;
 /// Exit status for a guest that triple-faulted.
 const EXIT_TRIPLE_FAULT: u8 = 2;
 
-fn parse_net(spec: &str) -> Result<Option<DeviceConfig>, String> {
+fn parse_net(spec: &str, mac: Option<MacAddr>) -> Result<Option<DeviceConfig>, String> {
     let backend = match spec {
         "none" => return Ok(None),
         "virtual" => NetBackendConfig::Virtual {
@@ -162,7 +168,7 @@ fn parse_net(spec: &str) -> Result<Option<DeviceConfig>, String> {
     Ok(Some(DeviceConfig::Net(NetConfig {
         id: "net0".into(),
         backend,
-        mac: None,
+        mac,
     })))
 }
 
@@ -203,7 +209,7 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
         kernel,
         initrd,
         cmdline,
-        devices: parse_net(&args.net)?.into_iter().collect(),
+        devices: parse_net(&args.net, args.mac)?.into_iter().collect(),
         serial: SerialMode::Stdout,
     })
 }

@@ -112,6 +112,12 @@ fn bad_flag_values() {
         "--switch-dir needs --net virtual:NAME",
     );
     assert_clean_failure(&["--arch", "mips"], "mips");
+    // A multicast MAC, which a NIC cannot own (checked with the config).
+    assert_clean_failure(&["--mac", "01:00:5e:00:00:01"], "mac");
+    // Not a MAC at all: refused by the argument parser (exit 2), naming it.
+    let (code, _, err) = run(&["--mac", "52:54:00:12:34"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("52:54:00:12:34"), "{err}");
 }
 
 #[test]
@@ -132,6 +138,7 @@ fn help_explains_every_flag() {
         "--net",
         "virtual:NAME",
         "--switch-dir",
+        "--mac",
         "--executor",
         "--arch",
         "--log-level",
