@@ -275,15 +275,11 @@ impl Exec<'_> {
                     .ok_or_else(|| self.unsupported(&format!("register {reg:?}")))
             }
             OpKind::Memory => Ok(self.read_mem(op, size)? as u64),
-            OpKind::Immediate8
-            | OpKind::Immediate16
-            | OpKind::Immediate32
-            | OpKind::Immediate64
-            | OpKind::Immediate8to16
-            | OpKind::Immediate8to32
-            | OpKind::Immediate8to64
-            | OpKind::Immediate32to64 => Ok(self.insn.immediate(op)),
-            other => Err(self.unsupported(&format!("operand kind {other:?}"))),
+            // Every immediate form (iced-x86 sign-extends as the instruction does).
+            other => self
+                .insn
+                .try_immediate(op)
+                .map_err(|_| self.unsupported(&format!("operand kind {other:?}"))),
         }
     }
 
