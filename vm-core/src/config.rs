@@ -186,12 +186,32 @@ pub struct NetConfig {
     pub mac: Option<MacAddr>,
 }
 
+/// A virtio-blk disk of the guest, backed by a raw image file on the host.
+/// Field names follow Firecracker's `drives` objects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    /// Device id, unique within the VM; the guest reads it as the disk's serial.
+    pub drive_id: String,
+    /// Raw image file on the host.
+    pub path_on_host: PathBuf,
+    /// The guest boots from this disk: the VMM adds `root=/dev/vda` to the
+    /// kernel command line. At most one drive may be the root device.
+    #[serde(default)]
+    pub is_root_device: bool,
+    /// The guest sees a read-only disk (`VIRTIO_BLK_F_RO`); the file is opened read-only.
+    #[serde(default)]
+    pub is_read_only: bool,
+}
+
 /// A device attached to a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DeviceConfig {
     /// A virtio-net interface.
     Net(NetConfig),
+    /// A virtio-blk disk.
+    Block(BlockConfig),
 }
 
 impl DeviceConfig {
@@ -199,6 +219,7 @@ impl DeviceConfig {
     pub fn id(&self) -> &str {
         match self {
             Self::Net(n) => &n.id,
+            Self::Block(b) => &b.drive_id,
         }
     }
 
@@ -227,6 +248,10 @@ impl DeviceConfig {
                     }
                 }
                 Ok(())
+            }
+            Self::Block(b) => {
+                check_name(&format!("{field}.drive_id"), &b.drive_id, MAX_NAME_LEN)?;
+                check_path(&format!("{field}.path_on_host"), &b.path_on_host)
             }
         }
     }
@@ -357,6 +382,7 @@ impl VmConfig {
         }
         let mut ids = HashSet::new();
         let mut macs = HashSet::new();
+        let mut root: Option<&str> = None;
         for (i, dev) in self.devices.iter().enumerate() {
             let field = format!("devices[{i}]");
             dev.validate(&field)?;
@@ -366,14 +392,26 @@ impl VmConfig {
                     format!("duplicate device id {:?}", dev.id()),
                 ));
             }
-            let DeviceConfig::Net(net) = dev;
-            if let Some(mac) = net.mac {
-                if !macs.insert(mac) {
-                    return Err(ConfigError::new(
-                        format!("{field}.mac"),
-                        format!("{mac} is used by another device"),
-                    ));
+            match dev {
+                DeviceConfig::Net(net) => {
+                    if let Some(mac) = net.mac {
+                        if !macs.insert(mac) {
+                            return Err(ConfigError::new(
+                                format!("{field}.mac"),
+                                format!("{mac} is used by another device"),
+                            ));
+                        }
+                    }
                 }
+                DeviceConfig::Block(b) if b.is_root_device => {
+                    if let Some(other) = root.replace(&b.drive_id) {
+                        return Err(ConfigError::new(
+                            format!("{field}.is_root_device"),
+                            format!("drive {other:?} is already the root device"),
+                        ));
+                    }
+                }
+                DeviceConfig::Block(_) => {}
             }
         }
         if let SerialMode::File { path } = &self.serial {
@@ -458,6 +496,62 @@ mod tests {
         let minimal: VmConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(minimal, VmConfig::default());
         assert!(serde_json::from_str::<VmConfig>(r#"{"vcpu":2}"#).is_err());
+    }
+
+    fn drive(id: &str, root: bool) -> DeviceConfig {
+        DeviceConfig::Block(BlockConfig {
+            drive_id: id.into(),
+            path_on_host: format!("/images/{id}.ext4").into(),
+            is_root_device: root,
+            is_read_only: false,
+        })
+    }
+
+    #[test]
+    fn drives_round_trip_and_validate() {
+        let cfg: VmConfig = serde_json::from_str(
+            r#"{"devices":[{"type":"block","drive_id":"rootfs","path_on_host":"/r.ext4",
+                            "is_root_device":true},
+                           {"type":"block","drive_id":"data","path_on_host":"/d.img",
+                            "is_read_only":true}]}"#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let DeviceConfig::Block(data) = &cfg.devices[1] else {
+            panic!("not a drive: {:?}", cfg.devices[1]);
+        };
+        assert!(data.is_read_only && !data.is_root_device);
+        let back: VmConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        assert!(serde_json::from_str::<VmConfig>(
+            r#"{"devices":[{"type":"block","drive_id":"a","path_on_host":"/a","readonly":true}]}"#
+        )
+        .is_err());
+
+        let two_roots = VmConfig {
+            devices: vec![drive("a", true), drive("b", true)],
+            ..VmConfig::default()
+        };
+        assert_eq!(field_of(&two_roots), "devices[1].is_root_device");
+        let same_id = VmConfig {
+            devices: vec![drive("a", false), drive("a", false)],
+            ..VmConfig::default()
+        };
+        assert_eq!(field_of(&same_id), "devices[1].id");
+        let mut no_path = drive("a", false);
+        if let DeviceConfig::Block(b) = &mut no_path {
+            b.path_on_host = PathBuf::new();
+        }
+        let no_path = VmConfig {
+            devices: vec![no_path],
+            ..VmConfig::default()
+        };
+        assert_eq!(field_of(&no_path), "devices[0].path_on_host");
+        let bad_id = VmConfig {
+            devices: vec![drive("a/b", false)],
+            ..VmConfig::default()
+        };
+        assert_eq!(field_of(&bad_id), "devices[0].drive_id");
     }
 
     #[test]

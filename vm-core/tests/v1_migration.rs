@@ -36,7 +36,9 @@ fn check_fixture_replay(reg: &VmRegistry) {
     assert_eq!(web.config.memory_mib, 512);
     assert_eq!(web.config.serial, SerialMode::Stdout);
     assert_eq!(web.devices.len(), 1);
-    let DeviceConfig::Net(eth1) = &web.devices[0];
+    let DeviceConfig::Net(eth1) = &web.devices[0] else {
+        panic!("v1 devices are NICs: {:?}", web.devices[0]);
+    };
     assert_eq!(eth1.id, "eth1");
     assert_eq!(
         eth1.backend,

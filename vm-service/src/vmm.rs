@@ -542,7 +542,15 @@ fn attach_nics(
 ) -> Result<Option<RxPoller>, VmmError> {
     let mut nics = Vec::new();
     for (device, slot) in config.devices.iter().zip(&map.virtio) {
-        let DeviceConfig::Net(net_config) = device;
+        let DeviceConfig::Net(net_config) = device else {
+            return Err(device_err(
+                &format!("drive {:?}", device.id()),
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "this VMM has no virtio-blk device model",
+                ),
+            ));
+        };
         let name = format!("virtio-net {:?}", net_config.id);
         let nic = net::attach(net_config, memory.clone(), irq(vm, slot.irq.0)?, switches).map_err(
             |source| VmmError::Device {

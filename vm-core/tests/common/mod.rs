@@ -91,7 +91,9 @@ pub fn lifecycle_events() -> Vec<VmEvent> {
 pub fn v1_line(ev: &VmEvent) -> String {
     use serde_json::json;
     let net = |d: &DeviceConfig| {
-        let DeviceConfig::Net(n) = d;
+        let DeviceConfig::Net(n) = d else {
+            panic!("v1 only had net devices")
+        };
         let NetBackendConfig::Tap { ifname } = &n.backend else {
             panic!("v1 only had tap devices")
         };

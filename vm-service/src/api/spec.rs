@@ -205,7 +205,11 @@ impl VmSpec {
             network_interfaces: config
                 .devices
                 .iter()
-                .map(|DeviceConfig::Net(n)| NetworkInterface {
+                .filter_map(|d| match d {
+                    DeviceConfig::Net(n) => Some(n),
+                    DeviceConfig::Block(_) => None,
+                })
+                .map(|n| NetworkInterface {
                     iface_id: n.id.clone(),
                     host_dev_name: match &n.backend {
                         NetBackendConfig::Tap { ifname } => Some(ifname.clone()),
