@@ -21,13 +21,15 @@
 //! ```
 //!
 //! `examples/embed.rs` is a complete embedding program. [`daemon`] runs VMs
-//! behind the REST API of [`api`], one process per VM.
+//! behind the REST API of [`api`], one process per VM; [`firecracker`] runs
+//! one VM behind Firecracker's API, for Firecracker clients.
 
 pub mod api;
 pub mod ctl;
 pub mod daemon;
 pub mod dispatch;
 pub mod executor;
+pub mod firecracker;
 pub mod guest;
 pub mod net;
 mod vmm;

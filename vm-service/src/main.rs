@@ -3,7 +3,8 @@
 //! `vm-service run` with no arguments boots the built-in guest; `--kernel`
 //! boots a Linux kernel, `--guest debian` the guest `cargo xtask guest` built
 //! (and exits with the status of the command given after `--`). `vm-service daemon` serves the REST API (see
-//! `vm_service::api`), and `vm-service ctl` drives it. The serial console is attached to the terminal, and
+//! `vm_service::api`), and `vm-service ctl` drives it. `vm-service firecracker`
+//! (or this binary named `firecracker`) serves Firecracker's API for one VM. The serial console is attached to the terminal, and
 //! the exit status says how the guest ended: 0 when it asked to stop, 1 when
 //! the VM could not be built or failed, 2 when a vCPU triple-faulted.
 
@@ -48,6 +49,10 @@ enum Command {
     Daemon(DaemonArgs),
     /// Drive a running daemon.
     Ctl(vm_service::ctl::CtlArgs),
+    /// Behave like a Firecracker process: one VM behind Firecracker's API on
+    /// --api-sock, or booted from --config-file. Also what this binary does
+    /// when it is run under the name `firecracker` (a symlink).
+    Firecracker(vm_service::firecracker::FirecrackerArgs),
     /// Internal: run one VM for the daemon, controlled over an inherited socket.
     #[command(hide = true)]
     Vmm {
@@ -380,8 +385,35 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(EXIT_FAILED)
 }
 
+/// `firecracker [flags]`: this binary under Firecracker's name.
+#[derive(Debug, Parser)]
+#[command(
+    name = "firecracker",
+    disable_version_flag = true,
+    about = "vm-service in Firecracker-compatible mode"
+)]
+struct FirecrackerCli {
+    #[command(flatten)]
+    args: vm_service::firecracker::FirecrackerArgs,
+}
+
+/// True when this process was started under the name `firecracker`.
+fn invoked_as_firecracker() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|argv0| PathBuf::from(argv0).file_name().map(|n| n == "firecracker"))
+        .unwrap_or(false)
+}
+
 fn main() -> ExitCode {
+    if invoked_as_firecracker() {
+        return vm_service::firecracker::run(&FirecrackerCli::parse().args);
+    }
     let cli = Cli::parse();
+    if let Command::Firecracker(args) = &cli.command {
+        // It installs its own (reconfigurable) logger.
+        return vm_service::firecracker::run(args);
+    }
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -391,6 +423,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Daemon(args) => daemon(args, &cli.log_level),
         Command::Vmm { fd } => vmm(*fd),
+        Command::Firecracker(args) => vm_service::firecracker::run(args),
         Command::Ctl(args) => match vm_service::ctl::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&error_chain(&e)),
