@@ -80,7 +80,8 @@ enum Task {
         /// The journal file.
         path: PathBuf,
     },
-    /// Install the Debian packages and rustup components the tests need.
+    /// Install the Debian packages, rustup components and the Python
+    /// virtualenv (Firecracker client) the tests need.
     Setup,
     /// Boot a stock Linux guest with the release vm-service until its
     /// userspace reports ready (or the timeout); reports how far it got.
@@ -98,7 +99,7 @@ fn workspace_root() -> Result<PathBuf> {
 }
 
 fn ci(root: &Path) -> Result<()> {
-    setup::run()?;
+    setup::run(root)?;
     cmd::cargo(root, &["fmt", "--all", "--", "--check"])?;
     cmd::cargo(
         root,
@@ -154,7 +155,7 @@ fn main() -> Result<()> {
         Task::BuiltinGuest { check } => builtin_guest::run(&root, check),
         Task::Guest { arch, offline } => guest::run(&root, arch, offline),
         Task::MigrateStore { path } => migrate_store(&path),
-        Task::Setup => setup::run(),
+        Task::Setup => setup::run(&root),
         Task::E2e(args) => e2e::run(&root, &args),
         Task::Ci => ci(&root),
     }

@@ -1,6 +1,15 @@
 //! `cargo xtask setup`: installs what the tests need on a fresh Debian machine,
 //! idempotently. `cargo xtask ci` runs it first, so the README's test command
 //! is all a new machine needs.
+//!
+//! Besides Debian packages and rustup components, it makes a Python
+//! virtualenv in `target/firecracker-python/venv` holding the PyPI client
+//! `firecracker-python` ([`FIRECRACKER_PYTHON`]), which
+//! `vm-service/tests/firecracker_python.rs` uses to drive `vm-service` in
+//! Firecracker mode.
+
+use std::path::Path;
+use std::process::Command;
 
 use anyhow::Result;
 
@@ -18,6 +27,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "dtc validates the generated device trees",
     ),
     ("acpica-tools", "iasl validates the generated ACPI tables"),
+    (
+        "python3-venv",
+        "a virtualenv for the Firecracker Python client test",
+    ),
     (
         "gcc-riscv64-unknown-elf",
         "assembles the riscv64 ISA test programs",
@@ -62,10 +75,63 @@ pub fn install(packages: &[&str]) -> Result<()> {
     .concat())
 }
 
+/// The PyPI package (pinned) the Firecracker-compatibility test drives
+/// `vm-service` with.
+pub const FIRECRACKER_PYTHON: &str = "firecracker-python==0.0.5";
+
+/// Where the virtualenv with [`FIRECRACKER_PYTHON`] lives, under the target dir.
+pub const FIRECRACKER_VENV: &str = "firecracker-python/venv";
+
+/// True when `python` can import the client's API module.
+fn client_importable(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import firecracker.api"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Makes the virtualenv with the Firecracker Python client, unless it is
+/// already there. Failure is reported, not fatal: the test skips with a reason.
+fn firecracker_python(root: &Path) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let venv = target.join(FIRECRACKER_VENV);
+    let python = venv.join("bin/python");
+    if client_importable(&python) {
+        println!("setup: {FIRECRACKER_PYTHON} present in {}", venv.display());
+        return;
+    }
+    let venv_arg = venv.display().to_string();
+    let python_arg = python.display().to_string();
+    let steps: [(&str, Vec<&str>); 2] = [
+        ("python3", vec!["-m", "venv", "--clear", &venv_arg]),
+        (
+            &python_arg,
+            vec!["-m", "pip", "install", "--quiet", FIRECRACKER_PYTHON],
+        ),
+    ];
+    for (program, args) in steps {
+        eprintln!("$ {program} {}", args.join(" "));
+        match Command::new(program).args(&args).status() {
+            Ok(s) if s.success() => {}
+            outcome => {
+                eprintln!(
+                    "setup: could not install {FIRECRACKER_PYTHON} ({program}: {outcome:?}); \
+                     the Firecracker Python client test will skip"
+                );
+                return;
+            }
+        }
+    }
+    if !client_importable(&python) {
+        eprintln!("setup: {FIRECRACKER_PYTHON} installed but `import firecracker.api` fails; the test will skip");
+    }
+}
+
 /// Installs missing packages and components. A package that cannot be
 /// installed is reported (the tests that need it skip with a reason); it does
 /// not fail the run.
-pub fn run() -> Result<()> {
+pub fn run(root: &Path) -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .map(|(p, _)| *p)
@@ -99,5 +165,6 @@ pub fn run() -> Result<()> {
             )?;
         }
     }
+    firecracker_python(root);
     Ok(())
 }
