@@ -44,6 +44,9 @@ use crate::api::Limits;
 use crate::daemon::error_chain;
 use crate::StopReason;
 
+/// How long answers in flight get once the VM has stopped.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(200);
+
 /// Exit status when the process could not start or the VM failed.
 const EXIT_FAILED: u8 = 1;
 
@@ -202,6 +205,11 @@ async fn serve(
             _ = sigint.recv() => break Ok(None),
         }
     };
+    if matches!(result, Ok(Some(_))) {
+        // The request that stopped the VM (SendCtrlAltDel) is still being
+        // answered: give in-flight answers a moment before the runtime goes.
+        tokio::time::sleep(IN_FLIGHT_GRACE).await;
+    }
     if matches!(result, Ok(None)) {
         tracing::info!("signalled: stopping the microVM");
         let instance = Arc::clone(&state.instance);
