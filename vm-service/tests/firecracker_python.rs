@@ -55,7 +55,7 @@ fn wait(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus
         match child.try_wait() {
             Ok(Some(status)) => return status,
             Ok(None) if start.elapsed() < WATCHDOG => {
-                std::thread::sleep(Duration::from_millis(100))
+                std::thread::sleep(Duration::from_millis(100));
             }
             _ => {
                 let _ = child.kill();
