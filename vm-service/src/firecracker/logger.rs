@@ -37,12 +37,18 @@ pub enum LoggerError {
     Install(String),
 }
 
-type OutputLayer = Box<dyn Layer<Registry> + Send + Sync>;
+/// The level, a global filter: reloading a per-layer filter is not
+/// supported by `tracing-subscriber` (it panics on the next event).
+type LevelLayer = reload::Layer<LevelFilter, Registry>;
+/// What the output layer sits on.
+type Filtered = tracing_subscriber::layer::Layered<LevelLayer, Registry>;
+type OutputLayer = Box<dyn Layer<Filtered> + Send + Sync>;
 
 /// Changes the process's log output at run time.
 #[derive(Clone)]
 pub struct LogControl {
-    handle: reload::Handle<OutputLayer, Registry>,
+    level: reload::Handle<LevelFilter, Registry>,
+    output: reload::Handle<OutputLayer, Filtered>,
 }
 
 impl std::fmt::Debug for LogControl {
@@ -75,8 +81,11 @@ fn open(path: &Path) -> Result<std::fs::File, LoggerError> {
         })
 }
 
+fn level_of(config: &Logger) -> Result<LevelFilter, LoggerError> {
+    parse_level(config.level.as_deref().unwrap_or("Warning"))
+}
+
 fn output_layer(config: &Logger) -> Result<OutputLayer, LoggerError> {
-    let level = parse_level(config.level.as_deref().unwrap_or("Warning"))?;
     let writer = match &config.log_path {
         Some(path) => BoxMakeWriter::new(Arc::new(open(path)?)),
         None => BoxMakeWriter::new(std::io::stderr),
@@ -89,26 +98,34 @@ fn output_layer(config: &Logger) -> Result<OutputLayer, LoggerError> {
         .with_file(origin)
         .with_line_number(origin)
         .with_target(origin)
-        .with_filter(level)
         .boxed())
 }
 
 impl LogControl {
     /// Installs the process's subscriber with `config`.
     pub fn install(config: &Logger) -> Result<Self, LoggerError> {
-        let (layer, handle) = reload::Layer::new(output_layer(config)?);
+        let (level, level_handle) = reload::Layer::new(level_of(config)?);
+        let (output, output_handle) = reload::Layer::new(output_layer(config)?);
         tracing_subscriber::registry()
-            .with(layer)
+            .with(level)
+            .with(output)
             .try_init()
             .map_err(|e| LoggerError::Install(e.to_string()))?;
-        Ok(Self { handle })
+        Ok(Self {
+            level: level_handle,
+            output: output_handle,
+        })
     }
 
     /// Applies `config` (`PUT /logger`): destination, level, decorations.
     pub fn apply(&self, config: &Logger) -> Result<(), LoggerError> {
+        let level = level_of(config)?;
         let layer = output_layer(config)?;
-        self.handle
+        self.output
             .reload(layer)
+            .map_err(|e| LoggerError::Install(e.to_string()))?;
+        self.level
+            .reload(level)
             .map_err(|e| LoggerError::Install(e.to_string()))?;
         if let Some(module) = &config.module {
             tracing::info!(%module, "logger.module is accepted and ignored: every module logs");
