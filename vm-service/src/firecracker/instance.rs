@@ -2,24 +2,21 @@
 //! configured them, and its lifecycle (`Not started` -> `Running` <->
 //! `Paused`; when the guest stops, the process ends).
 //!
-//! `InstanceStart` turns the resources into a [`VmConfig`] and builds the VM
+//! `InstanceStart` turns the resources ([`Resources`]) into a
+//! [`vm_core::config::VmConfig`] and builds the VM
 //! with [`VmmBuilder`], the same path `vm-service run` takes; the serial
 //! console goes to stdout. Pre-boot resources are refused once the VM has
 //! started, and post-boot operations before, as Firecracker does.
 
 use std::path::Path;
 
-use vm_core::config::{
-    BlockConfig, ConfigError, DeviceConfig, NetBackendConfig, NetConfig, SerialMode, VmConfig,
-};
-
-use super::kernel_arch;
 use super::logger::{LogControl, LoggerError};
 use super::metrics::{CountingWriter, FcMetrics, MetricsError};
 use super::model::{
     BootSource, Drive, DrivePatch, FullVmConfig, InstanceInfo, Logger, MachineConfig,
     MachineConfigPatch, Metrics, NetworkInterface, NetworkInterfacePatch, Unsupported,
 };
+use super::resources::Resources;
 use crate::daemon::error_chain;
 use crate::executor::{ExecutorControl, RunState};
 use crate::{ExecutorKind, StopReason, VmmBuilder};
@@ -28,9 +25,6 @@ use crate::{ExecutorKind, StopReason, VmmBuilder};
 pub const FIRECRACKER_API_VERSION: &str = "1.7.0";
 /// `app_name` in `GET /`.
 pub const APP_NAME: &str = "Firecracker";
-/// Kernel command line when `boot_args` is absent (Firecracker's default
-/// turns the serial port off; ours keeps the console on it).
-pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1";
 
 /// Why a request on the microVM failed; every variant is a 400 with this text.
 #[derive(Debug, thiserror::Error)]
@@ -111,10 +105,7 @@ enum Phase {
 /// The microVM and its resources.
 pub struct Instance {
     id: String,
-    boot_source: Option<BootSource>,
-    machine: MachineConfig,
-    drives: Vec<Drive>,
-    nets: Vec<NetworkInterface>,
+    res: Resources,
     logger: Option<Logger>,
     phase: Phase,
     metrics: FcMetrics,
@@ -137,10 +128,7 @@ impl Instance {
     pub fn new(id: &str, metrics: FcMetrics, log: Option<LogControl>, on_stop: OnStop) -> Self {
         Self {
             id: id.to_string(),
-            boot_source: None,
-            machine: MachineConfig::default(),
-            drives: Vec::new(),
-            nets: Vec::new(),
+            res: Resources::default(),
             logger: None,
             phase: Phase::NotStarted,
             metrics,
@@ -195,16 +183,16 @@ impl Instance {
 
     /// `GET /machine-config`.
     pub fn machine_config(&self) -> MachineConfig {
-        self.machine.clone()
+        self.res.machine.clone()
     }
 
     /// `GET /vm/config`.
     pub fn full_config(&self) -> FullVmConfig {
         FullVmConfig {
-            boot_source: self.boot_source.clone(),
-            machine_config: self.machine.clone(),
-            drives: self.drives.clone(),
-            network_interfaces: self.nets.clone(),
+            boot_source: self.res.boot_source.clone(),
+            machine_config: self.res.machine.clone(),
+            drives: self.res.drives.clone(),
+            network_interfaces: self.res.nets.clone(),
             logger: self.logger.clone(),
             metrics: self
                 .metrics
@@ -219,16 +207,11 @@ impl Instance {
 
     /// Applies `change` to a copy of the resources, validates the result and
     /// keeps it only if it is valid.
-    fn update(&mut self, change: impl FnOnce(&mut Self)) -> Result<(), InstanceError> {
-        let saved = (
-            self.boot_source.clone(),
-            self.machine.clone(),
-            self.drives.clone(),
-            self.nets.clone(),
-        );
-        change(self);
-        if let Err(e) = self.vm_config(false) {
-            (self.boot_source, self.machine, self.drives, self.nets) = saved;
+    fn update(&mut self, change: impl FnOnce(&mut Resources)) -> Result<(), InstanceError> {
+        let saved = self.res.clone();
+        change(&mut self.res);
+        if let Err(e) = self.res.vm_config(false) {
+            self.res = saved;
             return Err(e);
         }
         Ok(())
@@ -257,7 +240,7 @@ impl Instance {
         patch: &MachineConfigPatch,
     ) -> Result<(), InstanceError> {
         self.pre_boot("machine-config")?;
-        let config = self.machine.patched(patch);
+        let config = self.res.machine.patched(patch);
         config.check()?;
         self.update(|s| s.machine = config)
     }
@@ -272,6 +255,7 @@ impl Instance {
         }
         if drive.is_root_device {
             if let Some(other) = self
+                .res
                 .drives
                 .iter()
                 .find(|d| d.is_root_device && d.drive_id != drive.drive_id)
@@ -295,7 +279,7 @@ impl Instance {
     pub fn patch_drive(&mut self, path_id: &str, patch: &DrivePatch) -> Result<(), InstanceError> {
         self.control("PATCH /drives")?;
         same_id("drive_id", path_id, &patch.drive_id)?;
-        if !self.drives.iter().any(|d| d.drive_id == patch.drive_id) {
+        if !self.res.drives.iter().any(|d| d.drive_id == patch.drive_id) {
             return Err(InstanceError::NotFound {
                 what: "drive",
                 id: patch.drive_id.clone(),
@@ -332,7 +316,7 @@ impl Instance {
     ) -> Result<(), InstanceError> {
         self.control("PATCH /network-interfaces")?;
         same_id("iface_id", path_id, &patch.iface_id)?;
-        if !self.nets.iter().any(|n| n.iface_id == patch.iface_id) {
+        if !self.res.nets.iter().any(|n| n.iface_id == patch.iface_id) {
             return Err(InstanceError::NotFound {
                 what: "network interface",
                 id: patch.iface_id.clone(),
@@ -371,63 +355,10 @@ impl Instance {
         Ok(self.metrics.flush()?)
     }
 
-    /// The resources as a [`VmConfig`], validated; `need_kernel` for `InstanceStart`.
-    fn vm_config(&self, need_kernel: bool) -> Result<VmConfig, InstanceError> {
-        let mut config = VmConfig {
-            vcpus: self.machine.vcpu_count,
-            memory_mib: self.machine.mem_size_mib,
-            serial: SerialMode::Stdout,
-            ..VmConfig::default()
-        };
-        match &self.boot_source {
-            Some(boot) => {
-                config.kernel = Some(boot.kernel_image_path.clone());
-                config.initrd.clone_from(&boot.initrd_path);
-                config.cmdline = boot
-                    .boot_args
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_BOOT_ARGS.into());
-                if need_kernel {
-                    config.arch = kernel_arch::of_kernel(&boot.kernel_image_path)
-                        .map_err(|e| invalid("boot-source.kernel_image_path", e.to_string()))?;
-                }
-            }
-            None if need_kernel => return Err(InstanceError::NoBootSource),
-            None => {}
-        }
-        // The root drive first: it is the guest's /dev/vda.
-        let drives = self
-            .drives
-            .iter()
-            .filter(|d| d.is_root_device)
-            .chain(self.drives.iter().filter(|d| !d.is_root_device));
-        for d in drives {
-            config.devices.push(DeviceConfig::Block(BlockConfig {
-                drive_id: d.drive_id.clone(),
-                path_on_host: d.path_on_host.clone().unwrap_or_default(),
-                is_root_device: d.is_root_device,
-                is_read_only: d.is_read_only,
-            }));
-        }
-        for n in &self.nets {
-            config.devices.push(DeviceConfig::Net(NetConfig {
-                id: n.iface_id.clone(),
-                backend: NetBackendConfig::Tap {
-                    ifname: n.host_dev_name.clone(),
-                },
-                mac: n.guest_mac,
-            }));
-        }
-        config
-            .validate()
-            .map_err(|e| invalid(firecracker_field(&config, &e), e.reason))?;
-        Ok(config)
-    }
-
     /// `InstanceStart`: builds the VM and starts its vCPUs.
     pub fn start(&mut self) -> Result<(), InstanceError> {
         self.pre_boot("InstanceStart")?;
-        let config = self.vm_config(true)?;
+        let config = self.res.vm_config(true)?;
         tracing::info!(id = %self.id, arch = %config.arch, vcpus = config.vcpus, memory_mib = config.memory_mib, "starting the microVM");
         let console = CountingWriter::new(std::io::stdout(), self.metrics.serial_bytes());
         let vmm = VmmBuilder::new(config)
@@ -501,45 +432,6 @@ fn same_id(what: &'static str, path: &str, body: &str) -> Result<(), InstanceErr
             path: path.to_string(),
             body: body.to_string(),
         })
-    }
-}
-
-/// Renames a `VmConfig` field path to Firecracker's name for it.
-fn firecracker_field(config: &VmConfig, e: &ConfigError) -> String {
-    let simple = match e.field.as_str() {
-        "vcpus" => Some("machine-config.vcpu_count"),
-        "memory_mib" => Some("machine-config.mem_size_mib"),
-        "kernel" => Some("boot-source.kernel_image_path"),
-        "initrd" => Some("boot-source.initrd_path"),
-        "cmdline" => Some("boot-source.boot_args"),
-        _ => None,
-    };
-    if let Some(s) = simple {
-        return s.to_string();
-    }
-    let Some(rest) = e.field.strip_prefix("devices[") else {
-        return e.field.clone();
-    };
-    let Some((index, tail)) = rest.split_once(']') else {
-        return e.field.clone();
-    };
-    let device = index
-        .parse::<usize>()
-        .ok()
-        .and_then(|i| config.devices.get(i));
-    match device {
-        Some(DeviceConfig::Block(b)) => {
-            let tail = tail.replace(".id", ".drive_id");
-            format!("drives[{}]{tail}", b.drive_id)
-        }
-        Some(DeviceConfig::Net(n)) => {
-            let tail = tail
-                .replace(".backend.ifname", ".host_dev_name")
-                .replace(".id", ".iface_id")
-                .replace(".mac", ".guest_mac");
-            format!("network-interfaces[{}]{tail}", n.id)
-        }
-        None => e.field.clone(),
     }
 }
 

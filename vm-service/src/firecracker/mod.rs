@@ -12,7 +12,8 @@
 //!
 //! - [`args`]: the flags, which are honoured, ignored or refused.
 //! - [`model`]: request and config-file bodies.
-//! - [`instance`]: the microVM's resources and lifecycle.
+//! - [`resources`]: what clients configure, and its translation to a `VmConfig`.
+//! - [`instance`]: the microVM's lifecycle.
 //! - [`kernel_arch`]: the guest architecture, read from the kernel image.
 //! - [`logger`], [`metrics`]: Firecracker's log and metrics files.
 //! - [`server`]: the socket and its connections.
@@ -25,6 +26,7 @@ pub mod kernel_arch;
 pub mod logger;
 pub mod metrics;
 pub mod model;
+pub mod resources;
 pub mod server;
 
 use std::process::ExitCode;
