@@ -738,3 +738,19 @@ fn hostile_clients_get_fault_messages_and_do_no_harm() {
     }
     assert_eq!(fc.state(), "Not started");
 }
+
+#[test]
+fn sigterm_stops_the_vm_and_removes_the_socket() {
+    let mut fc = Fc::spawn(&[]);
+    let kernel = fc.kernel();
+    fc.ok("PUT", "/boot-source", &json!({"kernel_image_path": kernel}));
+    fc.ok("PUT", "/actions", &json!({"action_type": "InstanceStart"}));
+    assert_eq!(fc.state(), "Running");
+    let killed = Command::new("kill")
+        .args(["-TERM", &fc.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(fc.exit_code(), Some(0));
+    assert!(!fc.socket.exists(), "the socket is removed on SIGTERM");
+}
