@@ -6,6 +6,7 @@
 //! carries the guest's serial console, which clients read.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,9 +72,12 @@ pub fn parse_level(level: &str) -> Result<LevelFilter, LoggerError> {
 }
 
 fn open(path: &Path) -> Result<std::fs::File, LoggerError> {
+    // Non-blocking, as Firecracker opens it: a named pipe with no reader
+    // fails at once (ENXIO) instead of hanging the API.
     OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| LoggerError::Open {
             path: path.to_owned(),

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -108,9 +109,11 @@ impl FcMetrics {
         if let Some((existing, _)) = &inner.sink {
             return Err(MetricsError::AlreadyConfigured(existing.clone()));
         }
+        // Non-blocking, as for the log: a reader-less named pipe fails at once.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|source| MetricsError::Open {
                 path: path.to_owned(),
