@@ -48,6 +48,15 @@ fn prerequisites() -> Result<(PathBuf, PathBuf, PathBuf), String> {
     Ok((python, kernel, initrd))
 }
 
+/// A directory removed (with what is left in it) when the test ends, passed or not.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Waits for `child` up to the watchdog, killing it past that.
 fn wait(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
     let start = Instant::now();
@@ -79,9 +88,10 @@ fn firecracker_python_client_drives_a_riscv64_guest() {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vm-service"), &binary).expect("symlink");
     // The client puts the socket path in the URL's host, which requests
     // lower-cases: the path must have no capitals (tempdir names do).
-    let socket_dir = std::env::temp_dir().join(format!("fc-python-{}", std::process::id()));
-    std::fs::create_dir_all(&socket_dir).expect("socket dir");
-    let socket = socket_dir.join("api.sock");
+    let socket_dir =
+        RemoveOnDrop(std::env::temp_dir().join(format!("fc-python-{}", std::process::id())));
+    std::fs::create_dir_all(&socket_dir.0).expect("socket dir");
+    let socket = socket_dir.0.join("api.sock");
     let console = dir.path().join("console.log");
     let log = dir.path().join("firecracker.log");
     let metrics = dir.path().join("metrics.json");
@@ -143,7 +153,6 @@ fn firecracker_python_client_drives_a_riscv64_guest() {
     assert!(console_text.contains("VM-GUEST-READY"), "{console_text}");
     assert!(console_text.lines().filter(|l| l.trim() == "tick").count() >= 3);
     assert!(!socket.exists(), "the API socket is removed on exit");
-    let _ = std::fs::remove_dir(&socket_dir);
 
     // The log file got the API requests; the metrics lines hold real counts.
     let log_text = std::fs::read_to_string(&log).expect("log file");
