@@ -754,3 +754,83 @@ fn sigterm_stops_the_vm_and_removes_the_socket() {
     assert_eq!(fc.exit_code(), Some(0));
     assert!(!fc.socket.exists(), "the socket is removed on SIGTERM");
 }
+
+/// The riscv64 Debian guest `cargo xtask guest` builds, if it is there.
+fn debian_guest() -> Option<(PathBuf, PathBuf)> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let dir = target.join("guest/riscv64");
+    let (kernel, initrd) = (dir.join("kernel"), dir.join("initrd.cpio.gz"));
+    (kernel.is_file() && initrd.is_file()).then_some((kernel, initrd))
+}
+
+#[test]
+fn config_file_boots_a_debian_guest_without_api_and_exits_with_it() {
+    let Some((kernel, initrd)) = debian_guest() else {
+        println!("SKIPPED: no riscv64 Debian guest: run `cargo xtask guest --arch riscv64`");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vm.json");
+    let metrics = dir.path().join("metrics.json");
+    std::fs::write(
+        &config,
+        json!({
+            "boot-source": {
+                "kernel_image_path": kernel,
+                "initrd_path": initrd,
+                "boot_args": "console=ttyS0 reboot=k panic=-1 cryptomgr.notests=1 -- echo config-file-guest-says-hi"
+            },
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+            "metrics": {"metrics_path": metrics}
+        })
+        .to_string(),
+    )
+    .expect("config");
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vm-service"))
+        .args(["firecracker", "--no-api", "--config-file"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_mins(10) {
+            let _ = child.kill();
+            panic!("the guest did not power off within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let console = reader.join().expect("stdout reader");
+    println!(
+        "guest powered off after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(status.success(), "exit {status}\n{console}");
+    assert!(console.contains("config-file-guest-says-hi"), "{console}");
+    assert!(console.contains("VM-GUEST-EXIT status=0"), "{console}");
+    // The final metrics line counts the guest's work.
+    let last: Value = serde_json::from_str(
+        std::fs::read_to_string(&metrics)
+            .expect("metrics")
+            .lines()
+            .last()
+            .expect("a line"),
+    )
+    .expect("JSON");
+    assert!(last["vcpu"]["exit_count"].as_u64() > Some(0), "{last}");
+    assert!(last["uart"]["write_bytes"].as_u64() > Some(1000), "{last}");
+}
