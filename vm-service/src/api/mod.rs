@@ -15,6 +15,7 @@
 
 pub mod body;
 pub mod client;
+pub mod connection;
 pub mod error;
 pub mod metrics;
 pub mod spec;
