@@ -4,9 +4,10 @@
 //! boots a Linux kernel, `--guest debian` the guest `cargo xtask guest` built
 //! (and exits with the status of the command given after `--`). `vm-service daemon` serves the REST API (see
 //! `vm_service::api`), and `vm-service ctl` drives it. `vm-service firecracker`
-//! (or this binary named `firecracker`) serves Firecracker's API for one VM. The serial console is attached to the terminal, and
-//! the exit status says how the guest ended: 0 when it asked to stop, 1 when
-//! the VM could not be built or failed, 2 when a vCPU triple-faulted.
+//! (or this binary named `firecracker`) serves Firecracker's API for one VM.
+//! The serial console is attached to the terminal, and the exit status says
+//! how the guest ended: 0 when it asked to stop, 1 when the VM could not be
+//! built or failed, 2 when a vCPU triple-faulted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -410,15 +411,14 @@ fn main() -> ExitCode {
         return vm_service::firecracker::run(&FirecrackerCli::parse().args);
     }
     let cli = Cli::parse();
-    if let Command::Firecracker(args) = &cli.command {
-        // It installs its own (reconfigurable) logger.
-        return vm_service::firecracker::run(args);
+    // Firecracker mode installs its own (reconfigurable) logger.
+    if !matches!(cli.command, Command::Firecracker(_)) {
+        let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
-    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     match &cli.command {
         Command::Run(args) => run(args),
         Command::Daemon(args) => daemon(args, &cli.log_level),
