@@ -292,11 +292,13 @@ async fn every_bad_input_is_a_4xx_with_a_json_reason() {
 
     // Conflicts and illegal transitions (no guest needed).
     d.expect("PUT", "/vms/a", Some("{}"), 201).await;
+    // A retried create (same config) is answered with the VM; another config conflicts.
+    d.expect("PUT", "/vms/a", Some("{}"), 200).await;
     rejects(
         &d,
         "PUT",
         "/vms/a",
-        Some("{}"),
+        Some(r#"{"machine-config": {"mem_size_mib": 64}}"#),
         409,
         "vm_exists",
         "already exists",

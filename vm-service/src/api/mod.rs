@@ -142,8 +142,14 @@ async fn create(
             }
         }
     }
-    let vm = s.vms.create(id, config).await?;
-    Ok((StatusCode::CREATED, Json(vm.into())))
+    let (vm, created) = s.vms.create(id, config).await?;
+    // A retried create of the same VM is answered 200 with the VM as it is.
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(vm.into())))
 }
 
 async fn show(

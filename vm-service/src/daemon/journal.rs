@@ -4,6 +4,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use vm_core::store::V2Store;
 use vm_core::{EventKind, EventStore, ProjectionError, StoreError, VmEvent, VmId, VmRegistry};
@@ -34,10 +35,15 @@ pub enum JournalError {
     Task(String),
 }
 
+/// Environment variable naming a delay, in milliseconds, before every journal
+/// append: fault injection for tests (a slow `fdatasync`). Unset in production.
+pub const APPEND_DELAY_ENV: &str = "VM_SERVICE_FAULT_JOURNAL_DELAY_MS";
+
 /// Appends lifecycle events to the v2 store.
 #[derive(Debug, Clone)]
 pub struct Journal {
     store: Arc<V2Store>,
+    delay: Option<Duration>,
 }
 
 impl Journal {
@@ -65,9 +71,17 @@ impl Journal {
             );
         }
         let registry = VmRegistry::replay(&store)?;
+        let delay = std::env::var(APPEND_DELAY_ENV)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis);
+        if let Some(delay) = delay {
+            tracing::warn!(?delay, "fault injection: every journal append is delayed");
+        }
         Ok((
             Self {
                 store: Arc::new(store),
+                delay,
             },
             registry,
         ))
@@ -83,9 +97,15 @@ impl Journal {
         let event = VmEvent::new(vm_id.clone(), sequence, kind);
         let store = self.store.clone();
         tracing::debug!(vm_id = %vm_id, sequence, kind = event.kind.name(), "journal append");
-        tokio::task::spawn_blocking(move || store.append(&event))
-            .await
-            .map_err(|e| JournalError::Task(e.to_string()))??;
+        let delay = self.delay;
+        tokio::task::spawn_blocking(move || {
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
+            store.append(&event)
+        })
+        .await
+        .map_err(|e| JournalError::Task(e.to_string()))??;
         Ok(())
     }
 

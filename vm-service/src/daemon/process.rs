@@ -140,7 +140,9 @@ impl VmProcess {
             .stderr(Stdio::inherit())
             .env("VM_SERVICE_LOG", log_filter)
             // Terminal signals (Ctrl-C) go to the daemon, which stops VMs in order.
-            .process_group(0);
+            .process_group(0)
+            // Dropped before it is reaped (a boot given up on): it must not linger.
+            .kill_on_drop(true);
         // SAFETY: the closure runs in the child between fork and exec and only
         // calls dup2/fcntl, which are async-signal-safe; `fd` is open in the
         // parent (owned by `theirs`, alive until after spawn) so it is in the child.

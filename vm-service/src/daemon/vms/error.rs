@@ -48,6 +48,9 @@ pub enum VmsError {
     /// The journal could not record the change, so it was not made.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
+    /// The task carrying out the operation failed (a bug: it panicked).
+    #[error("the operation's task failed: {0}")]
+    Task(String),
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,

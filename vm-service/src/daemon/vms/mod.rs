@@ -4,8 +4,16 @@
 //! Every VM has an operation lock (one lifecycle change at a time, including
 //! the bookkeeping after its process exits on its own) and a view that reads
 //! take without waiting for operations.
+//!
+//! **Cancellation.** Each create, action and delete runs as its own task
+//! that the caller only awaits ([`detached`]): the decision, the journal
+//! append and the change in memory complete together even if the client
+//! hangs up and its HTTP handler is dropped. Otherwise the journal could get
+//! ahead of memory (a VM journaled but unknown, a stream one event ahead)
+//! and a half-done start could leave its VMM process behind.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -137,6 +145,16 @@ fn stop_text(reason: StopReason) -> &'static str {
     }
 }
 
+/// Runs `op` as a task of its own and waits for it: once begun, the
+/// operation runs to its end even if the caller's future is dropped.
+async fn detached<T: Send + 'static>(
+    op: impl Future<Output = Result<T, VmsError>> + Send + 'static,
+) -> Result<T, VmsError> {
+    tokio::spawn(op)
+        .await
+        .map_err(|e| VmsError::Task(e.to_string()))?
+}
+
 impl Vms {
     /// Rebuilds the VMs from the replayed journal. VMs that were running or
     /// paused lost their process with the previous daemon: each is journaled
@@ -240,10 +258,22 @@ impl Vms {
     }
 
     /// Defines a VM (journaled before returning). `config` must be valid.
-    pub async fn create(&self, id: VmId, config: VmConfig) -> Result<VmSnapshot, VmsError> {
+    /// Returns the VM and whether it was created now: a VM that already
+    /// exists with the same config is returned as it is (a retried create),
+    /// one with another config is [`VmsError::Exists`].
+    pub async fn create(&self, id: VmId, config: VmConfig) -> Result<(VmSnapshot, bool), VmsError> {
+        let vms = self.clone();
+        detached(async move { vms.create_now(id, config).await }).await
+    }
+
+    async fn create_now(&self, id: VmId, config: VmConfig) -> Result<(VmSnapshot, bool), VmsError> {
         self.check_open()?;
         let _membership = self.inner.membership.lock().await;
-        if self.slots().contains_key(&id) {
+        let existing = self.slots().get(&id).cloned();
+        if let Some(slot) = existing {
+            if slot.view().config == config {
+                return Ok((snapshot(&slot, None), false));
+            }
             return Err(VmsError::Exists(id.to_string()));
         }
         // A deleted VM's stream continues: the store keeps its head.
@@ -268,11 +298,16 @@ impl Vms {
         });
         self.slots().insert(id.clone(), slot.clone());
         tracing::info!(vm_id = %id, "VM created");
-        Ok(snapshot(&slot, None))
+        Ok((snapshot(&slot, None), true))
     }
 
     /// Removes a VM that is not running (journaled before returning).
     pub async fn delete(&self, id: &VmId) -> Result<(), VmsError> {
+        let (vms, id) = (self.clone(), id.clone());
+        detached(async move { vms.delete_now(&id).await }).await
+    }
+
+    async fn delete_now(&self, id: &VmId) -> Result<(), VmsError> {
         self.check_open()?;
         let _membership = self.inner.membership.lock().await;
         let slot = self.slot(id)?;
@@ -345,6 +380,11 @@ impl Vms {
 
     /// Carries out `action`; returns once it is done and journaled.
     pub async fn act(&self, id: &VmId, action: Action) -> Result<VmSnapshot, VmsError> {
+        let (vms, id) = (self.clone(), id.clone());
+        detached(async move { vms.act_now(&id, action).await }).await
+    }
+
+    async fn act_now(&self, id: &VmId, action: Action) -> Result<VmSnapshot, VmsError> {
         self.check_open()?;
         let slot = self.slot(id)?;
         let op = slot.op.lock().await;
