@@ -34,6 +34,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use vm_core::config::VmConfig;
 use vm_core::VmId;
 
 use crate::daemon::vms::{Action, VmSnapshot, Vms};
@@ -118,30 +119,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<VmResource>), ApiError> {
     let id = vm_id(path)?;
     let config = spec.to_config()?;
-    // Like Firecracker's PUT /boot-source: a kernel that cannot be read is
-    // reported now, not at start.
-    for (field, path) in [
-        ("boot-source.kernel_image_path", config.kernel.as_ref()),
-        ("boot-source.initrd_path", config.initrd.as_ref()),
-    ] {
-        if let Some(p) = path {
-            match std::fs::metadata(p) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    return Err(ApiError::bad_request(
-                        "invalid_config",
-                        format!("invalid {field}: {} is not a regular file", p.display()),
-                    ))
-                }
-                Err(e) => {
-                    return Err(ApiError::bad_request(
-                        "invalid_config",
-                        format!("invalid {field}: {}: {e}", p.display()),
-                    ))
-                }
-            }
-        }
-    }
+    check_bootable(&config)?;
     let (vm, created) = s.vms.create(id, config).await?;
     // A retried create of the same VM is answered 200 with the VM as it is.
     let status = if created {
@@ -150,6 +128,50 @@ async fn create(
         StatusCode::OK
     };
     Ok((status, Json(vm.into())))
+}
+
+/// Rejects, at create, a config that could never boot on this daemon:
+/// kernel and initrd must be absolute paths of regular files that fit in
+/// guest memory (like Firecracker's `PUT /boot-source`, a bad kernel is
+/// reported now, not at start; the VMM process checks the opened files again
+/// at every start), an architecture without a kernel needs a built-in guest,
+/// and the vCPU and NIC counts must fit the architecture's layout.
+fn check_bootable(config: &VmConfig) -> Result<(), ApiError> {
+    let invalid = |field: &str, why: String| {
+        ApiError::bad_request("invalid_config", format!("invalid {field}: {why}"))
+    };
+    for (field, path) in [
+        ("boot-source.kernel_image_path", config.kernel.as_ref()),
+        ("boot-source.initrd_path", config.initrd.as_ref()),
+    ] {
+        let Some(p) = path else { continue };
+        if !p.is_absolute() {
+            return Err(invalid(
+                field,
+                format!("{} is relative; give an absolute path", p.display()),
+            ));
+        }
+        if let Err(e) = crate::vmm::open_boot_file(p, config.memory_bytes()) {
+            return Err(invalid(field, format!("{}: {e}", p.display())));
+        }
+    }
+    if config.kernel.is_none() {
+        crate::guest::builtin(config.arch).map_err(|e| {
+            invalid(
+                "boot-source",
+                format!("{e} (boot-source.kernel_image_path)"),
+            )
+        })?;
+    }
+    let map = vm_cross_arch::platform::MachineConfig {
+        vcpus: config.vcpus,
+        mem_size: config.memory_bytes(),
+        virtio_devices: u32::try_from(config.devices.len()).unwrap_or(u32::MAX),
+    };
+    vm_cross_arch::platform::for_arch(config.arch)
+        .memory_map(&map)
+        .map_err(|e| invalid("machine-config or devices", e.to_string()))?;
+    Ok(())
 }
 
 async fn show(
