@@ -125,3 +125,54 @@ async fn a_hang_up_mid_start_leaves_a_running_vm_and_no_stray_process() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_vm_delays_neither_creates_nor_other_deletes() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), &["--grace-period", "3"]).await;
+    d.expect("PUT", "/vms/stuck", Some(&spinning_guest(dir.path())), 201)
+        .await;
+    d.expect("PUT", "/vms/idle", Some("{}"), 201).await;
+    let pid = d.action("stuck", "start", 200).await["process"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
+    // SAFETY: kill(2) on the VMM process the daemon reported.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let started = Instant::now();
+    let stop = {
+        let client = d.client.clone();
+        tokio::spawn(async move {
+            let r = client
+                .request(
+                    "PUT",
+                    "/vms/stuck/actions",
+                    Some(br#"{"action_type":"stop"}"#),
+                )
+                .await;
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A delete waiting for the stuck VM...
+    let delete = {
+        let client = d.client.clone();
+        tokio::spawn(async move { client.request("DELETE", "/vms/stuck", None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...holds up neither a create nor the delete of another VM.
+    let quick = Instant::now();
+    d.expect("PUT", "/vms/new", Some("{}"), 201).await;
+    d.expect("DELETE", "/vms/idle", None, 204).await;
+    assert!(
+        quick.elapsed() < Duration::from_secs(1),
+        "create and delete took {:?} behind a stuck VM",
+        quick.elapsed()
+    );
+    let (r, took) = stop.await.unwrap();
+    assert_eq!(r.unwrap().status, 200);
+    assert!(took >= Duration::from_secs(3), "stop took {took:?}");
+    assert_eq!(delete.await.unwrap().unwrap().status, 204);
+}

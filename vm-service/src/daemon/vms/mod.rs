@@ -309,9 +309,11 @@ impl Vms {
 
     async fn delete_now(&self, id: &VmId) -> Result<(), VmsError> {
         self.check_open()?;
-        let _membership = self.inner.membership.lock().await;
         let slot = self.slot(id)?;
+        // The VM's own lock first, without the membership lock: a VM stuck in
+        // a long operation delays only its own delete, not every create.
         let _op = slot.op.lock().await;
+        self.check_current(&slot)?;
         let (state, sequence) = {
             let v = slot.view();
             (v.state, v.sequence)
@@ -323,10 +325,20 @@ impl Vms {
                 what: "stop it before deleting it",
             });
         }
+        let _membership = self.inner.membership.lock().await;
         self.journal(id, sequence + 1, EventKind::Deleted).await?;
         self.slots().remove(id);
         tracing::info!(vm_id = %id, "VM deleted");
         Ok(())
+    }
+
+    /// Fails with [`VmsError::NotFound`] if `slot` was deleted while its
+    /// caller waited for its lock.
+    fn check_current(&self, slot: &Arc<Slot>) -> Result<(), VmsError> {
+        match self.slots().get(&slot.id) {
+            Some(s) if Arc::ptr_eq(s, slot) => Ok(()),
+            _ => Err(VmsError::NotFound(slot.id.to_string())),
+        }
     }
 
     /// Ids of every VM.
