@@ -78,6 +78,14 @@ struct DaemonArgs {
     /// How the VMs' vCPUs get host threads: `sync` or `async`.
     #[arg(long, default_value = "sync")]
     executor: ExecutorKind,
+    /// Most API connections served at once; further clients wait in the
+    /// socket's backlog.
+    #[arg(long, default_value_t = 128)]
+    max_connections: usize,
+    /// Seconds an answer may wait for a client to read it before the
+    /// connection is closed.
+    #[arg(long, default_value_t = 10.0)]
+    write_timeout: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -331,12 +339,13 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&format!("cannot find this executable: {e}")),
     };
-    let (grace, timeout) = match (
+    let (grace, timeout, write_timeout) = match (
         seconds("grace-period", args.grace_period),
         seconds("request-timeout", args.request_timeout),
+        seconds("write-timeout", args.write_timeout),
     ) {
-        (Ok(g), Ok(t)) => (g, t),
-        (Err(e), _) | (_, Err(e)) => return fail(&e),
+        (Ok(g), Ok(t), Ok(w)) => (g, t, w),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
     };
     let opts = DaemonOptions {
         api_sock: args.api_sock.clone(),
@@ -353,6 +362,8 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             body_timeout: timeout,
+            write_timeout,
+            max_connections: args.max_connections.max(1),
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

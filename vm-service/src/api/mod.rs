@@ -52,6 +52,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long a client may take to send its body (and its headers).
     pub body_timeout: Duration,
+    /// How long an answer may wait for the client to read it.
+    pub write_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +63,8 @@ impl Default for Limits {
         Self {
             max_body_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 128,
         }
     }
 }
