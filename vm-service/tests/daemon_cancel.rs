@@ -65,6 +65,29 @@ async fn hang_ups_mid_create_stop_delete_leave_memory_and_journal_in_step() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_racing_a_delete_is_404_not_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_env(dir.path(), &[], SLOW_SYNC).await;
+    d.expect("PUT", "/vms/gone", Some("{}"), 201).await;
+    let delete = {
+        let client = d.client.clone();
+        tokio::spawn(async move { client.request("DELETE", "/vms/gone", None).await })
+    };
+    // The stop arrives while the delete holds the VM (its append is slow).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = d
+        .req(
+            "PUT",
+            "/vms/gone/actions",
+            Some(r#"{"action_type":"stop"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("vm_not_found"), "{}", r.text());
+    assert_eq!(delete.await.unwrap().unwrap().status, 204);
+}
+
 /// Pids of `vm-service vmm` processes whose parent is `daemon`.
 fn vmm_children(daemon: u32) -> Vec<u32> {
     let mut pids = Vec::new();
@@ -173,6 +196,8 @@ async fn a_stuck_vm_delays_neither_creates_nor_other_deletes() {
     );
     let (r, took) = stop.await.unwrap();
     assert_eq!(r.unwrap().status, 200);
+    // Killed after one grace period, not two.
+    assert!(took < Duration::from_millis(4500), "stop took {took:?}");
     assert!(took >= Duration::from_secs(3), "stop took {took:?}");
     assert_eq!(delete.await.unwrap().unwrap().status, 204);
 }

@@ -400,6 +400,7 @@ impl Vms {
         self.check_open()?;
         let slot = self.slot(id)?;
         let op = slot.op.lock().await;
+        self.check_current(&slot)?;
         let state = slot.view().state;
         match action {
             Action::Start => {
@@ -468,10 +469,13 @@ impl Vms {
     /// after the grace period.
     async fn stop_process(&self, process: &VmProcess, command: VmmCommand) -> ProcessExit {
         let grace = self.inner.config.grace_period;
+        // One deadline for the request and the exit: a hung VMM is killed
+        // after the grace period, not after twice it.
+        let deadline = tokio::time::Instant::now() + grace;
         if let Err(e) = process.command(command, grace).await {
             tracing::warn!(pid = process.pid(), error = %e, "stop request not acknowledged");
         }
-        if let Ok(exit) = tokio::time::timeout(grace, process.wait_exit()).await {
+        if let Ok(exit) = tokio::time::timeout_at(deadline, process.wait_exit()).await {
             return exit;
         }
         tracing::warn!(
