@@ -1,7 +1,7 @@
 //! The daemon's journal: the v2 event store in `--state-dir`, appended to
 //! (and fsync'd) before the API acknowledges a lifecycle change.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,23 @@ pub enum JournalError {
     /// The blocking append task was lost.
     #[error("journal append task failed: {0}")]
     Task(String),
+    /// The journal path is not a regular file (a symlink is not followed).
+    #[error("the journal {path} is {what}, not a regular file; refusing to use it")]
+    NotAFile {
+        /// The journal path.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
+    /// The journal's permissions could not be made private.
+    #[error("cannot make the journal {path} private (mode 0600): {source}")]
+    Permissions {
+        /// The journal path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Environment variable naming a delay, in milliseconds, before every journal
@@ -61,7 +78,28 @@ impl Journal {
                 .create(state_dir)
                 .map_err(dir_err)?;
         }
-        let store = V2Store::open(&state_dir.join(JOURNAL_FILE))?;
+        let path = state_dir.join(JOURNAL_FILE);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if !m.file_type().is_file() => {
+                let what = if m.file_type().is_symlink() {
+                    "a symbolic link"
+                } else if m.is_dir() {
+                    "a directory"
+                } else {
+                    "a special file"
+                };
+                return Err(JournalError::NotAFile { path, what });
+            }
+            _ => {}
+        }
+        let store = V2Store::open(&path)?;
+        // It holds every VM's config: private, whatever the umask.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| JournalError::Permissions {
+                path: path.clone(),
+                source,
+            },
+        )?;
         if let Some(tail) = store.tail_recovery() {
             tracing::warn!(
                 offset = tail.offset,
