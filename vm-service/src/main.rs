@@ -78,6 +78,13 @@ struct DaemonArgs {
     /// How the VMs' vCPUs get host threads: `sync` or `async`.
     #[arg(long, default_value = "sync")]
     executor: ExecutorKind,
+    /// Most VMs defined at once (creates beyond it: 409 `too_many_vms`).
+    #[arg(long, default_value_t = 256)]
+    max_vms: usize,
+    /// Most guest memory in MiB over every defined VM (creates beyond it:
+    /// 507 `out_of_memory`). Default: the host's physical memory.
+    #[arg(long)]
+    max_memory_mib: Option<u64>,
     /// Most API connections served at once; further clients wait in the
     /// socket's backlog.
     #[arg(long, default_value_t = 128)]
@@ -358,6 +365,8 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
             grace_period: grace,
             log_filter: log_filter.to_string(),
             switch_dir: Some(args.state_dir.join("switches")),
+            max_vms: args.max_vms,
+            max_memory_mib: args.max_memory_mib.unwrap_or_else(host_memory_mib),
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
@@ -376,6 +385,21 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
     match runtime.block_on(vm_service::daemon::server::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_chain(&e)),
+    }
+}
+
+/// The host's physical memory in MiB (`u64::MAX` if the OS does not say).
+fn host_memory_mib() -> u64 {
+    // SAFETY: sysconf only reads system configuration values.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    match (u64::try_from(pages), u64::try_from(page)) {
+        (Ok(n), Ok(size)) if n > 0 && size > 0 => n.saturating_mul(size) >> 20,
+        _ => u64::MAX,
     }
 }
 

@@ -101,6 +101,8 @@ impl From<VmsError> for ApiError {
             VmsError::Command { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "vmm_process_failed"),
             VmsError::Journal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal_failed"),
             VmsError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            VmsError::TooManyVms { .. } => (StatusCode::CONFLICT, "too_many_vms"),
+            VmsError::OutOfMemory { .. } => (StatusCode::INSUFFICIENT_STORAGE, "out_of_memory"),
             VmsError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         Self::new(status, code, message)

@@ -3,7 +3,7 @@
 //! | Method and path            | What it does                                      |
 //! |----------------------------|---------------------------------------------------|
 //! | `GET /openapi.json`        | this API's OpenAPI 3 document                     |
-//! | `GET /vms`                 | every VM                                          |
+//! | `GET /vms`                 | VMs in id order, 100 a page (`?after=ID&limit=N`) |
 //! | `PUT /vms/{id}`            | create a VM ([`spec::VmSpec`], Firecracker names) |
 //! | `GET /vms/{id}`            | state, config, uptime, exit counts, serial tail   |
 //! | `PUT /vms/{id}/actions`    | `start`, `pause`, `resume`, `stop`, `ctrl-alt-del`|
@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -114,8 +114,40 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
-async fn list(State(s): State<ApiState>) -> Json<Vec<VmResource>> {
-    Json(s.vms.list().into_iter().map(VmResource::from).collect())
+/// Query of `GET /vms`: a page of VMs in id order.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only VMs whose id sorts after this one (the last id of the previous page).
+    pub after: Option<String>,
+    /// Most VMs in the page (default and maximum [`MAX_PAGE`]).
+    pub limit: Option<usize>,
+}
+
+/// Most VMs `GET /vms` returns at once.
+pub const MAX_PAGE: usize = 100;
+
+async fn list(
+    State(s): State<ApiState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} is outside 1..={MAX_PAGE}"),
+        ));
+    }
+    let (page, more) = s.vms.list_page(q.after.as_deref(), limit);
+    let next = more.then(|| page.last().map(|v| v.id.clone())).flatten();
+    let body: Vec<VmResource> = page.into_iter().map(VmResource::from).collect();
+    let mut response = Json(body).into_response();
+    if let Some(Ok(value)) = next.map(|id| header::HeaderValue::from_str(&id)) {
+        // The id to pass as `after` for the next page.
+        response.headers_mut().insert("x-next-after", value);
+    }
+    Ok(response)
 }
 
 async fn create(

@@ -55,6 +55,11 @@ pub struct VmsConfig {
     /// NICs of different VMs share a switch by name (`None`: each VM's
     /// switches stay inside its own process).
     pub switch_dir: Option<PathBuf>,
+    /// Most VMs defined at once; creates beyond it are refused.
+    pub max_vms: usize,
+    /// Most guest memory, in MiB, summed over every defined VM; creates
+    /// beyond it are refused.
+    pub max_memory_mib: u64,
 }
 
 /// A lifecycle request from the API.
@@ -276,6 +281,7 @@ impl Vms {
             }
             return Err(VmsError::Exists(id.to_string()));
         }
+        self.admit(&config)?;
         // A deleted VM's stream continues: the store keeps its head.
         let sequence = self.inner.journal.stream_head(&id) + 1;
         self.journal(&id, sequence, EventKind::created(config.clone()))
@@ -299,6 +305,25 @@ impl Vms {
         self.slots().insert(id.clone(), slot.clone());
         tracing::info!(vm_id = %id, "VM created");
         Ok((snapshot(&slot, None), true))
+    }
+
+    /// Admission control: refuses a VM beyond the configured count or
+    /// total guest memory. Called with the membership lock held.
+    fn admit(&self, config: &VmConfig) -> Result<(), VmsError> {
+        let cfg = &self.inner.config;
+        let slots = self.slots();
+        if slots.len() >= cfg.max_vms {
+            return Err(VmsError::TooManyVms { max: cfg.max_vms });
+        }
+        let committed: u64 = slots.values().map(|s| s.view().config.memory_mib).sum();
+        if committed.saturating_add(config.memory_mib) > cfg.max_memory_mib {
+            return Err(VmsError::OutOfMemory {
+                requested_mib: config.memory_mib,
+                committed_mib: committed,
+                limit_mib: cfg.max_memory_mib,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a VM that is not running (journaled before returning).
@@ -381,8 +406,28 @@ impl Vms {
 
     /// Snapshots of every VM (without asking processes for exit counts).
     pub fn list(&self) -> Vec<VmSnapshot> {
-        let slots: Vec<_> = self.slots().values().cloned().collect();
-        slots.iter().map(|s| snapshot(s, None)).collect()
+        self.list_page(None, usize::MAX).0
+    }
+
+    /// Snapshots of at most `limit` VMs whose ids sort after `after`, in id
+    /// order, and whether more follow.
+    pub fn list_page(&self, after: Option<&str>, limit: usize) -> (Vec<VmSnapshot>, bool) {
+        let slots: Vec<_> = {
+            let all = self.slots();
+            let rest = all
+                .iter()
+                .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a));
+            rest.take(limit.saturating_add(1))
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        let more = slots.len() > limit;
+        let page = slots
+            .iter()
+            .take(limit)
+            .map(|s| snapshot(s, None))
+            .collect();
+        (page, more)
     }
 
     /// The VM's serial console log.
