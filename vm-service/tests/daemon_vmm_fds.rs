@@ -15,12 +15,10 @@ async fn vmm_processes_inherit_only_their_control_socket_and_stdio() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("inherited-marker");
     let file = std::fs::File::create(&marker).unwrap();
-    // SAFETY: F_SETFD on an fd this test owns; clears close-on-exec so the
-    // daemon inherits it.
-    assert_eq!(
-        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) },
-        0
-    );
+    // Clears close-on-exec so the daemon inherits it.
+    // SAFETY: F_SETFD on an fd this test owns.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(rc, 0);
     let d = Daemon::start(dir.path()).await;
     let daemon_fds = std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
         .unwrap()

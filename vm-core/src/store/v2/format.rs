@@ -277,7 +277,7 @@ impl<'f> FrameReader<'f> {
         let rest = &self.buf[self.start..self.start + remaining];
         let u32_at =
             |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
-        for at in FRAME_HEADER_LEN..remaining.saturating_sub(FRAME_HEADER_LEN + 4) + 1 {
+        for at in FRAME_HEADER_LEN..=remaining.saturating_sub(FRAME_HEADER_LEN + 4) {
             let len = u32_at(at) as usize;
             let fits = len >= 4 && at + FRAME_HEADER_LEN + len <= remaining;
             if fits
