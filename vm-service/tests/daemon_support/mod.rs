@@ -50,9 +50,13 @@ impl Daemon {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn the daemon");
+        let mut child = child;
         let client = ApiClient::new(&sock);
         let deadline = Instant::now() + Duration::from_mins(1);
         loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the daemon exited at start ({status}); its error is above");
+            }
             if let Ok(r) = client.request("GET", "/vms", None).await {
                 assert_eq!(r.status, 200);
                 break;
