@@ -97,11 +97,15 @@ fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
 /// client (answered 408), not an idle keep-alive connection (just closed).
 /// A write that cannot make progress for `write_timeout` (a client that
 /// sends requests but never reads the answers) fails, ending the connection.
+/// An error answer hyper writes by itself gets the API's JSON body
+/// ([`api::error::hyper_error_as_json`]).
 struct TrackedIo {
     inner: UnixStream,
     mid_request: Arc<AtomicBool>,
     write_timeout: Duration,
     write_stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A replacement being written, and how much of it is.
+    rewrite: Option<(Vec<u8>, usize)>,
 }
 
 impl TrackedIo {
@@ -134,6 +138,42 @@ impl TrackedIo {
     }
 }
 
+impl TrackedIo {
+    /// Writes the replacement in `rewrite`; reports `consumed` bytes of the
+    /// caller's buffer written once all of it is.
+    fn poll_rewrite(
+        &mut self,
+        cx: &mut Context<'_>,
+        consumed: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let Some((bytes, done)) = self.rewrite.as_mut() else {
+                return Poll::Ready(Ok(consumed));
+            };
+            if *done == bytes.len() {
+                self.rewrite = None;
+                return Poll::Ready(Ok(consumed));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return self.deadline(cx, Poll::Pending),
+            }
+        }
+    }
+
+    /// Starts replacing `buf` if it is an error answer of hyper's own.
+    fn check_hyper_error(&mut self, buf: &[u8]) -> bool {
+        if self.rewrite.is_none() {
+            self.rewrite = api::error::hyper_error_as_json(buf).map(|json| (json, 0));
+        }
+        self.rewrite.is_some()
+    }
+}
+
 impl AsyncRead for TrackedIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -156,6 +196,9 @@ impl AsyncWrite for TrackedIo {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         self.mid_request.store(false, Ordering::Relaxed);
+        if self.check_hyper_error(buf) {
+            return self.poll_rewrite(cx, buf.len());
+        }
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.deadline(cx, polled)
     }
@@ -166,6 +209,11 @@ impl AsyncWrite for TrackedIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         self.mid_request.store(false, Ordering::Relaxed);
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if self.check_hyper_error(first) {
+                return self.poll_rewrite(cx, first.len());
+            }
+        }
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.deadline(cx, polled)
     }
@@ -207,6 +255,7 @@ async fn serve_connection(stream: UnixStream, app: Router, limits: Limits) {
         mid_request: mid_request.clone(),
         write_timeout: limits.write_timeout,
         write_stalled: None,
+        rewrite: None,
     };
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
