@@ -427,13 +427,21 @@ fn linux_cmdline(accel: AcceleratorKind, config: &VmConfig) -> Result<String, Vm
 /// check cannot slip a device or FIFO in. The file must be regular and at
 /// most `limit` bytes (what guest memory can hold); returns it and its size.
 pub(crate) fn open_boot_file(path: &Path, limit: u64) -> std::io::Result<(std::fs::File, u64)> {
-    use std::io::{Error, ErrorKind};
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
+    // What visibly is no file is refused unopened (opening a device can act).
+    check_boot_file(&std::fs::metadata(path)?, limit)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     let meta = file.metadata()?;
+    check_boot_file(&meta, limit)?;
+    Ok((file, meta.len()))
+}
+
+fn check_boot_file(meta: &std::fs::Metadata, limit: u64) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     if !ft.is_file() {
         let kind = if ft.is_dir() {
@@ -461,7 +469,7 @@ pub(crate) fn open_boot_file(path: &Path, limit: u64) -> std::io::Result<(std::f
             ),
         ));
     }
-    Ok((file, meta.len()))
+    Ok(())
 }
 
 /// Reads a kernel or initrd of at most `limit` bytes (see [`open_boot_file`]).
