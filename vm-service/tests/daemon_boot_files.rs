@@ -53,7 +53,7 @@ const SWAPS: [(&str, &str); 3] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernels_swapped_after_create_fail_the_boot_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path()).await;
+    let mut d = Daemon::start(dir.path()).await;
     for (kind, reason) in SWAPS {
         let kernel = dir.path().join(format!("{kind}.elf"));
         std::fs::write(&kernel, elf_image(&[0xf4])).unwrap();
@@ -87,6 +87,22 @@ async fn kernels_swapped_after_create_fail_the_boot_at_once() {
             .await;
         assert_eq!(r.status, 400, "{kind}: {}", r.text());
         assert!(r.text().contains(reason), "{kind}: {}", r.text());
+        // A failed VM that fails to boot again is journaled so that it replays.
+        let r = d
+            .req(
+                "PUT",
+                &format!("/vms/{kind}/actions"),
+                Some(r#"{"action_type":"start"}"#),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{kind}: {}", r.text());
+    }
+    d.kill9();
+    drop(d);
+    let d = Daemon::start(dir.path()).await;
+    for (kind, _) in SWAPS {
+        let vm = d.expect("GET", &format!("/vms/{kind}"), None, 200).await;
+        assert_eq!(vm["state"], "failed", "{vm:#}");
     }
 }
 

@@ -566,17 +566,25 @@ impl Vms {
                 let error = source.to_string();
                 // An OS failure to spawn is the daemon's problem, not the VM's.
                 if matches!(source, SpawnError::Boot(_) | SpawnError::DiedDuringBoot(_)) {
-                    self.journal(
-                        &slot.id,
-                        sequence + 1,
-                        EventKind::Failed {
-                            error: error.clone(),
-                        },
-                    )
-                    .await?;
+                    // A start that failed, journaled as one: `failed` alone
+                    // would not replay after `stopped` or `failed`.
+                    let failed = EventKind::Failed {
+                        error: error.clone(),
+                    };
+                    self.inner
+                        .journal
+                        .append_events(vec![
+                            VmEvent::new(slot.id.clone(), sequence + 1, EventKind::Started),
+                            VmEvent::new(slot.id.clone(), sequence + 2, failed),
+                        ])
+                        .await?;
+                    self.inner
+                        .counters
+                        .journal_appends
+                        .fetch_add(2, Ordering::Relaxed);
                     let mut v = slot.view();
                     v.state = VmState::Failed;
-                    v.sequence = sequence + 1;
+                    v.sequence = sequence + 2;
                     v.error = Some(error);
                 }
                 return Err(VmsError::Boot {
