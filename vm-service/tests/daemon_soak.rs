@@ -4,7 +4,7 @@
 //! the daemon must start, every VM must be in the state its acknowledged
 //! operations left it in (or that of the one operation in flight), and no
 //! VMM process of the killed daemon may survive. Runs `VM_SOAK_SECS`
-//! seconds (default 45, at most 120); `VM_SOAK_SEED` replays a run.
+//! seconds (default 20, at most 120); `VM_SOAK_SEED` replays a run.
 
 mod daemon_support;
 
@@ -99,7 +99,7 @@ async fn soak_random_ops_hang_ups_and_kill_9() {
     let secs = std::env::var("VM_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(45)
+        .unwrap_or(20)
         .min(120);
     let seed = std::env::var("VM_SOAK_SEED")
         .ok()
