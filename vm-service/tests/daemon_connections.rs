@@ -84,3 +84,72 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_fds_the_daemon_backs_off_and_says_so_once() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let log = dir.path().join("stderr.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-service"));
+    cmd.arg("daemon")
+        .arg("--api-sock")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--request-timeout", "3", "--max-connections", "1000"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe and only affects the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let client = vm_service::api::client::ApiClient::new(&sock);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.request("GET", "/vms", None).await.is_err() {
+        assert!(Instant::now() < deadline, "the daemon never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More clients than the daemon has fds, each holding its connection
+    // with a request that never completes.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        if let Ok(mut s) = tokio::net::UnixStream::connect(&sock).await {
+            let _ = s.write_all(b"GET /vms HTTP/1.1\r\nhost: x\r\n").await;
+            held.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(held);
+    // Served again once the fds are back.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = client.request("GET", "/vms", None).await {
+            assert_eq!(r.status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings = text.matches("accept failed").count();
+    assert!(
+        warnings >= 1,
+        "no accept failure seen; raise the client count:\n{text}"
+    );
+    assert!(warnings <= 3, "{warnings} accept warnings in ~2 s:\n{text}");
+}
