@@ -1,5 +1,10 @@
 //! The daemon's journal: the v2 event store in `--state-dir`, appended to
 //! (and fsync'd) before the API acknowledges a lifecycle change.
+//!
+//! The file is private (mode 0600) and never reached through a symlink.
+//! Every event is checked against the state the journal replays to before it
+//! is written, so a daemon bug cannot write what a restarted daemon would
+//! refuse to replay.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};

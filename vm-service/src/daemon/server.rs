@@ -1,6 +1,11 @@
 //! The daemon's main loop: bind the API socket (mode 0600), serve HTTP/1.1
 //! connections, and on SIGTERM or SIGINT stop accepting, remove the socket,
 //! and stop every VM within the grace period (journaling each stop).
+//!
+//! Connections are bounded: at most `max_connections` are served (more wait
+//! in the backlog), a request's headers must arrive within the request
+//! timeout, and an answer the client does not read within the write timeout
+//! ends the connection. Accept failures (out of fds) back off up to a second.
 
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
