@@ -404,13 +404,9 @@ impl Vms {
         Ok(snapshot(&slot, status))
     }
 
-    /// Snapshots of every VM (without asking processes for exit counts).
-    pub fn list(&self) -> Vec<VmSnapshot> {
-        self.list_page(None, usize::MAX).0
-    }
-
-    /// Snapshots of at most `limit` VMs whose ids sort after `after`, in id
-    /// order, and whether more follow.
+    /// Snapshots (without asking processes for exit counts) of at most
+    /// `limit` VMs whose ids sort after `after`, in id order, and whether
+    /// more follow.
     pub fn list_page(&self, after: Option<&str>, limit: usize) -> (Vec<VmSnapshot>, bool) {
         let slots: Vec<_> = {
             let all = self.slots();
