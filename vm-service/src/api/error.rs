@@ -127,11 +127,11 @@ pub fn hyper_error_as_json(written: &[u8]) -> Option<Vec<u8>> {
         .get(..3)?
         .parse()
         .ok()?;
+    if !(400..600).contains(&code) {
+        return None;
+    }
     let lower = head.to_ascii_lowercase();
-    if !(400..600).contains(&code)
-        || !lower.contains("\r\ncontent-length: 0\r\n")
-        || lower.contains("\r\ncontent-type:")
-    {
+    if !lower.contains("\r\ncontent-length: 0\r\n") || lower.contains("\r\ncontent-type:") {
         return None;
     }
     let (code_name, message) = match code {
