@@ -85,6 +85,8 @@ async fn start_daemon(dir: &Path) -> ApiClient {
             grace_period: Duration::from_secs(5),
             log_filter: "warn".into(),
             switch_dir: None,
+            max_vms: 10_000,
+            max_memory_mib: u64::MAX,
         },
         limits: Limits::default(),
     };

@@ -438,6 +438,13 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<(), ConfigError> {
             format!("{:?} is {} bytes, the limit is {max}", name, name.len()),
         ));
     }
+    // Names become file names (a switch's segment directory): never `.` or `..`.
+    if matches!(name, "." | "..") {
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} is not a usable name (it means a directory)"),
+        ));
+    }
     if let Some((i, c)) = name
         .char_indices()
         .find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))

@@ -298,13 +298,59 @@ fn legacy_schema_records_in_v2_are_upcast() {
 }
 
 #[test]
-fn empty_file_becomes_a_v2_store() {
+fn empty_file_is_refused_not_reinitialised() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     std::fs::write(&path, b"").unwrap();
-    let s = store::open(&path).unwrap();
-    assert_eq!(s.format(), StoreFormat::V2);
+    for err in [
+        store::open(&path).unwrap_err(),
+        V2Store::open(&path).unwrap_err(),
+    ] {
+        assert!(matches!(&err, StoreError::Emptied { .. }), "{err}");
+        assert!(err.to_string().contains("0 bytes"), "{err}");
+    }
+    assert_eq!(
+        file_len(&path),
+        0,
+        "an emptied store must be left for inspection"
+    );
+    // A missing file is a new store.
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(store::open(&path).unwrap().format(), StoreFormat::V2);
     assert_eq!(file_len(&path), HEADER_LEN as u64);
+}
+
+#[test]
+fn length_past_eof_mid_file_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, offs, len) = three_frames(dir.path());
+    let pristine = std::fs::read(&path).unwrap();
+    for frame in [0usize, 1] {
+        for bad in [
+            u32::try_from(len - offs[frame]).unwrap(),
+            u32::try_from(len).unwrap() * 3,
+            MAX_FRAME_LEN as u32 - 1,
+        ] {
+            std::fs::write(&path, &pristine).unwrap();
+            patch(&path, offs[frame], &bad.to_le_bytes());
+            let err = store::open(&path).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Corrupt { offset, reason, .. }
+                    if *offset == offs[frame] && reason.contains("intact record follows")),
+                "frame {frame}, length {bad}: {err}"
+            );
+            assert!(
+                err.to_string()
+                    .contains(&format!("byte offset {}", offs[frame])),
+                "{err}"
+            );
+            assert_eq!(
+                file_len(&path),
+                len,
+                "frame {frame}, length {bad}: truncated"
+            );
+        }
+    }
 }
 
 #[test]

@@ -201,6 +201,33 @@ fn print_vm(vm: &serde_json::Value) {
     }
 }
 
+/// Prints every VM, fetching `GET /vms` page by page.
+async fn list(client: &ApiClient, json: bool) -> Result<(), CtlError> {
+    let mut vms: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let path = match vms.last().and_then(|v| v["id"].as_str()) {
+            Some(last) => format!("/vms?after={last}"),
+            None => "/vms".to_string(),
+        };
+        let page: Vec<serde_json::Value> =
+            check(client.request("GET", &path, None).await?)?.json()?;
+        let full = page.len() >= crate::api::MAX_PAGE;
+        vms.extend(page);
+        if !full {
+            break;
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(vms));
+        return Ok(());
+    }
+    println!("{HEADER}");
+    for vm in &vms {
+        println!("{}", summary_line(vm));
+    }
+    Ok(())
+}
+
 const HEADER: &str = "ID                   STATE    VCPUS  MEM_MIB    UPTIME  NOTE";
 
 async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
@@ -213,7 +240,7 @@ async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
         )
     };
     let (method, path, body) = match &args.command {
-        CtlCommand::List => ("GET", "/vms".to_string(), None),
+        CtlCommand::List => return list(&client, args.json).await,
         CtlCommand::Get { id } => ("GET", format!("/vms/{id}"), None),
         CtlCommand::Create {
             id,

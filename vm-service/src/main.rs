@@ -84,6 +84,21 @@ struct DaemonArgs {
     /// How the VMs' vCPUs get host threads: `sync` or `async`.
     #[arg(long, default_value = "sync")]
     executor: ExecutorKind,
+    /// Most VMs defined at once (creates beyond it: 409 `too_many_vms`).
+    #[arg(long, default_value_t = 256)]
+    max_vms: usize,
+    /// Most guest memory in MiB over every defined VM (creates beyond it:
+    /// 507 `out_of_memory`). Default: the host's physical memory.
+    #[arg(long)]
+    max_memory_mib: Option<u64>,
+    /// Most API connections served at once; further clients wait in the
+    /// socket's backlog.
+    #[arg(long, default_value_t = 128)]
+    max_connections: usize,
+    /// Seconds an answer may wait for a client to read it before the
+    /// connection is closed.
+    #[arg(long, default_value_t = 10.0)]
+    write_timeout: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -337,12 +352,13 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&format!("cannot find this executable: {e}")),
     };
-    let (grace, timeout) = match (
+    let (grace, timeout, write_timeout) = match (
         seconds("grace-period", args.grace_period),
         seconds("request-timeout", args.request_timeout),
+        seconds("write-timeout", args.write_timeout),
     ) {
-        (Ok(g), Ok(t)) => (g, t),
-        (Err(e), _) | (_, Err(e)) => return fail(&e),
+        (Ok(g), Ok(t), Ok(w)) => (g, t, w),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
     };
     let opts = DaemonOptions {
         api_sock: args.api_sock.clone(),
@@ -355,10 +371,14 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
             grace_period: grace,
             log_filter: log_filter.to_string(),
             switch_dir: Some(args.state_dir.join("switches")),
+            max_vms: args.max_vms,
+            max_memory_mib: args.max_memory_mib.unwrap_or_else(host_memory_mib),
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             body_timeout: timeout,
+            write_timeout,
+            max_connections: args.max_connections.max(1),
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -371,6 +391,21 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
     match runtime.block_on(vm_service::daemon::server::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_chain(&e)),
+    }
+}
+
+/// The host's physical memory in MiB (`u64::MAX` if the OS does not say).
+fn host_memory_mib() -> u64 {
+    // SAFETY: sysconf only reads system configuration values.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    match (u64::try_from(pages), u64::try_from(page)) {
+        (Ok(n), Ok(size)) if n > 0 && size > 0 => n.saturating_mul(size) >> 20,
+        _ => u64::MAX,
     }
 }
 

@@ -215,7 +215,10 @@ impl VmmBuilder {
 
         // Files first: a wrong path is the most common mistake, report it at once.
         let (kernel, kernel_name) = match &config.kernel {
-            Some(path) => (read_file("kernel", path)?, path.display().to_string()),
+            Some(path) => (
+                read_file("kernel", path, config.memory_bytes())?,
+                path.display().to_string(),
+            ),
             None => (
                 guest::builtin(config.arch)?.to_vec(),
                 "built-in guest".to_string(),
@@ -224,7 +227,7 @@ impl VmmBuilder {
         let initrd = config
             .initrd
             .as_deref()
-            .map(|p| read_file("initrd", p))
+            .map(|p| read_file("initrd", p, config.memory_bytes()))
             .transpose()?;
         let (accel, engine_reason) = choose_engine(config.arch)?;
         if config.vcpus > accel.max_vcpus() {
@@ -419,12 +422,76 @@ fn linux_cmdline(accel: AcceleratorKind, config: &VmConfig) -> Result<String, Vm
     }
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, VmmError> {
-    std::fs::read(path).map_err(|source| VmmError::ReadFile {
+/// Opens a kernel or initrd: once, without blocking (a FIFO must not hang
+/// the caller), and checks the opened file itself, so a path swapped after a
+/// check cannot slip a device or FIFO in. The file must be regular and at
+/// most `limit` bytes (what guest memory can hold); returns it and its size.
+pub(crate) fn open_boot_file(path: &Path, limit: u64) -> std::io::Result<(std::fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // What visibly is no file is refused unopened (opening a device can act).
+    check_boot_file(&std::fs::metadata(path)?, limit)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    check_boot_file(&meta, limit)?;
+    Ok((file, meta.len()))
+}
+
+fn check_boot_file(meta: &std::fs::Metadata, limit: u64) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("not a regular file ({kind})"),
+        ));
+    }
+    if meta.len() > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {limit} bytes of guest memory",
+                meta.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a kernel or initrd of at most `limit` bytes (see [`open_boot_file`]).
+fn read_file(what: &'static str, path: &Path, limit: u64) -> Result<Vec<u8>, VmmError> {
+    let err = |source| VmmError::ReadFile {
         what,
         path: path.display().to_string(),
         source,
-    })
+    };
+    let (file, len) = open_boot_file(path, limit).map_err(err)?;
+    // The size may change after fstat: read at most `limit` + 1 bytes to tell.
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(err)?;
+    if data.len() as u64 > limit {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("grew past the {limit} bytes of guest memory while being read"),
+        )));
+    }
+    Ok(data)
 }
 
 /// Picks the accelerator for `arch`, or says why none fits.

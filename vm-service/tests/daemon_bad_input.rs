@@ -292,11 +292,13 @@ async fn every_bad_input_is_a_4xx_with_a_json_reason() {
 
     // Conflicts and illegal transitions (no guest needed).
     d.expect("PUT", "/vms/a", Some("{}"), 201).await;
+    // A retried create (same config) is answered with the VM; another config conflicts.
+    d.expect("PUT", "/vms/a", Some("{}"), 200).await;
     rejects(
         &d,
         "PUT",
         "/vms/a",
-        Some("{}"),
+        Some(r#"{"machine-config": {"mem_size_mib": 64}}"#),
         409,
         "vm_exists",
         "already exists",
@@ -386,6 +388,36 @@ async fn every_bad_input_is_a_4xx_with_a_json_reason() {
             .len(),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_hyper_answers_by_itself_have_a_json_body_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path()).await;
+    let huge = format!(
+        "GET /vms HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(500_000)
+    );
+    for (request, status, code) in [
+        (huge.as_bytes(), "431", "headers_too_large"),
+        (
+            &b"PUT /vms/a HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n{}"[..],
+            "400",
+            "bad_request",
+        ),
+        (b"GARBAGE\r\n\r\n", "400", "bad_request"),
+    ] {
+        let answer = raw_exchange(&d, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{answer}");
+        let e: ErrorBody = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        assert_eq!(e.code, code, "{answer}");
+    }
+    d.expect("GET", "/vms", None, 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

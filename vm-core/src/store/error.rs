@@ -45,6 +45,17 @@ pub enum StoreError {
         /// The version in the header.
         version: u32,
     },
+    /// The file exists but is empty: a store is created with its header in place, so it
+    /// was emptied (truncated) after creation and its events are lost.
+    #[error(
+        "{path}: the store is empty (0 bytes) although stores are created with a header; \
+         it was truncated after creation. Restore it from a backup, or remove it to start \
+         with no history"
+    )]
+    Emptied {
+        /// The file.
+        path: PathBuf,
+    },
     /// The header's checksum does not match.
     #[error("{path}: header checksum mismatch")]
     CorruptHeader {

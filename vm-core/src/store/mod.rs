@@ -156,8 +156,8 @@ pub fn detect_format(path: &Path) -> Result<Option<StoreFormat>, StoreError> {
     })
 }
 
-/// Opens the store at `path` with the adapter its header names; a missing or empty file
-/// becomes a new v2 store. v1 stores open read-only (with a one-time deprecation warning).
+/// Opens the store at `path` with the adapter its header names; a missing file becomes a
+/// new v2 store, an empty one is refused ([`StoreError::Emptied`]). v1 stores open read-only (with a one-time deprecation warning).
 pub fn open(path: &Path) -> Result<Box<dyn EventStore>, StoreError> {
     match detect_format(path)? {
         Some(StoreFormat::V1) => Ok(Box::new(V1Store::open(path)?)),

@@ -101,7 +101,88 @@ impl From<VmsError> for ApiError {
             VmsError::Command { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "vmm_process_failed"),
             VmsError::Journal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal_failed"),
             VmsError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            VmsError::TooManyVms { .. } => (StatusCode::CONFLICT, "too_many_vms"),
+            VmsError::OutOfMemory { .. } => (StatusCode::INSUFFICIENT_STORAGE, "out_of_memory"),
+            VmsError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         Self::new(status, code, message)
+    }
+}
+
+/// The JSON-bodied replacement for an answer hyper wrote by itself, before
+/// any handler ran (431 headers too large, 400 for a malformed request line,
+/// header or Content-Length, ...): such an answer is a 4xx/5xx head with
+/// `content-length: 0` and no content type, which no handler here produces.
+/// `None` for anything else.
+pub fn hyper_error_as_json(written: &[u8]) -> Option<Vec<u8>> {
+    // Cheap tests first: this sees every write of every answer.
+    if written.len() > 512 || !written.starts_with(b"HTTP/1.1 ") || !written.ends_with(b"\r\n\r\n")
+    {
+        return None;
+    }
+    let head = std::str::from_utf8(written).ok()?;
+    let status_line = head.strip_suffix("\r\n\r\n")?.lines().next()?;
+    let code: u16 = status_line
+        .strip_prefix("HTTP/1.1 ")?
+        .get(..3)?
+        .parse()
+        .ok()?;
+    if !(400..600).contains(&code) {
+        return None;
+    }
+    let lower = head.to_ascii_lowercase();
+    if !lower.contains("\r\ncontent-length: 0\r\n") || lower.contains("\r\ncontent-type:") {
+        return None;
+    }
+    let (code_name, message) = match code {
+        431 => (
+            "headers_too_large",
+            "the request headers exceed the server's limit",
+        ),
+        400 => (
+            "bad_request",
+            "malformed HTTP request (request line, a header, or Content-Length)",
+        ),
+        505 => ("http_version_not_supported", "only HTTP/1.1 is served"),
+        _ => ("bad_request", "the HTTP request could not be parsed"),
+    };
+    let body = serde_json::json!({"code": code_name, "fault_message": message}).to_string();
+    Some(
+        format!(
+            "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_answers_get_a_json_body_and_others_are_left_alone() {
+        let hyper = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 11:55:40 GMT\r\n\r\n";
+        let out = String::from_utf8(hyper_error_as_json(hyper).unwrap()).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{out}"
+        );
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{out}"
+        );
+        let e: ErrorBody = serde_json::from_str(body).unwrap();
+        assert_eq!(e.code, "headers_too_large");
+        for other in [
+            &b"HTTP/1.1 204 No Content\r\ndate: x\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}",
+            b"{\"code\": 1}",
+        ] {
+            assert!(hyper_error_as_json(other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
     }
 }

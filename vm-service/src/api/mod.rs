@@ -3,7 +3,7 @@
 //! | Method and path            | What it does                                      |
 //! |----------------------------|---------------------------------------------------|
 //! | `GET /openapi.json`        | this API's OpenAPI 3 document                     |
-//! | `GET /vms`                 | every VM                                          |
+//! | `GET /vms`                 | VMs in id order, 100 a page (`?after=ID&limit=N`) |
 //! | `PUT /vms/{id}`            | create a VM ([`spec::VmSpec`], Firecracker names) |
 //! | `GET /vms/{id}`            | state, config, uptime, exit counts, serial tail   |
 //! | `PUT /vms/{id}/actions`    | `start`, `pause`, `resume`, `stop`, `ctrl-alt-del`|
@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use vm_core::config::VmConfig;
 use vm_core::VmId;
 
 use crate::daemon::vms::{Action, VmSnapshot, Vms};
@@ -52,6 +53,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// How long a client may take to send its body (and its headers).
     pub body_timeout: Duration,
+    /// How long an answer may wait for the client to read it.
+    pub write_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +64,8 @@ impl Default for Limits {
         Self {
             max_body_bytes: 64 * 1024,
             body_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 128,
         }
     }
 }
@@ -108,8 +115,40 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
-async fn list(State(s): State<ApiState>) -> Json<Vec<VmResource>> {
-    Json(s.vms.list().into_iter().map(VmResource::from).collect())
+/// Query of `GET /vms`: a page of VMs in id order.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only VMs whose id sorts after this one (the last id of the previous page).
+    pub after: Option<String>,
+    /// Most VMs in the page (default and maximum [`MAX_PAGE`]).
+    pub limit: Option<usize>,
+}
+
+/// Most VMs `GET /vms` returns at once.
+pub const MAX_PAGE: usize = 100;
+
+async fn list(
+    State(s): State<ApiState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {limit} is outside 1..={MAX_PAGE}"),
+        ));
+    }
+    let (page, more) = s.vms.list_page(q.after.as_deref(), limit);
+    let next = more.then(|| page.last().map(|v| v.id.clone())).flatten();
+    let body: Vec<VmResource> = page.into_iter().map(VmResource::from).collect();
+    let mut response = Json(body).into_response();
+    if let Some(Ok(value)) = next.map(|id| header::HeaderValue::from_str(&id)) {
+        // The id to pass as `after` for the next page.
+        response.headers_mut().insert("x-next-after", value);
+    }
+    Ok(response)
 }
 
 async fn create(
@@ -119,32 +158,59 @@ async fn create(
 ) -> Result<(StatusCode, Json<VmResource>), ApiError> {
     let id = vm_id(path)?;
     let config = spec.to_config()?;
-    // Like Firecracker's PUT /boot-source: a kernel that cannot be read is
-    // reported now, not at start.
+    check_bootable(&config)?;
+    let (vm, created) = s.vms.create(id, config).await?;
+    // A retried create of the same VM is answered 200 with the VM as it is.
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(vm.into())))
+}
+
+/// Rejects, at create, a config that could never boot on this daemon:
+/// kernel and initrd must be absolute paths of regular files that fit in
+/// guest memory (like Firecracker's `PUT /boot-source`, a bad kernel is
+/// reported now, not at start; the VMM process checks the opened files again
+/// at every start), an architecture without a kernel needs a built-in guest,
+/// and the vCPU and NIC counts must fit the architecture's layout.
+fn check_bootable(config: &VmConfig) -> Result<(), ApiError> {
+    let invalid = |field: &str, why: String| {
+        ApiError::bad_request("invalid_config", format!("invalid {field}: {why}"))
+    };
     for (field, path) in [
         ("boot-source.kernel_image_path", config.kernel.as_ref()),
         ("boot-source.initrd_path", config.initrd.as_ref()),
     ] {
-        if let Some(p) = path {
-            match std::fs::metadata(p) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    return Err(ApiError::bad_request(
-                        "invalid_config",
-                        format!("invalid {field}: {} is not a regular file", p.display()),
-                    ))
-                }
-                Err(e) => {
-                    return Err(ApiError::bad_request(
-                        "invalid_config",
-                        format!("invalid {field}: {}: {e}", p.display()),
-                    ))
-                }
-            }
+        let Some(p) = path else { continue };
+        if !p.is_absolute() {
+            return Err(invalid(
+                field,
+                format!("{} is relative; give an absolute path", p.display()),
+            ));
+        }
+        if let Err(e) = crate::vmm::open_boot_file(p, config.memory_bytes()) {
+            return Err(invalid(field, format!("{}: {e}", p.display())));
         }
     }
-    let vm = s.vms.create(id, config).await?;
-    Ok((StatusCode::CREATED, Json(vm.into())))
+    if config.kernel.is_none() {
+        crate::guest::builtin(config.arch).map_err(|e| {
+            invalid(
+                "boot-source",
+                format!("{e} (boot-source.kernel_image_path)"),
+            )
+        })?;
+    }
+    let map = vm_cross_arch::platform::MachineConfig {
+        vcpus: config.vcpus,
+        mem_size: config.memory_bytes(),
+        virtio_devices: u32::try_from(config.devices.len()).unwrap_or(u32::MAX),
+    };
+    vm_cross_arch::platform::for_arch(config.arch)
+        .memory_map(&map)
+        .map_err(|e| invalid("machine-config or devices", e.to_string()))?;
+    Ok(())
 }
 
 async fn show(

@@ -140,10 +140,13 @@ impl VmProcess {
             .stderr(Stdio::inherit())
             .env("VM_SERVICE_LOG", log_filter)
             // Terminal signals (Ctrl-C) go to the daemon, which stops VMs in order.
-            .process_group(0);
+            .process_group(0)
+            // Dropped before it is reaped (a boot given up on): it must not linger.
+            .kill_on_drop(true);
         // SAFETY: the closure runs in the child between fork and exec and only
-        // calls dup2/fcntl, which are async-signal-safe; `fd` is open in the
-        // parent (owned by `theirs`, alive until after spawn) so it is in the child.
+        // makes system calls (dup2, fcntl, close_range, close), which are
+        // async-signal-safe; `fd` is open in the parent (owned by `theirs`,
+        // alive until after spawn) so it is in the child.
         unsafe {
             cmd.pre_exec(move || {
                 // dup2 clears close-on-exec on the copy; if the fd already is
@@ -155,6 +158,15 @@ impl VmProcess {
                 };
                 if rc < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // Nothing else reaches the VMM: not the daemon's sockets, not
+                // fds the daemon inherited without close-on-exec.
+                let first = libc::c_uint::try_from(CONTROL_FD + 1).unwrap_or(4);
+                if libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) != 0 {
+                    // Kernels before 5.9: close them one by one.
+                    for other in CONTROL_FD + 1..65_536 {
+                        libc::close(other);
+                    }
                 }
                 Ok(())
             });

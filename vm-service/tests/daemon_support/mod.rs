@@ -26,6 +26,11 @@ impl Daemon {
 
     /// As [`Self::start`], with extra daemon arguments.
     pub async fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_env(dir, extra, &[]).await
+    }
+
+    /// As [`Self::start_with`], with extra environment variables.
+    pub async fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let sock = dir.join("api.sock");
         let state_dir = dir.join("state");
         let child = Command::new(env!("CARGO_BIN_EXE_vm-service"))
@@ -41,12 +46,17 @@ impl Daemon {
                 &["--grace-period", "5"][..]
             })
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn the daemon");
+        let mut child = child;
         let client = ApiClient::new(&sock);
         let deadline = Instant::now() + Duration::from_mins(1);
         loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the daemon exited at start ({status}); its error is above");
+            }
             if let Ok(r) = client.request("GET", "/vms", None).await {
                 assert_eq!(r.status, 200);
                 break;
@@ -96,6 +106,38 @@ impl Daemon {
             }
             assert!(Instant::now() < deadline, "VM {id} never {what}: {vm:#}");
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends `method path` with `body` on a fresh connection and hangs up
+    /// after `after`, before the answer (a client giving up).
+    pub async fn hang_up(&self, method: &str, path: &str, body: &str, after: Duration) {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::UnixStream::connect(&self.sock).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(after).await;
+        drop(s);
+    }
+
+    /// Polls `GET path` until it answers `status` (a liveness timeout).
+    pub async fn wait_status(&self, path: &str, status: u16) -> ApiResponse {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.req("GET", path, None).await;
+            if r.status == status {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path} never answered {status}: {} {}",
+                r.status,
+                r.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

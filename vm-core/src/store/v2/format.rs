@@ -243,20 +243,15 @@ impl<'f> FrameReader<'f> {
         }
         let total = FRAME_HEADER_LEN + len;
         if total as u64 > remaining {
-            return Err(FrameError::Torn {
-                offset,
-                reason: format!("record of {total} bytes but only {remaining} left in the file"),
-            });
+            let reason = format!("record of {total} bytes but only {remaining} left in the file");
+            return Err(self.torn_unless_followed(offset, reason)?);
         }
         self.ensure(total).map_err(FrameError::Io)?;
         let payload = self.start + FRAME_HEADER_LEN..self.start + total;
         if crc32c::crc32c(&self.buf[payload.clone()]) != crc {
             let reason = "CRC32C mismatch".to_string();
             return Err(if total as u64 == remaining {
-                FrameError::Torn {
-                    offset,
-                    reason: format!("{reason} in the last record"),
-                }
+                self.torn_unless_followed(offset, format!("{reason} in the last record"))?
             } else {
                 FrameError::Corrupt { offset, reason }
             });
@@ -264,6 +259,42 @@ impl<'f> FrameReader<'f> {
         self.start += total;
         self.pos += total as u64;
         Ok(Some((offset, payload)))
+    }
+
+    /// The damaged record at `offset` (the current position) reaches the end
+    /// of the file. It is a torn tail (a crash mid-append) only if no intact
+    /// record follows it: a complete record with a matching CRC inside the
+    /// damaged bytes means a corrupted length swallowed valid history, which
+    /// truncation would destroy. Callers checked that the rest of the file is
+    /// shorter than a maximal record, so it fits in memory.
+    fn torn_unless_followed(
+        &mut self,
+        offset: u64,
+        reason: String,
+    ) -> Result<FrameError, FrameError> {
+        let remaining = (self.end - self.pos) as usize;
+        self.ensure(remaining).map_err(FrameError::Io)?;
+        let rest = &self.buf[self.start..self.start + remaining];
+        let u32_at =
+            |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+        for at in FRAME_HEADER_LEN..=remaining.saturating_sub(FRAME_HEADER_LEN + 4) {
+            let len = u32_at(at) as usize;
+            let fits = len >= 4 && at + FRAME_HEADER_LEN + len <= remaining;
+            if fits
+                && crc32c::crc32c(&rest[at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + len])
+                    == u32_at(at + 4)
+            {
+                return Ok(FrameError::Corrupt {
+                    offset,
+                    reason: format!(
+                        "{reason}, yet an intact record follows at byte offset {}: \
+                         the length prefix is corrupt (not a torn tail; refusing to truncate)",
+                        offset + at as u64
+                    ),
+                });
+            }
+        }
+        Ok(FrameError::Torn { offset, reason })
     }
 
     fn rest_is_zero(&mut self) -> Result<bool, FrameError> {

@@ -101,7 +101,19 @@ impl V2Store {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".creating");
         let tmp = PathBuf::from(tmp);
-        let mut f = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
+        // A leftover of a crash mid-create is replaced; `create_new` does not
+        // follow a symlink planted in its place.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(StoreError::io("remove", &tmp, e))
+            }
+            _ => {}
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| StoreError::io("create", &tmp, e))?;
         f.write_all(&format::encode_header())
             .and_then(|()| f.sync_all())
             .map_err(|e| StoreError::io("write header", &tmp, e))?;
@@ -111,23 +123,18 @@ impl V2Store {
         Self::open_existing(path)
     }
 
-    /// Opens the v2 store at `path`, creating it if missing (or if the file is empty), and
-    /// recovers a torn tail.
+    /// Opens the v2 store at `path`, creating it if missing, and recovers a torn tail.
+    ///
+    /// An empty (0-byte) file is refused: [`V2Store::create`] writes the header before the
+    /// file appears under its name, so a store is never empty unless something emptied it,
+    /// and starting afresh would silently drop every stream it held.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         match std::fs::metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(path),
             Err(e) => Err(StoreError::io("stat", path, e)),
-            Ok(m) if m.len() == 0 => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| StoreError::io("open", path, e))?;
-                f.write_all_at(&format::encode_header(), 0)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| StoreError::io("write header", path, e))?;
-                drop(f);
-                Self::open_existing(path)
-            }
+            Ok(m) if m.len() == 0 => Err(StoreError::Emptied {
+                path: path.to_owned(),
+            }),
             Ok(_) => Self::open_existing(path),
         }
     }

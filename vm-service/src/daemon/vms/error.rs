@@ -48,6 +48,28 @@ pub enum VmsError {
     /// The journal could not record the change, so it was not made.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
+    /// Admission control: the daemon holds its maximum number of VMs.
+    #[error("the daemon already holds its limit of {max} VMs (--max-vms); delete one first")]
+    TooManyVms {
+        /// The limit.
+        max: usize,
+    },
+    /// Admission control: the VM's memory would exceed the daemon's total.
+    #[error(
+        "{requested_mib} MiB more guest memory would exceed the daemon's limit of \
+         {limit_mib} MiB (--max-memory-mib); {committed_mib} MiB are defined already"
+    )]
+    OutOfMemory {
+        /// Memory of the VM asked for.
+        requested_mib: u64,
+        /// Memory of the VMs already defined.
+        committed_mib: u64,
+        /// The limit.
+        limit_mib: u64,
+    },
+    /// The task carrying out the operation failed (a bug: it panicked).
+    #[error("the operation's task failed: {0}")]
+    Task(String),
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,

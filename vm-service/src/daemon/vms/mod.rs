@@ -4,8 +4,16 @@
 //! Every VM has an operation lock (one lifecycle change at a time, including
 //! the bookkeeping after its process exits on its own) and a view that reads
 //! take without waiting for operations.
+//!
+//! **Cancellation.** Each create, action and delete runs as its own task
+//! that the caller only awaits ([`detached`]): the decision, the journal
+//! append and the change in memory complete together even if the client
+//! hangs up and its HTTP handler is dropped. Otherwise the journal could get
+//! ahead of memory (a VM journaled but unknown, a stream one event ahead)
+//! and a half-done start could leave its VMM process behind.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +55,11 @@ pub struct VmsConfig {
     /// NICs of different VMs share a switch by name (`None`: each VM's
     /// switches stay inside its own process).
     pub switch_dir: Option<PathBuf>,
+    /// Most VMs defined at once; creates beyond it are refused.
+    pub max_vms: usize,
+    /// Most guest memory, in MiB, summed over every defined VM; creates
+    /// beyond it are refused.
+    pub max_memory_mib: u64,
 }
 
 /// A lifecycle request from the API.
@@ -135,6 +148,16 @@ fn stop_text(reason: StopReason) -> &'static str {
         StopReason::DaemonRestarted => "daemon restarted",
         StopReason::Unknown => "unknown",
     }
+}
+
+/// Runs `op` as a task of its own and waits for it: once begun, the
+/// operation runs to its end even if the caller's future is dropped.
+async fn detached<T: Send + 'static>(
+    op: impl Future<Output = Result<T, VmsError>> + Send + 'static,
+) -> Result<T, VmsError> {
+    tokio::spawn(op)
+        .await
+        .map_err(|e| VmsError::Task(e.to_string()))?
 }
 
 impl Vms {
@@ -240,12 +263,25 @@ impl Vms {
     }
 
     /// Defines a VM (journaled before returning). `config` must be valid.
-    pub async fn create(&self, id: VmId, config: VmConfig) -> Result<VmSnapshot, VmsError> {
+    /// Returns the VM and whether it was created now: a VM that already
+    /// exists with the same config is returned as it is (a retried create),
+    /// one with another config is [`VmsError::Exists`].
+    pub async fn create(&self, id: VmId, config: VmConfig) -> Result<(VmSnapshot, bool), VmsError> {
+        let vms = self.clone();
+        detached(async move { vms.create_now(id, config).await }).await
+    }
+
+    async fn create_now(&self, id: VmId, config: VmConfig) -> Result<(VmSnapshot, bool), VmsError> {
         self.check_open()?;
         let _membership = self.inner.membership.lock().await;
-        if self.slots().contains_key(&id) {
+        let existing = self.slots().get(&id).cloned();
+        if let Some(slot) = existing {
+            if slot.view().config == config {
+                return Ok((snapshot(&slot, None), false));
+            }
             return Err(VmsError::Exists(id.to_string()));
         }
+        self.admit(&config)?;
         // A deleted VM's stream continues: the store keeps its head.
         let sequence = self.inner.journal.stream_head(&id) + 1;
         self.journal(&id, sequence, EventKind::created(config.clone()))
@@ -268,15 +304,41 @@ impl Vms {
         });
         self.slots().insert(id.clone(), slot.clone());
         tracing::info!(vm_id = %id, "VM created");
-        Ok(snapshot(&slot, None))
+        Ok((snapshot(&slot, None), true))
+    }
+
+    /// Admission control: refuses a VM beyond the configured count or
+    /// total guest memory. Called with the membership lock held.
+    fn admit(&self, config: &VmConfig) -> Result<(), VmsError> {
+        let cfg = &self.inner.config;
+        let slots = self.slots();
+        if slots.len() >= cfg.max_vms {
+            return Err(VmsError::TooManyVms { max: cfg.max_vms });
+        }
+        let committed: u64 = slots.values().map(|s| s.view().config.memory_mib).sum();
+        if committed.saturating_add(config.memory_mib) > cfg.max_memory_mib {
+            return Err(VmsError::OutOfMemory {
+                requested_mib: config.memory_mib,
+                committed_mib: committed,
+                limit_mib: cfg.max_memory_mib,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a VM that is not running (journaled before returning).
     pub async fn delete(&self, id: &VmId) -> Result<(), VmsError> {
+        let (vms, id) = (self.clone(), id.clone());
+        detached(async move { vms.delete_now(&id).await }).await
+    }
+
+    async fn delete_now(&self, id: &VmId) -> Result<(), VmsError> {
         self.check_open()?;
-        let _membership = self.inner.membership.lock().await;
         let slot = self.slot(id)?;
+        // The VM's own lock first, without the membership lock: a VM stuck in
+        // a long operation delays only its own delete, not every create.
         let _op = slot.op.lock().await;
+        self.check_current(&slot)?;
         let (state, sequence) = {
             let v = slot.view();
             (v.state, v.sequence)
@@ -288,10 +350,20 @@ impl Vms {
                 what: "stop it before deleting it",
             });
         }
+        let _membership = self.inner.membership.lock().await;
         self.journal(id, sequence + 1, EventKind::Deleted).await?;
         self.slots().remove(id);
         tracing::info!(vm_id = %id, "VM deleted");
         Ok(())
+    }
+
+    /// Fails with [`VmsError::NotFound`] if `slot` was deleted while its
+    /// caller waited for its lock.
+    fn check_current(&self, slot: &Arc<Slot>) -> Result<(), VmsError> {
+        match self.slots().get(&slot.id) {
+            Some(s) if Arc::ptr_eq(s, slot) => Ok(()),
+            _ => Err(VmsError::NotFound(slot.id.to_string())),
+        }
     }
 
     /// Ids of every VM.
@@ -332,10 +404,26 @@ impl Vms {
         Ok(snapshot(&slot, status))
     }
 
-    /// Snapshots of every VM (without asking processes for exit counts).
-    pub fn list(&self) -> Vec<VmSnapshot> {
-        let slots: Vec<_> = self.slots().values().cloned().collect();
-        slots.iter().map(|s| snapshot(s, None)).collect()
+    /// Snapshots (without asking processes for exit counts) of at most
+    /// `limit` VMs whose ids sort after `after`, in id order, and whether
+    /// more follow.
+    pub fn list_page(&self, after: Option<&str>, limit: usize) -> (Vec<VmSnapshot>, bool) {
+        let slots: Vec<_> = {
+            let all = self.slots();
+            let rest = all
+                .iter()
+                .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a));
+            rest.take(limit.saturating_add(1))
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        let more = slots.len() > limit;
+        let page = slots
+            .iter()
+            .take(limit)
+            .map(|s| snapshot(s, None))
+            .collect();
+        (page, more)
     }
 
     /// The VM's serial console log.
@@ -345,9 +433,15 @@ impl Vms {
 
     /// Carries out `action`; returns once it is done and journaled.
     pub async fn act(&self, id: &VmId, action: Action) -> Result<VmSnapshot, VmsError> {
+        let (vms, id) = (self.clone(), id.clone());
+        detached(async move { vms.act_now(&id, action).await }).await
+    }
+
+    async fn act_now(&self, id: &VmId, action: Action) -> Result<VmSnapshot, VmsError> {
         self.check_open()?;
         let slot = self.slot(id)?;
         let op = slot.op.lock().await;
+        self.check_current(&slot)?;
         let state = slot.view().state;
         match action {
             Action::Start => {
@@ -416,10 +510,13 @@ impl Vms {
     /// after the grace period.
     async fn stop_process(&self, process: &VmProcess, command: VmmCommand) -> ProcessExit {
         let grace = self.inner.config.grace_period;
+        // One deadline for the request and the exit: a hung VMM is killed
+        // after the grace period, not after twice it.
+        let deadline = tokio::time::Instant::now() + grace;
         if let Err(e) = process.command(command, grace).await {
             tracing::warn!(pid = process.pid(), error = %e, "stop request not acknowledged");
         }
-        if let Ok(exit) = tokio::time::timeout(grace, process.wait_exit()).await {
+        if let Ok(exit) = tokio::time::timeout_at(deadline, process.wait_exit()).await {
             return exit;
         }
         tracing::warn!(
@@ -465,17 +562,25 @@ impl Vms {
                 let error = source.to_string();
                 // An OS failure to spawn is the daemon's problem, not the VM's.
                 if matches!(source, SpawnError::Boot(_) | SpawnError::DiedDuringBoot(_)) {
-                    self.journal(
-                        &slot.id,
-                        sequence + 1,
-                        EventKind::Failed {
-                            error: error.clone(),
-                        },
-                    )
-                    .await?;
+                    // A start that failed, journaled as one: `failed` alone
+                    // would not replay after `stopped` or `failed`.
+                    let failed = EventKind::Failed {
+                        error: error.clone(),
+                    };
+                    self.inner
+                        .journal
+                        .append_events(vec![
+                            VmEvent::new(slot.id.clone(), sequence + 1, EventKind::Started),
+                            VmEvent::new(slot.id.clone(), sequence + 2, failed),
+                        ])
+                        .await?;
+                    self.inner
+                        .counters
+                        .journal_appends
+                        .fetch_add(2, Ordering::Relaxed);
                     let mut v = slot.view();
                     v.state = VmState::Failed;
-                    v.sequence = sequence + 1;
+                    v.sequence = sequence + 2;
                     v.error = Some(error);
                 }
                 return Err(VmsError::Boot {
