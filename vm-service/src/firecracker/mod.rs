@@ -128,6 +128,7 @@ pub fn run(args: &FirecrackerArgs) -> ExitCode {
         limits: Limits {
             max_body_bytes: args.http_api_max_payload_size,
             body_timeout: timeout,
+            ..Limits::default()
         },
         metrics,
     };
