@@ -24,12 +24,14 @@
 //! behind the REST API of [`api`], one process per VM.
 
 pub mod api;
+mod block;
 pub mod ctl;
 pub mod daemon;
 pub mod dispatch;
 pub mod executor;
 pub mod guest;
 pub mod net;
+mod poller;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
