@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use vm_device::interrupt::CountingInterrupt;
 use vm_device::virtio::block::{
-    features, request_status, request_type, BlockDevice, MemoryBackend, QUEUE_SIZE,
+    features, request_status, request_type, BlockBackend, BlockDevice, FileBackend, MemoryBackend,
+    QUEUE_SIZE,
 };
 use vm_device::virtio::guest_driver::{GuestDriver, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_device::virtio::mmio::{reg, MmioTransport, INT_CONFIG, INT_VRING};
@@ -46,9 +47,21 @@ impl Drive {
         wanted: u64,
         io: Option<Arc<CountingInterrupt>>,
     ) -> Self {
+        Self::over(Box::new(disk.clone()), disk, id, wanted, io)
+    }
+
+    /// A drive over `backend`; `disk` is what the test inspects (an unused
+    /// empty disk when the backend is not a `MemoryBackend`).
+    fn over(
+        backend: Box<dyn BlockBackend>,
+        disk: MemoryBackend,
+        id: &str,
+        wanted: u64,
+        io: Option<Arc<CountingInterrupt>>,
+    ) -> Self {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let irq = Arc::new(CountingInterrupt::new());
-        let mut dev = BlockDevice::new(id, Box::new(disk.clone()));
+        let mut dev = BlockDevice::new(id, backend);
         if let Some(io) = io {
             dev.set_io_notifier(io);
         }
@@ -699,4 +712,39 @@ fn reset_and_reinit_keep_the_disk() {
     GuestDriver::write_reg(&mut d.transport, reg::STATUS, 0);
     d.reinit();
     assert_eq!(d.read(0, 512).1, vec![4; 512]);
+}
+
+#[test]
+fn file_image_through_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    std::fs::write(&path, pattern(DISK_LEN, 2)).unwrap();
+    let backend = FileBackend::open(&path, false).unwrap();
+    let mut d = Drive::over(Box::new(backend), MemoryBackend::new(0), "file", ALL, None);
+    assert_eq!(d.config_u64(0), DISK_SECTORS);
+    let data = pattern(4096, 11);
+    assert_eq!(d.write(8, &data), ok(1));
+    assert_eq!(d.request(request_type::FLUSH, 0, &[], 0).0, ok(1));
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &on_disk[8 * 512..16 * 512],
+        &data[..],
+        "data reached the file"
+    );
+    assert_eq!(d.read(8, 4096).1, data);
+    if d.features & features::DISCARD != 0 {
+        assert_eq!(
+            d.request(request_type::DISCARD, 0, &ranges(&[(8, 8, 0)]), 0)
+                .0,
+            ok(1)
+        );
+        assert_eq!(
+            d.read(8, 4096).1,
+            vec![0; 4096],
+            "a discarded range reads as zeroes"
+        );
+    }
+    // A second VM cannot open the image while this one has it.
+    let err = FileBackend::open(&path, false).unwrap_err().to_string();
+    assert!(err.contains("disk.img") && err.contains("in use"), "{err}");
 }

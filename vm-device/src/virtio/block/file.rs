@@ -269,3 +269,132 @@ impl BlockBackend for FileBackend {
         self.discard(offset, len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+
+    use super::*;
+    use crate::virtio::block::BlockDevice;
+    use crate::virtio::GuestMemory;
+
+    fn image(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn mem() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+    }
+
+    #[test]
+    fn reads_and_writes_go_straight_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = image(&dir, "disk.img", &vec![7u8; 8192]);
+        let mut disk = FileBackend::open(&path, false).unwrap();
+        assert_eq!((disk.len(), disk.is_read_only()), (8192, false));
+        let mem = mem();
+        mem.write_slice(&[0xab; 1024], GuestAddress(0x1000))
+            .unwrap();
+        let slice = mem.get_slice(GuestAddress(0x1000), 1024).unwrap();
+        disk.write_at(2048, &slice).unwrap();
+        disk.flush().unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(&on_disk[2048..3072], &[0xab; 1024][..]);
+        assert_eq!(&on_disk[..2048], &[7; 2048][..]);
+        let back = mem.get_slice(GuestAddress(0x4000), 512).unwrap();
+        disk.read_at(0, &back).unwrap();
+        let mut got = [0u8; 512];
+        mem.read_slice(&mut got, GuestAddress(0x4000)).unwrap();
+        assert_eq!(got, [7; 512]);
+        let past = mem.get_slice(GuestAddress(0x4000), 1024).unwrap();
+        assert_eq!(
+            disk.read_at(8192 - 512, &past).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof,
+            "a file truncated under us is an error, not stale guest memory"
+        );
+    }
+
+    #[test]
+    fn a_writable_image_is_locked_against_other_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = image(&dir, "locked.img", &[0u8; 4096]);
+        let first = FileBackend::open(&path, false).unwrap();
+        let err = FileBackend::open(&path, false).unwrap_err();
+        let BlockBackendError::Locked { holder, .. } = &err else {
+            panic!("not a lock conflict: {err}");
+        };
+        assert_eq!(*holder, Some(std::process::id()), "holder from /proc/locks");
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(
+            message.contains(&format!("pid {}", std::process::id())),
+            "{message}"
+        );
+        assert!(
+            matches!(
+                FileBackend::open(&path, true),
+                Err(BlockBackendError::Locked { .. })
+            ),
+            "no reader while a VM writes"
+        );
+        drop(first);
+        // Readers share; a writer waits for all of them.
+        let r1 = FileBackend::open(&path, true).unwrap();
+        let r2 = FileBackend::open(&path, true).unwrap();
+        assert!(r1.is_read_only() && !r1.can_deallocate());
+        assert!(matches!(
+            FileBackend::open(&path, false),
+            Err(BlockBackendError::Locked { .. })
+        ));
+        drop((r1, r2));
+        FileBackend::open(&path, false).unwrap();
+    }
+
+    #[test]
+    fn missing_image_names_the_path() {
+        let err = FileBackend::open("/nonexistent/disk.img", true).unwrap_err();
+        assert!(matches!(err, BlockBackendError::Open { .. }));
+        assert!(err.to_string().contains("/nonexistent/disk.img"), "{err}");
+    }
+
+    #[test]
+    fn discard_punches_a_hole_and_write_zeroes_reads_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = image(&dir, "sparse.img", &vec![0x5a; 1 << 20]);
+        let mut disk = FileBackend::open(&path, false).unwrap();
+        if !disk.can_deallocate() {
+            eprintln!(
+                "skipped: the filesystem under {} cannot punch holes",
+                path.display()
+            );
+            return;
+        }
+        disk.flush().unwrap();
+        let blocks = || std::fs::metadata(&path).unwrap().blocks();
+        let before = blocks();
+        disk.discard(256 << 10, 512 << 10).unwrap();
+        assert!(blocks() < before, "st_blocks {} -> {}", before, blocks());
+        disk.write_zeroes(4096, 4096).unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk.len(), 1 << 20, "size unchanged");
+        assert!(on_disk[256 << 10..768 << 10].iter().all(|&b| b == 0));
+        assert!(on_disk[4096..8192].iter().all(|&b| b == 0));
+        assert!(on_disk[..4096].iter().all(|&b| b == 0x5a));
+        assert!(on_disk[768 << 10..].iter().all(|&b| b == 0x5a));
+    }
+
+    #[test]
+    fn a_partial_last_sector_is_not_exposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = image(&dir, "odd.img", &[0u8; 1000]);
+        let disk = FileBackend::open(&path, true).unwrap();
+        assert_eq!(
+            BlockDevice::new("odd", Box::new(disk)).capacity_sectors(),
+            1
+        );
+    }
+}
