@@ -25,6 +25,7 @@
 //! one VM behind Firecracker's API, for Firecracker clients.
 
 pub mod api;
+mod block;
 pub mod ctl;
 pub mod daemon;
 pub mod dispatch;
@@ -32,6 +33,7 @@ pub mod executor;
 pub mod firecracker;
 pub mod guest;
 pub mod net;
+mod poller;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
