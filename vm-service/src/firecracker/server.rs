@@ -1,13 +1,10 @@
-//! The API socket of a Firecracker-mode process: bind it, and serve each
-//! connection with [`serve_connection`] (a header deadline with a 408 and a
-//! Firecracker fault message for clients that are too slow).
+//! The API socket of a Firecracker-mode process; its connections are served
+//! by [`crate::api::connection::serve`], as the daemon's are.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use axum::Router;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 /// The API socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +47,4 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     let listener = UnixListener::bind(path).map_err(io_err(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
     Ok(listener)
-}
-
-/// The answer to a client whose request headers never completed.
-const HEADER_TIMEOUT_BODY: &str =
-    r#"{"fault_message":"the request headers did not arrive in time"}"#;
-
-/// Serves one connection until the client closes it.
-pub async fn serve_connection(stream: UnixStream, app: Router, header_timeout: Duration) {
-    crate::api::connection::serve(stream, app, header_timeout, HEADER_TIMEOUT_BODY).await;
 }
