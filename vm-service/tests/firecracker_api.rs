@@ -4,7 +4,7 @@
 //! bodies and unsupported routes get 400 with a `fault_message`, pre-boot
 //! resources are refused after `InstanceStart`; plus the flags, the config
 //! file, and hostile clients (oversized bodies, malformed JSON, hang-ups,
-//! slow headers and bodies).
+//! slow headers and bodies, never reading the answers).
 //!
 //! The guest is a 4 KiB riscv64 `Image` written by the test whose code is
 //! one `j .` loop: it starts at once on the interpreter and runs until stopped.

@@ -1,5 +1,6 @@
 //! Serving an API over a Unix socket, for the daemon and the
-//! Firecracker-compatible mode alike. Connections are bounded: at most
+//! Firecracker-compatible mode alike: [`bind`] the socket (mode 0600), then
+//! [`serve`] its connections. Connections are bounded: at most
 //! `max_connections` are served (more wait in the backlog), a request's
 //! headers must arrive within the request timeout (a client that began a
 //! request is answered 408; an idle keep-alive connection just closes), and
@@ -10,6 +11,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +28,58 @@ use tokio::sync::Semaphore;
 
 use super::error::{error_answer, hyper_error_as_json, ErrorShape};
 use super::Limits;
+
+/// The API socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// Binding or preparing the path failed.
+    #[error("API socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process answers on the socket.
+    #[error("API socket {0}: another process is already listening on it")]
+    InUse(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
+    move |source| SocketError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Binds `path` (mode 0600 from the start), replacing a stale socket nobody
+/// answers on.
+pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io_err(path)(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SocketError::InUse(path.to_owned()));
+        }
+        // A stale socket of a process that died.
+        std::fs::remove_file(path).map_err(io_err(path))?;
+    }
+    // SAFETY: umask only changes this process's file-creation mask, and it
+    // is restored right after bind; a file another thread creates meanwhile
+    // gets at most mode 0600, never more.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+    Ok(listener)
+}
 
 /// The connection's socket, noting whether a request has begun arriving
 /// since the last answer was written: a header timeout then means a slow

@@ -3,17 +3,16 @@
 //! and stop every VM within the grace period (journaling each stop).
 //! Connections are served, within the API's limits, by [`connection::serve`].
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::journal::{Journal, JournalError};
 use super::vms::{Vms, VmsConfig, VmsError};
+use crate::api::connection::{self, SocketError};
 use crate::api::error::ErrorShape;
-use crate::api::{self, connection, ApiState, Limits};
+use crate::api::{self, ApiState, Limits};
 
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
@@ -37,59 +36,20 @@ pub enum DaemonError {
     /// Recovery could not journal the VMs it found orphaned.
     #[error("recovering VMs: {0}")]
     Recover(#[from] VmsError),
-    /// The socket could not be set up.
-    #[error("API socket {path}: {source}")]
-    Socket {
-        /// The socket path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Another daemon answers on the socket.
-    #[error("another daemon is already listening on {0}")]
-    InUse(PathBuf),
-}
-
-fn socket_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
-    move |source| DaemonError::Socket {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(socket_err(path)(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket",
-            )));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(DaemonError::InUse(path.to_owned()));
-        }
-        // A stale socket of a daemon that died.
-        std::fs::remove_file(path).map_err(socket_err(path))?;
-    }
-    // SAFETY: umask only changes this process's file-creation mask; it is
-    // restored right after bind, before any VM process is spawned.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(socket_err(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(socket_err(path))?;
-    Ok(listener)
+    /// The API socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// SIGTERM or SIGINT could not be caught.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let (journal, registry) = Journal::open(&opts.state_dir)?;
     let vms = Vms::recover(opts.vms.clone(), journal, &registry)?;
-    let listener = bind(&opts.api_sock)?;
-    let sig = |kind| signal(kind).map_err(socket_err(&opts.api_sock));
+    let listener = connection::bind(&opts.api_sock)?;
+    let sig = |kind| signal(kind).map_err(DaemonError::Signals);
     let (mut sigterm, mut sigint) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
     tracing::info!(
         socket = %opts.api_sock.display(),

@@ -16,7 +16,7 @@
 //! - [`instance`]: the microVM's lifecycle.
 //! - [`kernel_arch`]: the guest architecture, read from the kernel image.
 //! - [`logger`], [`metrics`]: Firecracker's log and metrics files.
-//! - [`server`]: the API socket.
+//! - the API socket and its connections: [`crate::api::connection`], as the daemon's.
 
 pub mod api;
 pub mod args;
@@ -27,7 +27,6 @@ pub mod logger;
 pub mod metrics;
 pub mod model;
 pub mod resources;
-pub mod server;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -164,7 +163,7 @@ async fn serve(
     mut stopped: mpsc::UnboundedReceiver<StopReason>,
 ) -> Result<Option<StopReason>, String> {
     let listener = match api_sock {
-        Some(path) => Some(server::bind(path).map_err(|e| e.to_string())?),
+        Some(path) => Some(connection::bind(path).map_err(|e| e.to_string())?),
         None => None,
     };
     let (mut sigterm, mut sigint) = match (
