@@ -4,7 +4,7 @@
 //! bodies and unsupported routes get 400 with a `fault_message`, pre-boot
 //! resources are refused after `InstanceStart`; plus the flags, the config
 //! file, and hostile clients (oversized bodies, malformed JSON, hang-ups,
-//! slow headers and bodies).
+//! slow headers and bodies, never reading the answers).
 //!
 //! The guest is a 4 KiB riscv64 `Image` written by the test whose code is
 //! one `j .` loop: it starts at once on the interpreter and runs until stopped.
@@ -701,6 +701,10 @@ fn hostile_clients_get_fault_messages_and_do_no_harm() {
     ] {
         fc.refused("PUT", "/boot-source", Some(body), word);
     }
+    // An answer hyper gives by itself (bad Content-Length) has a fault message too.
+    let a = fc.raw(b"PUT /boot-source HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}");
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.fault().contains("Content-Length") && a.json().get("code").is_none());
     fc.refused(
         "PUT",
         "/drives/a%2Fb",
@@ -736,6 +740,46 @@ fn hostile_clients_get_fault_messages_and_do_no_harm() {
         let mut s = fc.connect();
         let _ = s.write_all(b"PATCH /vm HTTP/1.1\r\nContent-Length: 10\r\n\r\n{");
     }
+    assert_eq!(fc.state(), "Not started");
+}
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_after_the_write_timeout() {
+    let fc = Fc::spawn(&[]);
+    let pid = fc.child.id();
+    let open_fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = open_fds();
+    // Requests, never reading an answer: the process's writes fill the
+    // socket and stall, then it stops reading requests.
+    let mut s = fc.connect();
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0;
+        while sent < 100_000
+            && s.write_all(b"GET /vm/config HTTP/1.1\r\nHost: x\r\n\r\n")
+                .is_ok()
+        {
+            sent += 1;
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(open_fds() > baseline, "the connection was never open");
+    assert_eq!(fc.state(), "Not started", "others are served meanwhile");
+    // Cut off after the write timeout (10 s), which ends the writer too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_fds() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "the process still holds the connection of a client that never reads"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = writer.join().expect("writer");
+    assert!(
+        sent < 100_000,
+        "the process kept reading requests it could not answer"
+    );
     assert_eq!(fc.state(), "Not started");
 }
 

@@ -114,7 +114,7 @@ impl From<VmsError> for ApiError {
 /// header or Content-Length, ...): such an answer is a 4xx/5xx head with
 /// `content-length: 0` and no content type, which no handler here produces.
 /// `None` for anything else.
-pub fn hyper_error_as_json(written: &[u8]) -> Option<Vec<u8>> {
+pub fn hyper_error_as_json(written: &[u8], shape: ErrorShape) -> Option<Vec<u8>> {
     // Cheap tests first: this sees every write of every answer.
     if written.len() > 512 || !written.starts_with(b"HTTP/1.1 ") || !written.ends_with(b"\r\n\r\n")
     {
@@ -146,14 +146,31 @@ pub fn hyper_error_as_json(written: &[u8]) -> Option<Vec<u8>> {
         505 => ("http_version_not_supported", "only HTTP/1.1 is served"),
         _ => ("bad_request", "the HTTP request could not be parsed"),
     };
-    let body = serde_json::json!({"code": code_name, "fault_message": message}).to_string();
-    Some(
-        format!(
-            "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
+    Some(error_answer(status_line, shape, code_name, message))
+}
+
+/// How an API's error bodies look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"code", "fault_message"}`: the daemon's API.
+    CodeAndMessage,
+    /// `{"fault_message"}`: Firecracker's API.
+    MessageOnly,
+}
+
+/// A whole HTTP/1.1 error answer, written by hand on the socket: `status_line`
+/// and a JSON body of `shape` naming `code` and `message`, closing the connection.
+pub fn error_answer(status_line: &str, shape: ErrorShape, code: &str, message: &str) -> Vec<u8> {
+    let body = match shape {
+        ErrorShape::CodeAndMessage => serde_json::json!({"code": code, "fault_message": message}),
+        ErrorShape::MessageOnly => serde_json::json!({"fault_message": message}),
+    }
+    .to_string();
+    format!(
+        "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -163,7 +180,8 @@ mod tests {
     #[test]
     fn hyper_answers_get_a_json_body_and_others_are_left_alone() {
         let hyper = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 11:55:40 GMT\r\n\r\n";
-        let out = String::from_utf8(hyper_error_as_json(hyper).unwrap()).unwrap();
+        let daemon = |written: &[u8]| hyper_error_as_json(written, ErrorShape::CodeAndMessage);
+        let out = String::from_utf8(daemon(hyper).unwrap()).unwrap();
         assert!(
             out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
             "{out}"
@@ -175,6 +193,10 @@ mod tests {
         );
         let e: ErrorBody = serde_json::from_str(body).unwrap();
         assert_eq!(e.code, "headers_too_large");
+        let fc = hyper_error_as_json(hyper, ErrorShape::MessageOnly).unwrap();
+        assert!(String::from_utf8(fc)
+            .unwrap()
+            .ends_with(r#"{"fault_message":"the request headers exceed the server's limit"}"#));
         for other in [
             &b"HTTP/1.1 204 No Content\r\ndate: x\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
@@ -182,7 +204,7 @@ mod tests {
             b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}",
             b"{\"code\": 1}",
         ] {
-            assert!(hyper_error_as_json(other).is_none(), "{}", String::from_utf8_lossy(other));
+            assert!(daemon(other).is_none(), "{}", String::from_utf8_lossy(other));
         }
     }
 }

@@ -1,31 +1,17 @@
 //! The daemon's main loop: bind the API socket (mode 0600), serve HTTP/1.1
 //! connections, and on SIGTERM or SIGINT stop accepting, remove the socket,
 //! and stop every VM within the grace period (journaling each stop).
-//!
-//! Connections are bounded: at most `max_connections` are served (more wait
-//! in the backlog), a request's headers must arrive within the request
-//! timeout, and an answer the client does not read within the write timeout
-//! ends the connection. Accept failures (out of fds) back off up to a second.
+//! Connections are served, within the API's limits, by [`connection::serve`].
 
-use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::journal::{Journal, JournalError};
 use super::vms::{Vms, VmsConfig, VmsError};
+use crate::api::connection::{self, SocketError};
+use crate::api::error::ErrorShape;
 use crate::api::{self, ApiState, Limits};
 
 /// How the daemon is set up.
@@ -50,261 +36,20 @@ pub enum DaemonError {
     /// Recovery could not journal the VMs it found orphaned.
     #[error("recovering VMs: {0}")]
     Recover(#[from] VmsError),
-    /// The socket could not be set up.
-    #[error("API socket {path}: {source}")]
-    Socket {
-        /// The socket path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Another daemon answers on the socket.
-    #[error("another daemon is already listening on {0}")]
-    InUse(PathBuf),
-}
-
-fn socket_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
-    move |source| DaemonError::Socket {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(socket_err(path)(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket",
-            )));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(DaemonError::InUse(path.to_owned()));
-        }
-        // A stale socket of a daemon that died.
-        std::fs::remove_file(path).map_err(socket_err(path))?;
-    }
-    // SAFETY: umask only changes this process's file-creation mask; it is
-    // restored right after bind, before any VM process is spawned.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(socket_err(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(socket_err(path))?;
-    Ok(listener)
-}
-
-/// The connection's socket, noting whether a request has begun arriving
-/// since the last answer was written: a header timeout then means a slow
-/// client (answered 408), not an idle keep-alive connection (just closed).
-/// A write that cannot make progress for `write_timeout` (a client that
-/// sends requests but never reads the answers) fails, ending the connection.
-/// An error answer hyper writes by itself gets the API's JSON body
-/// ([`api::error::hyper_error_as_json`]).
-struct TrackedIo {
-    inner: UnixStream,
-    mid_request: Arc<AtomicBool>,
-    write_timeout: Duration,
-    write_stalled: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// A replacement being written, and how much of it is.
-    rewrite: Option<(Vec<u8>, usize)>,
-}
-
-impl TrackedIo {
-    /// Passes a write's result through, failing it once the socket has
-    /// refused writes for `write_timeout`.
-    fn deadline<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        polled: Poll<std::io::Result<T>>,
-    ) -> Poll<std::io::Result<T>> {
-        if polled.is_ready() {
-            self.write_stalled = None;
-            return polled;
-        }
-        let timeout = self.write_timeout;
-        let stalled = self
-            .write_stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if stalled.as_mut().poll(cx).is_ready() {
-            tracing::debug!(
-                ?timeout,
-                "API client stopped reading; closing its connection"
-            );
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the client read nothing for {timeout:?}"),
-            )));
-        }
-        Poll::Pending
-    }
-}
-
-impl TrackedIo {
-    /// Writes the replacement in `rewrite`; reports `consumed` bytes of the
-    /// caller's buffer written once all of it is.
-    fn poll_rewrite(
-        &mut self,
-        cx: &mut Context<'_>,
-        consumed: usize,
-    ) -> Poll<std::io::Result<usize>> {
-        loop {
-            let Some((bytes, done)) = self.rewrite.as_mut() else {
-                return Poll::Ready(Ok(consumed));
-            };
-            if *done == bytes.len() {
-                self.rewrite = None;
-                return Poll::Ready(Ok(consumed));
-            }
-            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
-                }
-                Poll::Ready(Ok(n)) => *done += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return self.deadline(cx, Poll::Pending),
-            }
-        }
-    }
-
-    /// Starts replacing `buf` if it is an error answer of hyper's own.
-    fn check_hyper_error(&mut self, buf: &[u8]) -> bool {
-        if self.rewrite.is_none() {
-            self.rewrite = api::error::hyper_error_as_json(buf).map(|json| (json, 0));
-        }
-        self.rewrite.is_some()
-    }
-}
-
-impl AsyncRead for TrackedIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.mid_request.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for TrackedIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.mid_request.store(false, Ordering::Relaxed);
-        if self.check_hyper_error(buf) {
-            return self.poll_rewrite(cx, buf.len());
-        }
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.deadline(cx, polled)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.mid_request.store(false, Ordering::Relaxed);
-        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            if self.check_hyper_error(first) {
-                return self.poll_rewrite(cx, first.len());
-            }
-        }
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.deadline(cx, polled)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let polled = Pin::new(&mut self.inner).poll_flush(cx);
-        self.deadline(cx, polled)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Body of the answer to a client whose request headers never completed.
-const HEADER_TIMEOUT_BODY: &str =
-    r#"{"code":"request_timeout","fault_message":"request headers did not arrive in time"}"#;
-
-async fn serve_connection(stream: UnixStream, app: Router, limits: Limits) {
-    // A second handle on the socket answers 408 if hyper gives up on the headers.
-    let split = stream.into_std().and_then(|s| {
-        let dup = s.try_clone()?;
-        Ok((UnixStream::from_std(s)?, UnixStream::from_std(dup)?))
-    });
-    let (stream, mut spare) = match split {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot set up an API connection");
-            return;
-        }
-    };
-    let mid_request = Arc::new(AtomicBool::new(false));
-    let io = TrackedIo {
-        inner: stream,
-        mid_request: mid_request.clone(),
-        write_timeout: limits.write_timeout,
-        write_stalled: None,
-        rewrite: None,
-    };
-    let result = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.body_timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
-        .await;
-    if let Err(e) = result {
-        if e.is_timeout() && mid_request.load(Ordering::Relaxed) {
-            let answer = format!(
-                "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{HEADER_TIMEOUT_BODY}",
-                HEADER_TIMEOUT_BODY.len()
-            );
-            // Bounded too: this client may not read either.
-            let _ = tokio::time::timeout(limits.write_timeout, async {
-                let _ = spare.write_all(answer.as_bytes()).await;
-                let _ = spare.shutdown().await;
-            })
-            .await;
-        } else {
-            tracing::debug!(error = %e, "API connection ended with an error");
-        }
-    }
-}
-
-/// Accepts a connection once one of the `connections` permits is free.
-async fn accept(
-    listener: &UnixListener,
-    connections: &Arc<Semaphore>,
-) -> std::io::Result<(UnixStream, OwnedSemaphorePermit)> {
-    let permit = connections
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| std::io::Error::other("connection limiter closed"))?;
-    let (stream, _) = listener.accept().await?;
-    Ok((stream, permit))
+    /// The API socket could not be set up.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// SIGTERM or SIGINT could not be caught.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let (journal, registry) = Journal::open(&opts.state_dir)?;
     let vms = Vms::recover(opts.vms.clone(), journal, &registry)?;
-    let listener = bind(&opts.api_sock)?;
-    let sig = |kind| signal(kind).map_err(socket_err(&opts.api_sock));
+    let listener = connection::bind(&opts.api_sock)?;
+    let sig = |kind| signal(kind).map_err(DaemonError::Signals);
     let (mut sigterm, mut sigint) = (sig(SignalKind::terminate())?, sig(SignalKind::interrupt())?);
     tracing::info!(
         socket = %opts.api_sock.display(),
@@ -317,33 +62,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         limits: opts.limits,
         counters: Arc::default(),
     });
-    // One permit per connection: at the cap, clients wait in the backlog.
-    let connections = Arc::new(Semaphore::new(opts.limits.max_connections));
-    let mut backoff = Duration::ZERO;
-    loop {
-        tokio::select! {
-            accepted = accept(&listener, &connections) => match accepted {
-                Ok((stream, permit)) => {
-                    backoff = Duration::ZERO;
-                    let app = app.clone();
-                    tokio::spawn(async move {
-                        serve_connection(stream, app, opts.limits).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    // Out of fds, typically: back off (up to a second) instead
-                    // of spinning, and say so once per episode.
-                    if backoff.is_zero() {
-                        tracing::warn!(error = %e, "accept failed; backing off");
-                    }
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                    tokio::time::sleep(backoff).await;
-                }
-            },
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-        }
+    tokio::select! {
+        never = connection::serve(&listener, app, opts.limits, ErrorShape::CodeAndMessage) => match never {},
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
     }
     tracing::info!("shutting down: stopping VMs");
     drop(listener);

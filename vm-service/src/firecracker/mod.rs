@@ -16,7 +16,7 @@
 //! - [`instance`]: the microVM's lifecycle.
 //! - [`kernel_arch`]: the guest architecture, read from the kernel image.
 //! - [`logger`], [`metrics`]: Firecracker's log and metrics files.
-//! - [`server`]: the socket and its connections.
+//! - the API socket and its connections: [`crate::api::connection`], as the daemon's.
 
 pub mod api;
 pub mod args;
@@ -27,7 +27,6 @@ pub mod logger;
 pub mod metrics;
 pub mod model;
 pub mod resources;
-pub mod server;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,7 +41,8 @@ use logger::LogControl;
 use metrics::FcMetrics;
 use model::Logger;
 
-use crate::api::Limits;
+use crate::api::error::ErrorShape;
+use crate::api::{connection, Limits};
 use crate::daemon::error_chain;
 use crate::StopReason;
 
@@ -163,7 +163,7 @@ async fn serve(
     mut stopped: mpsc::UnboundedReceiver<StopReason>,
 ) -> Result<Option<StopReason>, String> {
     let listener = match api_sock {
-        Some(path) => Some(server::bind(path).map_err(|e| e.to_string())?),
+        Some(path) => Some(connection::bind(path).map_err(|e| e.to_string())?),
         None => None,
     };
     let (mut sigterm, mut sigint) = match (
@@ -177,25 +177,17 @@ async fn serve(
         tracing::info!(socket = %path.display(), "Firecracker API listening");
     }
     let app = api::router(state.clone());
+    let mut serving = std::pin::pin!(async {
+        match &listener {
+            Some(l) => connection::serve(l, app, state.limits, ErrorShape::MessageOnly).await,
+            None => std::future::pending().await,
+        }
+    });
     let mut flush = tokio::time::interval(metrics::FLUSH_INTERVAL);
     flush.tick().await;
     let result = loop {
-        let accept = async {
-            match &listener {
-                Some(l) => l.accept().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            accepted = accept => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(server::serve_connection(stream, app.clone(), state.limits.body_timeout));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            never = &mut serving => match never {},
             reason = stopped.recv() => break Ok(reason),
             _ = flush.tick() => {
                 if state.metrics.path().is_some() {
