@@ -54,20 +54,6 @@ fn config() -> VmConfig {
     }
 }
 
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("boot benches skipped: /dev/kvm cannot be opened ({e})");
-            false
-        }
-    }
-}
-
 fn in_process(c: &mut Criterion) {
     let mut group = c.benchmark_group("boot");
     group
@@ -220,7 +206,7 @@ fn main() {
         child(&mode);
         return;
     }
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     memory_report();

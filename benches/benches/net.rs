@@ -277,7 +277,7 @@ mod tap_path {
         let (ns, host) = match setup() {
             Ok(x) => x,
             Err(reason) => {
-                eprintln!("SKIPPED net_tap benches: {reason}");
+                test_prerequisites::prerequisite_missing(format_args!("net_tap benches: {reason}"));
                 return;
             }
         };

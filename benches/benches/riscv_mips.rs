@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use test_prerequisites::{find_program as find, prerequisite_missing};
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
 
 const LOOP_ITERATIONS: u64 = 20_000_000;
@@ -112,21 +113,9 @@ SECTIONS {
 }
 ";
 
-fn find(names: &[&str]) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    names.iter().find_map(|n| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(n))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Builds `bare` and `linux` ELF files from the workload `source` (`.S` or `.c`).
 fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, PathBuf)> {
-    let Some(gcc) = find(&["riscv64-unknown-elf-gcc", "riscv64-linux-gnu-gcc"]) else {
-        eprintln!("SKIPPED: no riscv64 cross gcc (install gcc-riscv64-unknown-elf)");
-        return None;
-    };
+    let gcc = test_prerequisites::riscv64_gcc()?;
     std::fs::write(dir.join("start.S"), START).ok()?;
     std::fs::write(dir.join("link.ld"), LINK).ok()?;
     let src = dir.join(if c {
@@ -272,7 +261,7 @@ fn linux_boot(_c: &mut Criterion) {
     let qemu = find(&["qemu-system-riscv64"]);
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
-        eprintln!("SKIPPED (Linux boot): build target/release/vm-service first (cargo build --release -p vm-service)");
+        prerequisite_missing("Linux boot: build target/release/vm-service first (cargo build --release -p vm-service)");
         return;
     }
     // The guest's /init prints the marker once userspace is up, runs `true`
@@ -342,7 +331,7 @@ fn linux_boot(_c: &mut Criterion) {
 /// What the guest's `/init` prints once userspace is up.
 const MARKER: &str = "VM-GUEST-READY";
 
-/// The riscv64 Debian guest's kernel and initramfs, or `None` (printing why).
+/// The riscv64 Debian guest's kernel and initramfs, or `None` (reported missing).
 fn riscv_guest(what: &str) -> Option<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let guest = std::env::var_os("CARGO_TARGET_DIR")
@@ -352,10 +341,10 @@ fn riscv_guest(what: &str) -> Option<(PathBuf, PathBuf)> {
     if kernel.is_file() && initrd.is_file() {
         Some((kernel, initrd))
     } else {
-        eprintln!(
-            "SKIPPED ({what}): no riscv64 guest in {}: run `cargo xtask guest --arch riscv64`",
+        prerequisite_missing(format_args!(
+            "{what}: no riscv64 guest in {}: run `cargo xtask guest --arch riscv64`",
             guest.display()
-        );
+        ));
         None
     }
 }
@@ -373,7 +362,7 @@ fn guest_network(_c: &mut Criterion) {
     let (kernel, initrd) = (kernel.as_path(), initrd.as_path());
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
-        eprintln!("SKIPPED (guest network): build target/release/vm-service first");
+        prerequisite_missing("guest network: build target/release/vm-service first");
         return;
     }
     let mib: u32 = std::env::var("RISCV_NET_MIB")

@@ -11,20 +11,6 @@ use vm_core::config::{DeviceConfig, NetBackendConfig, NetConfig, VmConfig};
 use vm_service::executor::RunState;
 use vm_service::{guest, ExecutorKind, StopReason, VmmBuilder};
 
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped: /dev/kvm cannot be opened ({e})");
-            false
-        }
-    }
-}
-
 /// A `Write` the test can read back.
 #[derive(Clone, Default)]
 struct Console(Arc<Mutex<Vec<u8>>>);
@@ -56,7 +42,7 @@ fn virtual_nic() -> DeviceConfig {
 }
 
 fn boot_builtin(executor: ExecutorKind, vcpus: u32) {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let console = Console::default();
@@ -150,7 +136,7 @@ fn elf_image(code: &[u8]) -> Vec<u8> {
 }
 
 fn run_spinning_guest_controls(executor: ExecutorKind) {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     // out 0x80, al ; jmp back — every iteration is a port-I/O exit.
