@@ -14,11 +14,11 @@
 
 mod apt;
 mod bzimage;
-mod cpio;
+pub mod cpio;
 mod decompress;
 mod init;
-mod initramfs;
-mod modules;
+pub mod initramfs;
+pub mod modules;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -68,6 +68,9 @@ struct ArchSpec {
     /// Busybox command that ends the VM: our x86_64 VMM stops on the i8042
     /// reset (it has no ACPI S5); riscv64 has syscon-poweroff.
     end_vm: &'static str,
+    /// Modules this kernel needs as the VMM host of `cargo xtask e2e
+    /// --nested-tcg` (KVM), cached beside the guest's own.
+    vmm_host_modules: &'static [&'static str],
 }
 
 const X86_64: ArchSpec = ArchSpec {
@@ -77,6 +80,7 @@ const X86_64: ArchSpec = ArchSpec {
     kernel_meta: "linux-image-cloud-amd64",
     kernel: KernelKind::BzImageToVmlinux,
     end_vm: "reboot -f",
+    vmm_host_modules: &["kvm_amd"],
 };
 
 const RISCV64: ArchSpec = ArchSpec {
@@ -86,6 +90,7 @@ const RISCV64: ArchSpec = ArchSpec {
     kernel_meta: "linux-image-riscv64",
     kernel: KernelKind::Image(b"RSC\x05"),
     end_vm: "poweroff -f",
+    vmm_host_modules: &[],
 };
 
 const ARM64: ArchSpec = ArchSpec {
@@ -95,6 +100,7 @@ const ARM64: ArchSpec = ArchSpec {
     kernel_meta: "linux-image-arm64",
     kernel: KernelKind::Image(b"ARM\x64"),
     end_vm: "poweroff -f",
+    vmm_host_modules: &[],
 };
 
 impl Arch {
@@ -132,6 +138,10 @@ struct Manifest {
     packages: Vec<PackageRef>,
     /// In load order: paths below `lib/modules/<release>/` (uncompressed).
     modules: Vec<ModuleRef>,
+    /// The spec's `vmm_host_modules` with their dependencies, in load order,
+    /// below `host-modules/`.
+    #[serde(default)]
+    host_modules: Vec<ModuleRef>,
     /// Where the kernel came from inside its package.
     kernel_source: String,
 }
@@ -255,7 +265,7 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
         let packages = resolve_packages(&apt, spec)?;
         done(&pb, format!("{}: {} index updated", spec.name, spec.suite));
         let entry = cache_root.join(cache_key(spec, &packages)?);
-        if entry.join("manifest.json").is_file() {
+        if complete(&entry, spec) {
             (entry, true)
         } else {
             let t = Instant::now();
@@ -282,6 +292,15 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
         cached,
         download_time,
     })
+}
+
+/// Whether the cache entry `entry` holds everything `spec` asks for (entries
+/// written before `vmm_host_modules` existed lack those).
+fn complete(entry: &Path, spec: &ArchSpec) -> bool {
+    std::fs::read(entry.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .is_some_and(|m| spec.vmm_host_modules.is_empty() || !m.host_modules.is_empty())
 }
 
 /// The kernel meta package's closure of kernel packages, plus busybox.
@@ -421,7 +440,13 @@ fn fetch(
         .context("busybox-static ships no bin/busybox or usr/bin/busybox")?;
     std::fs::copy(&busybox, entry.join("busybox"))?;
 
-    let order = collect_modules(&tree, &release, &entry.join("modules"))?;
+    let order = collect_modules(&tree, &release, WANTED_MODULES, &entry.join("modules"))?;
+    let host_modules = collect_modules(
+        &tree,
+        &release,
+        spec.vmm_host_modules,
+        &entry.join("host-modules"),
+    )?;
     let manifest = Manifest {
         arch: spec.name.to_string(),
         kernel_release: release,
@@ -433,6 +458,7 @@ fn fetch(
             })
             .collect(),
         modules: order,
+        host_modules,
         kernel_source: kernel_src
             .strip_prefix(&tree)
             .unwrap_or(&kernel_src)
@@ -481,9 +507,14 @@ fn find_kernel(tree: &Path) -> Result<(PathBuf, String)> {
     bail!("no kernel image in the kernel packages (looked for boot/vmlinuz-* and usr/lib/modules/*/vmlinuz)")
 }
 
-/// Resolves [`WANTED_MODULES`] with their dependencies, writes them
-/// uncompressed below `dest`, and returns them in load order.
-fn collect_modules(tree: &Path, release: &str, dest: &Path) -> Result<Vec<ModuleRef>> {
+/// Resolves `wanted` with their dependencies, writes them uncompressed below
+/// `dest`, and returns them in load order.
+fn collect_modules(
+    tree: &Path,
+    release: &str,
+    wanted: &[&str],
+    dest: &Path,
+) -> Result<Vec<ModuleRef>> {
     let moddir = ["usr/lib/modules", "lib/modules"]
         .iter()
         .map(|b| tree.join(b).join(release))
@@ -521,7 +552,7 @@ fn collect_modules(tree: &Path, release: &str, dest: &Path) -> Result<Vec<Module
         loaded.insert(rel.to_string(), data.clone());
         Ok(data)
     };
-    let order = modules::resolve(WANTED_MODULES, &builtin, |name| {
+    let order = modules::resolve(wanted, &builtin, |name| {
         if let Some(dep) = &shipped_dep {
             return Ok(dep.get(name).cloned());
         }
@@ -563,25 +594,7 @@ fn uncompressed_path(path: &str) -> String {
 /// The gzip'd initramfs for a cache entry.
 fn build_initrd(entry: &Path, manifest: &Manifest, spec: &ArchSpec) -> Result<Vec<u8>> {
     let busybox = std::fs::read(entry.join("busybox")).context("reading the cached busybox")?;
-    let modules = manifest
-        .modules
-        .iter()
-        .map(|m| {
-            let data = std::fs::read(entry.join("modules").join(&m.path))
-                .with_context(|| format!("reading cached module {}", m.path))?;
-            Ok((m.path.clone(), data))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let order: Vec<Module> = manifest
-        .modules
-        .iter()
-        .map(|m| Module {
-            name: m.name.clone(),
-            path: m.path.clone(),
-            deps: m.deps.clone(),
-        })
-        .collect();
-    let modules_dep = modules::render_modules_dep(&order, |m| m.path.clone());
+    let (modules, modules_dep) = read_modules(&entry.join("modules"), &manifest.modules)?;
     let paths: Vec<String> = manifest.modules.iter().map(|m| m.path.clone()).collect();
     let init = init::script(&init::InitSpec {
         arch: spec.name,
@@ -597,6 +610,84 @@ fn build_initrd(entry: &Path, manifest: &Manifest, spec: &ArchSpec) -> Result<Ve
         init: &init,
     })?;
     initramfs::gzip(&archive)
+}
+
+/// Modules as (path below `lib/modules/<release>/`, contents), in load order.
+type ModuleFiles = Vec<(String, Vec<u8>)>;
+
+/// The cached modules `refs` (below `dir`) in load order, and their `modules.dep`.
+fn read_modules(dir: &Path, refs: &[ModuleRef]) -> Result<(ModuleFiles, String)> {
+    let modules = refs
+        .iter()
+        .map(|m| {
+            let data = std::fs::read(dir.join(&m.path))
+                .with_context(|| format!("reading cached module {}", m.path))?;
+            Ok((m.path.clone(), data))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let order: Vec<Module> = refs
+        .iter()
+        .map(|m| Module {
+            name: m.name.clone(),
+            path: m.path.clone(),
+            deps: m.deps.clone(),
+        })
+        .collect();
+    let modules_dep = modules::render_modules_dep(&order, |m| m.path.clone());
+    Ok((modules, modules_dep))
+}
+
+/// The published guest's kernel as the VMM host of `cargo xtask e2e
+/// --nested-tcg`: what its initramfs needs from the cache.
+#[derive(Debug)]
+pub struct VmmHostKernel {
+    /// The kernel QEMU boots (x86_64: the bzImage).
+    pub kernel: PathBuf,
+    /// Kernel release (`uname -r`).
+    pub release: String,
+    /// The static busybox.
+    pub busybox: Vec<u8>,
+    /// The spec's `vmm_host_modules` and their dependencies, in load order.
+    pub modules: ModuleFiles,
+    /// `modules.dep` for them.
+    pub modules_dep: String,
+}
+
+/// What `cargo xtask guest --arch ARCH` cached for the guest it published,
+/// read for use as a VMM host.
+pub fn vmm_host_kernel(root: &Path, arch: Arch) -> Result<VmmHostKernel> {
+    let spec = arch.spec();
+    let target = target_dir(root);
+    let entry = latest_cache_entry(
+        &target.join("guest-cache").join(spec.name),
+        &target.join("guest").join(spec.name),
+        spec,
+    )?;
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(entry.join("manifest.json"))
+            .with_context(|| format!("reading {}", entry.join("manifest.json").display()))?,
+    )?;
+    if manifest.host_modules.is_empty() {
+        bail!(
+            "the cached {} guest in {} has no VMM host modules ({:?}): rebuild it with `cargo xtask guest --arch {}`",
+            spec.name,
+            entry.display(),
+            spec.vmm_host_modules,
+            spec.name
+        );
+    }
+    let (modules, modules_dep) = read_modules(&entry.join("host-modules"), &manifest.host_modules)?;
+    let kernel = entry.join("bzImage");
+    if !kernel.is_file() {
+        bail!("the cached {} guest has no bzImage", spec.name);
+    }
+    Ok(VmmHostKernel {
+        kernel,
+        release: manifest.kernel_release,
+        busybox: std::fs::read(entry.join("busybox")).context("reading the cached busybox")?,
+        modules,
+        modules_dep,
+    })
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -658,21 +749,32 @@ fn publish(
     Ok(kernel.len() as u64)
 }
 
-/// CI: builds the riscv64 guest (the networking tests boot it) and checks
-/// what it published. Without network it falls back to the cache, and
-/// without a cache it says why it skipped.
+/// CI: builds the guest of every architecture (the tests load or boot each;
+/// x86_64's kernel is also the VMM host of the nested-TCG e2e) and checks
+/// what each published. Without network it falls back to the cache; without
+/// a cache it fails.
 pub fn ci_check(root: &Path) -> Result<()> {
-    if let Err(e) = run(root, Some(Arch::Riscv64), false) {
-        if e.downcast_ref::<apt::IndexUnavailable>().is_none() {
-            return Err(e);
+    for arch in [Arch::Riscv64, Arch::X86_64, Arch::Arm64] {
+        if let Err(e) = run(root, Some(arch), false) {
+            if e.downcast_ref::<apt::IndexUnavailable>().is_none() {
+                return Err(e);
+            }
+            eprintln!("guest: {e}; trying the cache");
+            run(root, Some(arch), true).with_context(|| {
+                format!(
+                    "no {} guest: the package index is unavailable and nothing is cached",
+                    arch.spec().name
+                )
+            })?;
         }
-        eprintln!("guest: {e}; trying the cache");
-        if let Err(e) = run(root, Some(Arch::Riscv64), true) {
-            eprintln!("guest: SKIPPED the riscv64 guest (tests that boot it will skip): {e:#}");
-            return Ok(());
-        }
+        check_published(root, arch.spec())?;
     }
-    let out = target_dir(root).join("guest/riscv64");
+    Ok(())
+}
+
+/// What a published guest's initramfs and guest.json must hold.
+fn check_published(root: &Path, spec: &ArchSpec) -> Result<()> {
+    let out = target_dir(root).join("guest").join(spec.name);
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("guest.json"))?)
         .context("parsing guest.json")?;
     let release = json["kernel_release"]
@@ -710,7 +812,8 @@ pub fn ci_check(root: &Path) -> Result<()> {
         }
     }
     println!(
-        "guest: riscv64 guest checked ({} files in the initramfs)",
+        "guest: {} guest checked ({} files in the initramfs)",
+        spec.name,
         names.len()
     );
     Ok(())
