@@ -35,6 +35,10 @@ const OUTER_READY: &str = "VM-E2E-OUTER-READY";
 const RESULT: &str = "VM-E2E-RESULT";
 /// The guest's `/init` prints this with its command's status.
 const GUEST_EXIT: &str = "VM-GUEST-EXIT";
+/// What `vm-service` prints when the guest powered off (ACPI S5).
+const POWERED_OFF: &str = "vm-service: guest powered off";
+/// What the guest kernel prints when it finds no CMOS RTC (after a stall of seconds).
+const NO_RTC: &str = "rtc_cmos: broken or not accessible";
 /// Lines of console shown when the run fails.
 const TAIL_LINES: usize = 40;
 /// Where the guest `cargo xtask guest` built sits in the outer initramfs.
@@ -89,7 +93,7 @@ pub fn run(root: &Path, timeout: Duration) -> Result<()> {
         "-initrd",
         &initrd_arg,
         "-append",
-        "console=ttyS0 quiet panic=-1",
+        "console=ttyS0 loglevel=1 panic=-1",
     ]);
     eprintln!("$ {qemu} {}", args.join(" "));
     eprintln!(
@@ -260,6 +264,10 @@ struct Console {
     uname: Option<String>,
     guest_exit: Option<String>,
     result: Option<String>,
+    /// `vm-service` said the guest powered off.
+    powered_off: bool,
+    /// The guest kernel found no CMOS RTC.
+    no_rtc: bool,
     /// The guest kernel's printk stamps: (seconds, line), in order.
     stamps: Vec<(f64, String)>,
 }
@@ -282,6 +290,8 @@ impl Console {
         if self.tail.len() > TAIL_LINES {
             self.tail.remove(0);
         }
+        self.powered_off |= line.starts_with(POWERED_OFF);
+        self.no_rtc |= line.contains(NO_RTC);
         if line.starts_with(OUTER_READY) {
             self.outer_ready = Some((wall, value_after(line, "uptime").unwrap_or("?").into()));
         } else if line.starts_with(READY_MARKER) {
@@ -332,6 +342,12 @@ impl Console {
         if self.result.as_deref() != Some("0") {
             bail!("vm-service exited with {:?}, not 0", self.result);
         }
+        if !self.powered_off {
+            bail!("the guest did not power off (no `{POWERED_OFF}`): ACPI S5");
+        }
+        if self.no_rtc {
+            bail!("the guest kernel found no CMOS RTC (`{NO_RTC}`)");
+        }
         Ok(())
     }
 
@@ -373,10 +389,11 @@ mod tests {
             "VM-E2E-OUTER-READY uptime=4.20",
             "[    0.100000] Linux version 6.1",
             "[    1.000000] i8042: PNP: No PS/2 controller found.",
-            "[    8.500000] rtc_cmos: broken or not accessible",
+            "[    8.500000] rtc_cmos 00:00: registered as rtc0",
             "VM-GUEST-READY uptime=12.5",
             "Linux (none) 6.1.0-50-cloud-amd64 #1 SMP x86_64 GNU/Linux",
             "VM-GUEST-EXIT status=0",
+            "vm-service: guest powered off (vCPU exits: [1, 2])",
             "VM-E2E-RESULT status=0",
         ]
         .iter()
@@ -390,6 +407,9 @@ mod tests {
         let (pause, line) = c.longest_pause().unwrap();
         assert!((pause - 7.5).abs() < 1e-9 && line.contains("rtc_cmos"));
         c.verdict(true, Duration::ZERO, Duration::ZERO).unwrap();
+        c.observe("[    9.1] rtc_cmos rtc_cmos: broken or not accessible", 9.0);
+        assert!(c.verdict(true, Duration::ZERO, Duration::ZERO).is_err());
+        c.no_rtc = false;
         c.result = Some("1".into());
         assert!(c.verdict(true, Duration::ZERO, Duration::ZERO).is_err());
     }

@@ -65,8 +65,8 @@ struct ArchSpec {
     suite: &'static str,
     kernel_meta: &'static str,
     kernel: KernelKind,
-    /// Busybox command that ends the VM: our x86_64 VMM stops on the i8042
-    /// reset (it has no ACPI S5); riscv64 has syscon-poweroff.
+    /// Busybox command that ends the VM: x86_64 powers off through ACPI S5,
+    /// riscv64 through syscon-poweroff.
     end_vm: &'static str,
     /// Modules this kernel needs as the VMM host of `cargo xtask e2e
     /// --nested-tcg` (KVM), cached beside the guest's own.
@@ -79,7 +79,7 @@ const X86_64: ArchSpec = ArchSpec {
     suite: "bookworm",
     kernel_meta: "linux-image-cloud-amd64",
     kernel: KernelKind::BzImageToVmlinux,
-    end_vm: "reboot -f",
+    end_vm: "poweroff -f",
     vmm_host_modules: &["kvm_amd"],
 };
 
