@@ -6,7 +6,8 @@
 //! `/chosen`). The kernel must find harts, memory, interrupt controllers,
 //! the timer and the initramfs. Ignored by default: needs `qemu-system-misc`
 //! and `opensbi` (riscv64) and `qemu-system-arm` (arm64), and takes seconds
-//! (riscv64) to minutes (arm64) under TCG. Run with:
+//! to a minute each under TCG on an idle machine (many minutes on a loaded
+//! one). `cargo xtask ci` installs those and runs them; by hand:
 //!
 //! `cargo test -p vm-cross-arch --test qemu_boot -- --ignored --nocapture`
 
@@ -140,7 +141,7 @@ const RISCV_QEMU_KERNEL_ADDR: u64 = 0x8020_0000;
 const RISCV_CMDLINE: &str = "console=ttyS0 earlycon=sbi panic=-1 rdinit=/hello";
 
 #[test]
-#[ignore = "boots Linux under QEMU TCG (slow); needs qemu-system-misc and opensbi"]
+#[ignore = "boots Linux under QEMU TCG (slow); cargo xtask ci runs it"]
 fn qemu_boots_debian_riscv64_with_our_device_tree() {
     let Some(qemu) = tool("qemu-system-riscv64", "qemu-system-misc") else {
         return;
@@ -206,7 +207,7 @@ const ARM64_RAM_BASE: u64 = 0x4000_0000;
 const ARM64_CMDLINE: &str = "earlycon=pl011,0x9000000 keep_bootcon panic=-1 rdinit=/hello";
 
 #[test]
-#[ignore = "boots Linux under QEMU TCG (slow); needs qemu-system-arm"]
+#[ignore = "boots Linux under QEMU TCG (slow); cargo xtask ci runs it"]
 fn qemu_boots_debian_arm64_with_our_device_tree() {
     let Some(qemu) = tool("qemu-system-aarch64", "qemu-system-arm") else {
         return;
@@ -273,7 +274,7 @@ fn dsdt_as_ssdt(virtio_devices: u32) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "boots Linux under QEMU TCG; needs qemu-system-x86 and busybox-static"]
+#[ignore = "boots Linux under QEMU TCG; cargo xtask ci runs it"]
 fn qemu_x86_kernel_enumerates_our_virtio_mmio_devices_from_acpi() {
     let Some(qemu) = tool("qemu-system-x86_64", "qemu-system-x86") else {
         return;

@@ -115,46 +115,58 @@ fn ci(root: &Path) -> Result<()> {
         result
     };
     let mut counts = features::TestCounts::default();
-    step("setup", &mut setup::run)?;
-    step("fmt", &mut || {
-        cmd::cargo(root, &["fmt", "--all", "--", "--check"])
-    })?;
-    step("clippy", &mut || {
-        cmd::cargo(
-            root,
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--all-features",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )
-    })?;
-    step("gates", &mut || gates::run(root))?;
-    step("builtin-guest", &mut || builtin_guest::run(root, true))?;
-    step("guests", &mut || guest::ci_check(root))?;
-    step("tests", &mut || {
-        counts = features::run(root, features::Tests::IncludeIgnored)?;
+    let result = (|| -> Result<()> {
+        step("setup", &mut setup::run)?;
+        step("fmt", &mut || {
+            cmd::cargo(root, &["fmt", "--all", "--", "--check"])
+        })?;
+        step("clippy", &mut || {
+            cmd::cargo(
+                root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        })?;
+        step("gates", &mut || gates::run(root))?;
+        step("builtin-guest", &mut || builtin_guest::run(root, true))?;
+        step("guests", &mut || guest::ci_check(root))?;
+        step("tests", &mut || {
+            features::run(root, features::Tests::IncludeIgnored, &mut counts)
+        })?;
+        step("e2e --nested-tcg", &mut || {
+            e2e::run_nested_tcg(root, e2e::NESTED_TCG_TIMEOUT)
+        })?;
+        step("fuzz (check)", &mut || {
+            cmd::cargo(
+                root,
+                // The workspace's target directory: the fuzz crate's
+                // dependencies are mostly the workspace's, already checked.
+                &[
+                    "check",
+                    "--manifest-path",
+                    "fuzz/Cargo.toml",
+                    "--bins",
+                    "--target-dir",
+                    "target",
+                ],
+            )
+        })?;
+        step("check-targets", &mut || targets::run(root, &[]))?;
         Ok(())
-    })?;
-    step("e2e --nested-tcg", &mut || {
-        e2e::run_nested_tcg(root, e2e::NESTED_TCG_TIMEOUT)
-    })?;
-    step("fuzz (check)", &mut || {
-        cmd::cargo(
-            root,
-            &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"],
-        )
-    })?;
-    step("check-targets", &mut || targets::run(root, &[]))?;
+    })();
     println!("ci summary:");
     for (name, t) in &times {
         println!("  {name:<18} {:>7.1} s", t.as_secs_f64());
     }
     println!("  {}", counts.summary());
+    result?;
     if !counts.missing.is_empty() || counts.ignored > 0 || counts.failed > 0 {
         anyhow::bail!("ci: every test must run: {}", counts.summary());
     }
@@ -190,7 +202,11 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Gates => gates::run(&root),
         Task::CheckTargets { targets } => targets::run(&root, &targets),
-        Task::Features => features::run(&root, features::Tests::Default).map(drop),
+        Task::Features => features::run(
+            &root,
+            features::Tests::Default,
+            &mut features::TestCounts::default(),
+        ),
         Task::Bench { quick, areas } => bench::run(&root, quick, &areas),
         Task::BuiltinGuest { check } => builtin_guest::run(&root, check),
         Task::Guest { arch, offline } => guest::run(&root, arch, offline),
