@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use benches::write_extra;
 use criterion::{criterion_group, criterion_main, Criterion};
 use test_prerequisites::{find_program as find, prerequisite_missing};
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
@@ -541,15 +542,6 @@ fn alternate<P: FnMut(usize) -> Option<Duration>>(
         ours: median(a),
         peer: (!b.is_empty()).then(|| median(b)),
     })
-}
-
-/// Writes a measure criterion could not host to `target/bench/extra/<file>`
-/// for `cargo xtask bench`.
-fn write_extra(file: &str, report: &serde_json::Value) {
-    let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/extra");
-    if std::fs::create_dir_all(&extra).is_ok() {
-        let _ = std::fs::write(extra.join(file), report.to_string());
-    }
 }
 
 criterion_group!(benches, bench, linux_boot, guest_network);
