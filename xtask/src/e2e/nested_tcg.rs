@@ -39,6 +39,11 @@ const GUEST_EXIT: &str = "VM-GUEST-EXIT";
 const POWERED_OFF: &str = "vm-service: guest powered off";
 /// What the guest kernel prints when it finds no CMOS RTC (after a stall of seconds).
 const NO_RTC: &str = "rtc_cmos: broken or not accessible";
+/// The guest kernel line after which a VMM without a CMOS RTC stalls.
+const BEFORE_RTC: &str = "i8042: ";
+/// Longest pause (guest seconds) allowed after [`BEFORE_RTC`]: without an
+/// RTC it is 4-9 s, with one a few hundredths.
+const MAX_RTC_PAUSE: f64 = 2.0;
 /// Lines of console shown when the run fails.
 const TAIL_LINES: usize = 40;
 /// Where the guest `cargo xtask guest` built sits in the outer initramfs.
@@ -290,16 +295,21 @@ impl Console {
         if self.tail.len() > TAIL_LINES {
             self.tail.remove(0);
         }
-        self.powered_off |= line.starts_with(POWERED_OFF);
+        self.powered_off |= line.contains(POWERED_OFF);
         self.no_rtc |= line.contains(NO_RTC);
-        if line.starts_with(OUTER_READY) {
-            self.outer_ready = Some((wall, value_after(line, "uptime").unwrap_or("?").into()));
-        } else if line.starts_with(READY_MARKER) {
-            self.guest_ready = Some((wall, value_after(line, "uptime").unwrap_or("?").into()));
-        } else if line.starts_with(GUEST_EXIT) {
-            self.guest_exit = value_after(line, "status").map(str::to_string);
-        } else if line.starts_with(RESULT) {
-            self.result = value_after(line, "status").map(str::to_string);
+        // A marker can follow console output that ended without a newline.
+        let marked = |marker: &str, key: &str| {
+            let at = line.find(marker)?;
+            Some(value_after(&line[at..], key).unwrap_or("?").to_string())
+        };
+        if let Some(up) = marked(OUTER_READY, "uptime") {
+            self.outer_ready = Some((wall, up));
+        } else if let Some(up) = marked(READY_MARKER, "uptime") {
+            self.guest_ready = Some((wall, up));
+        } else if let Some(status) = marked(GUEST_EXIT, "status") {
+            self.guest_exit = Some(status);
+        } else if let Some(status) = marked(RESULT, "status") {
+            self.result = Some(status);
         } else if self.guest_ready.is_some() && self.uname.is_none() && line.starts_with("Linux ") {
             self.uname = Some(line.to_string());
         } else if self.outer_ready.is_some() && self.guest_ready.is_none() {
@@ -315,6 +325,12 @@ impl Console {
             .windows(2)
             .map(|w| (w[1].0 - w[0].0, w[1].1.as_str()))
             .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// The pause between the last guest kernel line containing `needle` and the next one.
+    fn pause_after(&self, needle: &str) -> Option<f64> {
+        let i = self.stamps.iter().rposition(|(_, l)| l.contains(needle))?;
+        Some(self.stamps.get(i + 1)?.0 - self.stamps[i].0)
     }
 
     fn verdict(&self, finished: bool, elapsed: Duration, timeout: Duration) -> Result<()> {
@@ -348,6 +364,9 @@ impl Console {
         if self.no_rtc {
             bail!("the guest kernel found no CMOS RTC (`{NO_RTC}`)");
         }
+        if let Some(pause) = self.pause_after(BEFORE_RTC).filter(|p| *p > MAX_RTC_PAUSE) {
+            bail!("the guest kernel paused {pause:.2} s after its `{BEFORE_RTC}` line (the stall of a missing RTC)");
+        }
         Ok(())
     }
 
@@ -369,6 +388,9 @@ impl Console {
         if let Some((pause, line)) = self.longest_pause() {
             println!("  longest pause in the guest's boot log: {pause:.2} s, before: {line}");
         }
+        if let Some(pause) = self.pause_after(BEFORE_RTC) {
+            println!("  pause after the i8042 probe (where a missing RTC stalls): {pause:.2} s");
+        }
         println!("  uname: {}", self.uname.as_deref().unwrap_or("(none)"));
         println!(
             "  guest command status: {}, vm-service status: {}",
@@ -386,7 +408,7 @@ mod tests {
     fn console_markers_and_pauses() {
         let mut c = Console::default();
         for (wall, line) in [
-            "VM-E2E-OUTER-READY uptime=4.20",
+            "Probing EDD (edd=off to disable)... okVM-E2E-OUTER-READY uptime=4.20",
             "[    0.100000] Linux version 6.1",
             "[    1.000000] i8042: PNP: No PS/2 controller found.",
             "[    8.500000] rtc_cmos 00:00: registered as rtc0",
@@ -406,6 +428,12 @@ mod tests {
         assert!(c.uname.as_deref().unwrap().contains("x86_64"));
         let (pause, line) = c.longest_pause().unwrap();
         assert!((pause - 7.5).abs() < 1e-9 && line.contains("rtc_cmos"));
+        assert!((c.pause_after("i8042: ").unwrap() - 7.5).abs() < 1e-9);
+        assert!(
+            c.verdict(true, Duration::ZERO, Duration::ZERO).is_err(),
+            "stall"
+        );
+        c.stamps[2].0 = 1.05;
         c.verdict(true, Duration::ZERO, Duration::ZERO).unwrap();
         c.observe("[    9.1] rtc_cmos rtc_cmos: broken or not accessible", 9.0);
         assert!(c.verdict(true, Duration::ZERO, Duration::ZERO).is_err());
