@@ -194,5 +194,5 @@ fn main() {
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn main() {
-    eprintln!("kvm_exit: needs KVM on an x86_64 Linux host; skipped");
+    test_prerequisites::prerequisite_missing("kvm_exit: needs KVM on an x86_64 Linux host");
 }

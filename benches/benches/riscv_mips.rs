@@ -154,13 +154,11 @@ fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, Path
             cmd.arg("-DLINUX");
         }
         let result = cmd.output().ok()?;
-        if !result.status.success() {
-            eprintln!(
-                "SKIPPED: building {name}: {}",
-                String::from_utf8_lossy(&result.stderr)
-            );
-            return None;
-        }
+        assert!(
+            result.status.success(),
+            "building {name}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         out.push(elf);
     }
     let bare = std::fs::read(&out[0]).ok()?;
@@ -201,7 +199,7 @@ fn bench(c: &mut Criterion) {
     let Ok(dir) = tempfile::tempdir() else { return };
     let qemu = find(&["qemu-riscv64", "qemu-riscv64-static"]);
     if qemu.is_none() {
-        eprintln!("SKIPPED (QEMU side): qemu-riscv64 not on PATH (install Debian's qemu-user)");
+        prerequisite_missing("QEMU side: qemu-riscv64 not on PATH (install Debian's qemu-user)");
     }
     for (name, source, is_c) in [
         ("int_loop", INT_LOOP, false),
