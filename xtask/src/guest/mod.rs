@@ -18,7 +18,7 @@ pub mod cpio;
 mod decompress;
 mod init;
 pub mod initramfs;
-pub mod modules;
+mod modules;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
