@@ -266,11 +266,20 @@ fn qemu_boots_debian_arm64_with_our_device_tree() {
     );
 }
 
-/// Our DSDT, re-signed as an SSDT so QEMU's `-acpitable` can add it to its own tables.
+/// Our DSDT, re-signed as an SSDT so QEMU's `-acpitable` can add it to its
+/// own tables; without our `\_S5` (its last object), which QEMU's DSDT
+/// defines too.
 fn dsdt_as_ssdt(virtio_devices: u32) -> Vec<u8> {
     let (map, _mem) = machine(GuestArch::X86_64, 1, 512 << 20, virtio_devices);
     let tables = acpi::build(&map, ACPI.start.0, ACPI.size).expect("ACPI tables");
     let mut t = tables.get(b"DSDT").expect("DSDT").bytes.clone();
+    let s5 = t
+        .windows(5)
+        .position(|w| w == b"\x08_S5_")
+        .expect("the DSDT names _S5 (NameOp)");
+    t.truncate(s5);
+    let len = t.len() as u32;
+    t[4..8].copy_from_slice(&len.to_le_bytes());
     t[0..4].copy_from_slice(b"SSDT");
     t[9] = 0;
     t[9] = 0u8.wrapping_sub(t.iter().fold(0u8, |a, b| a.wrapping_add(*b)));
