@@ -64,14 +64,6 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
 
-fn kvm_available() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
 async fn start_daemon(dir: &Path) -> ApiClient {
     let sock = dir.join("api.sock");
     let opts = DaemonOptions {
@@ -164,7 +156,7 @@ fn spin_kernel(dir: &Path) -> PathBuf {
 
 fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
     let client = rt.block_on(start_daemon(dir));
-    let kvm = kvm_available();
+    let kvm = test_prerequisites::kvm_available();
     rt.block_on(async {
         let r = client.request("PUT", "/vms/idle", Some(b"{}")).await.unwrap();
         assert_eq!(r.status, 201, "{}", r.text());
@@ -200,7 +192,6 @@ fn benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
     g.finish();
 
     if !kvm {
-        eprintln!("create_start skipped: /dev/kvm cannot be opened");
         return;
     }
     let mut g = c.benchmark_group("create_start");

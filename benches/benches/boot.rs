@@ -4,16 +4,16 @@
 //!   the guest's first byte reaches the serial console, in-process.
 //! - `boot/build_run_stop`: the same until the guest has asked to stop and
 //!   every vCPU has ended.
-//! - `boot/process_spawn_to_exit`: a fresh process (this bench binary in its
+//! - VMM share of a process launch: a fresh process (this bench binary in its
 //!   child mode) that builds and runs the VM and exits, against the same
-//!   process doing nothing (`boot/process_baseline`) in the same run: the ratio
-//!   is the VMM's share of a process-level launch.
+//!   process exiting at once, in alternated pairs (medians, written to
+//!   `target/bench/extra/boot_process_share.json` for `cargo xtask bench`).
 //!
 //! The child also reports memory: resident set beyond what it had before the
 //! VM existed, minus the guest pages that are resident (found with mincore),
 //! written to `target/bench/boot_memory.json` and printed.
 //!
-//! Skipped with a printed reason where /dev/kvm cannot be opened.
+//! Without /dev/kvm, reported through `test_prerequisites` (skipped by hand).
 
 use std::io::Write;
 use std::process::Command;
@@ -51,20 +51,6 @@ fn config() -> VmConfig {
         vcpus: 1,
         memory_mib: 128,
         ..VmConfig::default()
-    }
-}
-
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("boot benches skipped: /dev/kvm cannot be opened ({e})");
-            false
-        }
     }
 }
 
@@ -119,20 +105,47 @@ fn spawn_child(mode: &str) -> Duration {
     start.elapsed()
 }
 
-fn process_level(c: &mut Criterion) {
-    let mut group = c.benchmark_group("boot");
-    group
-        .sample_size(20)
-        .measurement_time(benches::measurement_time(Duration::from_secs(5)));
-    // Alternate ours and the baseline inside each measurement window so machine
-    // noise hits both alike.
-    group.bench_function("process_spawn_to_exit", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| spawn_child("vm")).sum());
-    });
-    group.bench_function("process_baseline", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| spawn_child("noop")).sum());
-    });
-    group.finish();
+/// A process that builds, runs and stops the built-in guest against the same
+/// process exiting at once, in alternated pairs (which goes first swaps each
+/// pair) so machine noise hits both alike; medians. Too coarse for
+/// criterion's sampling, so the result goes to
+/// `target/bench/extra/boot_process_share.json`.
+fn process_level(_c: &mut Criterion) {
+    let pairs = if std::env::var_os("VM_BENCH_QUICK").is_some() {
+        11
+    } else {
+        41
+    };
+    let (mut ours, mut baseline) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+    for i in 0..pairs {
+        if i % 2 == 0 {
+            ours.push(spawn_child("vm"));
+            baseline.push(spawn_child("noop"));
+        } else {
+            baseline.push(spawn_child("noop"));
+            ours.push(spawn_child("vm"));
+        }
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (ours, baseline) = (median(ours), median(baseline));
+    eprintln!(
+        "boot: process launch to exit, {pairs} alternated pairs: built-in guest {ours:?}, \
+         process exiting at once {baseline:?}"
+    );
+    benches::write_extra(
+        "boot_process_share.json",
+        &serde_json::json!({
+            "area": "boot",
+            "name": "VMM share of a process launch",
+            "ours_ns": ours.as_secs_f64() * 1e9,
+            "peer_name": "same process exiting at once",
+            "peer_ns": baseline.as_secs_f64() * 1e9,
+            "runs": pairs,
+        }),
+    );
 }
 
 /// Resident bytes of this process, from /proc/self/status (`VmRSS` or `VmHWM`).
@@ -220,7 +233,7 @@ fn main() {
         child(&mode);
         return;
     }
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     memory_report();

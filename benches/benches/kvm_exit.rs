@@ -132,12 +132,18 @@ mod pio {
         v[v.len() / 2]
     }
 
-    /// Criterion groups plus an alternated-batch ratio, or a printed reason to skip.
+    /// Criterion groups plus an alternated-batch ratio, or KVM reported missing.
     pub(crate) fn run(c: &mut Criterion) {
         let (ours_kvm, raw_kvm) = match (KvmAccelerator::new(), Kvm::new()) {
             (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) => return eprintln!("kvm_exit skipped: {e}"),
-            (_, Err(e)) => return eprintln!("kvm_exit skipped: /dev/kvm: {e}"),
+            (Err(e), _) => {
+                return test_prerequisites::prerequisite_missing(format_args!("kvm_exit: {e}"))
+            }
+            (_, Err(e)) => {
+                return test_prerequisites::prerequisite_missing(format_args!(
+                    "kvm_exit: /dev/kvm: {e}"
+                ))
+            }
         };
         let mut ours = Ours::new(&ours_kvm);
         let mut raw = Raw::new(&raw_kvm);
@@ -188,5 +194,5 @@ fn main() {
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn main() {
-    eprintln!("kvm_exit: needs KVM on an x86_64 Linux host; skipped");
+    test_prerequisites::prerequisite_missing("kvm_exit: needs KVM on an x86_64 Linux host");
 }

@@ -186,15 +186,25 @@ mod segment {
         b.transmit_batch();
         receive(&mut a, BATCH, || 0);
         let congested = || bridge_a.stats().congested;
+        // Throughput counts frames that arrived: an iteration is BATCH frames
+        // delivered to B, however many batches A had to send for them (a full
+        // receiver queue for 2 ms drops frames, counted, as any switch would).
         g.bench_function(
             BenchmarkId::new("guest_tx_segment_peer_rx", frame_len),
             |bench| {
-                bench.iter(|| {
-                    let before = congested();
-                    a.transmit_batch();
-                    // A full receiver queue for 2 ms drops (counted), as any switch would.
-                    let lost = || usize::try_from(congested() - before).unwrap_or(BATCH);
-                    receive(&mut b, BATCH, lost);
+                bench.iter_custom(|iters| {
+                    let want = iters as usize * BATCH;
+                    let mut got = 0;
+                    let start = Instant::now();
+                    while got < want {
+                        let before = congested();
+                        a.transmit_batch();
+                        let lost = || usize::try_from(congested() - before).unwrap_or(BATCH);
+                        got += receive(&mut b, BATCH, lost);
+                    }
+                    // The last batch may overshoot: scale to exactly `want` frames.
+                    let nanos = start.elapsed().as_nanos() * want as u128 / got as u128;
+                    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
                 });
             },
         );
@@ -277,7 +287,7 @@ mod tap_path {
         let (ns, host) = match setup() {
             Ok(x) => x,
             Err(reason) => {
-                eprintln!("SKIPPED net_tap benches: {reason}");
+                test_prerequisites::prerequisite_missing(format_args!("net_tap benches: {reason}"));
                 return;
             }
         };

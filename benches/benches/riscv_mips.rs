@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use benches::write_extra;
 use criterion::{criterion_group, criterion_main, Criterion};
+use test_prerequisites::{find_program as find, prerequisite_missing};
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
 
 const LOOP_ITERATIONS: u64 = 20_000_000;
@@ -112,21 +114,9 @@ SECTIONS {
 }
 ";
 
-fn find(names: &[&str]) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    names.iter().find_map(|n| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(n))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Builds `bare` and `linux` ELF files from the workload `source` (`.S` or `.c`).
 fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, PathBuf)> {
-    let Some(gcc) = find(&["riscv64-unknown-elf-gcc", "riscv64-linux-gnu-gcc"]) else {
-        eprintln!("SKIPPED: no riscv64 cross gcc (install gcc-riscv64-unknown-elf)");
-        return None;
-    };
+    let gcc = test_prerequisites::riscv64_gcc()?;
     std::fs::write(dir.join("start.S"), START).ok()?;
     std::fs::write(dir.join("link.ld"), LINK).ok()?;
     let src = dir.join(if c {
@@ -164,13 +154,11 @@ fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, Path
             cmd.arg("-DLINUX");
         }
         let result = cmd.output().ok()?;
-        if !result.status.success() {
-            eprintln!(
-                "SKIPPED: building {name}: {}",
-                String::from_utf8_lossy(&result.stderr)
-            );
-            return None;
-        }
+        assert!(
+            result.status.success(),
+            "building {name}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         out.push(elf);
     }
     let bare = std::fs::read(&out[0]).ok()?;
@@ -211,7 +199,7 @@ fn bench(c: &mut Criterion) {
     let Ok(dir) = tempfile::tempdir() else { return };
     let qemu = find(&["qemu-riscv64", "qemu-riscv64-static"]);
     if qemu.is_none() {
-        eprintln!("SKIPPED (QEMU side): qemu-riscv64 not on PATH (install Debian's qemu-user)");
+        prerequisite_missing("QEMU side: qemu-riscv64 not on PATH (install Debian's qemu-user)");
     }
     for (name, source, is_c) in [
         ("int_loop", INT_LOOP, false),
@@ -272,7 +260,7 @@ fn linux_boot(_c: &mut Criterion) {
     let qemu = find(&["qemu-system-riscv64"]);
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
-        eprintln!("SKIPPED (Linux boot): build target/release/vm-service first (cargo build --release -p vm-service)");
+        prerequisite_missing("Linux boot: build target/release/vm-service first (cargo build --release -p vm-service)");
         return;
     }
     // The guest's /init prints the marker once userspace is up, runs `true`
@@ -342,7 +330,7 @@ fn linux_boot(_c: &mut Criterion) {
 /// What the guest's `/init` prints once userspace is up.
 const MARKER: &str = "VM-GUEST-READY";
 
-/// The riscv64 Debian guest's kernel and initramfs, or `None` (printing why).
+/// The riscv64 Debian guest's kernel and initramfs, or `None` (reported missing).
 fn riscv_guest(what: &str) -> Option<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let guest = std::env::var_os("CARGO_TARGET_DIR")
@@ -352,10 +340,10 @@ fn riscv_guest(what: &str) -> Option<(PathBuf, PathBuf)> {
     if kernel.is_file() && initrd.is_file() {
         Some((kernel, initrd))
     } else {
-        eprintln!(
-            "SKIPPED ({what}): no riscv64 guest in {}: run `cargo xtask guest --arch riscv64`",
+        prerequisite_missing(format_args!(
+            "{what}: no riscv64 guest in {}: run `cargo xtask guest --arch riscv64`",
             guest.display()
-        );
+        ));
         None
     }
 }
@@ -373,7 +361,7 @@ fn guest_network(_c: &mut Criterion) {
     let (kernel, initrd) = (kernel.as_path(), initrd.as_path());
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
-        eprintln!("SKIPPED (guest network): build target/release/vm-service first");
+        prerequisite_missing("guest network: build target/release/vm-service first");
         return;
     }
     let mib: u32 = std::env::var("RISCV_NET_MIB")
@@ -552,15 +540,6 @@ fn alternate<P: FnMut(usize) -> Option<Duration>>(
         ours: median(a),
         peer: (!b.is_empty()).then(|| median(b)),
     })
-}
-
-/// Writes a measure criterion could not host to `target/bench/extra/<file>`
-/// for `cargo xtask bench`.
-fn write_extra(file: &str, report: &serde_json::Value) {
-    let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/extra");
-    if std::fs::create_dir_all(&extra).is_ok() {
-        let _ = std::fs::write(extra.join(file), report.to_string());
-    }
 }
 
 criterion_group!(benches, bench, linux_boot, guest_network);

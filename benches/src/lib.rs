@@ -3,6 +3,7 @@
 //! `cargo bench --bench NAME`; `cargo xtask bench` adds the peers criterion
 //! cannot host and writes the combined report.
 
+use std::path::Path;
 use std::time::Duration;
 
 /// How long a bench group measures: `full`, or one second when `cargo xtask
@@ -13,5 +14,16 @@ pub fn measurement_time(full: Duration) -> Duration {
         Duration::from_secs(1).min(full)
     } else {
         full
+    }
+}
+
+/// Writes a result criterion cannot host (alternated process runs, Linux
+/// boots) as `target/bench/extra/<file>`, where `cargo xtask bench` reads it:
+/// a JSON object with `area`, `name`, `ours_ns`, and optionally `peer_name`,
+/// `peer_ns`, `runs`, `goal`.
+pub fn write_extra(file: &str, report: &serde_json::Value) {
+    let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/extra");
+    if std::fs::create_dir_all(&extra).is_ok() {
+        let _ = std::fs::write(extra.join(file), report.to_string());
     }
 }

@@ -1,9 +1,9 @@
 //! CPU templates: data-driven CPUID edits applied on top of what the
 //! hypervisor supports, so a guest sees a CPU model the host can really run.
 //!
-//! The conservative template hides features this project's nested-KVM hosts
-//! cannot emulate when they trap (`cmpxchg16b`, `xsave`/`xrstor`, AVX, ...;
-//! see ENVIRONMENT.md). A template is what the VMM asks for: on those hosts
+//! The conservative template hides features a nested paravirtual KVM (such as
+//! kvm_pvm) cannot emulate when it traps them (`cmpxchg16b`, `xsave`/`xrstor`,
+//! AVX, ...). A template is what the VMM asks for: on those hosts
 //! the nested KVM accepts the masked `KVM_SET_CPUID2` yet still shows the
 //! guest some masked bits (XSAVE, POPCNT, AVX, SMAP were seen; CX16 is hidden),
 //! so a Linux guest there also needs `clearcpuid=`/`noxsave` on its command line.

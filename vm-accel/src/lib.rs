@@ -6,6 +6,9 @@
 //! type-checked on Linux for their targets but have not been run; their
 //! OS-independent logic ([`decode`]) is unit-tested everywhere.
 //!
+//! Where this crate sits among the others, and a guest boot followed through
+//! all of them: `docs/ARCHITECTURE.md` in the repository.
+//!
 //! The software engine in `vm-cross-arch` implements the same `Vcpu` trait, so
 //! the executors in `vm-service` drive hardware and software vCPUs alike. The
 //! register and boot-state types ([`regs`], [`boot`]) are plain data compiled on

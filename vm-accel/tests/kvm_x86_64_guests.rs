@@ -434,8 +434,8 @@ fn emulation_failures_name_the_instruction() {
         return;
     };
     let g = Guest::new(&kvm, 1);
-    // `lock cmpxchg16b [rbx]`: hardware runs it; this project's nested KVM
-    // traps it and its emulator fails (ENVIRONMENT.md). Either way the
+    // `lock cmpxchg16b [rbx]`: hardware runs it; a nested paravirtual KVM
+    // (kvm_pvm) traps it and its emulator fails. Either way the
     // outcome must be right: the `out`, or an error naming these bytes.
     g.load(
         CODE,
@@ -455,7 +455,7 @@ fn emulation_failures_name_the_instruction() {
             assert_eq!(run(vcpu.as_mut(), 0), Exit::Halt);
         }
         Exit::Internal(text) => {
-            eprintln!("cmpxchg16b was not run by this host's KVM: {text}");
+            eprintln!("cmpxchg16b was not run by the host's KVM: {text}");
             assert!(text.contains("emulation failed"), "{text}");
             assert!(text.contains("f0 48 0f c7"), "{text}");
             assert!(text.contains(&format!("{:#x}", CODE + 14)), "{text}");

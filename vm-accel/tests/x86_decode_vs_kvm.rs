@@ -40,7 +40,7 @@ fn harness() -> Option<Harness> {
     let accel = match KvmAccelerator::new() {
         Ok(accel) => accel,
         Err(e) => {
-            eprintln!("skipping: KVM unavailable: {e}");
+            test_prerequisites::prerequisite_missing(format_args!("KVM unavailable: {e}"));
             return None;
         }
     };

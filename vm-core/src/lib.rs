@@ -5,6 +5,9 @@
 //! `vm-core` sits at the bottom of the dependency graph: it knows nothing about
 //! accelerators, devices or executors, so every other crate can depend on it.
 //!
+//! Where this crate sits among the others, and a guest boot followed through
+//! all of them: `docs/ARCHITECTURE.md` in the repository.
+//!
 //! ```
 //! use vm_core::{GuestArch, Transition, VmConfig, VmId, VmState};
 //!

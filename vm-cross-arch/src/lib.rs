@@ -1,5 +1,8 @@
 //! Per-architecture knowledge and the software execution engine.
 //!
+//! Where this crate sits among the others, and a guest boot followed through
+//! all of them: `docs/ARCHITECTURE.md` in the repository.
+//!
 //! `platform/` describes each guest architecture (x86_64, arm64, riscv64)
 //! behind [`platform::PlatformTraits`]: memory map, kernel placement, boot data
 //! and initial register state. The guest architecture is a runtime value, so

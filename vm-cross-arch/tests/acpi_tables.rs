@@ -61,6 +61,9 @@ fn acpi_tables_disassemble_with_iasl() {
         dsdt.contains("IO (Decode16,") && dsdt.contains("0x03F8,"),
         "{dsdt}"
     );
+    assert!(dsdt.contains("Name (_HID, EisaId (\"PNP0B00\")"), "{dsdt}");
+    assert!(dsdt.contains("0x0070,"), "the RTC's ports: {dsdt}");
+    assert!(dsdt.contains("Name (_S5, Package (0x02)"), "{dsdt}");
 
     let madt = disassemble(
         &iasl,
@@ -93,6 +96,10 @@ fn acpi_tables_disassemble_with_iasl() {
         .find(|l| l.contains("Hardware Reduced"))
         .unwrap_or("");
     assert!(hw_reduced.trim_end().ends_with(": 1"), "{fadt}");
+    // Sleep control/status registers (how the guest powers off) and the century byte.
+    assert!(fadt.contains("0000000000000600"), "{fadt}");
+    assert!(fadt.contains("0000000000000601"), "{fadt}");
+    assert!(fadt.contains("Century Index : 32"), "{fadt}");
     let dsdt_addr = format!("{:016X}", t.get(b"DSDT").expect("DSDT").addr.0);
     assert!(
         fadt.contains(&dsdt_addr),

@@ -1,8 +1,8 @@
 //! Loading stock Debian kernels: `linux-image-cloud-amd64` (the bzImage and
 //! the `vmlinux` ELF inside it), sid's riscv64 kernel and bookworm's arm64
 //! kernel (EFI-stub `Image`s), as `cargo xtask guest --arch ...` publishes
-//! them in `target/guest/<arch>/`. Skipped with a printed reason when that
-//! guest has not been built.
+//! them in `target/guest/<arch>/`. A guest that has not been built is a
+//! missing prerequisite (`test_prerequisites`).
 
 mod support;
 
@@ -96,7 +96,9 @@ fn debian_amd64_bzimage_loads_with_64bit_entry() {
             platform.load_kernel(&mem, &map, &kernel),
             Err(PlatformError::UnsupportedOnHost { .. })
         ));
-        eprintln!("SKIPPED: x86_64 kernel loading needs an x86_64 host (linux-loader)");
+        test_prerequisites::prerequisite_missing(
+            "x86_64 kernel loading needs an x86_64 host (linux-loader)",
+        );
         return;
     }
 
@@ -184,7 +186,9 @@ fn debian_amd64_vmlinux_loads_as_elf() {
     let (map, mem) = machine(GuestArch::X86_64, 1, 512 << 20, 2);
     let platform = for_arch(GuestArch::X86_64);
     if cfg!(not(target_arch = "x86_64")) {
-        eprintln!("SKIPPED: x86_64 kernel loading needs an x86_64 host (linux-loader)");
+        test_prerequisites::prerequisite_missing(
+            "x86_64 kernel loading needs an x86_64 host (linux-loader)",
+        );
         return;
     }
     let Some(initrd) = guest_file("x86_64", "initrd.cpio.gz") else {

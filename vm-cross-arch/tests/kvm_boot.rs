@@ -65,7 +65,7 @@ fn kvm_guest_reads_the_zero_page_the_platform_wrote() {
     let kvm = match KvmAccelerator::new() {
         Ok(kvm) => kvm,
         Err(e) => {
-            eprintln!("SKIPPED: KVM is not usable here: {e}");
+            test_prerequisites::prerequisite_missing(format_args!("KVM is not usable here: {e}"));
             return;
         }
     };

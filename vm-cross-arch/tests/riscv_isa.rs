@@ -2,17 +2,12 @@
 //! assembled at test time with Debian's `gcc-riscv64-unknown-elf` (or
 //! `gcc-riscv64-linux-gnu`) and run in M-mode until they write `tohost`
 //! (1 = pass, otherwise `value >> 1` is the failing test number).
-//! Skipped with a printed reason when no cross compiler is installed.
+//! A missing cross compiler is reported through `test_prerequisites`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
-
-const COMPILERS: [(&str, &str); 2] = [
-    ("riscv64-unknown-elf-gcc", "gcc-riscv64-unknown-elf"),
-    ("riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu"),
-];
 
 /// Flags of every test build. `-static`: a linux-gnu toolchain links
 /// dynamically by default (an INTERP segment, headers below the RAM base).
@@ -26,30 +21,13 @@ const GCC_FLAGS: [&str; 7] = [
     "-Wl,--no-relax",
 ];
 
-fn compiler() -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    for (name, _) in COMPILERS {
-        if let Some(p) = std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-        {
-            return Some(p);
-        }
-    }
-    eprintln!(
-        "SKIPPED: no riscv64 cross compiler on PATH (install Debian's `{}` or `{}`)",
-        COMPILERS[0].1, COMPILERS[1].1
-    );
-    None
-}
-
 fn source_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/riscv")
 }
 
 /// Assembles `name.S` into an ELF; `None` when the compiler is missing.
 fn build(name: &str) -> Option<Vec<u8>> {
-    let gcc = compiler()?;
+    let gcc = test_prerequisites::riscv64_gcc()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join(format!("{name}.elf"));
     let src = source_dir();
@@ -139,8 +117,9 @@ fn self_modifying_code() {
 
 #[test]
 fn a_failing_test_reports_its_number() {
-    let Some(gcc) = compiler() else { return };
-    let _ = gcc;
+    let Some(gcc) = test_prerequisites::riscv64_gcc() else {
+        return;
+    };
     // Assemble a program that fails test 7 on purpose.
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("failing.S");
@@ -151,7 +130,7 @@ fn a_failing_test_reports_its_number() {
     .expect("write");
     let out = dir.path().join("failing.elf");
     let s = source_dir();
-    let ok = Command::new(compiler().expect("compiler"))
+    let ok = Command::new(gcc)
         .args(GCC_FLAGS)
         .arg("-T")
         .arg(s.join("link.ld"))

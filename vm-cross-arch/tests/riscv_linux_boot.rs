@@ -2,11 +2,13 @@
 //! sid's stock kernel, a busybox initramfs) on the interpreter with a command
 //! after ` -- `: the console must show the guest's ready marker, the
 //! command's output and its exit status, and the guest must power off.
-//! Skipped with a printed reason when the guest has not been built.
+//! A guest that has not been built is a missing prerequisite
+//! (`test_prerequisites`).
 //!
-//! Ignored by default: it executes billions of guest instructions, which
-//! takes seconds in a release build and many minutes unoptimised. Run it with
-//! `cargo test -p vm-cross-arch --release --test riscv_linux_boot -- --ignored --nocapture`.
+//! Ignored by default: it executes billions of guest instructions (about 30 s
+//! each, the interpreter being optimised even in test builds); `cargo xtask
+//! ci` runs it. By hand:
+//! `cargo test -p vm-cross-arch --test riscv_linux_boot -- --ignored --nocapture`.
 
 mod support;
 
@@ -154,13 +156,13 @@ fn boot(vcpus: u32) {
 }
 
 #[test]
-#[ignore = "boots Linux (billions of instructions): run with --release -- --ignored"]
+#[ignore = "boots Linux (billions of instructions); cargo xtask ci runs it"]
 fn debian_kernel_reaches_userspace() {
     boot(1);
 }
 
 #[test]
-#[ignore = "boots Linux on two harts (SBI HSM start): run with --release -- --ignored"]
+#[ignore = "boots Linux on two harts (SBI HSM start); cargo xtask ci runs it"]
 fn debian_kernel_reaches_userspace_on_two_harts() {
     boot(2);
 }

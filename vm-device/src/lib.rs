@@ -1,7 +1,11 @@
-//! Device models on a PIO/MMIO bus: legacy devices (8250 serial, i8042) and
-//! virtio-mmio devices built on `virtio-queue`: virtio-net with a TAP backend
-//! and a virtual switch backend (in-process, or bridged across processes), and
-//! virtio-blk with a raw image file backend and an in-memory one.
+//! Device models on a PIO/MMIO bus: legacy devices (8250 serial, i8042, CMOS
+//! RTC, ACPI sleep control) and virtio-mmio devices built on `virtio-queue`:
+//! virtio-net with a TAP backend and a virtual switch backend (in-process, or
+//! bridged across processes), and virtio-blk with a raw image file backend
+//! and an in-memory one.
+//!
+//! Where this crate sits among the others, and a guest boot followed through
+//! all of them: `docs/ARCHITECTURE.md` in the repository.
 //!
 //! Every value a guest writes is validated: a bad descriptor puts the device in
 //! `DEVICE_NEEDS_RESET`; it never panics the VMM and never touches memory

@@ -218,6 +218,6 @@ fn frames_cross_a_tap_in_a_private_netns_both_ways() {
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p));
     if let Err(reason) = result {
-        println!("SKIPPED tap test: {reason}");
+        test_prerequisites::prerequisite_missing(format_args!("tap test: {reason}"));
     }
 }

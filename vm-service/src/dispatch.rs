@@ -20,16 +20,31 @@ pub struct DeviceExits {
     mmio: Bus,
     /// Fired by the i8042 when the guest pulses the reset line.
     reset: Arc<CountingInterrupt>,
+    /// Fired by the ACPI sleep control register when the guest enters S5.
+    poweroff: Arc<CountingInterrupt>,
 }
 
 impl DeviceExits {
-    /// A handler over these buses; `reset` is the i8042's reset line.
-    pub fn new(pio: Bus, mmio: Bus, reset: Arc<CountingInterrupt>) -> Self {
-        Self { pio, mmio, reset }
+    /// A handler over these buses; `reset` is the i8042's reset line,
+    /// `poweroff` the ACPI power-off request.
+    pub fn new(
+        pio: Bus,
+        mmio: Bus,
+        reset: Arc<CountingInterrupt>,
+        poweroff: Arc<CountingInterrupt>,
+    ) -> Self {
+        Self {
+            pio,
+            mmio,
+            reset,
+            poweroff,
+        }
     }
 
     fn after_write(&self) -> ExitAction {
-        if self.reset.take() > 0 {
+        if self.poweroff.take() > 0 {
+            ExitAction::Stop(StopReason::GuestShutdown)
+        } else if self.reset.take() > 0 {
             ExitAction::Stop(StopReason::GuestReset)
         } else {
             ExitAction::Continue
@@ -95,22 +110,16 @@ impl ExitHandler for DeviceExits {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use vm_device::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
-
     use super::*;
 
     fn handler() -> DeviceExits {
-        let reset = Arc::new(CountingInterrupt::new());
+        let (reset, poweroff) = (
+            Arc::new(CountingInterrupt::new()),
+            Arc::new(CountingInterrupt::new()),
+        );
         let mut pio = Bus::new();
-        pio.insert(
-            Arc::new(Mutex::new(I8042::new(reset.clone()))),
-            I8042_PORT_BASE,
-            I8042_PORT_LEN,
-        )
-        .unwrap();
-        DeviceExits::new(pio, Bus::new(), reset)
+        vm_device::legacy::insert_pc_devices(&mut pio, reset.clone(), poweroff.clone()).unwrap();
+        DeviceExits::new(pio, Bus::new(), reset, poweroff)
     }
 
     #[test]
@@ -159,6 +168,21 @@ mod tests {
                 }
             ),
             ExitAction::Stop(StopReason::GuestReset)
+        );
+    }
+
+    #[test]
+    fn acpi_s5_stops_the_vm_as_a_shutdown() {
+        let h = handler();
+        assert_eq!(
+            h.handle(
+                VcpuId(0),
+                VcpuExit::IoOut {
+                    port: 0x600,
+                    data: &[0x34]
+                }
+            ),
+            ExitAction::Stop(StopReason::GuestShutdown)
         );
     }
 

@@ -3,6 +3,9 @@
 //! tokio) chosen at runtime; and the `vm-service` daemon and CLI that launch
 //! guests.
 //!
+//! Where this crate sits among the others, and a guest boot followed through
+//! all of them: `docs/ARCHITECTURE.md` in the repository.
+//!
 //! ```no_run
 //! use vm_core::config::VmConfig;
 //! use vm_service::{ExecutorKind, VmmBuilder};

@@ -18,7 +18,6 @@ use vm_cross_arch::platform::{
     self, BootInfo, MachineConfig, MemoryMap, PlatformError, SerialPort,
 };
 use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
-use vm_device::legacy::i8042::{I8042, I8042_PORT_BASE, I8042_PORT_LEN};
 use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
 use vm_device::{Bus, BusError};
 use vm_memory::GuestMemoryMmap;
@@ -267,12 +266,21 @@ impl VmmBuilder {
         let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &cmdline)?;
         tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
 
-        let reset = Arc::new(CountingInterrupt::new());
+        let (reset, poweroff) = (
+            Arc::new(CountingInterrupt::new()),
+            Arc::new(CountingInterrupt::new()),
+        );
         let serial_out = match self.serial_out {
             Some(out) => out,
             None => serial_writer(&config.serial)?,
         };
-        let (pio, mut mmio, serial) = attach_devices(vm.as_ref(), &map, serial_out, reset.clone())?;
+        let (pio, mut mmio, serial) = attach_devices(
+            vm.as_ref(),
+            &map,
+            serial_out,
+            reset.clone(),
+            poweroff.clone(),
+        )?;
         let pollers = attach_virtio(
             vm.as_ref(),
             &map,
@@ -303,7 +311,7 @@ impl VmmBuilder {
             vm,
             memory,
             vcpus,
-            handler: Arc::new(DeviceExits::new(pio, mmio, reset)),
+            handler: Arc::new(DeviceExits::new(pio, mmio, reset, poweroff)),
             executor: self.executor,
             info,
             pollers,
@@ -573,6 +581,7 @@ fn attach_devices(
     map: &MemoryMap,
     serial_out: Box<dyn Write + Send>,
     reset: Arc<CountingInterrupt>,
+    poweroff: Arc<CountingInterrupt>,
 ) -> Result<(Bus, Bus, Option<SharedSerial>), VmmError> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -596,12 +605,8 @@ fn attach_devices(
         }
     };
     if map.arch == GuestArch::X86_64 {
-        pio.insert(
-            Arc::new(Mutex::new(I8042::new(reset))),
-            I8042_PORT_BASE,
-            I8042_PORT_LEN,
-        )
-        .map_err(bus_err("i8042"))?;
+        vm_device::legacy::insert_pc_devices(&mut pio, reset, poweroff)
+            .map_err(bus_err("the PC platform devices"))?;
     }
     Ok((pio, mmio, serial))
 }

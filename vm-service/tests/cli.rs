@@ -30,20 +30,6 @@ fn assert_clean_failure(args: &[&str], needle: &str) {
     assert_eq!(error_lines, 1, "{args:?}: one error line expected:\n{err}");
 }
 
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped: /dev/kvm cannot be opened ({e})");
-            false
-        }
-    }
-}
-
 #[test]
 fn missing_kernel_file() {
     assert_clean_failure(
@@ -54,7 +40,7 @@ fn missing_kernel_file() {
 
 #[test]
 fn unreadable_initrd() {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +55,7 @@ fn unreadable_initrd() {
 
 #[test]
 fn not_a_kernel() {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -80,7 +66,7 @@ fn not_a_kernel() {
 
 #[test]
 fn memory_smaller_than_the_layout() {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     assert_clean_failure(&["--memory", "1"], "too small");
@@ -96,7 +82,7 @@ fn more_vcpus_than_allowed() {
 
 #[test]
 fn tap_device_that_cannot_be_opened() {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     // Interface names cannot contain '/': the kernel refuses to create it.
@@ -152,7 +138,7 @@ fn help_explains_every_flag() {
 
 #[test]
 fn builtin_guest_boots_and_exits_zero() {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let (code, out, err) = run(&["--vcpus", "2"]);
@@ -174,7 +160,7 @@ fn guest_not_built_names_the_build_command() {
 #[test]
 fn named_virtual_switch_joins_its_segment_and_leaves_on_exit() {
     use std::os::unix::fs::PermissionsExt;
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +198,7 @@ fn guest_flags_bad_input() {
 
 #[test]
 fn unusable_switch_segments_are_clean_failures() {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

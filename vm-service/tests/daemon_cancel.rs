@@ -7,7 +7,8 @@ mod daemon_support;
 
 use std::time::{Duration, Instant};
 
-use daemon_support::{kvm_available, spinning_guest, Daemon};
+use daemon_support::{spinning_guest, Daemon};
+use test_prerequisites::kvm_available;
 use vm_service::daemon::journal::APPEND_DELAY_ENV;
 
 const SLOW_SYNC: &[(&str, &str)] = &[(APPEND_DELAY_ENV, "1500")];

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daemon_support::{kvm_available, spinning_guest, Daemon};
+use daemon_support::{spinning_guest, Daemon};
+use test_prerequisites::kvm_available;
 use vm_service::api::client::ApiClient;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

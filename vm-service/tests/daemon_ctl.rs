@@ -5,7 +5,8 @@ mod daemon_support;
 
 use std::process::Output;
 
-use daemon_support::{kvm_available, Daemon};
+use daemon_support::Daemon;
+use test_prerequisites::kvm_available;
 
 fn ctl(d: &Daemon, args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_vm-service"))

@@ -7,7 +7,8 @@ mod daemon_support;
 
 use std::time::Duration;
 
-use daemon_support::{exit_count, kvm_available, spinning_guest, Daemon};
+use daemon_support::{exit_count, spinning_guest, Daemon};
+use test_prerequisites::kvm_available;
 use vm_service::guest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

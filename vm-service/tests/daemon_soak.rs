@@ -11,7 +11,8 @@ mod daemon_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use daemon_support::{kvm_available, spinning_guest, Daemon};
+use daemon_support::{spinning_guest, Daemon};
+use test_prerequisites::kvm_available;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Model {

@@ -5,7 +5,8 @@ mod daemon_support;
 
 use std::os::fd::AsRawFd;
 
-use daemon_support::{kvm_available, spinning_guest, Daemon};
+use daemon_support::{spinning_guest, Daemon};
+use test_prerequisites::kvm_available;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vmm_processes_inherit_only_their_control_socket_and_stdio() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// A hung guest is killed after this long; a safety net, not a measurement.
 const WATCHDOG: Duration = Duration::from_mins(15);
 
-/// The built guests' directory, or `None` (printing why) when riscv64's is missing.
+/// The built guests' directory, or `None` (reported missing) when riscv64's is missing.
 fn guest_dir() -> Option<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
@@ -33,10 +33,10 @@ fn guest_dir() -> Option<PathBuf> {
     if dir.join("riscv64/kernel").is_file() && dir.join("riscv64/initrd.cpio.gz").is_file() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipped: no riscv64 Debian guest in {}: run `cargo xtask guest --arch riscv64`",
+        test_prerequisites::prerequisite_missing(format_args!(
+            "no riscv64 Debian guest in {}: run `cargo xtask guest --arch riscv64`",
             dir.display()
-        );
+        ));
         None
     }
 }
@@ -229,7 +229,9 @@ fn riscv64_guest_pings_the_host_over_tap_in_a_network_namespace() {
     let Some(dir) = guest_dir() else { return };
     let ns = Netns(unique("vmguest"));
     if let Err(e) = ip(&["netns", "add", &ns.0]) {
-        eprintln!("skipped: cannot make a network namespace (needs root): {e}");
+        test_prerequisites::prerequisite_missing(format_args!(
+            "cannot make a network namespace (needs root): {e}"
+        ));
         return;
     }
     let n = ns.0.as_str();

@@ -813,7 +813,9 @@ fn debian_guest() -> Option<(PathBuf, PathBuf)> {
 #[test]
 fn config_file_boots_a_debian_guest_without_api_and_exits_with_it() {
     let Some((kernel, initrd)) = debian_guest() else {
-        println!("SKIPPED: no riscv64 Debian guest: run `cargo xtask guest --arch riscv64`");
+        test_prerequisites::prerequisite_missing(
+            "no riscv64 Debian guest: run `cargo xtask guest --arch riscv64`",
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

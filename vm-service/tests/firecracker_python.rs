@@ -79,7 +79,7 @@ fn firecracker_python_client_drives_a_riscv64_guest() {
     let (python, kernel, initrd) = match prerequisites() {
         Ok(p) => p,
         Err(reason) => {
-            println!("SKIPPED: {reason}");
+            test_prerequisites::prerequisite_missing(reason);
             return;
         }
     };

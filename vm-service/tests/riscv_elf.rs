@@ -1,30 +1,14 @@
 //! `vm-service run --arch riscv64 --kernel prog.elf` runs a bare-metal test
 //! program on the riscv64 interpreter; the exit status says pass or fail.
-//! Skipped with a printed reason when no riscv64 cross compiler is installed
-//! (Debian's `gcc-riscv64-unknown-elf` or `gcc-riscv64-linux-gnu`).
+//! A missing riscv64 cross compiler is reported through `test_prerequisites`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt;
 
-fn compiler() -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    let found = ["riscv64-unknown-elf-gcc", "riscv64-linux-gnu-gcc"]
-        .iter()
-        .find_map(|n| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(n))
-                .find(|p| p.is_file())
-        });
-    if found.is_none() {
-        eprintln!("SKIPPED: no riscv64 cross compiler (install gcc-riscv64-unknown-elf)");
-    }
-    found
-}
-
 fn assemble(dir: &Path, body: &str) -> Option<PathBuf> {
-    let gcc = compiler()?;
+    let gcc = test_prerequisites::riscv64_gcc()?;
     let inc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm-cross-arch/tests/riscv");
     let src = dir.join("prog.S");
     std::fs::write(&src, format!("#include \"test.h\"\nSTART\n{body}\nEND\n")).expect("write");

@@ -11,20 +11,6 @@ use vm_core::config::{BlockConfig, DeviceConfig, NetBackendConfig, NetConfig, Vm
 use vm_service::executor::RunState;
 use vm_service::{guest, ExecutorKind, StopReason, VmmBuilder, VmmError};
 
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped: /dev/kvm cannot be opened ({e})");
-            false
-        }
-    }
-}
-
 /// A `Write` the test can read back.
 #[derive(Clone, Default)]
 struct Console(Arc<Mutex<Vec<u8>>>);
@@ -56,7 +42,7 @@ fn virtual_nic() -> DeviceConfig {
 }
 
 fn boot_builtin(executor: ExecutorKind, vcpus: u32) {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let console = Console::default();
@@ -130,7 +116,7 @@ fn drive(path: &std::path::Path, root: bool) -> DeviceConfig {
 /// so the root drive is /dev/vda): the built-in guest finds a block device.
 #[test]
 fn builtin_guest_sees_the_drive_on_the_first_slot() {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -206,7 +192,7 @@ fn elf_image(code: &[u8]) -> Vec<u8> {
 }
 
 fn run_spinning_guest_controls(executor: ExecutorKind) {
-    if !kvm_available() {
+    if !test_prerequisites::kvm_available() {
         return;
     }
     // out 0x80, al ; jmp back — every iteration is a port-I/O exit.

@@ -3,12 +3,15 @@
 //! For each workspace crate: `cargo check` with no default features, default
 //! features, each feature alone and all features (configurations that resolve
 //! to the same feature set are checked once); then the workspace tests for the
-//! default and the all-features configuration (once if they are the same).
+//! default and the all-features configuration (once if they are the same),
+//! counting what ran ([`TestCounts`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cmd::{cargo, output_of_in};
 
@@ -121,8 +124,97 @@ fn workspace_features(root: &Path) -> Result<Vec<(String, FeatureTable)>> {
     Ok(out)
 }
 
-/// Runs the matrix.
-pub fn run(root: &Path) -> Result<()> {
+/// Which tests a run includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tests {
+    /// `cargo test`'s default: `#[ignore]`d tests are left out.
+    Default,
+    /// `#[ignore]`d tests too (slow Linux boots; CI runs them).
+    IncludeIgnored,
+}
+
+/// What the test runs reported, summed over every test binary.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TestCounts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed (including those whose prerequisite was missing).
+    pub failed: u64,
+    /// `#[ignore]`d tests that were not run.
+    pub ignored: u64,
+    /// Reasons of the tests that found a prerequisite missing (with
+    /// `VM_REQUIRE_PREREQUISITES=1` they fail with this reason).
+    pub missing: Vec<String>,
+}
+
+impl TestCounts {
+    /// Adds what one line of `cargo test` output says.
+    fn observe(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |what: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(what)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            self.passed += count("passed");
+            self.failed += count("failed");
+            self.ignored += count("ignored");
+        } else if let Some(at) = line.find(test_prerequisites::MISSING) {
+            self.missing
+                .push(line[at + test_prerequisites::MISSING.len()..].to_string());
+        }
+    }
+
+    /// `tests: N passed, N failed, N ignored, N skipped`.
+    pub fn summary(&self) -> String {
+        format!(
+            "tests: {} passed, {} failed, {} ignored (not run), {} skipped (prerequisite missing)",
+            self.passed,
+            self.failed,
+            self.ignored,
+            self.missing.len()
+        )
+    }
+}
+
+/// Runs `cargo test ARGS` in `root`, streaming its output and counting
+/// what it reports; fails, after printing the counts, if a test failed.
+fn test_run(root: &Path, args: &[&str], counts: &mut TestCounts) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    eprintln!("$ {cargo} {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{cargo}`"))?;
+    let stdout = child.stdout.take().context("cargo test's stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        counts.observe(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        println!("{}", counts.summary());
+        for reason in &counts.missing {
+            println!("  missing: {reason}");
+        }
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs the matrix, adding what the test runs report to `counts`.
+pub fn run(root: &Path, tests: Tests, counts: &mut TestCounts) -> Result<()> {
     let packages = workspace_features(root)?;
     let mut checks = 0;
     let mut any_all_differs = false;
@@ -136,12 +228,17 @@ pub fn run(root: &Path) -> Result<()> {
             checks += 1;
         }
     }
+    let mut test_args = vec!["test", "--workspace", "--no-fail-fast"];
+    if tests == Tests::IncludeIgnored {
+        test_args.extend(["--", "--include-ignored"]);
+    }
     println!("features: tests [default]");
-    cargo(root, &["test", "--workspace"]).context("tests [default]")?;
+    test_run(root, &test_args, counts).context("tests [default]")?;
     let mut test_runs = 1;
     if any_all_differs {
         println!("features: tests [all-features]");
-        cargo(root, &["test", "--workspace", "--all-features"]).context("tests [all-features]")?;
+        test_args.insert(2, "--all-features");
+        test_run(root, &test_args, counts).context("tests [all-features]")?;
         test_runs += 1;
     }
     println!(
@@ -149,6 +246,7 @@ pub fn run(root: &Path) -> Result<()> {
         checks + test_runs,
         packages.len()
     );
+    println!("features: {}", counts.summary());
     Ok(())
 }
 
@@ -170,6 +268,20 @@ mod tests {
 
     fn labels(t: &FeatureTable) -> Vec<String> {
         configs(t).into_iter().map(|c| c.label).collect()
+    }
+
+    #[test]
+    fn test_output_is_counted() {
+        let mut c = TestCounts::default();
+        c.observe("test result: ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.20s");
+        c.observe("test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        c.observe("thread 'x' panicked at a.rs:1:2:\nrequired prerequisite missing: no dtc (VM_REQUIRE_PREREQUISITES=1)");
+        c.observe(
+            "required prerequisite missing: /dev/kvm cannot be opened (VM_REQUIRE_PREREQUISITES=1)",
+        );
+        assert_eq!((c.passed, c.failed, c.ignored), (13, 2, 3));
+        assert_eq!(c.missing.len(), 2);
+        assert!(c.summary().contains("2 skipped"));
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! - `builtin-guest`: rebuild (or `--check`) the guest `vm-service run` boots.
 //! - `migrate-store`: rewrite a v1 event journal as v2 (crash-safe).
 //! - `setup`: install the Debian packages and rustup components tests need.
-//! - `e2e`: boot a stock Linux guest with the release VMM, to userspace (long; not in CI).
-//! - `ci`: everything CI runs, in order; `.ci/run` calls it.
+//! - `e2e`: boot a stock Linux guest with the release VMM, to userspace
+//!   (`--nested-tcg`: on a standard KVM inside QEMU, part of CI).
+//! - `ci`: everything CI runs, in order; `.ci/run` calls it. Missing test
+//!   prerequisites fail it (`VM_REQUIRE_PREREQUISITES=1`, see the
+//!   `test-prerequisites` crate); it ends with a summary of what ran.
 
 mod bench;
 mod builtin_guest;
@@ -86,7 +89,9 @@ enum Task {
     /// Boot a stock Linux guest with the release vm-service until its
     /// userspace reports ready (or the timeout); reports how far it got.
     E2e(e2e::E2eArgs),
-    /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check, guest (riscv64), features (tests), check-targets.
+    /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check,
+    /// guests, features (all tests, ignored ones too, every prerequisite
+    /// required), e2e --nested-tcg, the fuzz crate, check-targets.
     Ci,
 }
 
@@ -98,26 +103,74 @@ fn workspace_root() -> Result<PathBuf> {
         .context("xtask must live one level below the workspace root")
 }
 
+/// Runs CI's steps in order, timing each; ends with what ran.
 fn ci(root: &Path) -> Result<()> {
-    setup::run(root)?;
-    cmd::cargo(root, &["fmt", "--all", "--", "--check"])?;
-    cmd::cargo(
-        root,
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--all-features",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
-    gates::run(root)?;
-    builtin_guest::run(root, true)?;
-    guest::ci_check(root)?;
-    features::run(root)?;
-    targets::run(root, &[])?;
+    // Every test and bench run below (child processes inherit it) fails
+    // where it would otherwise skip for a missing prerequisite.
+    std::env::set_var(test_prerequisites::REQUIRE_PREREQUISITES, "1");
+    let mut times: Vec<(&str, std::time::Duration)> = Vec::new();
+    let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let t = std::time::Instant::now();
+        let result = f().with_context(|| format!("ci step `{name}`"));
+        times.push((name, t.elapsed()));
+        result
+    };
+    let mut counts = features::TestCounts::default();
+    let result = (|| -> Result<()> {
+        step("setup", &mut || setup::run(root))?;
+        step("fmt", &mut || {
+            cmd::cargo(root, &["fmt", "--all", "--", "--check"])
+        })?;
+        step("clippy", &mut || {
+            cmd::cargo(
+                root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        })?;
+        step("gates", &mut || gates::run(root))?;
+        step("builtin-guest", &mut || builtin_guest::run(root, true))?;
+        step("guests", &mut || guest::ci_check(root))?;
+        step("tests", &mut || {
+            features::run(root, features::Tests::IncludeIgnored, &mut counts)
+        })?;
+        step("e2e --nested-tcg", &mut || {
+            e2e::run_nested_tcg(root, e2e::NESTED_TCG_TIMEOUT)
+        })?;
+        step("fuzz (check)", &mut || {
+            cmd::cargo(
+                root,
+                // The workspace's target directory: the fuzz crate's
+                // dependencies are mostly the workspace's, already checked.
+                &[
+                    "check",
+                    "--manifest-path",
+                    "fuzz/Cargo.toml",
+                    "--bins",
+                    "--target-dir",
+                    "target",
+                ],
+            )
+        })?;
+        step("check-targets", &mut || targets::run(root, &[]))?;
+        Ok(())
+    })();
+    println!("ci summary:");
+    for (name, t) in &times {
+        println!("  {name:<18} {:>7.1} s", t.as_secs_f64());
+    }
+    println!("  {}", counts.summary());
+    result?;
+    if !counts.missing.is_empty() || counts.ignored > 0 || counts.failed > 0 {
+        anyhow::bail!("ci: every test must run: {}", counts.summary());
+    }
     println!("ci: all steps passed");
     Ok(())
 }
@@ -150,7 +203,11 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Gates => gates::run(&root),
         Task::CheckTargets { targets } => targets::run(&root, &targets),
-        Task::Features => features::run(&root),
+        Task::Features => features::run(
+            &root,
+            features::Tests::Default,
+            &mut features::TestCounts::default(),
+        ),
         Task::Bench { quick, areas } => bench::run(&root, quick, &areas),
         Task::BuiltinGuest { check } => builtin_guest::run(&root, check),
         Task::Guest { arch, offline } => guest::run(&root, arch, offline),

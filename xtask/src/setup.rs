@@ -35,6 +35,24 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "gcc-riscv64-unknown-elf",
         "assembles the riscv64 ISA test programs",
     ),
+    ("cpio", "cross-checks the initramfs writer"),
+    (
+        "qemu-system-x86",
+        "runs our x86_64 DSDT under QEMU; the nested-TCG e2e (a standard KVM inside QEMU)",
+    ),
+    (
+        "qemu-system-misc",
+        "boots Debian's riscv64 kernel with our device tree under QEMU",
+    ),
+    ("opensbi", "firmware for qemu-system-riscv64"),
+    (
+        "qemu-system-arm",
+        "boots Debian's arm64 kernel with our device tree under QEMU",
+    ),
+    (
+        "busybox-static",
+        "userspace of the QEMU-booted x86_64 test kernel",
+    ),
 ];
 
 /// Rustup components CI uses.
@@ -91,15 +109,15 @@ fn client_importable(python: &Path) -> bool {
 }
 
 /// Makes the virtualenv with the Firecracker Python client, unless it is
-/// already there. Failure is reported, not fatal: the test skips with a reason.
-fn firecracker_python(root: &Path) {
+/// already there; fails, naming the step, when it cannot.
+fn firecracker_python(root: &Path) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);
     let venv = target.join(FIRECRACKER_VENV);
     let python = venv.join("bin/python");
     if client_importable(&python) {
         println!("setup: {FIRECRACKER_PYTHON} present in {}", venv.display());
-        return;
+        return Ok(());
     }
     let venv_arg = venv.display().to_string();
     let python_arg = python.display().to_string();
@@ -114,23 +132,20 @@ fn firecracker_python(root: &Path) {
         eprintln!("$ {program} {}", args.join(" "));
         match Command::new(program).args(&args).status() {
             Ok(s) if s.success() => {}
-            outcome => {
-                eprintln!(
-                    "setup: could not install {FIRECRACKER_PYTHON} ({program}: {outcome:?}); \
-                     the Firecracker Python client test will skip"
-                );
-                return;
-            }
+            outcome => anyhow::bail!(
+                "setup: could not install {FIRECRACKER_PYTHON} ({program}: {outcome:?}); \
+                 the Firecracker Python client test needs it"
+            ),
         }
     }
     if !client_importable(&python) {
-        eprintln!("setup: {FIRECRACKER_PYTHON} installed but `import firecracker.api` fails; the test will skip");
+        anyhow::bail!("setup: {FIRECRACKER_PYTHON} installed but `import firecracker.api` fails");
     }
+    Ok(())
 }
 
-/// Installs missing packages and components. A package that cannot be
-/// installed is reported (the tests that need it skip with a reason); it does
-/// not fail the run.
+/// Installs missing packages and components; fails, naming each package and
+/// what needs it, when one cannot be installed.
 pub fn run(root: &Path) -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
@@ -139,21 +154,16 @@ pub fn run(root: &Path) -> Result<()> {
         .collect();
     if missing.is_empty() {
         println!("setup: Debian packages present");
-    } else {
-        let ok = as_root(&["apt-get", "update", "-qq"]).is_ok_and(|s| s.success())
-            && as_root(
-                &[
-                    &["apt-get", "install", "-y", "-qq", "--no-install-recommends"],
-                    &missing[..],
-                ]
-                .concat(),
-            )
-            .is_ok_and(|s| s.success());
-        if !ok {
-            for (package, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
-                eprintln!("setup: could not install {package} ({why}); tests needing it will skip");
-            }
-        }
+    } else if let Err(e) = install(&missing) {
+        let needs: Vec<String> = PACKAGES
+            .iter()
+            .filter(|(p, _)| missing.contains(p))
+            .map(|(p, why)| format!("  {p}: {why}"))
+            .collect();
+        anyhow::bail!(
+            "setup: could not install the packages the tests need ({e:#}):\n{}",
+            needs.join("\n")
+        );
     }
     let installed = output_of("rustup", &["component", "list", "--installed"]).unwrap_or_default();
     for component in COMPONENTS {
@@ -165,6 +175,5 @@ pub fn run(root: &Path) -> Result<()> {
             )?;
         }
     }
-    firecracker_python(root);
-    Ok(())
+    firecracker_python(root)
 }

@@ -11,7 +11,7 @@
 //! - Kicking a vCPU uses the real-time signal [`kick_signal`] (`SIGRTMIN`);
 //!   the VMM must leave that signal to this crate.
 //! - On nested-KVM hosts whose instruction emulator cannot handle software
-//!   interrupts (see ENVIRONMENT.md), `int3`/`int n`/`int1` in protected or
+//!   interrupts (a nested paravirtual KVM such as kvm_pvm), `int3`/`int n`/`int1` in protected or
 //!   long mode are re-injected inside `run()`; other emulation failures are
 //!   returned as [`VcpuExit::InternalError`](crate::VcpuExit::InternalError)
 //!   naming the instruction bytes at RIP.

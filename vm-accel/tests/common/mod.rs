@@ -23,12 +23,14 @@ pub const DATA: u64 = 0x3_0000;
 /// An address no memory backs, inside the identity-mapped first GiB.
 pub const UNMAPPED: u64 = 0x1000_0000;
 
-/// KVM, or `None` after printing why the test is skipped.
+/// KVM, or `None` after reporting it missing (see `test_prerequisites`).
 pub fn kvm_or_skip(test: &str) -> Option<KvmAccelerator> {
     match KvmAccelerator::new() {
         Ok(kvm) => Some(kvm),
         Err(e) => {
-            eprintln!("skipping {test}: KVM is not usable here: {e}");
+            test_prerequisites::prerequisite_missing(format_args!(
+                "{test}: KVM is not usable here: {e}"
+            ));
             None
         }
     }

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: external tools (dtc, iasl) and
-//! the Debian guests `cargo xtask guest` builds. Tests skip with a printed reason when a tool or
-//! the network is missing; CI installs `device-tree-compiler` and `acpica-tools`.
+//! the Debian guests `cargo xtask guest` builds. A missing tool or guest is
+//! reported through `test_prerequisites` (skipped by hand, a failure in CI,
+//! which installs the tools and builds the guests).
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
@@ -10,18 +11,7 @@ use std::process::Command;
 use vm_cross_arch::platform::{for_arch, BootInfo, GuestArch, MachineConfig, MemoryMap};
 use vm_memory::GuestMemoryMmap;
 
-/// Returns the tool's path, or prints why the test is skipped and returns `None`.
-pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        eprintln!("SKIPPED: `{name}` is not on PATH (install Debian's `{package}`)");
-    }
-    found
-}
+pub use test_prerequisites::tool;
 
 /// Runs a command, returning (success, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (bool, String, String) {
@@ -106,8 +96,8 @@ pub fn guest_dir(arch: &str) -> PathBuf {
 }
 
 /// Reads `name` (`kernel`, `initrd.cpio.gz`, `bzImage`) of the built guest
-/// for `arch`; prints why the test is skipped and returns `None` when the
-/// guest has not been built.
+/// for `arch`; reports it missing and returns `None` when the guest has not
+/// been built.
 pub fn guest_file(arch: &str, name: &str) -> Option<Vec<u8>> {
     let path = guest_dir(arch).join(name);
     match std::fs::read(&path) {
@@ -116,10 +106,10 @@ pub fn guest_file(arch: &str, name: &str) -> Option<Vec<u8>> {
             Some(bytes)
         }
         Err(e) => {
-            eprintln!(
-                "SKIPPED: no {} ({e}): run `cargo xtask guest --arch {arch}`",
+            test_prerequisites::prerequisite_missing(format_args!(
+                "no {} ({e}): run `cargo xtask guest --arch {arch}`",
                 path.display()
-            );
+            ));
             None
         }
     }

@@ -161,20 +161,6 @@ impl Drop for Daemon {
     }
 }
 
-pub fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipped: /dev/kvm cannot be opened ({e})");
-            false
-        }
-    }
-}
-
 /// An ELF64 image with one loadable segment at 1 MiB holding `code`.
 pub fn elf_image(code: &[u8]) -> Vec<u8> {
     const LOAD: u64 = 0x10_0000;

@@ -188,7 +188,9 @@ pub mod tests {
             .stderr(Stdio::piped())
             .spawn()
         else {
-            eprintln!("SKIPPED: `cpio` is not on PATH (install Debian's `cpio`)");
+            test_prerequisites::prerequisite_missing(
+                "`cpio` is not on PATH (install Debian's `cpio`)",
+            );
             return;
         };
         child.stdin.take().unwrap().write_all(&sample()).unwrap();

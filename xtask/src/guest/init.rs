@@ -147,7 +147,7 @@ mod tests {
                 .arg(&path)
                 .output();
             let Ok(out) = out else {
-                eprintln!("SKIPPED: no `sh` to syntax-check the script");
+                test_prerequisites::prerequisite_missing("no `sh` to syntax-check the script");
                 return;
             };
             assert!(

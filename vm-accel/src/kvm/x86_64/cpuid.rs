@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn conservative_template_filters_the_supported_cpuid() {
         let Ok(kvm) = kvm_ioctls::Kvm::new() else {
-            eprintln!("skipping: /dev/kvm cannot be opened");
+            test_prerequisites::prerequisite_missing("/dev/kvm cannot be opened");
             return;
         };
         let cpuid = vm_cpuid(&kvm, &CpuTemplate::conservative()).unwrap();

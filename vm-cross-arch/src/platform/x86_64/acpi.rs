@@ -1,9 +1,12 @@
-//! ACPI tables for an x86_64 guest: RSDP, XSDT, a hardware-reduced FADT, a
-//! MADT with one local APIC per vCPU plus the IOAPIC, and a DSDT describing
-//! COM1 and every virtio-mmio device (`LNRO0005`), so a stock kernel finds
-//! the devices without `virtio_mmio.device=` on its command line.
+//! ACPI tables for an x86_64 guest: RSDP, XSDT, a hardware-reduced FADT
+//! (its sleep control register is how the guest powers off, its century
+//! field points into the CMOS RTC), a MADT with one local APIC per vCPU plus
+//! the IOAPIC, and a DSDT describing COM1, the CMOS RTC (`PNP0B00`), every
+//! virtio-mmio device (`LNRO0005`), so a stock kernel finds the devices
+//! without `virtio_mmio.device=` on its command line, and `\_S5`.
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
     EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
 };
@@ -11,6 +14,7 @@ use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
+use vm_device::legacy::{acpi_sleep, cmos_rtc};
 use vm_memory::GuestAddress;
 
 use crate::platform::error::{PlatformError, Result};
@@ -81,9 +85,26 @@ fn to_bytes(t: &dyn Aml) -> Vec<u8> {
     v
 }
 
-/// The DSDT body: `\_SB_` with COM1 and one `LNRO0005` device per virtio slot.
+/// A one-byte I/O register for the FADT.
+fn io_register(port: u64) -> GAS {
+    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, port)
+}
+
+/// The DSDT body: `\_SB_` with COM1, the RTC and one `LNRO0005` device per
+/// virtio slot; `\_S5` (the `SLP_TYP` of soft-off).
 pub fn dsdt(map: &MemoryMap) -> Vec<u8> {
     let mut devices: Vec<RawAml> = Vec::new();
+    // No interrupt: the RTC model raises none.
+    let rtc_port = cmos_rtc::CMOS_PORT_BASE as u16;
+    let io = aml::IO::new(rtc_port, rtc_port, 1, cmos_rtc::CMOS_PORT_LEN as u8);
+    let crs = aml::ResourceTemplate::new(vec![&io]);
+    devices.push(RawAml(to_bytes(&aml::Device::new(
+        "RTC_".into(),
+        vec![
+            &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0B00")),
+            &aml::Name::new("_CRS".into(), &crs),
+        ],
+    ))));
     if let SerialPort::Pio { base, len, irq } = map.serial {
         let io = aml::IO::new(base, base, 1, len as u8);
         let int = aml::Interrupt::new(true, true, false, false, irq.0);
@@ -117,6 +138,8 @@ pub fn dsdt(map: &MemoryMap) -> Vec<u8> {
     let children: Vec<&dyn Aml> = devices.iter().map(|d| d as &dyn Aml).collect();
     let mut body = Vec::new();
     aml::Scope::new("\\_SB_".into(), children).to_aml_bytes(&mut body);
+    let s5 = acpi_sleep::S5_SLEEP_TYPE;
+    aml::Name::new("_S5_".into(), &aml::Package::new(vec![&s5, &s5])).to_aml_bytes(&mut body);
     body
 }
 
@@ -180,6 +203,9 @@ pub fn build(map: &MemoryMap, base: u64, room: u64) -> Result<AcpiTables> {
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
     fadt.iapc_boot_arch = IAPC_BOOT_ARCH.into();
+    fadt.sleep_control_reg = io_register(acpi_sleep::ACPI_SLEEP_PORT_BASE);
+    fadt.sleep_status_reg = io_register(acpi_sleep::ACPI_SLEEP_PORT_BASE + 1);
+    fadt.century = cmos_rtc::CENTURY_INDEX;
     let fadt_bytes = to_bytes(&fadt.finalize());
 
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -300,6 +326,9 @@ mod tests {
         let count = dsdt.windows(8).filter(|w| w == b"LNRO0005").count();
         assert_eq!(count, 5);
         assert!(dsdt.windows(4).any(|w| w == b"COM1"));
+        assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
+        // PNP0B00 as an EISA id: 0x41d00b00 stored big-endian.
+        assert!(dsdt.windows(4).any(|w| w == [0x41, 0xd0, 0x0b, 0x00]));
     }
 
     #[test]
