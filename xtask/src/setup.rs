@@ -19,6 +19,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("acpica-tools", "iasl validates the generated ACPI tables"),
     (
+        "e2fsprogs",
+        "mkfs.ext4 -d makes the guests' rootfs.ext4 (`cargo xtask guest`)",
+    ),
+    (
         "gcc-riscv64-unknown-elf",
         "assembles the riscv64 ISA test programs",
     ),

@@ -6,11 +6,15 @@
 //! riscv64), the virtio modules with everything they depend on, and builds a
 //! gzip'd newc initramfs whose `/init` ([`init`]) configures the network from
 //! the command line, prints `VM-GUEST-READY`, runs the command given after
-//! ` -- ` and ends the VM.
+//! ` -- ` and ends the VM. The same tree also goes into an ext4 disk image
+//! ([`rootfs`], made with `mkfs.ext4 -d`: no root, no loop mount) that the
+//! initramfs's `/init` mounts and switches to when the kernel command line
+//! names a root disk (`root=/dev/vda`): Debian's kernels have `virtio_blk`
+//! and `ext4` as modules, so the kernel cannot mount it by itself.
 //!
 //! Inputs are cached per package versions in `target/guest-cache/<arch>/<key>/`;
 //! the current guest is published at the stable paths
-//! `target/guest/<arch>/{kernel,initrd.cpio.gz,guest.json}`.
+//! `target/guest/<arch>/{kernel,initrd.cpio.gz,rootfs.ext4,guest.json}`.
 
 mod apt;
 mod bzimage;
@@ -19,6 +23,7 @@ mod decompress;
 mod init;
 mod initramfs;
 mod modules;
+mod rootfs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -118,8 +123,9 @@ impl Arch {
     }
 }
 
-/// The modules the guest loads; their dependencies come along.
-const WANTED_MODULES: &[&str] = &["virtio_mmio", "virtio_net", "virtio_blk"];
+/// The modules the guest loads; their dependencies come along (`ext4`
+/// brings `jbd2`, `mbcache` and `crc16` on Debian's riscv64 kernel).
+const WANTED_MODULES: &[&str] = &["virtio_mmio", "virtio_net", "virtio_blk", "ext4"];
 /// Busybox's package.
 const BUSYBOX: &str = "busybox-static";
 
@@ -134,6 +140,19 @@ struct Manifest {
     modules: Vec<ModuleRef>,
     /// Where the kernel came from inside its package.
     kernel_source: String,
+    /// The [`WANTED_MODULES`] the entry was made for (absent in older
+    /// entries): an entry made for another list is fetched again.
+    #[serde(default)]
+    wanted: Vec<String>,
+}
+
+impl Manifest {
+    fn has_wanted_modules(&self) -> bool {
+        self.wanted
+            .iter()
+            .map(String::as_str)
+            .eq(WANTED_MODULES.iter().copied())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +231,13 @@ pub fn run(root: &Path, arch: Option<Arch>, offline: bool) -> Result<()> {
     );
     println!("  {}", summary.out.join("kernel").display());
     println!("  {}", summary.out.join("initrd.cpio.gz").display());
+    if summary.rootfs {
+        println!(
+            "  {} ({} MiB ext4, the same tree; boot it with `vm-service run --guest debian --rootfs`)",
+            summary.out.join(rootfs::FILE).display(),
+            rootfs::SIZE_MIB
+        );
+    }
     println!("  {}", summary.out.join("guest.json").display());
     Ok(())
 }
@@ -226,6 +252,7 @@ struct Summary {
     kernel_size: u64,
     initrd_size: u64,
     modules: usize,
+    rootfs: bool,
     cached: bool,
     download_time: Duration,
 }
@@ -255,7 +282,7 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
         let packages = resolve_packages(&apt, spec)?;
         done(&pb, format!("{}: {} index updated", spec.name, spec.suite));
         let entry = cache_root.join(cache_key(spec, &packages)?);
-        if entry.join("manifest.json").is_file() {
+        if read_manifest(&entry).is_ok_and(|m| m.has_wanted_modules()) {
             (entry, true)
         } else {
             let t = Instant::now();
@@ -264,20 +291,40 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
             (entry, false)
         }
     };
-    let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(entry.join("manifest.json"))
-            .with_context(|| format!("reading {}", entry.join("manifest.json").display()))?,
-    )
-    .with_context(|| format!("parsing {}", entry.join("manifest.json").display()))?;
+    let manifest = read_manifest(&entry)?;
+    if !manifest.has_wanted_modules() {
+        eprintln!(
+            "guest: warning: the cached {} guest was made for other modules than {WANTED_MODULES:?} \
+             (run once with network to refresh it); its root disk may not mount",
+            spec.name
+        );
+    }
     let pb = progress.spinner(format!("{}: building the initramfs", spec.name));
-    let initrd = build_initrd(&entry, &manifest, spec)?;
+    let tree = GuestTree::load(&entry, &manifest, spec)?;
+    let initrd = initramfs::gzip(&initramfs::cpio(&tree.contents())?)?;
     done(&pb, format!("{}: initramfs built", spec.name));
-    let kernel_size = publish(&entry, &out, &initrd, &manifest, spec)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let rootfs = if let Some(mkfs) = rootfs::find_mkfs() {
+        let pb = progress.spinner(format!("{}: building {}", spec.name, rootfs::FILE));
+        rootfs::build(&mkfs, &tree.contents(), &out.join(rootfs::FILE))?;
+        done(&pb, format!("{}: {} built", spec.name, rootfs::FILE));
+        true
+    } else {
+        eprintln!(
+            "guest: {} not built: no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)",
+            rootfs::FILE
+        );
+        // A stale image would not match this kernel's modules.
+        let _ = std::fs::remove_file(out.join(rootfs::FILE));
+        false
+    };
+    let kernel_size = publish(&entry, &out, &initrd, rootfs, &manifest, spec)?;
     Ok(Summary {
         out,
         release: manifest.kernel_release,
         kernel_size,
         initrd_size: initrd.len() as u64,
+        rootfs,
         modules: manifest.modules.len(),
         cached,
         download_time,
@@ -433,6 +480,7 @@ fn fetch(
             })
             .collect(),
         modules: order,
+        wanted: WANTED_MODULES.iter().map(ToString::to_string).collect(),
         kernel_source: kernel_src
             .strip_prefix(&tree)
             .unwrap_or(&kernel_src)
@@ -560,43 +608,71 @@ fn uncompressed_path(path: &str) -> String {
         .to_string()
 }
 
-/// The gzip'd initramfs for a cache entry.
-fn build_initrd(entry: &Path, manifest: &Manifest, spec: &ArchSpec) -> Result<Vec<u8>> {
-    let busybox = std::fs::read(entry.join("busybox")).context("reading the cached busybox")?;
-    let modules = manifest
-        .modules
-        .iter()
-        .map(|m| {
-            let data = std::fs::read(entry.join("modules").join(&m.path))
-                .with_context(|| format!("reading cached module {}", m.path))?;
-            Ok((m.path.clone(), data))
+fn read_manifest(entry: &Path) -> Result<Manifest> {
+    let path = entry.join("manifest.json");
+    serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))
+}
+
+/// What the guest's root holds (busybox, modules, `/init`), loaded from a
+/// cache entry: the one source of both the initramfs and `rootfs.ext4`.
+struct GuestTree {
+    busybox: Vec<u8>,
+    release: String,
+    modules: Vec<(String, Vec<u8>)>,
+    modules_dep: String,
+    init: String,
+}
+
+impl GuestTree {
+    fn load(entry: &Path, manifest: &Manifest, spec: &ArchSpec) -> Result<Self> {
+        let busybox = std::fs::read(entry.join("busybox")).context("reading the cached busybox")?;
+        let modules = manifest
+            .modules
+            .iter()
+            .map(|m| {
+                let data = std::fs::read(entry.join("modules").join(&m.path))
+                    .with_context(|| format!("reading cached module {}", m.path))?;
+                Ok((m.path.clone(), data))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let order: Vec<Module> = manifest
+            .modules
+            .iter()
+            .map(|m| Module {
+                name: m.name.clone(),
+                path: m.path.clone(),
+                deps: m.deps.clone(),
+            })
+            .collect();
+        let modules_dep = modules::render_modules_dep(&order, |m| m.path.clone());
+        let paths: Vec<String> = manifest.modules.iter().map(|m| m.path.clone()).collect();
+        let init = init::script(&init::InitSpec {
+            arch: spec.name,
+            release: &manifest.kernel_release,
+            modules: &paths,
+            end_vm: spec.end_vm,
+        });
+        Ok(Self {
+            busybox,
+            release: manifest.kernel_release.clone(),
+            modules,
+            modules_dep,
+            init,
         })
-        .collect::<Result<Vec<_>>>()?;
-    let order: Vec<Module> = manifest
-        .modules
-        .iter()
-        .map(|m| Module {
-            name: m.name.clone(),
-            path: m.path.clone(),
-            deps: m.deps.clone(),
-        })
-        .collect();
-    let modules_dep = modules::render_modules_dep(&order, |m| m.path.clone());
-    let paths: Vec<String> = manifest.modules.iter().map(|m| m.path.clone()).collect();
-    let init = init::script(&init::InitSpec {
-        arch: spec.name,
-        release: &manifest.kernel_release,
-        modules: &paths,
-        end_vm: spec.end_vm,
-    });
-    let archive = initramfs::cpio(&initramfs::Contents {
-        busybox: &busybox,
-        release: &manifest.kernel_release,
-        modules: &modules,
-        modules_dep: &modules_dep,
-        init: &init,
-    })?;
-    initramfs::gzip(&archive)
+    }
+
+    fn contents(&self) -> initramfs::Contents<'_> {
+        initramfs::Contents {
+            busybox: &self.busybox,
+            release: &self.release,
+            modules: &self.modules,
+            modules_dep: &self.modules_dep,
+            init: &self.init,
+        }
+    }
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -613,15 +689,29 @@ fn file_record(name: &str, data: &[u8]) -> serde_json::Value {
     })
 }
 
+/// [`file_record`] of a file on disk, read in pieces (the disk image is large).
+fn file_record_of(name: &str, path: &Path) -> Result<serde_json::Value> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::json!({
+        "path": name,
+        "size": size,
+        "sha256": format!("{:x}", hasher.finalize()),
+    }))
+}
+
 /// Writes the stable files; returns the kernel's size.
 fn publish(
     entry: &Path,
     out: &Path,
     initrd: &[u8],
+    rootfs: bool,
     manifest: &Manifest,
     spec: &ArchSpec,
 ) -> Result<u64> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let kernel = std::fs::read(entry.join("kernel")).context("reading the cached kernel")?;
     write_atomic(&out.join("kernel"), &kernel)?;
     write_atomic(&out.join("initrd.cpio.gz"), initrd)?;
@@ -632,6 +722,9 @@ fn publish(
     if let Ok(bz) = std::fs::read(entry.join("bzImage")) {
         write_atomic(&out.join("bzImage"), &bz)?;
         files.push(file_record("bzImage", &bz));
+    }
+    if rootfs {
+        files.push(file_record_of(rootfs::FILE, &out.join(rootfs::FILE))?);
     }
     let json = serde_json::json!({
         "arch": spec.name,
@@ -649,8 +742,15 @@ fn publish(
             "ready_marker": init::READY_MARKER,
             "exit_marker": init::EXIT_MARKER,
             "end_vm": spec.end_vm,
-            "cmdline": "vmguest.ip=ADDR/PREFIX vmguest.gw=GW -- COMMAND...",
+            "cmdline": "vmguest.ip=ADDR/PREFIX vmguest.gw=GW root=/dev/vda -- COMMAND...",
         },
+        "rootfs": rootfs.then(|| serde_json::json!({
+            "path": rootfs::FILE,
+            "format": "raw ext4",
+            "label": rootfs::LABEL,
+            "size_mib": rootfs::SIZE_MIB,
+            "boot": "with kernel and initrd.cpio.gz: /init mounts root= (or vmguest.root=) and switch_roots into the disk's /init",
+        })),
         "files": files,
         "cache_entry": entry.file_name().map(|n| n.to_string_lossy().into_owned()),
     });
@@ -709,11 +809,50 @@ pub fn ci_check(root: &Path) -> Result<()> {
             bail!("guest.json lists no {m} module");
         }
     }
+    let rootfs_checked = check_rootfs(&out, &json)?;
     println!(
-        "guest: riscv64 guest checked ({} files in the initramfs)",
+        "guest: riscv64 guest checked ({} files in the initramfs{rootfs_checked})",
         names.len()
     );
     Ok(())
+}
+
+/// The disk image: listed in guest.json with its size, and a clean ext4
+/// file system (`e2fsck -fn`). Absent without mkfs.ext4 (the build said so).
+fn check_rootfs(out: &Path, json: &serde_json::Value) -> Result<&'static str> {
+    let Some(mkfs) = rootfs::find_mkfs() else {
+        return Ok(", no rootfs.ext4: no mkfs.ext4");
+    };
+    let image = out.join(rootfs::FILE);
+    let size = std::fs::metadata(&image)
+        .with_context(|| format!("{} was not built", image.display()))?
+        .len();
+    let listed = json["files"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["path"] == rootfs::FILE))
+        .with_context(|| format!("guest.json lists no {}", rootfs::FILE))?;
+    if listed["size"] != size {
+        bail!(
+            "guest.json gives {} a size of {}, the file has {size}",
+            rootfs::FILE,
+            listed["size"]
+        );
+    }
+    let e2fsck = mkfs.with_file_name("e2fsck");
+    let check = std::process::Command::new(&e2fsck)
+        .arg("-fn")
+        .arg(&image)
+        .output()
+        .with_context(|| format!("starting {}", e2fsck.display()))?;
+    if !check.status.success() {
+        bail!(
+            "e2fsck -fn {}: {}{}",
+            image.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    Ok(", rootfs.ext4 clean")
 }
 
 /// Names in a newc archive (a minimal, bounds-checked reader).
