@@ -27,6 +27,7 @@ pub mod api;
 pub mod ctl;
 pub mod daemon;
 pub mod dispatch;
+pub mod drive_arg;
 pub mod executor;
 pub mod guest;
 pub mod net;
