@@ -70,8 +70,8 @@ pub enum DriveArgError {
         /// What the open said.
         source: std::io::Error,
     },
-    /// The path is a directory, a socket, ...
-    #[error("--drive {spec:?}: {} is not a regular file or a block device", path.display())]
+    /// The path is a directory, a device, a socket, ...
+    #[error("--drive {spec:?}: {} is not a regular file (a raw disk image)", path.display())]
     NotAnImage {
         /// The whole argument.
         spec: String,
@@ -134,9 +134,9 @@ impl std::str::FromStr for DriveArg {
 }
 
 /// The drives of `specs` (in order), plus `rootfs` as a read-write root
-/// drive with id `rootfs` when given; the root drive first. Each image is
-/// opened once (read-only, or for writing) so that a missing or forbidden
-/// file is reported now, naming it.
+/// drive with id `rootfs` when given; the root drive first. Each image must
+/// be a regular file (a raw image) and is opened once (read-only, or for
+/// writing) so that a missing or forbidden file is reported now, naming it.
 pub fn drives(specs: &[String], rootfs: Option<&Path>) -> Result<Vec<BlockConfig>, DriveArgError> {
     let mut parsed: Vec<(String, DriveArg)> = Vec::new();
     if let Some(path) = rootfs {
@@ -195,7 +195,6 @@ pub fn drives(specs: &[String], rootfs: Option<&Path>) -> Result<Vec<BlockConfig
 }
 
 fn check_image(spec: &str, drive: &BlockConfig) -> Result<(), DriveArgError> {
-    use std::os::unix::fs::FileTypeExt;
     let path = &drive.path_on_host;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -203,7 +202,7 @@ fn check_image(spec: &str, drive: &BlockConfig) -> Result<(), DriveArgError> {
         .open(path)
         .and_then(|f| f.metadata());
     match file {
-        Ok(m) if m.is_file() || m.file_type().is_block_device() => Ok(()),
+        Ok(m) if m.is_file() => Ok(()),
         Ok(_) => Err(DriveArgError::NotAnImage {
             spec: spec.into(),
             path: path.clone(),
@@ -298,7 +297,7 @@ mod tests {
         let e = err(&[format!("{missing},ro")], None);
         assert!(e.contains(&format!("cannot open {missing}:")), "{e}");
         let e = err(&[dir.path().display().to_string() + ",ro"], None);
-        assert!(e.contains("is not a regular file or a block device"), "{e}");
+        assert!(e.contains("is not a regular file"), "{e}");
         let e = err(&[format!("{a},root"), format!("{b},root")], None);
         assert!(
             e.contains("drive \"drive0\" is already the root drive"),

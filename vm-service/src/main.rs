@@ -100,7 +100,7 @@ struct RunArgs {
     /// The initramfs mounts it (`root=/dev/vda`) and runs its `/init`.
     #[arg(long, requires = "guest")]
     rootfs: bool,
-    /// A virtio-blk disk backed by a raw image file (or block device), e.g.
+    /// A virtio-blk disk backed by a raw image file, e.g.
     /// `--drive data.img,ro`. Repeatable. Options after commas: `ro` (the guest
     /// sees a read-only disk; the file is opened read-only), `root` (boot from
     /// it: the kernel gets `root=/dev/vda`; at most one), `id=NAME` (default

@@ -118,6 +118,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<VmResource>), ApiError> {
     let id = vm_id(path)?;
     let config = spec.to_config()?;
+    spec.check_drive_files()?;
     // Like Firecracker's PUT /boot-source: a kernel that cannot be read is
     // reported now, not at start.
     for (field, path) in [
