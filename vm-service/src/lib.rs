@@ -24,6 +24,7 @@
 //! behind the REST API of [`api`], one process per VM.
 
 pub mod api;
+mod block;
 pub mod ctl;
 pub mod daemon;
 pub mod dispatch;
@@ -31,6 +32,7 @@ pub mod drive_arg;
 pub mod executor;
 pub mod guest;
 pub mod net;
+mod poller;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};

@@ -23,10 +23,12 @@ use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
 use vm_device::{Bus, BusError};
 use vm_memory::GuestMemoryMmap;
 
+use crate::block;
 use crate::dispatch::DeviceExits;
 use crate::executor::{ExecutorControl, ExecutorKind, MultiVcpuExecutor, StopReason};
 use crate::guest;
-use crate::net::{self, RxPoller, SwitchRegistry};
+use crate::net::{self, SwitchRegistry};
+use crate::poller::{self, Poller};
 
 /// Why a VM could not be built or started. Each variant names what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -237,11 +239,10 @@ impl VmmBuilder {
 
         let phase = Instant::now();
         let platform = platform::for_arch(config.arch);
-        let nets = config.devices.len() as u32;
         let map = platform.memory_map(&MachineConfig {
             vcpus: config.vcpus,
             mem_size: config.memory_bytes(),
-            virtio_devices: nets,
+            virtio_devices: config.devices.len() as u32,
         })?;
         let memory = map.create_guest_memory()?;
         let vm = accel
@@ -269,7 +270,7 @@ impl VmmBuilder {
             None => serial_writer(&config.serial)?,
         };
         let (pio, mut mmio, serial) = attach_devices(vm.as_ref(), &map, serial_out, reset.clone())?;
-        let rx_poller = attach_nics(
+        let pollers = attach_virtio(
             vm.as_ref(),
             &map,
             config,
@@ -302,7 +303,7 @@ impl VmmBuilder {
             handler: Arc::new(DeviceExits::new(pio, mmio, reset)),
             executor: self.executor,
             info,
-            rx_poller,
+            pollers,
             switches: self.switches,
         })
     }
@@ -316,7 +317,8 @@ pub struct Vmm {
     handler: Arc<DeviceExits>,
     executor: ExecutorKind,
     info: VmmInfo,
-    rx_poller: Option<RxPoller>,
+    /// The threads doing device work off the vCPUs (stopped when dropped).
+    pollers: Vec<Poller>,
     /// Keeps the switches (and their segment memberships) as long as the VM.
     switches: SwitchRegistry,
 }
@@ -357,7 +359,7 @@ impl Vmm {
         );
         Ok(RunningVmm {
             executor,
-            _rx_poller: self.rx_poller,
+            _pollers: self.pollers,
             _switches: self.switches,
             _vm: self.vm,
             _memory: self.memory,
@@ -370,7 +372,7 @@ impl Vmm {
 #[derive(Debug)]
 pub struct RunningVmm {
     executor: MultiVcpuExecutor,
-    _rx_poller: Option<RxPoller>,
+    _pollers: Vec<Poller>,
     _switches: SwitchRegistry,
     // The VM and its memory must outlive the vCPUs, which the executor owns.
     _vm: Arc<dyn Vm>,
@@ -395,20 +397,25 @@ impl RunningVmm {
     }
 }
 
-/// The kernel command line, with the host profile's additions when an x86_64
-/// Linux kernel boots on an accelerator that has a profile for this host.
+/// The kernel command line: for a Linux kernel, `root=/dev/vda` when a drive
+/// is the root device, and the host profile's additions when an x86_64 kernel
+/// boots on an accelerator that has a profile for this host.
 fn linux_cmdline(accel: AcceleratorKind, config: &VmConfig) -> Result<String, VmmError> {
-    if config.kernel.is_none() || config.arch != GuestArch::X86_64 {
+    if config.kernel.is_none() {
         return Ok(config.cmdline.clone());
+    }
+    let cmdline = block::with_root_param(&config.cmdline, &config.devices);
+    if config.arch != GuestArch::X86_64 {
+        return Ok(cmdline);
     }
     match vm_accel::HostProfile::select(accel) {
         Ok(Some(profile)) => {
             tracing::info!(profile = %profile.name, additions = %profile.linux_cmdline, "host profile");
-            Ok(profile.extend_linux_cmdline(&config.cmdline))
+            Ok(profile.extend_linux_cmdline(&cmdline))
         }
         Ok(None) => {
             tracing::info!(accelerator = %accel, "host profile: none");
-            Ok(config.cmdline.clone())
+            Ok(cmdline)
         }
         Err(e) => Err(VmmError::Accel {
             step: "choosing the host profile",
@@ -532,37 +539,61 @@ fn attach_devices(
     Ok((pio, mmio, serial))
 }
 
-fn attach_nics(
+/// Puts every virtio device on its slot (see [`block::slot_order`]) and starts
+/// the threads that work for them off the vCPUs: `net-rx` for the NICs,
+/// `blk-io` for the drives.
+fn attach_virtio(
     vm: &dyn Vm,
     map: &MemoryMap,
     config: &VmConfig,
     memory: &GuestMemoryMmap,
     mmio: &mut Bus,
     switches: &SwitchRegistry,
-) -> Result<Option<RxPoller>, VmmError> {
+) -> Result<Vec<Poller>, VmmError> {
     let mut nics = Vec::new();
-    for (device, slot) in config.devices.iter().zip(&map.virtio) {
-        let DeviceConfig::Net(net_config) = device else {
-            return Err(device_err(
-                &format!("drive {:?}", device.id()),
-                std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "this VMM has no virtio-blk device model",
+    let mut drives = Vec::new();
+    for (device, slot) in block::slot_order(&config.devices)
+        .into_iter()
+        .zip(&map.virtio)
+    {
+        let interrupt = irq(vm, slot.irq.0)?;
+        let (name, attached) = match device {
+            DeviceConfig::Net(net_config) => (
+                format!("virtio-net {:?}", net_config.id),
+                net::attach(net_config, memory.clone(), interrupt, switches),
+            ),
+            DeviceConfig::Block(drive) => (
+                format!(
+                    "drive {:?} ({})",
+                    drive.drive_id,
+                    drive.path_on_host.display()
                 ),
-            ));
+                block::attach(drive, memory.clone(), interrupt),
+            ),
         };
-        let name = format!("virtio-net {:?}", net_config.id);
-        let nic = net::attach(net_config, memory.clone(), irq(vm, slot.irq.0)?, switches).map_err(
-            |source| VmmError::Device {
-                device: name.clone(),
-                source,
-            },
-        )?;
-        mmio.insert(nic.transport.clone(), slot.mmio.start.0, slot.mmio.size)
-            .map_err(|e| device_err(&name, e))?;
-        nics.push(nic);
+        let attached = attached.map_err(|source| VmmError::Device {
+            device: name.clone(),
+            source,
+        })?;
+        mmio.insert(
+            attached.transport.clone(),
+            slot.mmio.start.0,
+            slot.mmio.size,
+        )
+        .map_err(|e| device_err(&name, e))?;
+        match device {
+            DeviceConfig::Net(_) => nics.push(attached),
+            DeviceConfig::Block(_) => drives.push(attached),
+        }
     }
-    net::spawn_rx_poller(nics).map_err(|e| device_err("the network receive thread", e))
+    let mut pollers = Vec::new();
+    for (thread, devices, what) in [
+        ("net-rx", nics, "the network receive thread"),
+        ("blk-io", drives, "the block I/O thread"),
+    ] {
+        pollers.extend(poller::spawn(thread, devices).map_err(|e| device_err(what, e))?);
+    }
+    Ok(pollers)
 }
 
 fn create_vcpus(

@@ -5,7 +5,8 @@
 //! ends (no loop, not longer than the queue, `next` inside the table); the
 //! total length fits in 32 bits; the direction of every descriptor is the one
 //! the device needs (a device never writes a driver-readable descriptor, and
-//! readable descriptors never follow writable ones).
+//! readable descriptors never follow writable ones: [`collect_split_segments`]
+//! for requests that carry their reply, [`collect_segments`] otherwise).
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
@@ -29,6 +30,20 @@ pub enum Direction {
     ReadOnly,
     /// Only device-writable descriptors (e.g. virtio-net RX).
     WriteOnly,
+    /// Device-readable descriptors, then device-writable ones (a request and
+    /// its reply, e.g. virtio-blk); either part may be empty.
+    ReadThenWrite,
+}
+
+/// How a validated [`Direction::ReadThenWrite`] chain splits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SplitLengths {
+    /// How many of the collected segments are device-readable (they come first).
+    pub readable_segments: usize,
+    /// Bytes in the readable part.
+    pub readable_len: u32,
+    /// Bytes in the writable part.
+    pub writable_len: u32,
 }
 
 /// What was wrong with a descriptor chain.
@@ -101,6 +116,29 @@ pub fn collect_segments(
     direction: Direction,
     out: &mut Vec<Segment>,
 ) -> Result<u32, ChainError> {
+    collect(mem, chain, queue_size, direction, out)
+        .map(|split| split.readable_len + split.writable_len)
+}
+
+/// Validate a chain of device-readable descriptors followed by device-writable
+/// ones, append its segments to `out` (readable ones first) and say where the
+/// two parts split.
+pub fn collect_split_segments(
+    mem: &GuestMemory,
+    chain: DescriptorChain<&GuestMemory>,
+    queue_size: u16,
+    out: &mut Vec<Segment>,
+) -> Result<SplitLengths, ChainError> {
+    collect(mem, chain, queue_size, Direction::ReadThenWrite, out)
+}
+
+fn collect(
+    mem: &GuestMemory,
+    chain: DescriptorChain<&GuestMemory>,
+    queue_size: u16,
+    direction: Direction,
+    out: &mut Vec<Segment>,
+) -> Result<SplitLengths, ChainError> {
     let head = chain.head_index();
     let start = out.len();
     let result = walk(mem, chain, head, queue_size, direction, out);
@@ -117,17 +155,25 @@ fn walk(
     queue_size: u16,
     direction: Direction,
     out: &mut Vec<Segment>,
-) -> Result<u32, ChainError> {
+) -> Result<SplitLengths, ChainError> {
     let mut total: u32 = 0;
     let mut count: u16 = 0;
     let mut last: Option<Descriptor> = None;
+    let mut split = SplitLengths::default();
     // The iterator itself bounds the walk by the queue size (its "ttl"), so a
     // loop cannot keep us here; we only need to see why it stopped.
     for desc in chain {
-        check_descriptor(mem, &desc, head, count, direction)?;
+        let seen_writable = split.writable_len > 0 || usize::from(count) > split.readable_segments;
+        check_descriptor(mem, &desc, head, count, direction, seen_writable)?;
         total = total
             .checked_add(desc.len())
             .ok_or(ChainError::LengthOverflow { head })?;
+        if desc.is_write_only() {
+            split.writable_len += desc.len();
+        } else {
+            split.readable_segments += 1;
+            split.readable_len += desc.len();
+        }
         out.push(Segment {
             addr: desc.addr(),
             len: desc.len(),
@@ -150,7 +196,7 @@ fn walk(
         } else {
             ChainError::LengthOverflow { head }
         }),
-        Some(_) => Ok(total),
+        Some(_) => Ok(split),
     }
 }
 
@@ -174,11 +220,13 @@ fn check_descriptor(
     head: u16,
     position: u16,
     direction: Direction,
+    seen_writable: bool,
 ) -> Result<(), ChainError> {
     let writable = desc.is_write_only();
     let ok = match direction {
         Direction::ReadOnly => !writable,
         Direction::WriteOnly => writable,
+        Direction::ReadThenWrite => writable || !seen_writable,
     };
     if !ok {
         return Err(ChainError::WrongDirection {

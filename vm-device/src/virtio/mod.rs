@@ -1,11 +1,12 @@
 //! Virtio devices: the MMIO transport, descriptor-chain validation and the
-//! device models (virtio-net).
+//! device models (virtio-net, virtio-blk).
 //!
 //! A [`VirtioDevice`] knows its own registers (features, config space) and how
 //! to process its queues; the [`mmio::MmioTransport`] owns the queues, runs the
 //! driver handshake, raises interrupts and turns device errors into
 //! `DEVICE_NEEDS_RESET`.
 
+pub mod block;
 pub mod chain;
 pub mod guest_driver;
 pub mod mmio;
@@ -13,7 +14,9 @@ pub mod net;
 
 use std::fmt;
 
-use virtio_queue::Queue;
+use std::sync::atomic::Ordering;
+
+use virtio_queue::{Queue, QueueT};
 
 /// Guest memory as devices see it.
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
@@ -41,6 +44,8 @@ pub mod status {
 pub mod device_type {
     /// Network card.
     pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
 }
 
 /// Errors a device reports while processing queues; each one makes the
@@ -82,6 +87,16 @@ pub enum DeviceError {
         queue: u16,
         /// The vm-memory error.
         source: vm_memory::GuestMemoryError,
+    },
+    /// A request the device cannot even answer (e.g. no device-writable status byte).
+    #[error("queue {queue}: request {head}: {reason}")]
+    BadRequest {
+        /// Queue index.
+        queue: u16,
+        /// Head descriptor of the request.
+        head: u16,
+        /// What was wrong.
+        reason: &'static str,
     },
     /// Activation was refused (e.g. a required queue is not ready or not in guest memory).
     #[error("activation failed: {0}")]
@@ -150,4 +165,36 @@ pub trait VirtioDevice: Send + fmt::Debug {
     }
     /// The driver reset the device: drop all queue state and negotiated features.
     fn reset(&mut self);
+}
+
+/// Refuse an available index that moved more than the queue size (a driver
+/// bug or attack that would make us process stale entries twice).
+pub(crate) fn check_avail(mem: &GuestMemory, q: &Queue, queue: u16) -> Result<(), DeviceError> {
+    let now = q
+        .avail_idx(mem, Ordering::Acquire)
+        .map_err(|source| DeviceError::Queue { queue, source })?
+        .0;
+    let last = q.next_avail();
+    if now.wrapping_sub(last) > q.size() {
+        return Err(DeviceError::AvailIndexJump {
+            queue,
+            last,
+            now,
+            size: q.size(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuse activation when queue `index` is not ready or its rings are not in guest memory.
+pub(crate) fn validate_queue(mem: &GuestMemory, q: &Queue, index: u16) -> Result<(), DeviceError> {
+    if !q.is_valid(mem) {
+        return Err(DeviceError::Activation(format!(
+            "queue {index} is not ready or its rings are outside guest memory (desc {:#x}, avail {:#x}, used {:#x})",
+            q.desc_table(),
+            q.avail_ring(),
+            q.used_ring()
+        )));
+    }
+    Ok(())
 }

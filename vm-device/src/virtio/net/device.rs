@@ -22,8 +22,8 @@ use super::{features, MAX_BUFFER_LEN, VNET_HDR_LEN};
 use crate::interrupt::Interrupt;
 use crate::virtio::chain::{collect_segments, Direction, Segment};
 use crate::virtio::{
-    device_type, DeviceError, GuestMemory, QueueContext, UsedQueues, VirtioDevice,
-    VIRTIO_F_VERSION_1,
+    check_avail, device_type, validate_queue, DeviceError, GuestMemory, QueueContext, UsedQueues,
+    VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Index of the receive queue.
@@ -426,37 +426,6 @@ fn rewind(q: &mut Queue, n: usize) {
     for _ in 0..n {
         q.go_to_previous_position();
     }
-}
-
-/// Refuse an available index that moved more than the queue size (a driver
-/// bug or attack that would make us process stale entries twice).
-fn check_avail(mem: &GuestMemory, q: &Queue, queue: u16) -> Result<(), DeviceError> {
-    let now = q
-        .avail_idx(mem, Ordering::Acquire)
-        .map_err(|source| DeviceError::Queue { queue, source })?
-        .0;
-    let last = q.next_avail();
-    if now.wrapping_sub(last) > q.size() {
-        return Err(DeviceError::AvailIndexJump {
-            queue,
-            last,
-            now,
-            size: q.size(),
-        });
-    }
-    Ok(())
-}
-
-fn validate_queue(mem: &GuestMemory, q: &Queue, index: u16) -> Result<(), DeviceError> {
-    if !q.is_valid(mem) {
-        return Err(DeviceError::Activation(format!(
-            "queue {index} is not ready or its rings are outside guest memory (desc {:#x}, avail {:#x}, used {:#x})",
-            q.desc_table(),
-            q.avail_ring(),
-            q.used_ring()
-        )));
-    }
-    Ok(())
 }
 
 impl VirtioDevice for NetDevice {
