@@ -123,9 +123,17 @@ impl Arch {
     }
 }
 
-/// The modules the guest loads; their dependencies come along (`ext4`
-/// brings `jbd2`, `mbcache` and `crc16` on Debian's riscv64 kernel).
-const WANTED_MODULES: &[&str] = &["virtio_mmio", "virtio_net", "virtio_blk", "ext4"];
+/// The modules the guest loads at boot; their dependencies come along.
+const BOOT_MODULES: &[&str] = &["virtio_mmio", "virtio_net", "virtio_blk"];
+/// The modules `/init` loads only to mount a root disk (with what they
+/// need that [`BOOT_MODULES`] did not bring): `ext4` brings `jbd2`, `mbcache`
+/// and `crc16` on Debian's riscv64 kernel, and loading them costs seconds on
+/// the interpreter.
+const ROOT_MODULES: &[&str] = &["ext4"];
+/// Every module the guest carries: [`BOOT_MODULES`], then [`ROOT_MODULES`].
+fn wanted_modules() -> Vec<&'static str> {
+    [BOOT_MODULES, ROOT_MODULES].concat()
+}
 /// Busybox's package.
 const BUSYBOX: &str = "busybox-static";
 
@@ -140,7 +148,7 @@ struct Manifest {
     modules: Vec<ModuleRef>,
     /// Where the kernel came from inside its package.
     kernel_source: String,
-    /// The [`WANTED_MODULES`] the entry was made for (absent in older
+    /// The [`wanted_modules`] the entry was made for (absent in older
     /// entries): an entry made for another list is fetched again.
     #[serde(default)]
     wanted: Vec<String>,
@@ -148,10 +156,7 @@ struct Manifest {
 
 impl Manifest {
     fn has_wanted_modules(&self) -> bool {
-        self.wanted
-            .iter()
-            .map(String::as_str)
-            .eq(WANTED_MODULES.iter().copied())
+        self.wanted.iter().map(String::as_str).eq(wanted_modules())
     }
 }
 
@@ -294,9 +299,10 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
     let manifest = read_manifest(&entry)?;
     if !manifest.has_wanted_modules() {
         eprintln!(
-            "guest: warning: the cached {} guest was made for other modules than {WANTED_MODULES:?} \
+            "guest: warning: the cached {} guest was made for other modules than {:?} \
              (run once with network to refresh it); its root disk may not mount",
-            spec.name
+            spec.name,
+            wanted_modules()
         );
     }
     let pb = progress.spinner(format!("{}: building the initramfs", spec.name));
@@ -480,7 +486,7 @@ fn fetch(
             })
             .collect(),
         modules: order,
-        wanted: WANTED_MODULES.iter().map(ToString::to_string).collect(),
+        wanted: wanted_modules().iter().map(ToString::to_string).collect(),
         kernel_source: kernel_src
             .strip_prefix(&tree)
             .unwrap_or(&kernel_src)
@@ -529,7 +535,7 @@ fn find_kernel(tree: &Path) -> Result<(PathBuf, String)> {
     bail!("no kernel image in the kernel packages (looked for boot/vmlinuz-* and usr/lib/modules/*/vmlinuz)")
 }
 
-/// Resolves [`WANTED_MODULES`] with their dependencies, writes them
+/// Resolves [`wanted_modules`] with their dependencies, writes them
 /// uncompressed below `dest`, and returns them in load order.
 fn collect_modules(tree: &Path, release: &str, dest: &Path) -> Result<Vec<ModuleRef>> {
     let moddir = ["usr/lib/modules", "lib/modules"]
@@ -569,7 +575,7 @@ fn collect_modules(tree: &Path, release: &str, dest: &Path) -> Result<Vec<Module
         loaded.insert(rel.to_string(), data.clone());
         Ok(data)
     };
-    let order = modules::resolve(WANTED_MODULES, &builtin, |name| {
+    let order = modules::resolve(&wanted_modules(), &builtin, |name| {
         if let Some(dep) = &shipped_dep {
             return Ok(dep.get(name).cloned());
         }
@@ -616,6 +622,25 @@ fn read_manifest(entry: &Path) -> Result<Manifest> {
     .with_context(|| format!("parsing {}", path.display()))
 }
 
+/// The paths of `modules` (a load order) that [`BOOT_MODULES`] need, and
+/// the others (what [`ROOT_MODULES`] add), each in load order.
+fn split_boot_modules(modules: &[ModuleRef]) -> (Vec<String>, Vec<String>) {
+    let mut needed: BTreeSet<&str> = BTreeSet::new();
+    let mut stack: Vec<&str> = BOOT_MODULES.to_vec();
+    while let Some(name) = stack.pop() {
+        if needed.insert(name) {
+            if let Some(m) = modules.iter().find(|m| m.name == name) {
+                stack.extend(m.deps.iter().map(String::as_str));
+            }
+        }
+    }
+    let (boot, root): (Vec<&ModuleRef>, Vec<&ModuleRef>) = modules
+        .iter()
+        .partition(|m| needed.contains(m.name.as_str()));
+    let paths = |ms: Vec<&ModuleRef>| ms.into_iter().map(|m| m.path.clone()).collect();
+    (paths(boot), paths(root))
+}
+
 /// What the guest's root holds (busybox, modules, `/init`), loaded from a
 /// cache entry: the one source of both the initramfs and `rootfs.ext4`.
 struct GuestTree {
@@ -648,11 +673,12 @@ impl GuestTree {
             })
             .collect();
         let modules_dep = modules::render_modules_dep(&order, |m| m.path.clone());
-        let paths: Vec<String> = manifest.modules.iter().map(|m| m.path.clone()).collect();
+        let (boot, root) = split_boot_modules(&manifest.modules);
         let init = init::script(&init::InitSpec {
             arch: spec.name,
             release: &manifest.kernel_release,
-            modules: &paths,
+            modules: &boot,
+            root_modules: &root,
             end_vm: spec.end_vm,
         });
         Ok(Self {
@@ -878,5 +904,47 @@ fn list_cpio(mut a: &[u8]) -> Result<Vec<String>> {
         }
         names.push(name);
         a = a.get(next..).context("cpio: truncated data")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_modules_load_apart_from_the_boot_ones() {
+        let m = |name: &str, deps: &[&str]| ModuleRef {
+            name: name.into(),
+            path: format!("kernel/{name}.ko"),
+            deps: deps.iter().map(ToString::to_string).collect(),
+        };
+        let order = [
+            m("virtio_mmio", &[]),
+            m("failover", &[]),
+            m("net_failover", &["failover"]),
+            m("virtio_net", &["net_failover"]),
+            m("crc16", &[]),
+            m("virtio_blk", &["crc16"]),
+            m("jbd2", &[]),
+            m("ext4", &["jbd2", "crc16"]),
+        ];
+        let (boot, root) = split_boot_modules(&order);
+        let names = |v: &[String]| {
+            v.iter()
+                .map(|p| p[7..p.len() - 3].to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&boot),
+            [
+                "virtio_mmio",
+                "failover",
+                "net_failover",
+                "virtio_net",
+                "crc16",
+                "virtio_blk"
+            ]
+        );
+        assert_eq!(names(&root), ["jbd2", "ext4"]);
     }
 }
