@@ -7,9 +7,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vm_core::config::{DeviceConfig, NetBackendConfig, NetConfig, VmConfig};
+use vm_core::config::{BlockConfig, DeviceConfig, NetBackendConfig, NetConfig, VmConfig};
 use vm_service::executor::RunState;
-use vm_service::{guest, ExecutorKind, StopReason, VmmBuilder};
+use vm_service::{guest, ExecutorKind, StopReason, VmmBuilder, VmmError};
 
 fn kvm_available() -> bool {
     match std::fs::OpenOptions::new()
@@ -115,6 +115,62 @@ fn builtin_guest_async_one_vcpu() {
 #[test]
 fn builtin_guest_async_two_vcpus() {
     boot_builtin(ExecutorKind::Async, 2);
+}
+
+fn drive(path: &std::path::Path, root: bool) -> DeviceConfig {
+    DeviceConfig::Block(BlockConfig {
+        drive_id: "disk0".into(),
+        path_on_host: path.to_path_buf(),
+        is_root_device: root,
+        is_read_only: false,
+    })
+}
+
+/// A drive listed after a NIC still takes the first slot (drives come first,
+/// so the root drive is /dev/vda): the built-in guest finds a block device.
+#[test]
+fn builtin_guest_sees_the_drive_on_the_first_slot() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let console = Console::default();
+    let config = VmConfig {
+        memory_mib: 64,
+        devices: vec![virtual_nic(), drive(&image, true)],
+        ..VmConfig::default()
+    };
+    let vmm = VmmBuilder::new(config)
+        .serial_output(Box::new(console.clone()))
+        .build()
+        .expect("build the VM");
+    // The image is locked while the VM has it: a second VM cannot open it.
+    let second = VmmBuilder::new(VmConfig {
+        memory_mib: 64,
+        devices: vec![drive(&image, false)],
+        ..VmConfig::default()
+    })
+    .serial_output(Box::new(std::io::sink()))
+    .build();
+    match second {
+        Err(e @ VmmError::Device { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("disk0") && msg.contains("disk.img") && msg.contains("in use"),
+                "{msg}"
+            );
+        }
+        other => panic!("second VM on a locked image: {other:?}"),
+    }
+    let reason = vmm.start().expect("start").wait();
+    let out = console.text();
+    assert_eq!(reason, StopReason::GuestReset, "console:\n{out}");
+    assert!(
+        out.contains("virtio-mmio @ 0xd0000000: magic ok, version 2, device id 2"),
+        "console:\n{out}"
+    );
 }
 
 /// An ELF64 image with one loadable segment at 1 MiB holding `code`.
