@@ -131,6 +131,51 @@ async fn drives_are_checked_shown_and_journaled() {
     let vm = d.expect("GET", "/vms/disks", None, 200).await;
     assert_eq!(shown(&vm), want, "{vm:#}");
 
+    // `ctl create --drive` fills the same array (ids by position).
+    let sock = d.sock.clone();
+    let arg = format!("{data},ro");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vm-service"))
+            .args(["ctl", "--api-sock"])
+            .arg(&sock)
+            .args([
+                "create",
+                "by-ctl",
+                "--drive",
+                &arg,
+                "--drive",
+                "/nope,bogus",
+            ])
+            .output()
+            .expect("run ctl")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad --drive is refused: {out:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option \"bogus\""));
+    let (sock, arg) = (d.sock.clone(), format!("{data},ro"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vm-service"))
+            .args(["ctl", "--api-sock"])
+            .arg(&sock)
+            .args(["create", "by-ctl", "--drive", &arg])
+            .output()
+            .expect("run ctl")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let vm = d.expect("GET", "/vms/by-ctl", None, 200).await;
+    assert_eq!(
+        shown(&vm),
+        [("drive0".to_string(), data.clone(), Some(false), Some(true))],
+        "{vm:#}"
+    );
+
     // The OpenAPI document describes them.
     let doc = d.expect("GET", "/openapi.json", None, 200).await;
     let drive = &doc["components"]["schemas"]["Drive"]["properties"];
