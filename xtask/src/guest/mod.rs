@@ -911,6 +911,47 @@ fn list_cpio(mut a: &[u8]) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    /// What CI checks of a published image: listed with its size, a clean ext4.
+    #[test]
+    fn ci_checks_the_published_rootfs() {
+        let Some(mkfs) = rootfs::find_mkfs() else {
+            eprintln!("SKIPPED: no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)");
+            return;
+        };
+        let out = tempfile::tempdir().unwrap();
+        rootfs::build(
+            &mkfs,
+            &initramfs::Contents {
+                busybox: b"BB",
+                release: "r",
+                modules: &[],
+                modules_dep: "",
+                init: "#!/bin/busybox sh\n",
+            },
+            &out.path().join(rootfs::FILE),
+        )
+        .unwrap();
+        let record = file_record_of(rootfs::FILE, &out.path().join(rootfs::FILE)).unwrap();
+        assert_eq!(record["size"], rootfs::SIZE_MIB << 20);
+        let json = serde_json::json!({ "files": [record] });
+        assert_eq!(
+            check_rootfs(out.path(), &json).unwrap(),
+            ", rootfs.ext4 clean"
+        );
+        let wrong = serde_json::json!({ "files": [{"path": rootfs::FILE, "size": 1}] });
+        assert!(check_rootfs(out.path(), &wrong).is_err());
+        let unlisted = serde_json::json!({ "files": [] });
+        assert!(check_rootfs(out.path(), &unlisted).is_err());
+        // A corrupted superblock is caught by e2fsck.
+        let image = out.path().join(rootfs::FILE);
+        let mut bytes = std::fs::read(&image).unwrap();
+        bytes[1024..2048].fill(0xff);
+        std::fs::write(&image, &bytes).unwrap();
+        let size_only =
+            serde_json::json!({ "files": [{"path": rootfs::FILE, "size": bytes.len()}] });
+        assert!(check_rootfs(out.path(), &size_only).is_err());
+    }
+
     #[test]
     fn root_modules_load_apart_from_the_boot_ones() {
         let m = |name: &str, deps: &[&str]| ModuleRef {
