@@ -24,6 +24,7 @@ mod init;
 mod initramfs;
 mod modules;
 mod rootfs;
+mod tree;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -306,7 +307,7 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
         );
     }
     let pb = progress.spinner(format!("{}: building the initramfs", spec.name));
-    let tree = GuestTree::load(&entry, &manifest, spec)?;
+    let tree = tree::GuestTree::load(&entry, &manifest, spec)?;
     let initrd = initramfs::gzip(&initramfs::cpio(&tree.contents())?)?;
     done(&pb, format!("{}: initramfs built", spec.name));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -622,85 +623,6 @@ fn read_manifest(entry: &Path) -> Result<Manifest> {
     .with_context(|| format!("parsing {}", path.display()))
 }
 
-/// The paths of `modules` (a load order) that [`BOOT_MODULES`] need, and
-/// the others (what [`ROOT_MODULES`] add), each in load order.
-fn split_boot_modules(modules: &[ModuleRef]) -> (Vec<String>, Vec<String>) {
-    let mut needed: BTreeSet<&str> = BTreeSet::new();
-    let mut stack: Vec<&str> = BOOT_MODULES.to_vec();
-    while let Some(name) = stack.pop() {
-        if needed.insert(name) {
-            if let Some(m) = modules.iter().find(|m| m.name == name) {
-                stack.extend(m.deps.iter().map(String::as_str));
-            }
-        }
-    }
-    let (boot, root): (Vec<&ModuleRef>, Vec<&ModuleRef>) = modules
-        .iter()
-        .partition(|m| needed.contains(m.name.as_str()));
-    let paths = |ms: Vec<&ModuleRef>| ms.into_iter().map(|m| m.path.clone()).collect();
-    (paths(boot), paths(root))
-}
-
-/// What the guest's root holds (busybox, modules, `/init`), loaded from a
-/// cache entry: the one source of both the initramfs and `rootfs.ext4`.
-struct GuestTree {
-    busybox: Vec<u8>,
-    release: String,
-    modules: Vec<(String, Vec<u8>)>,
-    modules_dep: String,
-    init: String,
-}
-
-impl GuestTree {
-    fn load(entry: &Path, manifest: &Manifest, spec: &ArchSpec) -> Result<Self> {
-        let busybox = std::fs::read(entry.join("busybox")).context("reading the cached busybox")?;
-        let modules = manifest
-            .modules
-            .iter()
-            .map(|m| {
-                let data = std::fs::read(entry.join("modules").join(&m.path))
-                    .with_context(|| format!("reading cached module {}", m.path))?;
-                Ok((m.path.clone(), data))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let order: Vec<Module> = manifest
-            .modules
-            .iter()
-            .map(|m| Module {
-                name: m.name.clone(),
-                path: m.path.clone(),
-                deps: m.deps.clone(),
-            })
-            .collect();
-        let modules_dep = modules::render_modules_dep(&order, |m| m.path.clone());
-        let (boot, root) = split_boot_modules(&manifest.modules);
-        let init = init::script(&init::InitSpec {
-            arch: spec.name,
-            release: &manifest.kernel_release,
-            modules: &boot,
-            root_modules: &root,
-            end_vm: spec.end_vm,
-        });
-        Ok(Self {
-            busybox,
-            release: manifest.kernel_release.clone(),
-            modules,
-            modules_dep,
-            init,
-        })
-    }
-
-    fn contents(&self) -> initramfs::Contents<'_> {
-        initramfs::Contents {
-            busybox: &self.busybox,
-            release: &self.release,
-            modules: &self.modules,
-            modules_dep: &self.modules_dep,
-            init: &self.init,
-        }
-    }
-}
-
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
@@ -835,50 +757,12 @@ pub fn ci_check(root: &Path) -> Result<()> {
             bail!("guest.json lists no {m} module");
         }
     }
-    let rootfs_checked = check_rootfs(&out, &json)?;
+    let rootfs_checked = rootfs::ci_check(&out, &json)?;
     println!(
         "guest: riscv64 guest checked ({} files in the initramfs{rootfs_checked})",
         names.len()
     );
     Ok(())
-}
-
-/// The disk image: listed in guest.json with its size, and a clean ext4
-/// file system (`e2fsck -fn`). Absent without mkfs.ext4 (the build said so).
-fn check_rootfs(out: &Path, json: &serde_json::Value) -> Result<&'static str> {
-    let Some(mkfs) = rootfs::find_mkfs() else {
-        return Ok(", no rootfs.ext4: no mkfs.ext4");
-    };
-    let image = out.join(rootfs::FILE);
-    let size = std::fs::metadata(&image)
-        .with_context(|| format!("{} was not built", image.display()))?
-        .len();
-    let listed = json["files"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["path"] == rootfs::FILE))
-        .with_context(|| format!("guest.json lists no {}", rootfs::FILE))?;
-    if listed["size"] != size {
-        bail!(
-            "guest.json gives {} a size of {}, the file has {size}",
-            rootfs::FILE,
-            listed["size"]
-        );
-    }
-    let e2fsck = mkfs.with_file_name("e2fsck");
-    let check = std::process::Command::new(&e2fsck)
-        .arg("-fn")
-        .arg(&image)
-        .output()
-        .with_context(|| format!("starting {}", e2fsck.display()))?;
-    if !check.status.success() {
-        bail!(
-            "e2fsck -fn {}: {}{}",
-            image.display(),
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-    }
-    Ok(", rootfs.ext4 clean")
 }
 
 /// Names in a newc archive (a minimal, bounds-checked reader).
@@ -904,88 +788,5 @@ fn list_cpio(mut a: &[u8]) -> Result<Vec<String>> {
         }
         names.push(name);
         a = a.get(next..).context("cpio: truncated data")?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What CI checks of a published image: listed with its size, a clean ext4.
-    #[test]
-    fn ci_checks_the_published_rootfs() {
-        let Some(mkfs) = rootfs::find_mkfs() else {
-            eprintln!("SKIPPED: no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)");
-            return;
-        };
-        let out = tempfile::tempdir().unwrap();
-        rootfs::build(
-            &mkfs,
-            &initramfs::Contents {
-                busybox: b"BB",
-                release: "r",
-                modules: &[],
-                modules_dep: "",
-                init: "#!/bin/busybox sh\n",
-            },
-            &out.path().join(rootfs::FILE),
-        )
-        .unwrap();
-        let record = file_record_of(rootfs::FILE, &out.path().join(rootfs::FILE)).unwrap();
-        assert_eq!(record["size"], rootfs::SIZE_MIB << 20);
-        let json = serde_json::json!({ "files": [record] });
-        assert_eq!(
-            check_rootfs(out.path(), &json).unwrap(),
-            ", rootfs.ext4 clean"
-        );
-        let wrong = serde_json::json!({ "files": [{"path": rootfs::FILE, "size": 1}] });
-        assert!(check_rootfs(out.path(), &wrong).is_err());
-        let unlisted = serde_json::json!({ "files": [] });
-        assert!(check_rootfs(out.path(), &unlisted).is_err());
-        // A corrupted superblock is caught by e2fsck.
-        let image = out.path().join(rootfs::FILE);
-        let mut bytes = std::fs::read(&image).unwrap();
-        bytes[1024..2048].fill(0xff);
-        std::fs::write(&image, &bytes).unwrap();
-        let size_only =
-            serde_json::json!({ "files": [{"path": rootfs::FILE, "size": bytes.len()}] });
-        assert!(check_rootfs(out.path(), &size_only).is_err());
-    }
-
-    #[test]
-    fn root_modules_load_apart_from_the_boot_ones() {
-        let m = |name: &str, deps: &[&str]| ModuleRef {
-            name: name.into(),
-            path: format!("kernel/{name}.ko"),
-            deps: deps.iter().map(ToString::to_string).collect(),
-        };
-        let order = [
-            m("virtio_mmio", &[]),
-            m("failover", &[]),
-            m("net_failover", &["failover"]),
-            m("virtio_net", &["net_failover"]),
-            m("crc16", &[]),
-            m("virtio_blk", &["crc16"]),
-            m("jbd2", &[]),
-            m("ext4", &["jbd2", "crc16"]),
-        ];
-        let (boot, root) = split_boot_modules(&order);
-        let names = |v: &[String]| {
-            v.iter()
-                .map(|p| p[7..p.len() - 3].to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            names(&boot),
-            [
-                "virtio_mmio",
-                "failover",
-                "net_failover",
-                "virtio_net",
-                "crc16",
-                "virtio_blk"
-            ]
-        );
-        assert_eq!(names(&root), ["jbd2", "ext4"]);
     }
 }

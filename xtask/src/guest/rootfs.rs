@@ -75,6 +75,44 @@ pub fn build(mkfs: &Path, contents: &Contents<'_>, dest: &Path) -> Result<()> {
     std::fs::rename(&tmp, dest).with_context(|| format!("renaming to {}", dest.display()))
 }
 
+/// The disk image: listed in guest.json with its size, and a clean ext4
+/// file system (`e2fsck -fn`). Absent without mkfs.ext4 (the build said so).
+pub fn ci_check(out: &Path, json: &serde_json::Value) -> Result<&'static str> {
+    let Some(mkfs) = find_mkfs() else {
+        return Ok(", no rootfs.ext4: no mkfs.ext4");
+    };
+    let image = out.join(FILE);
+    let size = std::fs::metadata(&image)
+        .with_context(|| format!("{} was not built", image.display()))?
+        .len();
+    let listed = json["files"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["path"] == FILE))
+        .with_context(|| format!("guest.json lists no {FILE}"))?;
+    if listed["size"] != size {
+        bail!(
+            "guest.json gives {} a size of {}, the file has {size}",
+            FILE,
+            listed["size"]
+        );
+    }
+    let e2fsck = mkfs.with_file_name("e2fsck");
+    let check = std::process::Command::new(&e2fsck)
+        .arg("-fn")
+        .arg(&image)
+        .output()
+        .with_context(|| format!("starting {}", e2fsck.display()))?;
+    if !check.status.success() {
+        bail!(
+            "e2fsck -fn {}: {}{}",
+            image.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    Ok(", rootfs.ext4 clean")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +170,42 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(out.stdout, b"ko");
+    }
+
+    /// What CI checks of a published image: listed with its size, a clean ext4.
+    #[test]
+    fn ci_checks_the_published_rootfs() {
+        let Some(mkfs) = find_mkfs() else {
+            eprintln!("SKIPPED: no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)");
+            return;
+        };
+        let out = tempfile::tempdir().unwrap();
+        build(
+            &mkfs,
+            &Contents {
+                busybox: b"BB",
+                release: "r",
+                modules: &[],
+                modules_dep: "",
+                init: "#!/bin/busybox sh\n",
+            },
+            &out.path().join(FILE),
+        )
+        .unwrap();
+        let record = super::super::file_record_of(FILE, &out.path().join(FILE)).unwrap();
+        assert_eq!(record["size"], SIZE_MIB << 20);
+        let json = serde_json::json!({ "files": [record] });
+        assert_eq!(ci_check(out.path(), &json).unwrap(), ", rootfs.ext4 clean");
+        let wrong = serde_json::json!({ "files": [{"path": FILE, "size": 1}] });
+        assert!(ci_check(out.path(), &wrong).is_err());
+        let unlisted = serde_json::json!({ "files": [] });
+        assert!(ci_check(out.path(), &unlisted).is_err());
+        // A corrupted superblock is caught by e2fsck.
+        let image = out.path().join(FILE);
+        let mut bytes = std::fs::read(&image).unwrap();
+        bytes[1024..2048].fill(0xff);
+        std::fs::write(&image, &bytes).unwrap();
+        let size_only = serde_json::json!({ "files": [{"path": FILE, "size": bytes.len()}] });
+        assert!(ci_check(out.path(), &size_only).is_err());
     }
 }
