@@ -1,8 +1,9 @@
 //! `vm-service run --drive PATH[,ro][,root][,id=NAME]`: command-line disks,
 //! turned into [`BlockConfig`]s and checked before anything boots.
 //!
-//! Ids default to `drive<N>` for the N-th `--drive` argument (from 0). The root drive (`root`, or `--rootfs`) is attached first, so the
-//! guest sees it as `/dev/vda`; the others follow in order (`/dev/vdb`, ...).
+//! Ids default to `drive<N>` for the N-th `--drive` argument (from 0). The
+//! VMM attaches the root drive (`root`, or `--rootfs`) first, so the guest
+//! sees it as `/dev/vda`; the others follow in order (`/dev/vdb`, ...).
 //! A path cannot hold a `,` (it separates the options).
 
 use std::path::{Path, PathBuf};
@@ -133,8 +134,9 @@ impl std::str::FromStr for DriveArg {
     }
 }
 
-/// The drives of `specs` (in order), plus `rootfs` as a read-write root
-/// drive with id `rootfs` when given; the root drive first. Each image must
+/// The drives of `specs` (in order), after `rootfs` as a read-write root
+/// drive with id `rootfs` when given (the VMM puts the root drive on the
+/// first slot wherever it is in the list). Each image must
 /// be a regular file (a raw image) and is opened once (read-only, or for
 /// writing) so that a missing or forbidden file is reported now, naming it.
 pub fn drives(specs: &[String], rootfs: Option<&Path>) -> Result<Vec<BlockConfig>, DriveArgError> {
@@ -189,31 +191,30 @@ pub fn drives(specs: &[String], rootfs: Option<&Path>) -> Result<Vec<BlockConfig
         check_image(&spec, &config)?;
         out.push(config);
     }
-    // Stable: the root drive moves to the front, the others keep their order.
-    out.sort_by_key(|d| !d.is_root_device);
     Ok(out)
 }
 
 fn check_image(spec: &str, drive: &BlockConfig) -> Result<(), DriveArgError> {
     let path = &drive.path_on_host;
-    let file = std::fs::OpenOptions::new()
+    let unusable = |source| DriveArgError::Unusable {
+        spec: spec.into(),
+        path: path.clone(),
+        read_only: drive.is_read_only,
+        source,
+    };
+    // The type first: opening a FIFO would block.
+    if !std::fs::metadata(path).map_err(unusable)?.is_file() {
+        return Err(DriveArgError::NotAnImage {
+            spec: spec.into(),
+            path: path.clone(),
+        });
+    }
+    std::fs::OpenOptions::new()
         .read(true)
         .write(!drive.is_read_only)
         .open(path)
-        .and_then(|f| f.metadata());
-    match file {
-        Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(DriveArgError::NotAnImage {
-            spec: spec.into(),
-            path: path.clone(),
-        }),
-        Err(source) => Err(DriveArgError::Unusable {
-            spec: spec.into(),
-            path: path.clone(),
-            read_only: drive.is_read_only,
-            source,
-        }),
-    }
+        .map(drop)
+        .map_err(unusable)
 }
 
 #[cfg(test)]
@@ -277,10 +278,9 @@ mod tests {
                 ("data", false, false)
             ]
         );
-        // The root drive is attached first whatever its position.
         let got = drives(&[a.clone(), format!("{b},root")], None).unwrap();
-        assert_eq!(got[0].drive_id, "drive1");
-        assert!(got[0].is_root_device);
+        assert_eq!(got[1].drive_id, "drive1");
+        assert!(got[1].is_root_device && !got[0].is_root_device);
 
         let missing = dir.path().join("nope.img").display().to_string();
         let err = |specs: &[String], rootfs: Option<&str>| {
