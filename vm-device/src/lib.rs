@@ -1,6 +1,7 @@
 //! Device models on a PIO/MMIO bus: legacy devices (8250 serial, i8042) and
-//! virtio-mmio devices built on `virtio-queue`, including virtio-net with a TAP
-//! backend and a virtual switch backend (in-process, or bridged across processes).
+//! virtio-mmio devices built on `virtio-queue`: virtio-net with a TAP backend
+//! and a virtual switch backend (in-process, or bridged across processes), and
+//! virtio-blk with a raw image file backend and an in-memory one.
 //!
 //! Every value a guest writes is validated: a bad descriptor puts the device in
 //! `DEVICE_NEEDS_RESET`; it never panics the VMM and never touches memory
@@ -10,11 +11,12 @@
 //! - [`interrupt`]: the [`Interrupt`] trait (irqfd on KVM, a callback in the software engine).
 //! - [`legacy`]: the 8250 UART (vm-superio) and the i8042 reset line.
 //! - [`virtio`]: the virtio-mmio transport, descriptor-chain validation, virtio-net
-//!   with TAP and virtual-switch backends, and a guest-side driver for tests.
+//!   with TAP and virtual-switch backends, virtio-blk with file and memory
+//!   backends, and a guest-side driver for tests.
 //!
 //! Threading: devices sit on the bus behind a `Mutex`; a vCPU thread's MMIO
 //! exit (a queue notify) and the VMM's event loop (a backend became readable,
-//! `MmioTransport::poll`) take that device's lock. The virtual switch between
+//! a drive's I/O was requested: `MmioTransport::poll`) take that device's lock. The virtual switch between
 //! NICs is lock-free, so two guests' hot paths never wait on each other.
 //!
 //! ```

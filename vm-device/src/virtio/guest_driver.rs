@@ -7,7 +7,7 @@
 //! It trusts nothing it reads back, and returns typed errors.
 
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::mmio::{reg, MMIO_MAGIC};
 use super::{status, GuestMemory};
@@ -241,9 +241,7 @@ impl GuestDriver {
     ) -> Result<(), DriverError> {
         let table = self.queues[q].desc;
         let at = table.unchecked_add(16 * u64::from(index));
-        self.mem
-            .write_obj(Descriptor::new(addr, len, flags, next), at)?;
-        Ok(())
+        write_obj(&self.mem, Descriptor::new(addr, len, flags, next), at)
     }
 
     /// Publish `head` in the available ring of queue `q` (no notify).
@@ -252,12 +250,10 @@ impl GuestDriver {
         let slot = dq
             .avail
             .unchecked_add(4 + 2 * u64::from(dq.avail_idx % dq.size));
-        self.mem.write_obj(head.to_le(), slot)?;
+        write_obj(&self.mem, head.to_le(), slot)?;
         dq.avail_idx = dq.avail_idx.wrapping_add(1);
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        self.mem
-            .write_obj(dq.avail_idx.to_le(), dq.avail.unchecked_add(2))?;
-        Ok(())
+        write_obj(&self.mem, dq.avail_idx.to_le(), dq.avail.unchecked_add(2))
     }
 
     /// Set the available ring's index directly (hostile tests).
@@ -317,9 +313,10 @@ impl GuestDriver {
 
     /// The device's used index for queue `q`.
     pub fn used_idx(&self, q: usize) -> Result<u16, DriverError> {
-        Ok(u16::from_le(
-            self.mem.read_obj(self.queues[q].used.unchecked_add(2))?,
-        ))
+        Ok(u16::from_le(read_obj(
+            &self.mem,
+            self.queues[q].used.unchecked_add(2),
+        )?))
     }
 
     /// Take the next used element `(head, len)` of queue `q`, freeing its descriptors.
@@ -333,8 +330,8 @@ impl GuestDriver {
         let elem = dq
             .used
             .unchecked_add(4 + 8 * u64::from(dq.used_seen % dq.size));
-        let id: u32 = u32::from_le(self.mem.read_obj(elem)?);
-        let len: u32 = u32::from_le(self.mem.read_obj(elem.unchecked_add(4))?);
+        let id: u32 = u32::from_le(read_obj(&self.mem, elem)?);
+        let len: u32 = u32::from_le(read_obj(&self.mem, elem.unchecked_add(4))?);
         dq.used_seen = dq.used_seen.wrapping_add(1);
         let head = u16::try_from(id)
             .ok()
@@ -362,4 +359,27 @@ impl GuestDriver {
         Self::write_reg(dev, reg::INTERRUPT_ACK, pending);
         pending
     }
+}
+
+/// Write `val` at `addr` the way a guest does: straight into the region
+/// (vm-memory's general path, built for buffers that span regions, costs
+/// more than the ring updates it carries, and a guest pays no such cost).
+fn write_obj<T: ByteValued>(
+    mem: &GuestMemory,
+    val: T,
+    addr: GuestAddress,
+) -> Result<(), DriverError> {
+    let (region, at) = mem
+        .to_region_addr(addr)
+        .ok_or(vm_memory::GuestMemoryError::InvalidGuestAddress(addr))?;
+    region.write_obj(val, at)?;
+    Ok(())
+}
+
+/// Read a `T` at `addr` straight from its region (see [`write_obj`]).
+fn read_obj<T: ByteValued>(mem: &GuestMemory, addr: GuestAddress) -> Result<T, DriverError> {
+    let (region, at) = mem
+        .to_region_addr(addr)
+        .ok_or(vm_memory::GuestMemoryError::InvalidGuestAddress(addr))?;
+    Ok(region.read_obj(at)?)
 }

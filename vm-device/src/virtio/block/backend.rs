@@ -20,6 +20,12 @@ pub enum BlockBackendError {
         /// The OS error.
         source: io::Error,
     },
+    /// The path is not a regular file or a block device (a directory, a FIFO, ...).
+    #[error("disk image {path} is not a regular file or a block device")]
+    NotADisk {
+        /// The path.
+        path: PathBuf,
+    },
     /// Another process (another VM) holds a conflicting lock on the image.
     #[error("disk image {path} is in use{}: it is locked by another process (a VM that has it open)", holder.map(|p| format!(" by pid {p}")).unwrap_or_default())]
     Locked {

@@ -7,6 +7,7 @@
 //! While it works through the queue the device sets `VRING_USED_F_NO_NOTIFY`,
 //! so a guest adding requests meanwhile does not exit to notify.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,20 +197,30 @@ impl BlockDevice {
                 q.add_used(mem, head, len).map_err(qerr)?;
                 used = true;
             }
-            if budget == 0 {
+            let pending = q.avail_idx(mem, Ordering::Acquire).map_err(qerr)?.0 != q.next_avail();
+            if budget == 0 && pending {
                 // Leave notifications off: we come back without one.
-                self.backlog = true;
-                if let Some(n) = &self.io_notifier {
-                    if let Err(err) = n.trigger() {
-                        tracing::warn!(%err, "virtio-blk: cannot wake the I/O thread");
-                    }
-                }
+                self.request_poll();
                 return Ok(used);
             }
             // Requests published between our last look and re-enabling
             // notifications would otherwise wait for the next notify.
             if !q.enable_notification(mem).map_err(qerr)? {
                 return Ok(used);
+            }
+            if budget == 0 {
+                self.request_poll();
+                return Ok(used);
+            }
+        }
+    }
+
+    /// Stopped at the budget with requests left: ask to be polled again.
+    fn request_poll(&mut self) {
+        self.backlog = true;
+        if let Some(n) = &self.io_notifier {
+            if let Err(err) = n.trigger() {
+                tracing::warn!(%err, "virtio-blk: cannot wake the I/O thread");
             }
         }
     }
@@ -417,41 +428,31 @@ fn deallocate(
         );
         return Ok(Completion::status(status::IOERR));
     }
-    let range_at = |i: u64| -> Result<Range, vm_memory::GuestMemoryError> {
+    // Copied once: another vCPU may rewrite the list while we work on it.
+    let mut ranges = [Range::default(); MAX_DEALLOCATE_SEGMENTS as usize];
+    let ranges = &mut ranges[..count as usize];
+    for (i, r) in ranges.iter_mut().enumerate() {
         let mut raw = [0u8; RANGE_LEN as usize];
-        payload.read(mem, i * RANGE_LEN, &mut raw)?;
-        Ok(Range::parse(&raw))
-    };
-    for i in 0..count {
-        let r = range_at(i)?;
-        let allowed = if kind == request_type::DISCARD {
-            0
-        } else {
-            FLAG_UNMAP
-        };
-        if r.flags & !allowed != 0 {
-            return Ok(Completion::status(status::UNSUPP));
-        }
-        if r.num_sectors > MAX_DEALLOCATE_SECTORS
-            || byte_range(
-                r.sector,
-                u64::from(r.num_sectors) * SECTOR_SIZE,
-                req.capacity,
-            )
-            .is_none()
-        {
-            return Ok(Completion::status(status::IOERR));
-        }
+        payload.read(mem, i as u64 * RANGE_LEN, &mut raw)?;
+        *r = Range::parse(&raw);
     }
-    for i in 0..count {
-        let r = range_at(i)?;
-        let (offset, len) = (
-            r.sector * SECTOR_SIZE,
-            u64::from(r.num_sectors) * SECTOR_SIZE,
-        );
-        if len == 0 {
-            continue;
-        }
+    let allowed = if kind == request_type::DISCARD {
+        0
+    } else {
+        FLAG_UNMAP
+    };
+    if ranges.iter().any(|r| r.flags & !allowed != 0) {
+        return Ok(Completion::status(status::UNSUPP));
+    }
+    let fits = |r: &Range| {
+        r.num_sectors <= MAX_DEALLOCATE_SECTORS
+            && byte_range(r.sector, r.len(), req.capacity).is_some()
+    };
+    if !ranges.iter().all(fits) {
+        return Ok(Completion::status(status::IOERR));
+    }
+    for r in ranges.iter().filter(|r| r.num_sectors > 0) {
+        let (offset, len) = (r.sector * SECTOR_SIZE, r.len());
         let result = if kind == request_type::DISCARD {
             req.backend.discard(offset, len)
         } else {

@@ -15,7 +15,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use vm_memory::VolatileSlice;
@@ -48,6 +48,17 @@ impl FileBackend {
                 mode,
                 source,
             })?;
+        let kind = file
+            .metadata()
+            .map_err(|source| BlockBackendError::Io {
+                path: path.clone(),
+                op: "reading its metadata",
+                source,
+            })?
+            .file_type();
+        if !kind.is_file() && !kind.is_block_device() {
+            return Err(BlockBackendError::NotADisk { path });
+        }
         lock(&file, &path, read_only)?;
         // Seeking works for regular files and block devices alike (metadata's
         // length is 0 for a block device).
@@ -355,10 +366,13 @@ mod tests {
     }
 
     #[test]
-    fn missing_image_names_the_path() {
+    fn missing_image_or_a_directory_names_the_path() {
         let err = FileBackend::open("/nonexistent/disk.img", true).unwrap_err();
         assert!(matches!(err, BlockBackendError::Open { .. }));
         assert!(err.to_string().contains("/nonexistent/disk.img"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = FileBackend::open(dir.path(), true).unwrap_err();
+        assert!(matches!(err, BlockBackendError::NotADisk { .. }), "{err}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::io;
 
-use vm_memory::{Address, Bytes, GuestMemoryBackend, GuestMemoryError, VolatileSlice};
+use vm_memory::{
+    Address, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryRegion, VolatileSlice,
+};
 
 use crate::virtio::chain::Segment;
 use crate::virtio::GuestMemory;
@@ -60,7 +62,7 @@ impl<'a> Span<'a> {
         &self,
         start: u64,
         len: u64,
-        mut f: impl FnMut(vm_memory::GuestAddress, usize, u64) -> Result<(), E>,
+        mut f: impl FnMut(GuestAddress, usize, u64) -> Result<(), E>,
     ) -> Result<(), E> {
         let begin = self.skip + start;
         let end = begin + len.min(self.len.saturating_sub(start));
@@ -94,7 +96,12 @@ impl<'a> Span<'a> {
     ) -> Result<(), GuestMemoryError> {
         self.pieces(start, buf.len() as u64, |addr, n, off| {
             let off = off as usize;
-            mem.read_slice(&mut buf[off..off + n], addr)
+            let dst = &mut buf[off..off + n];
+            let mut done = 0;
+            slices(mem, addr, n, |slice| {
+                done += slice.copy_to(&mut dst[done..]);
+                Ok::<(), GuestMemoryError>(())
+            })
         })
     }
 
@@ -107,7 +114,13 @@ impl<'a> Span<'a> {
     ) -> Result<(), GuestMemoryError> {
         self.pieces(start, buf.len() as u64, |addr, n, off| {
             let off = off as usize;
-            mem.write_slice(&buf[off..off + n], addr)
+            let src = &buf[off..off + n];
+            let mut done = 0;
+            slices(mem, addr, n, |slice| {
+                slice.copy_from(&src[done..done + slice.len()]);
+                done += slice.len();
+                Ok::<(), GuestMemoryError>(())
+            })
         })
     }
 
@@ -120,14 +133,41 @@ impl<'a> Span<'a> {
     ) -> Result<(), Failure> {
         self.pieces(0, self.len, |addr, n, off| {
             let mut at = off;
-            // A buffer may straddle two adjacent memory regions.
-            for slice in mem.get_slices(addr, n) {
-                let slice = slice.map_err(Failure::Memory)?;
-                f(&slice, at).map_err(Failure::Backend)?;
+            slices(mem, addr, n, |slice| {
+                f(slice, at).map_err(Failure::Backend)?;
                 at += slice.len() as u64;
-            }
-            Ok(())
+                Ok(())
+            })
         })
+    }
+}
+
+/// Call `f` on the guest-memory slices covering `[addr, addr + n)`: one slice
+/// from a single region lookup in the common case (vm-memory's general
+/// iterator costs more than a 4 KiB copy), the multi-region walk otherwise.
+fn slices<E: From<GuestMemoryError>>(
+    mem: &GuestMemory,
+    addr: GuestAddress,
+    n: usize,
+    mut f: impl FnMut(&VolatileSlice<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    if let Some(region) = mem.find_region(addr) {
+        if let Some(at) = region.to_region_addr(addr) {
+            if let Ok(slice) = region.get_slice(at, n) {
+                return f(&slice);
+            }
+        }
+    }
+    // A buffer may straddle two adjacent memory regions.
+    for slice in mem.get_slices(addr, n) {
+        f(&slice?)?;
+    }
+    Ok(())
+}
+
+impl From<GuestMemoryError> for Failure {
+    fn from(e: GuestMemoryError) -> Self {
+        Self::Memory(e)
     }
 }
 
@@ -154,7 +194,7 @@ impl Header {
 }
 
 /// One discard / write-zeroes range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Range {
     pub sector: u64,
     pub num_sectors: u32,
@@ -162,6 +202,11 @@ pub(super) struct Range {
 }
 
 impl Range {
+    /// Length in bytes.
+    pub(super) fn len(&self) -> u64 {
+        u64::from(self.num_sectors) * super::SECTOR_SIZE
+    }
+
     pub(super) fn parse(bytes: &[u8; RANGE_LEN as usize]) -> Self {
         let mut sector = [0u8; 8];
         let mut num = [0u8; 4];
@@ -187,7 +232,7 @@ pub(super) fn byte_range(sector: u64, len: u64, capacity: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestAddress;
+    use vm_memory::Bytes;
 
     #[test]
     fn spans_cross_segments_at_any_byte() {
