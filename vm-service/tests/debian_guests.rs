@@ -363,6 +363,13 @@ fn riscv64_guest_boots_from_a_disk_that_keeps_its_writes_next_to_a_read_only_one
         data_before,
         "the read-only disk changed on the host:\n{first}"
     );
+    for refusal in first
+        .console
+        .lines()
+        .filter(|l| l.starts_with("dd:") || l.starts_with("touch:"))
+    {
+        eprintln!("guest said: {refusal}");
+    }
 
     let second = finish(
         guest(

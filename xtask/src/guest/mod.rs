@@ -239,7 +239,7 @@ pub fn run(root: &Path, arch: Option<Arch>, offline: bool) -> Result<()> {
     println!("  {}", summary.out.join("initrd.cpio.gz").display());
     if summary.rootfs {
         println!(
-            "  {} ({} MiB ext4, the same tree; boot it with `vm-service run --guest debian --rootfs`)",
+            "  {} ({} MiB ext4, the same tree; `vm-service run --guest debian --rootfs` boots it and writes to it)",
             summary.out.join(rootfs::FILE).display(),
             rootfs::SIZE_MIB
         );
