@@ -8,6 +8,8 @@
 //! instructions, so MIPS = count / time for both.
 //!
 //! Skips a side with a printed reason when gcc or qemu-riscv64 is missing.
+//! The riscv64 Debian guest's measures (boot, network, disk in `block`) run
+//! against `qemu-system-riscv64` the same way: alternated runs, medians.
 //! `cargo bench -p benches --bench riscv_mips`
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,10 @@ use benches::write_extra;
 use criterion::{criterion_group, criterion_main, Criterion};
 use test_prerequisites::{find_program as find, prerequisite_missing};
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
+
+/// Guest disk throughput against QEMU (`riscv_mips/block.rs`).
+#[path = "riscv_mips/block.rs"]
+mod block;
 
 const LOOP_ITERATIONS: u64 = 20_000_000;
 const MEM: u64 = 64 << 20;
@@ -542,5 +548,11 @@ fn alternate<P: FnMut(usize) -> Option<Duration>>(
     })
 }
 
-criterion_group!(benches, bench, linux_boot, guest_network);
+criterion_group!(
+    benches,
+    bench,
+    linux_boot,
+    guest_network,
+    block::guest_block
+);
 criterion_main!(benches);

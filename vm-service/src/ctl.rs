@@ -57,6 +57,11 @@ pub enum CtlCommand {
         /// A NIC on this TAP device (repeatable).
         #[arg(long)]
         tap: Vec<String>,
+        /// A disk (`drives[i]`): a raw image the daemon opens, with options
+        /// `ro`, `root`, `id=NAME` (default `drive<N>`), as for `vm-service run`.
+        /// Repeatable.
+        #[arg(long = "drive", value_name = "PATH[,ro][,root][,id=NAME]")]
+        drives: Vec<crate::drive_arg::DriveArg>,
     },
     /// Boot a VM.
     Start {
@@ -250,6 +255,7 @@ async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
             vcpus,
             memory,
             tap,
+            drives,
         } => {
             let spec = VmSpec {
                 boot_source: kernel.as_ref().map(|k| BootSource {
@@ -269,6 +275,16 @@ async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
                         host_dev_name: Some(t.clone()),
                         switch: None,
                         guest_mac: None,
+                    })
+                    .collect(),
+                drives: drives
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| vm_core::config::BlockConfig {
+                        drive_id: d.id.clone().unwrap_or_else(|| format!("drive{i}")),
+                        path_on_host: d.path.clone(),
+                        is_root_device: d.root,
+                        is_read_only: d.read_only,
                     })
                     .collect(),
                 arch: None,

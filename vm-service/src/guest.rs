@@ -38,6 +38,24 @@ pub struct BuiltGuest {
     pub kernel: std::path::PathBuf,
     /// The compressed initramfs (`<dir>/<arch>/initrd.cpio.gz`).
     pub initrd: std::path::PathBuf,
+    /// The root file system image (`<dir>/<arch>/rootfs.ext4`); it may be
+    /// absent (built only where `mkfs.ext4` is), see [`BuiltGuest::rootfs`].
+    pub rootfs: std::path::PathBuf,
+}
+
+impl BuiltGuest {
+    /// The guest's disk image, or how to get it. Booting from it writes to it.
+    pub fn rootfs(&self) -> Result<&std::path::Path, String> {
+        if self.rootfs.is_file() {
+            Ok(&self.rootfs)
+        } else {
+            Err(format!(
+                "no root disk image {}: `cargo xtask guest` builds it where mkfs.ext4 is \
+                 installed (Debian's e2fsprogs; `cargo xtask setup` installs it)",
+                self.rootfs.display()
+            ))
+        }
+    }
 }
 
 /// Where `cargo xtask guest` puts its guests when no directory is given:
@@ -59,6 +77,7 @@ pub fn find_built(arch: GuestArch, dir: &std::path::Path) -> Result<BuiltGuest, 
     let guest = BuiltGuest {
         kernel: root.join("kernel"),
         initrd: root.join("initrd.cpio.gz"),
+        rootfs: root.join("rootfs.ext4"),
     };
     for file in [&guest.kernel, &guest.initrd] {
         if !file.is_file() {
@@ -208,5 +227,15 @@ mod tests {
         let dir = std::env::temp_dir().join("vm-service-no-guest-here");
         let err = find_built(GuestArch::Riscv64, &dir).unwrap_err();
         assert!(err.contains("cargo xtask guest --arch riscv64"), "{err}");
+        let guest = BuiltGuest {
+            kernel: dir.join("kernel"),
+            initrd: dir.join("initrd"),
+            rootfs: dir.join("rootfs.ext4"),
+        };
+        let err = guest.rootfs().unwrap_err();
+        assert!(
+            err.contains("rootfs.ext4") && err.contains("e2fsprogs"),
+            "{err}"
+        );
     }
 }

@@ -32,6 +32,7 @@ mod block;
 pub mod ctl;
 pub mod daemon;
 pub mod dispatch;
+pub mod drive_arg;
 pub mod executor;
 pub mod firecracker;
 pub mod guest;

@@ -2,12 +2,14 @@
 //!
 //! `vm-service run` with no arguments boots the built-in guest; `--kernel`
 //! boots a Linux kernel, `--guest debian` the guest `cargo xtask guest` built
-//! (and exits with the status of the command given after `--`). `vm-service daemon` serves the REST API (see
-//! `vm_service::api`), and `vm-service ctl` drives it. `vm-service firecracker`
-//! (or this binary named `firecracker`) serves Firecracker's API for one VM.
-//! The serial console is attached to the terminal, and the exit status says
-//! how the guest ended: 0 when it asked to stop, 1 when the VM could not be
-//! built or failed, 2 when a vCPU triple-faulted.
+//! (and exits with the status of the command given after `--`); `--drive`
+//! attaches disks, `--rootfs` boots the built guest from its disk image.
+//! `vm-service daemon` serves the REST API (see `vm_service::api`), and
+//! `vm-service ctl` drives it. `vm-service firecracker` (or this binary named
+//! `firecracker`) serves Firecracker's API for one VM. The serial console is
+//! attached to the terminal, and the exit status says how the guest ended: 0
+//! when it asked to stop, 1 when the VM could not be built or failed, 2 when a
+//! vCPU triple-faulted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
 use vm_service::net::{default_switch_dir, SwitchRegistry};
-use vm_service::{guest, ExecutorKind, StopReason, VmmBuilder};
+use vm_service::{drive_arg, guest, ExecutorKind, StopReason, VmmBuilder};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,6 +116,20 @@ struct RunArgs {
     /// this executable's directory, else under the current directory.
     #[arg(long, env = "VM_GUEST_DIR", requires = "guest")]
     guest_dir: Option<PathBuf>,
+    /// Boot the --guest from its root disk image, `<guest dir>/<arch>/rootfs.ext4`
+    /// (read-write: the guest's writes go to that file; copy it first to keep
+    /// it pristine, and pass the copy with `--drive COPY,root` instead).
+    /// The initramfs mounts it (`root=/dev/vda`) and runs its `/init`.
+    #[arg(long, requires = "guest")]
+    rootfs: bool,
+    /// A virtio-blk disk backed by a raw image file, e.g.
+    /// `--drive data.img,ro`. Repeatable. Options after commas: `ro` (the guest
+    /// sees a read-only disk; the file is opened read-only), `root` (boot from
+    /// it: the kernel gets `root=/dev/vda`; at most one), `id=NAME` (default
+    /// `drive<N>` for the N-th --drive, from 0). The root drive is `/dev/vda`,
+    /// the others follow in order. The file must exist; a path cannot hold `,`.
+    #[arg(long = "drive", value_name = "PATH[,ro][,root][,id=NAME]")]
+    drives: Vec<String>,
     /// Address of the guest's eth0 as ADDR/PREFIX (a built guest's /init sets it up).
     #[arg(long, requires = "guest")]
     ip: Option<String>,
@@ -198,17 +214,23 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
         Some(a) => a.parse::<GuestArch>().map_err(|e| e.to_string())?,
         None => VmConfig::default().arch,
     };
-    let (kernel, initrd) = match &args.guest {
+    let (kernel, initrd, rootfs) = match &args.guest {
         Some(_) => {
             let dir = args
                 .guest_dir
                 .clone()
                 .unwrap_or_else(guest::default_guest_dir);
             let built = guest::find_built(arch, &dir)?;
-            (Some(built.kernel), Some(built.initrd))
+            let rootfs = if args.rootfs {
+                Some(built.rootfs()?.to_path_buf())
+            } else {
+                None
+            };
+            (Some(built.kernel), Some(built.initrd), rootfs)
         }
-        None => (args.kernel.clone(), args.initrd.clone()),
+        None => (args.kernel.clone(), args.initrd.clone(), None),
     };
+    let drives = drive_arg::drives(&args.drives, rootfs.as_deref()).map_err(|e| e.to_string())?;
     let base = match (&args.cmdline, &kernel) {
         (Some(c), _) => c.clone(),
         // A built guest: its kernel's crypto self-tests halve the time to
@@ -230,7 +252,10 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
         kernel,
         initrd,
         cmdline,
-        devices: parse_net(&args.net, args.mac)?.into_iter().collect(),
+        devices: parse_net(&args.net, args.mac)?
+            .into_iter()
+            .chain(drives.into_iter().map(DeviceConfig::Block))
+            .collect(),
         serial: SerialMode::Stdout,
     })
 }

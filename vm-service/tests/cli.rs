@@ -128,6 +128,9 @@ fn help_explains_every_flag() {
         "--executor",
         "--arch",
         "--log-level",
+        "--drive",
+        "PATH[,ro][,root][,id=NAME]",
+        "--rootfs",
     ] {
         assert!(
             text.contains(flag),
@@ -194,6 +197,53 @@ fn guest_flags_bad_input() {
     let (code, _, err) = run(&["--guest", "fedora"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("fedora"), "{err}");
+}
+
+#[test]
+fn drive_flags_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, [0u8; 4096]).unwrap();
+    let img = image.to_str().unwrap();
+    let missing = dir.path().join("missing.img");
+    let missing = missing.to_str().unwrap();
+    // Checked before anything is built: the missing file is named.
+    assert_clean_failure(&["--drive", missing], missing);
+    assert_clean_failure(&["--drive", &format!("{missing},ro")], "No such file");
+    assert_clean_failure(&["--drive", ""], "empty path");
+    assert_clean_failure(&["--drive", &format!("{img},rw")], "unknown option \"rw\"");
+    assert_clean_failure(
+        &[
+            "--drive",
+            &format!("{img},root"),
+            "--drive",
+            &format!("{img},root,id=b"),
+        ],
+        "already the root drive",
+    );
+    let d = dir.path().to_str().unwrap();
+    assert_clean_failure(&["--drive", &format!("{d},ro")], "not a regular file");
+    // --rootfs of a guest that has no disk image says how to get one.
+    let arch = dir.path().join("riscv64");
+    std::fs::create_dir(&arch).unwrap();
+    std::fs::write(arch.join("kernel"), b"k").unwrap();
+    std::fs::write(arch.join("initrd.cpio.gz"), b"i").unwrap();
+    assert_clean_failure(
+        &[
+            "--guest",
+            "debian",
+            "--arch",
+            "riscv64",
+            "--guest-dir",
+            d,
+            "--rootfs",
+        ],
+        "rootfs.ext4",
+    );
+    // --rootfs belongs to --guest (the argument parser says so, exit 2).
+    let (code, _, err) = run(&["--rootfs"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--guest"), "{err}");
 }
 
 #[test]

@@ -7,7 +7,12 @@
 //!   boot to their `/init` marker, ping each other and move data with
 //!   `dd | nc`; `vm-service` exits with the guest command's status;
 //! - a guest pings the host over a TAP device in a network namespace the test
-//!   makes (needs root and iproute2).
+//!   makes (needs root and iproute2);
+//! - a guest boots from a copy of `rootfs.ext4` (virtio-blk root disk), writes
+//!   a file and syncs, while a second disk attached read-only refuses writes
+//!   and stays bit-identical on the host; a second boot of the same image reads
+//!   the file back;
+//! - two VMs cannot both open one writable image (no boot: two builds).
 //!
 //! Each is skipped with the reason when the guest has not been built
 //! (`cargo xtask guest --arch riscv64`; `cargo xtask ci` builds it).
@@ -39,6 +44,31 @@ fn guest_dir() -> Option<PathBuf> {
         ));
         None
     }
+}
+
+/// A copy of the guest's `rootfs.ext4` at `dest` (the published image is
+/// shared: a test never boots it in place), or `None` (printing why).
+fn rootfs_copy(dir: &Path, dest: &Path) -> Option<PathBuf> {
+    let image = dir.join("riscv64/rootfs.ext4");
+    if !image.is_file() {
+        eprintln!(
+            "SKIPPED: no {}: `cargo xtask guest --arch riscv64` builds it where mkfs.ext4 \
+             (e2fsprogs) is installed",
+            image.display()
+        );
+        return None;
+    }
+    std::fs::copy(&image, dest)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", image.display(), dest.display()));
+    Some(dest.to_path_buf())
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).expect("open the image");
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).expect("read the image");
+    format!("{:x}", hasher.finalize())
 }
 
 /// `vm-service run` for the riscv64 Debian guest with `args`.
@@ -142,8 +172,13 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
     )
     .spawn()
     .expect("spawn guest B");
-    // A pings B (waiting for B's boot), then sends it 4 MiB, timed by the guest's clock.
-    let send = "ping -c 3 -w 300 10.0.0.2 || exit 1; \
+    // A waits for B's boot (one ping at a time: busybox's `ping -c N` stops
+    // sending after N, however long its deadline, so under load B may not be
+    // up yet), pings it three times, then sends it 4 MiB, timed by the
+    // guest's clock.
+    let send = "n=0; until ping -c 1 -W 1 10.0.0.2 >/dev/null; do \
+                  n=$((n+1)); [ $n -lt 600 ] || exit 1; done; \
+                ping -c 3 -w 60 10.0.0.2 || exit 1; \
                 t0=$(cut -d' ' -f1 /proc/uptime); \
                 for i in 1 2 3 4 5 6 7 8 9 10; do \
                   dd if=/dev/zero bs=4096 count=1024 2>/dev/null | nc 10.0.0.2 5001 && break; sleep 1; \
@@ -269,4 +304,150 @@ fn riscv64_guest_pings_the_host_over_tap_in_a_network_namespace() {
     let done = finish(cmd.spawn().expect("spawn ip netns exec"));
     assert_eq!(done.code, Some(0), "{done}");
     assert!(done.console.contains("3 packets received"), "{done}");
+}
+
+/// One boot does the work of two checks (each boot costs tens of seconds on
+/// the interpreter): the root disk takes a write, the read-only data disk
+/// refuses one; a second boot of the root disk reads the write back.
+#[test]
+fn riscv64_guest_boots_from_a_disk_that_keeps_its_writes_next_to_a_read_only_one() {
+    let Some(dir) = guest_dir() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(root) = rootfs_copy(&dir, &tmp.path().join("root.ext4")) else {
+        return;
+    };
+    let Some(data) = rootfs_copy(&dir, &tmp.path().join("data.ext4")) else {
+        return;
+    };
+    let data_before = sha256(&data);
+    let root_arg = format!("{},root", root.display());
+    let data_arg = format!("{},ro,id=data", data.display());
+    // Each check prints a marker; the command fails unless every one passed.
+    // (No double quotes: the kernel's command line carries the script.)
+    let script = "set -u; ok=1; \
+        grep -q '^/dev/vda / ext4 rw' /proc/mounts && echo CHECK-ROOT-IS-VDA || ok=0; \
+        echo disk-data-survives > /persist.txt && sync && echo CHECK-WROTE || ok=0; \
+        [ $(cat /sys/block/vdb/ro) = 1 ] && echo CHECK-VDB-RO || ok=0; \
+        if dd if=/dev/zero of=/dev/vdb bs=4096 count=1 conv=fsync; then ok=0; \
+        else echo CHECK-RAW-WRITE-REFUSED; fi; \
+        mkdir -p /mnt && mount -t ext4 -o ro /dev/vdb /mnt && head -1 /mnt/init && \
+        if touch /mnt/new-file; then ok=0; else echo CHECK-FS-WRITE-REFUSED; fi; \
+        umount /mnt; [ $ok = 1 ]";
+    let first = finish(
+        guest(
+            &dir,
+            &[
+                "--net", "none", "--drive", &root_arg, "--drive", &data_arg, "--", "sh", "-c",
+                script,
+            ],
+        )
+        .spawn()
+        .expect("spawn the first boot"),
+    );
+    assert_eq!(first.code, Some(0), "first boot:\n{first}");
+    for marker in [
+        "vmguest: / is /dev/vda (ext4)",
+        "CHECK-ROOT-IS-VDA",
+        "CHECK-WROTE",
+        "CHECK-VDB-RO",
+        "CHECK-RAW-WRITE-REFUSED",
+        "#!/bin/busybox sh",
+        "CHECK-FS-WRITE-REFUSED",
+        "VM-GUEST-EXIT status=0",
+    ] {
+        assert!(
+            first.console.contains(marker),
+            "first boot did not print {marker:?}:\n{first}"
+        );
+    }
+    assert!(
+        first.console.contains("Read-only file system")
+            || first.console.contains("Operation not permitted"),
+        "the refused writes say why:\n{first}"
+    );
+    assert_eq!(
+        sha256(&data),
+        data_before,
+        "the read-only disk changed on the host:\n{first}"
+    );
+    for refusal in first
+        .console
+        .lines()
+        .filter(|l| l.starts_with("dd:") || l.starts_with("touch:"))
+    {
+        eprintln!("guest said: {refusal}");
+    }
+
+    let second = finish(
+        guest(
+            &dir,
+            &[
+                "--net",
+                "none",
+                "--drive",
+                &root_arg,
+                "--",
+                "cat",
+                "/persist.txt",
+            ],
+        )
+        .spawn()
+        .expect("spawn the second boot"),
+    );
+    assert_eq!(second.code, Some(0), "second boot:\n{second}");
+    assert!(
+        second
+            .console
+            .lines()
+            .any(|l| l.trim() == "disk-data-survives"),
+        "the file written by the first boot is not on the disk:\n{second}"
+    );
+}
+
+/// No boot: the second VM to open a writable image fails at build time,
+/// naming the file, while the first holds it.
+#[test]
+fn two_vms_cannot_open_one_writable_image() {
+    use vm_core::config::{BlockConfig, DeviceConfig, GuestArch, SerialMode, VmConfig};
+    let Some(dir) = guest_dir() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = tmp.path().join("shared.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).expect("write the image");
+    let config = |read_only: bool| VmConfig {
+        arch: GuestArch::Riscv64,
+        memory_mib: 64,
+        kernel: Some(dir.join("riscv64/kernel")),
+        cmdline: "console=ttyS0".into(),
+        devices: vec![DeviceConfig::Block(BlockConfig {
+            drive_id: "disk".into(),
+            path_on_host: image.clone(),
+            is_root_device: false,
+            is_read_only: read_only,
+        })],
+        serial: SerialMode::Off,
+        ..VmConfig::default()
+    };
+    let build = |read_only| vm_service::VmmBuilder::new(config(read_only)).build();
+    let first = build(false).expect("the first VM builds");
+    let err = |r: Result<vm_service::Vmm, vm_service::VmmError>| {
+        let e = r.expect_err("a second VM on a writable image must fail");
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    };
+    for read_only in [false, true] {
+        let text = err(build(read_only));
+        assert!(
+            text.contains(&image.display().to_string()) && text.contains("in use"),
+            "read_only={read_only}: {text}"
+        );
+    }
+    drop(first);
+    // Released with the VM: the image can be opened again.
+    build(false).expect("the image is free once the first VM is gone");
 }

@@ -32,6 +32,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "a virtualenv for the Firecracker Python client test",
     ),
     (
+        "e2fsprogs",
+        "mkfs.ext4 -d makes the guests' rootfs.ext4 (`cargo xtask guest`)",
+    ),
+    (
         "gcc-riscv64-unknown-elf",
         "assembles the riscv64 ISA test programs",
     ),

@@ -158,6 +158,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<VmResource>), ApiError> {
     let id = vm_id(path)?;
     let config = spec.to_config()?;
+    spec.check_drive_files()?;
     check_bootable(&config)?;
     let (vm, created) = s.vms.create(id, config).await?;
     // A retried create of the same VM is answered 200 with the VM as it is.

@@ -12,13 +12,19 @@
 //! | `network-interfaces[i].host_dev_name`     | `devices[i].backend` = tap  |
 //! | `network-interfaces[i].guest_mac`         | `devices[i].mac`            |
 //! | `network-interfaces[i].switch` (ours)     | `devices[i].backend` = virtual switch |
+//! | `drives[j]` (Firecracker's `PUT /drives/{id}` body: `drive_id`, `path_on_host`, `is_root_device`, `is_read_only`) | `devices[n + j]`, a [`BlockConfig`] (`n` NICs come first) |
 //! | `arch` (ours)                             | `arch`                      |
+//!
+//! Drive images are checked when the VM is created ([`VmSpec::check_drive_files`]):
+//! each must be a regular file the daemon can open (for writing unless
+//! `is_read_only`). Firecracker's other drive fields (`partuuid`,
+//! `cache_type`, `rate_limiter`, `io_engine`, `socket`) are refused as unknown.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use vm_core::config::{
-    ConfigError, DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,
+    BlockConfig, DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,
     VmConfig,
 };
 
@@ -49,6 +55,9 @@ pub struct VmSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub network_interfaces: Vec<NetworkInterface>,
+    /// virtio-blk disks, Firecracker's `drives` (at most one `is_root_device`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drives: Vec<BlockConfig>,
     /// Guest architecture; absent: the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<GuestArch>,
@@ -106,8 +115,10 @@ pub struct NetworkInterface {
     pub guest_mac: Option<MacAddr>,
 }
 
-/// Renames a `VmConfig` field path to the API's name for it.
-pub fn api_field(field: &str) -> String {
+/// Renames a `VmConfig` field path to the API's name for it, for a config
+/// whose first `nics` devices are its network interfaces and the rest its
+/// drives (the order [`VmSpec::to_config`] gives them).
+pub fn api_field(field: &str, nics: usize) -> String {
     const SIMPLE: [(&str, &str); 6] = [
         ("vcpus", "machine-config.vcpu_count"),
         ("memory_mib", "machine-config.mem_size_mib"),
@@ -119,26 +130,33 @@ pub fn api_field(field: &str) -> String {
     if let Some((_, api)) = SIMPLE.iter().find(|(f, _)| *f == field) {
         return (*api).to_string();
     }
-    if let Some(rest) = field.strip_prefix("devices[") {
-        let renamed = rest
-            .replace("].backend.ifname", "].host_dev_name")
-            .replace("].backend.switch", "].switch")
-            .replace("].id", "].iface_id")
-            .replace("].mac", "].guest_mac");
-        return format!("network-interfaces[{renamed}");
+    let device = field.strip_prefix("devices[").and_then(|rest| {
+        let (index, rest) = rest.split_once(']')?;
+        Some((index.parse::<usize>().ok()?, rest))
+    });
+    match device {
+        Some((i, rest)) if i < nics => {
+            let renamed = match rest {
+                ".backend.ifname" => ".host_dev_name",
+                ".backend.switch" => ".switch",
+                ".id" => ".iface_id",
+                ".mac" => ".guest_mac",
+                other => other,
+            };
+            format!("network-interfaces[{i}]{renamed}")
+        }
+        Some((i, rest)) => {
+            let renamed = if rest == ".id" { ".drive_id" } else { rest };
+            format!("drives[{}]{renamed}", i - nics)
+        }
+        None => field.to_string(),
     }
-    field.to_string()
-}
-
-fn invalid(e: &ConfigError) -> ApiError {
-    ApiError::bad_request(
-        "invalid_config",
-        format!("invalid {}: {}", api_field(&e.field), e.reason),
-    )
 }
 
 impl VmSpec {
     /// The `VmConfig` this describes, validated; errors name the API field.
+    /// Its devices are the network interfaces, then the drives. The host's
+    /// files are not looked at (see [`VmSpec::check_drive_files`]).
     pub fn to_config(&self) -> Result<VmConfig, ApiError> {
         let mut config = VmConfig {
             serial: SerialMode::Capture,
@@ -186,8 +204,59 @@ impl VmSpec {
                 mac: nic.guest_mac,
             }));
         }
-        config.validate().map_err(|e| invalid(&e))?;
+        config
+            .devices
+            .extend(self.drives.iter().cloned().map(DeviceConfig::Block));
+        config.validate().map_err(|e| {
+            let field = api_field(&e.field, self.network_interfaces.len());
+            ApiError::bad_request("invalid_config", format!("invalid {field}: {}", e.reason))
+        })?;
         Ok(config)
+    }
+
+    /// Checks each drive's image on the host, as Firecracker's `PUT /drives`
+    /// does: a regular file (a raw disk image; a device or directory is
+    /// refused without being opened) that can be opened, for writing unless
+    /// `is_read_only`. The error names `drives[i].path_on_host`.
+    pub fn check_drive_files(&self) -> Result<(), ApiError> {
+        for (i, drive) in self.drives.iter().enumerate() {
+            let path = &drive.path_on_host;
+            let bad = |reason: String| {
+                ApiError::bad_request(
+                    "invalid_config",
+                    format!("invalid drives[{i}].path_on_host: {reason}"),
+                )
+            };
+            if !path.is_absolute() {
+                return Err(bad(format!(
+                    "{} is relative; give an absolute path",
+                    path.display()
+                )));
+            }
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(bad(format!(
+                        "{} is not a regular file (a raw disk image)",
+                        path.display()
+                    )))
+                }
+                Err(e) => return Err(bad(format!("{}: {e}", path.display()))),
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(!drive.is_read_only)
+                .open(path)
+                .map_err(|e| {
+                    let how = if drive.is_read_only {
+                        ""
+                    } else {
+                        " for writing"
+                    };
+                    bad(format!("cannot open {}{how}: {e}", path.display()))
+                })?;
+        }
+        Ok(())
     }
 
     /// The API form of `config`.
@@ -220,6 +289,14 @@ impl VmSpec {
                         NetBackendConfig::Tap { .. } => None,
                     },
                     guest_mac: n.mac,
+                })
+                .collect(),
+            drives: config
+                .devices
+                .iter()
+                .filter_map(|d| match d {
+                    DeviceConfig::Block(b) => Some(b.clone()),
+                    DeviceConfig::Net(_) => None,
                 })
                 .collect(),
             arch: Some(config.arch),
@@ -281,5 +358,96 @@ mod tests {
         assert!(err(r#"{"boot-sauce": {}}"#).contains("unknown field `boot-sauce`"));
         assert!(err(r#"{"machine-config": "#).contains("EOF"));
         assert!(err(r#"{"arch": "sparc"}"#).contains("sparc"));
+    }
+
+    #[test]
+    fn drives_follow_the_nics_and_errors_name_them() {
+        let config = parse_vm_spec(
+            br#"{"network-interfaces": [{"iface_id": "eth0", "switch": "lan"}],
+                 "drives": [{"drive_id": "rootfs", "path_on_host": "/r.ext4", "is_root_device": true},
+                            {"drive_id": "data", "path_on_host": "/d.img", "is_read_only": true}]}"#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = config.devices.iter().map(DeviceConfig::id).collect();
+        assert_eq!(ids, ["eth0", "rootfs", "data"]);
+        let spec = VmSpec::from_config(&config);
+        assert_eq!(spec.drives.len(), 2);
+        assert!(spec.drives[0].is_root_device && spec.drives[1].is_read_only);
+        assert_eq!(spec.to_config().unwrap(), config);
+        // Shown back with every field, defaults included.
+        let shown = serde_json::to_value(&spec).unwrap();
+        assert_eq!(shown["drives"][1]["is_root_device"], false);
+        assert_eq!(shown["drives"][1]["path_on_host"], "/d.img");
+
+        let two_roots = r#"{"drives": [
+            {"drive_id": "a", "path_on_host": "/a", "is_root_device": true},
+            {"drive_id": "b", "path_on_host": "/b", "is_root_device": true}]}"#;
+        assert!(err(two_roots).contains("invalid drives[1].is_root_device"));
+        let same_id = r#"{"network-interfaces": [{"iface_id": "x", "switch": "s"}],
+                          "drives": [{"drive_id": "x", "path_on_host": "/a"}]}"#;
+        assert!(err(same_id).contains("invalid drives[0].drive_id"));
+        assert!(
+            err(r#"{"drives": [{"drive_id": "a b", "path_on_host": "/a"}]}"#)
+                .contains("invalid drives[0].drive_id")
+        );
+        assert!(
+            err(r#"{"drives": [{"drive_id": "a", "path_on_host": ""}]}"#)
+                .contains("invalid drives[0].path_on_host")
+        );
+        assert!(err(
+            r#"{"drives": [{"drive_id": "a", "path_on_host": "/a", "cache_type": "Writeback"}]}"#
+        )
+        .contains("unknown field `cache_type`"));
+        assert!(err(r#"{"drives": [{"path_on_host": "/a"}]}"#).contains("drive_id"));
+        assert_eq!(
+            api_field("devices[3].mac", 4),
+            "network-interfaces[3].guest_mac"
+        );
+        assert_eq!(
+            api_field("devices[4].path_on_host", 4),
+            "drives[0].path_on_host"
+        );
+        assert_eq!(api_field("memory_mib", 0), "machine-config.mem_size_mib");
+    }
+
+    #[test]
+    fn drive_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, [0u8; 512]).unwrap();
+        let spec = |path: &std::path::Path, ro: bool| VmSpec {
+            drives: vec![
+                BlockConfig {
+                    drive_id: "ok".into(),
+                    path_on_host: image.clone(),
+                    is_root_device: false,
+                    is_read_only: false,
+                },
+                BlockConfig {
+                    drive_id: "d".into(),
+                    path_on_host: path.into(),
+                    is_root_device: false,
+                    is_read_only: ro,
+                },
+            ],
+            ..VmSpec::default()
+        };
+        spec(&image, true).check_drive_files().unwrap();
+        let missing = dir.path().join("missing.img");
+        let e = spec(&missing, true).check_drive_files().unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(
+            e.message.starts_with("invalid drives[1].path_on_host: ")
+                && e.message.contains(&missing.display().to_string())
+                && e.message.contains("No such file"),
+            "{}",
+            e.message
+        );
+        let e = spec(dir.path(), false).check_drive_files().unwrap_err();
+        assert!(e.message.contains("is not a regular file"), "{}", e.message);
+        let e = spec(std::path::Path::new("/dev/null"), true)
+            .check_drive_files()
+            .unwrap_err();
+        assert!(e.message.contains("is not a regular file"), "{}", e.message);
     }
 }

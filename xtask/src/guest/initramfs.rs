@@ -3,17 +3,66 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use super::cpio::{Kind, Writer};
 
 /// Busybox applets linked into `/bin` (what `/init` and a shell user need).
+/// `switch_root` moves `/init` onto a root disk; `dd`, `df`,
+/// `sha256sum`, `touch` and `wc` are what disk tests use.
 pub const APPLETS: &[&str] = &[
-    "sh", "ash", "cat", "cp", "cttyhack", "date", "dmesg", "echo", "env", "false", "free", "grep",
-    "head", "hostname", "ifconfig", "insmod", "ip", "kill", "ln", "ls", "lsmod", "mkdir",
-    "modprobe", "mount", "mv", "nc", "ping", "poweroff", "ps", "reboot", "rm", "route", "sed",
-    "setsid", "sleep", "sync", "tail", "test", "true", "udhcpc", "umount", "uname", "uptime", "vi",
+    "sh",
+    "ash",
+    "cat",
+    "cp",
+    "cttyhack",
+    "date",
+    "dd",
+    "df",
+    "dmesg",
+    "echo",
+    "env",
+    "false",
+    "free",
+    "grep",
+    "head",
+    "hostname",
+    "ifconfig",
+    "insmod",
+    "ip",
+    "kill",
+    "ln",
+    "ls",
+    "lsmod",
+    "mkdir",
+    "modprobe",
+    "mount",
+    "mv",
+    "nc",
+    "ping",
+    "poweroff",
+    "ps",
+    "reboot",
+    "rm",
+    "route",
+    "sed",
+    "setsid",
+    "sha256sum",
+    "sleep",
+    "switch_root",
+    "sync",
+    "tail",
+    "test",
+    "touch",
+    "true",
+    "udhcpc",
+    "umount",
+    "uname",
+    "uptime",
+    "vi",
+    "wc",
     "wget",
 ];
 
@@ -32,9 +81,14 @@ pub struct Contents<'a> {
     pub init: &'a str,
 }
 
-/// Builds the uncompressed newc archive.
-pub fn cpio(c: &Contents<'_>) -> Result<Vec<u8>> {
-    let mut w = Writer::new();
+/// One file-system entry of the guest's root: a path relative to `/`, its
+/// permission bits and what it is.
+pub type Entry = (String, u32, Kind);
+
+/// The guest's root file system as a list of entries, parents before
+/// children: what both the initramfs ([`cpio`]) and the disk image
+/// ([`stage_dir`], for `mkfs.ext4 -d`) hold.
+pub fn entries(c: &Contents<'_>) -> Vec<Entry> {
     let moddir = format!("lib/modules/{}", c.release);
     let mut dirs: BTreeSet<String> = [
         "bin", "dev", "etc", "lib", "proc", "root", "run", "sbin", "sys", "tmp", "usr", "usr/bin",
@@ -52,34 +106,60 @@ pub fn cpio(c: &Contents<'_>) -> Result<Vec<u8>> {
     }
     dirs.insert(moddir.clone());
     // Sorted order puts every parent before its children.
-    for d in &dirs {
-        w.add(d, 0o755, &Kind::Dir)?;
-    }
+    let mut out: Vec<Entry> = dirs.into_iter().map(|d| (d, 0o755, Kind::Dir)).collect();
     // The kernel opens /dev/console for init before devtmpfs is mounted.
-    w.add("dev/console", 0o600, &Kind::CharDev(5, 1))?;
-    w.add("dev/null", 0o666, &Kind::CharDev(1, 3))?;
-    w.add("bin/busybox", 0o755, &Kind::File(c.busybox.to_vec()))?;
+    out.push(("dev/console".into(), 0o600, Kind::CharDev(5, 1)));
+    out.push(("dev/null".into(), 0o666, Kind::CharDev(1, 3)));
+    out.push(("bin/busybox".into(), 0o755, Kind::File(c.busybox.to_vec())));
     for applet in APPLETS {
-        w.add(
-            &format!("bin/{applet}"),
+        out.push((
+            format!("bin/{applet}"),
             0o777,
-            &Kind::Symlink("busybox".into()),
-        )?;
+            Kind::Symlink("busybox".into()),
+        ));
     }
     for (path, data) in c.modules {
-        w.add(
-            &format!("{moddir}/{path}"),
-            0o644,
-            &Kind::File(data.clone()),
-        )?;
+        out.push((format!("{moddir}/{path}"), 0o644, Kind::File(data.clone())));
     }
-    w.add(
-        &format!("{moddir}/modules.dep"),
+    out.push((
+        format!("{moddir}/modules.dep"),
         0o644,
-        &Kind::File(c.modules_dep.as_bytes().to_vec()),
-    )?;
-    w.add("init", 0o755, &Kind::File(c.init.as_bytes().to_vec()))?;
+        Kind::File(c.modules_dep.as_bytes().to_vec()),
+    ));
+    out.push(("init".into(), 0o755, Kind::File(c.init.as_bytes().to_vec())));
+    out
+}
+
+/// Builds the uncompressed newc archive.
+pub fn cpio(c: &Contents<'_>) -> Result<Vec<u8>> {
+    let mut w = Writer::new();
+    for (path, perm, kind) in entries(c) {
+        w.add(&path, perm, &kind)?;
+    }
     Ok(w.finish())
+}
+
+/// Writes the same tree into the empty directory `dir` (the input of
+/// `mkfs.ext4 -d`). Device nodes are left out: creating them needs
+/// `CAP_MKNOD`, and a guest booted from the disk gets its `/dev` from
+/// devtmpfs (moved there by the initramfs, or mounted by the kernel).
+pub fn stage_dir(c: &Contents<'_>, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, perm, kind) in entries(c) {
+        let at = dir.join(&path);
+        match &kind {
+            Kind::Dir => std::fs::create_dir_all(&at),
+            Kind::File(data) => std::fs::write(&at, data),
+            Kind::Symlink(target) => std::os::unix::fs::symlink(target, &at),
+            Kind::CharDev(..) => continue,
+        }
+        .with_context(|| format!("staging {}", at.display()))?;
+        if !matches!(kind, Kind::Symlink(_)) {
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(perm))
+                .with_context(|| format!("setting the mode of {}", at.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// gzip-compresses an archive (what every Debian kernel unpacks).
@@ -142,6 +222,45 @@ mod tests {
         assert_eq!(entries[pos("bin/poweroff")].2, b"busybox");
         let unique: BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "no duplicate entries");
+
+        // The disk image's staging directory holds the same tree, less the
+        // device nodes.
+        let dir = tempfile::tempdir().unwrap();
+        stage_dir(
+            &Contents {
+                busybox: b"BB",
+                release: "6.1.0-1-cloud-amd64",
+                modules: &modules,
+                modules_dep: "kernel/net/core/failover.ko:\n",
+                init: "#!/bin/busybox sh\n",
+            },
+            dir.path(),
+        )
+        .unwrap();
+        for (name, mode, data, _) in &entries {
+            let at = dir.path().join(name);
+            let meta = std::fs::symlink_metadata(&at);
+            if mode & 0o170_000 == 0o020_000 {
+                assert!(meta.is_err(), "{name} staged");
+                continue;
+            }
+            let meta = meta.unwrap_or_else(|e| panic!("{name}: {e}"));
+            if meta.file_type().is_symlink() {
+                assert_eq!(
+                    std::fs::read_link(&at)
+                        .unwrap()
+                        .as_os_str()
+                        .as_encoded_bytes(),
+                    &data[..]
+                );
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(meta.permissions().mode(), *mode, "{name}");
+                if meta.is_file() {
+                    assert_eq!(&std::fs::read(&at).unwrap(), data, "{name}");
+                }
+            }
+        }
 
         let gz = gzip(&archive).unwrap();
         let mut back = Vec::new();

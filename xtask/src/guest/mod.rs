@@ -6,11 +6,15 @@
 //! riscv64), the virtio modules with everything they depend on, and builds a
 //! gzip'd newc initramfs whose `/init` ([`init`]) configures the network from
 //! the command line, prints `VM-GUEST-READY`, runs the command given after
-//! ` -- ` and ends the VM.
+//! ` -- ` and ends the VM. The same tree also goes into an ext4 disk image
+//! ([`rootfs`], made with `mkfs.ext4 -d`: no root, no loop mount) that the
+//! initramfs's `/init` mounts and switches to when the kernel command line
+//! names a root disk (`root=/dev/vda`): Debian's kernels have `virtio_blk`
+//! and `ext4` as modules, so the kernel cannot mount it by itself.
 //!
 //! Inputs are cached per package versions in `target/guest-cache/<arch>/<key>/`;
 //! the current guest is published at the stable paths
-//! `target/guest/<arch>/{kernel,initrd.cpio.gz,guest.json}`.
+//! `target/guest/<arch>/{kernel,initrd.cpio.gz,rootfs.ext4,guest.json}`.
 
 mod apt;
 mod bzimage;
@@ -19,6 +23,8 @@ mod decompress;
 mod init;
 pub mod initramfs;
 mod modules;
+mod rootfs;
+mod tree;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -124,8 +130,17 @@ impl Arch {
     }
 }
 
-/// The modules the guest loads; their dependencies come along.
-const WANTED_MODULES: &[&str] = &["virtio_mmio", "virtio_net", "virtio_blk"];
+/// The modules the guest loads at boot; their dependencies come along.
+const BOOT_MODULES: &[&str] = &["virtio_mmio", "virtio_net", "virtio_blk"];
+/// The modules `/init` loads only to mount a root disk (with what they
+/// need that [`BOOT_MODULES`] did not bring): `ext4` brings `jbd2`, `mbcache`
+/// and `crc16` on Debian's riscv64 kernel, and loading them costs seconds on
+/// the interpreter.
+const ROOT_MODULES: &[&str] = &["ext4"];
+/// Every module the guest carries: [`BOOT_MODULES`], then [`ROOT_MODULES`].
+fn wanted_modules() -> Vec<&'static str> {
+    [BOOT_MODULES, ROOT_MODULES].concat()
+}
 /// Busybox's package.
 const BUSYBOX: &str = "busybox-static";
 
@@ -144,6 +159,16 @@ struct Manifest {
     host_modules: Vec<ModuleRef>,
     /// Where the kernel came from inside its package.
     kernel_source: String,
+    /// The [`wanted_modules`] the entry was made for (absent in older
+    /// entries): an entry made for another list is fetched again.
+    #[serde(default)]
+    wanted: Vec<String>,
+}
+
+impl Manifest {
+    fn has_wanted_modules(&self) -> bool {
+        self.wanted.iter().map(String::as_str).eq(wanted_modules())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +259,13 @@ pub fn run(root: &Path, arch: Option<Arch>, offline: bool) -> Result<()> {
     );
     println!("  {}", summary.out.join("kernel").display());
     println!("  {}", summary.out.join("initrd.cpio.gz").display());
+    if summary.rootfs {
+        println!(
+            "  {} ({} MiB ext4, the same tree; `vm-service run --guest debian --rootfs` boots it and writes to it)",
+            summary.out.join(rootfs::FILE).display(),
+            rootfs::SIZE_MIB
+        );
+    }
     println!("  {}", summary.out.join("guest.json").display());
     Ok(())
 }
@@ -248,6 +280,7 @@ struct Summary {
     kernel_size: u64,
     initrd_size: u64,
     modules: usize,
+    rootfs: bool,
     cached: bool,
     download_time: Duration,
 }
@@ -286,20 +319,41 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
             (entry, false)
         }
     };
-    let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(entry.join("manifest.json"))
-            .with_context(|| format!("reading {}", entry.join("manifest.json").display()))?,
-    )
-    .with_context(|| format!("parsing {}", entry.join("manifest.json").display()))?;
+    let manifest = read_manifest(&entry)?;
+    if !manifest.has_wanted_modules() {
+        eprintln!(
+            "guest: warning: the cached {} guest was made for other modules than {:?} \
+             (run once with network to refresh it); its root disk may not mount",
+            spec.name,
+            wanted_modules()
+        );
+    }
     let pb = progress.spinner(format!("{}: building the initramfs", spec.name));
-    let initrd = build_initrd(&entry, &manifest, spec)?;
+    let tree = tree::GuestTree::load(&entry, &manifest, spec)?;
+    let initrd = initramfs::gzip(&initramfs::cpio(&tree.contents())?)?;
     done(&pb, format!("{}: initramfs built", spec.name));
-    let kernel_size = publish(&entry, &out, &initrd, &manifest, spec)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let rootfs = if let Some(mkfs) = rootfs::find_mkfs() {
+        let pb = progress.spinner(format!("{}: building {}", spec.name, rootfs::FILE));
+        rootfs::build(&mkfs, &tree.contents(), &out.join(rootfs::FILE))?;
+        done(&pb, format!("{}: {} built", spec.name, rootfs::FILE));
+        true
+    } else {
+        eprintln!(
+            "guest: {} not built: no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)",
+            rootfs::FILE
+        );
+        // A stale image would not match this kernel's modules.
+        let _ = std::fs::remove_file(out.join(rootfs::FILE));
+        false
+    };
+    let kernel_size = publish(&entry, &out, &initrd, rootfs, &manifest, spec)?;
     Ok(Summary {
         out,
         release: manifest.kernel_release,
         kernel_size,
         initrd_size: initrd.len() as u64,
+        rootfs,
         modules: manifest.modules.len(),
         cached,
         download_time,
@@ -307,12 +361,11 @@ fn build(root: &Path, spec: &ArchSpec, offline: bool) -> Result<Summary> {
 }
 
 /// Whether the cache entry `entry` holds everything `spec` asks for (entries
-/// written before `vmm_host_modules` existed lack those).
+/// written before `vmm_host_modules` or the root-disk modules existed lack those).
 fn complete(entry: &Path, spec: &ArchSpec) -> bool {
-    std::fs::read(entry.join("manifest.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-        .is_some_and(|m| spec.vmm_host_modules.is_empty() || !m.host_modules.is_empty())
+    read_manifest(entry).is_ok_and(|m| {
+        m.has_wanted_modules() && (spec.vmm_host_modules.is_empty() || !m.host_modules.is_empty())
+    })
 }
 
 /// The kernel meta package's closure of kernel packages, plus busybox.
@@ -452,7 +505,7 @@ fn fetch(
         .context("busybox-static ships no bin/busybox or usr/bin/busybox")?;
     std::fs::copy(&busybox, entry.join("busybox"))?;
 
-    let order = collect_modules(&tree, &release, WANTED_MODULES, &entry.join("modules"))?;
+    let order = collect_modules(&tree, &release, &wanted_modules(), &entry.join("modules"))?;
     let host_modules = collect_modules(
         &tree,
         &release,
@@ -471,6 +524,7 @@ fn fetch(
             .collect(),
         modules: order,
         host_modules,
+        wanted: wanted_modules().iter().map(ToString::to_string).collect(),
         kernel_source: kernel_src
             .strip_prefix(&tree)
             .unwrap_or(&kernel_src)
@@ -603,25 +657,12 @@ fn uncompressed_path(path: &str) -> String {
         .to_string()
 }
 
-/// The gzip'd initramfs for a cache entry.
-fn build_initrd(entry: &Path, manifest: &Manifest, spec: &ArchSpec) -> Result<Vec<u8>> {
-    let busybox = std::fs::read(entry.join("busybox")).context("reading the cached busybox")?;
-    let (modules, modules_dep) = read_modules(&entry.join("modules"), &manifest.modules)?;
-    let paths: Vec<String> = manifest.modules.iter().map(|m| m.path.clone()).collect();
-    let init = init::script(&init::InitSpec {
-        arch: spec.name,
-        release: &manifest.kernel_release,
-        modules: &paths,
-        end_vm: spec.end_vm,
-    });
-    let archive = initramfs::cpio(&initramfs::Contents {
-        busybox: &busybox,
-        release: &manifest.kernel_release,
-        modules: &modules,
-        modules_dep: &modules_dep,
-        init: &init,
-    })?;
-    initramfs::gzip(&archive)
+fn read_manifest(entry: &Path) -> Result<Manifest> {
+    let path = entry.join("manifest.json");
+    serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))
 }
 
 /// Modules as (path below `lib/modules/<release>/`, contents), in load order.
@@ -716,15 +757,29 @@ fn file_record(name: &str, data: &[u8]) -> serde_json::Value {
     })
 }
 
+/// [`file_record`] of a file on disk, read in pieces (the disk image is large).
+fn file_record_of(name: &str, path: &Path) -> Result<serde_json::Value> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::json!({
+        "path": name,
+        "size": size,
+        "sha256": format!("{:x}", hasher.finalize()),
+    }))
+}
+
 /// Writes the stable files; returns the kernel's size.
 fn publish(
     entry: &Path,
     out: &Path,
     initrd: &[u8],
+    rootfs: bool,
     manifest: &Manifest,
     spec: &ArchSpec,
 ) -> Result<u64> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let kernel = std::fs::read(entry.join("kernel")).context("reading the cached kernel")?;
     write_atomic(&out.join("kernel"), &kernel)?;
     write_atomic(&out.join("initrd.cpio.gz"), initrd)?;
@@ -735,6 +790,9 @@ fn publish(
     if let Ok(bz) = std::fs::read(entry.join("bzImage")) {
         write_atomic(&out.join("bzImage"), &bz)?;
         files.push(file_record("bzImage", &bz));
+    }
+    if rootfs {
+        files.push(file_record_of(rootfs::FILE, &out.join(rootfs::FILE))?);
     }
     let json = serde_json::json!({
         "arch": spec.name,
@@ -752,8 +810,15 @@ fn publish(
             "ready_marker": init::READY_MARKER,
             "exit_marker": init::EXIT_MARKER,
             "end_vm": spec.end_vm,
-            "cmdline": "vmguest.ip=ADDR/PREFIX vmguest.gw=GW -- COMMAND...",
+            "cmdline": "vmguest.ip=ADDR/PREFIX vmguest.gw=GW root=/dev/vda -- COMMAND...",
         },
+        "rootfs": rootfs.then(|| serde_json::json!({
+            "path": rootfs::FILE,
+            "format": "raw ext4",
+            "label": rootfs::LABEL,
+            "size_mib": rootfs::SIZE_MIB,
+            "boot": "with kernel and initrd.cpio.gz: /init mounts root= (or vmguest.root=) and switch_roots into the disk's /init",
+        })),
         "files": files,
         "cache_entry": entry.file_name().map(|n| n.to_string_lossy().into_owned()),
     });
@@ -811,8 +876,9 @@ fn check_published(root: &Path, spec: &ArchSpec) -> Result<()> {
             bail!("guest.json lists no {m} module");
         }
     }
+    let rootfs_checked = rootfs::ci_check(&out, &json)?;
     println!(
-        "guest: {} guest checked ({} files in the initramfs)",
+        "guest: {} guest checked ({} files in the initramfs{rootfs_checked})",
         spec.name,
         names.len()
     );
