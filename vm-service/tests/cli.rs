@@ -259,7 +259,7 @@ fn unusable_switch_segments_are_clean_failures() {
     let tmp = dir.path().to_str().unwrap();
     assert_clean_failure(
         &["--net", "virtual:..", "--switch-dir", tmp],
-        "invalid switch name",
+        "invalid devices[0].backend.switch",
     );
     let deep = dir.path().join("d".repeat(120));
     assert_clean_failure(
