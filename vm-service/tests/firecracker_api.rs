@@ -534,31 +534,34 @@ fn after_instance_start_pre_boot_resources_are_refused() {
 }
 
 #[test]
-fn instance_start_with_a_drive_fails_cleanly_until_virtio_blk_exists() {
-    let fc = Fc::spawn(&[]);
-    let kernel = fc.kernel();
-    let disk = fc.path("disk.img");
-    std::fs::write(&disk, vec![0u8; 65536]).expect("disk");
-    fc.ok("PUT", "/boot-source", &json!({"kernel_image_path": kernel}));
-    fc.ok(
-        "PUT",
-        "/drives/rootfs",
-        &json!({"drive_id": "rootfs", "path_on_host": disk, "is_root_device": true, "is_read_only": true}),
-    );
-    let a = fc.call(
-        "PUT",
-        "/actions",
-        Some(r#"{"action_type": "InstanceStart"}"#),
-    );
-    match a.status {
-        // Today: no virtio-blk device model; the fault names the drive.
-        400 => {
+fn instance_start_with_a_drive_boots_and_a_vanished_image_is_a_clear_fault() {
+    for vanish in [false, true] {
+        let fc = Fc::spawn(&[]);
+        let kernel = fc.kernel();
+        let disk = fc.path("disk.img");
+        std::fs::write(&disk, vec![0u8; 65536]).expect("disk");
+        fc.ok("PUT", "/boot-source", &json!({"kernel_image_path": kernel}));
+        fc.ok(
+            "PUT",
+            "/drives/rootfs",
+            &json!({"drive_id": "rootfs", "path_on_host": disk, "is_root_device": true, "is_read_only": true}),
+        );
+        if vanish {
+            std::fs::remove_file(&disk).expect("remove the image");
+        }
+        let a = fc.call(
+            "PUT",
+            "/actions",
+            Some(r#"{"action_type": "InstanceStart"}"#),
+        );
+        if vanish {
+            assert_eq!(a.status, 400, "{a:?}");
             assert!(a.fault().contains("rootfs"), "{a:?}");
             assert_eq!(fc.state(), "Not started");
+        } else {
+            assert_eq!(a.status, 204, "{a:?}");
+            assert_eq!(fc.state(), "Running");
         }
-        // Once the device lands, the same request boots.
-        204 => assert_eq!(fc.state(), "Running"),
-        other => panic!("InstanceStart answered {other}: {a:?}"),
     }
 }
 
