@@ -34,6 +34,7 @@ pub mod firecracker;
 pub mod guest;
 pub mod net;
 mod poller;
+pub mod sandbox;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
