@@ -110,7 +110,7 @@ struct SandboxArgs {
     /// Seccomp filters: 0 off, 1 a forbidden syscall is logged (thread and
     /// syscall number on stderr) and the process exits with status 159,
     /// 2 the process is killed by SIGSYS.
-    #[arg(long, default_value = "2")]
+    #[arg(long, default_value = "2", env = "VM_SERVICE_SECCOMP_LEVEL")]
     seccomp_level: SeccompLevel,
     /// No seccomp filters (the same as --seccomp-level 0).
     #[arg(long)]

@@ -65,6 +65,10 @@ pub struct FirecrackerArgs {
     /// Run without this VMM's seccomp filters (README: "Sandbox").
     #[arg(long)]
     pub no_seccomp: bool,
+    /// This VMM's seccomp filters: 0 off, 1 log the forbidden syscall and
+    /// exit (status 159), 2 kill (default). `--no-seccomp` means 0.
+    #[arg(long, default_value = "2", env = "VM_SERVICE_SECCOMP_LEVEL")]
+    pub seccomp_level: crate::sandbox::SeccompLevel,
     /// A seccomp filter to install (refused: this VMM installs its own).
     #[arg(long)]
     pub seccomp_filter: Option<PathBuf>,

@@ -79,7 +79,7 @@ pub fn run(args: &FirecrackerArgs) -> ExitCode {
         seccomp: if args.no_seccomp {
             SeccompLevel::Off
         } else {
-            SeccompLevel::Kill
+            args.seccomp_level
         },
         ..SandboxConfig::default()
     };
