@@ -1,0 +1,358 @@
+//! The VMM process sandboxes itself (README: "Sandbox"): seccomp filters
+//! per thread kind, `NoNewPrivs`, and `--uid/--gid` as root.
+//!
+//! - the built-in guest boots on KVM with the filters on (both executors);
+//! - a live VMM's `/proc/<pid>/status` shows `Seccomp: 2`, `NoNewPrivs: 1`,
+//!   and its vCPU thread carries more filters than its main thread;
+//! - the hidden `--seccomp-probe` makes one thread of a kind make a syscall
+//!   its filter forbids: level 1 logs the thread and syscall and exits 159,
+//!   level 2 dies of SIGSYS;
+//! - as root, `--uid/--gid` leave the process with that uid/gid and no
+//!   capabilities (skipped with the reason otherwise).
+
+#![cfg(target_os = "linux")]
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn kvm_available() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        eprintln!("skipped: /dev/kvm is not usable here");
+    }
+    ok
+}
+
+fn vm_service() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-service"));
+    // The level under test is given on the command line, never inherited.
+    cmd.env_remove("VM_SERVICE_SECCOMP_LEVEL")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    vm_service()
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("run vm-service")
+}
+
+/// A riscv64 Linux `Image` header over a `j .` loop: a guest that spins
+/// until killed, on the interpreter (no KVM needed).
+fn spinning_riscv_kernel(dir: &Path) -> PathBuf {
+    let mut image = vec![0u8; 4096];
+    image[0..4].copy_from_slice(&0x0000_006f_u32.to_le_bytes());
+    image[8..16].copy_from_slice(&0x20_0000_u64.to_le_bytes());
+    image[16..24].copy_from_slice(&4096_u64.to_le_bytes());
+    image[0x30..0x38].copy_from_slice(b"RISCV\0\0\0");
+    image[0x38..0x3c].copy_from_slice(b"RSC\x05");
+    let path = dir.join("spin-kernel");
+    std::fs::write(&path, image).expect("write kernel");
+    path
+}
+
+/// A running VMM that is killed when dropped.
+struct Live(Child);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Live {
+    fn spawn(cmd: &mut Command) -> Self {
+        Self(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn"),
+        )
+    }
+
+    /// `/proc/<pid>/status` once the vCPU thread exists (with its filter
+    /// installed, when `filtered`).
+    fn status_with_vcpu(&mut self, filtered: bool) -> String {
+        let pid = self.0.id();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = self.0.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("the VMM ended early ({status}):\n{err}");
+            }
+            if let Some(filters) = thread_filters(pid, "vcpu0") {
+                if filters > 0 || !filtered {
+                    return std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no vCPU thread");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `Seccomp_filters` of the first thread named `name` in process `pid`.
+fn thread_filters(pid: u32, name: &str) -> Option<u32> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            return field(&status, "Seccomp_filters:")?.parse().ok();
+        }
+    }
+    None
+}
+
+fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+}
+
+#[test]
+fn builtin_guest_boots_on_kvm_with_filters_on() {
+    if !kvm_available() {
+        return;
+    }
+    for executor in ["sync", "async"] {
+        let out = run(&[
+            "--executor",
+            executor,
+            "--vcpus",
+            "2",
+            "--seccomp-level",
+            "2",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{executor}: {err}");
+        assert!(!err.contains("seccomp:"), "{executor}: {err}");
+    }
+}
+
+#[test]
+fn a_live_vmm_shows_seccomp_and_no_new_privs_in_its_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = spinning_riscv_kernel(dir.path());
+    let mut live = Live::spawn(vm_service().args([
+        "run",
+        "--arch",
+        "riscv64",
+        "--net",
+        "virtual",
+        "--kernel",
+        kernel.to_str().expect("utf-8 path"),
+    ]));
+    let status = live.status_with_vcpu(true);
+    assert_eq!(field(&status, "Seccomp:"), Some("2"), "{status}");
+    assert_eq!(field(&status, "NoNewPrivs:"), Some("1"), "{status}");
+    let pid = live.0.id();
+    // Every thread inherits the VMM filter; vCPU and device I/O threads stack theirs.
+    let main = thread_filters(pid, "vm-service").expect("main thread");
+    let vcpu = thread_filters(pid, "vcpu0").expect("vCPU thread");
+    let io = thread_filters(pid, "net-rx").expect("net-rx thread");
+    assert!(main > 0 && vcpu > main && io > main, "{main} {vcpu} {io}");
+
+    // --no-seccomp turns the filters off (NoNewPrivs stays).
+    let mut off = Live::spawn(vm_service().args([
+        "run",
+        "--arch",
+        "riscv64",
+        "--net",
+        "none",
+        "--no-seccomp",
+        "--kernel",
+        kernel.to_str().expect("utf-8 path"),
+    ]));
+    let status = off.status_with_vcpu(false);
+    assert_eq!(field(&status, "Seccomp:"), Some("0"), "{status}");
+    assert_eq!(field(&status, "NoNewPrivs:"), Some("1"), "{status}");
+}
+
+#[test]
+fn firecracker_mode_is_filtered_before_and_after_instance_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("api.sock");
+    let live = Live::spawn(vm_service().args([
+        "firecracker",
+        "--api-sock",
+        socket.to_str().expect("utf-8 path"),
+    ]));
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no API socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = live.0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert_eq!(field(&status, "Seccomp:"), Some("2"), "{status}");
+    assert_eq!(field(&status, "NoNewPrivs:"), Some("1"), "{status}");
+    // InstanceStart opens the kernel and builds the VM under the VMM filter.
+    let kernel = spinning_riscv_kernel(dir.path());
+    let boot = format!(
+        r#"{{"kernel_image_path": {}}}"#,
+        serde_json::to_string(&kernel).expect("json")
+    );
+    assert!(put(&socket, "/boot-source", &boot).starts_with("HTTP/1.1 204"));
+    let started = put(&socket, "/actions", r#"{"action_type": "InstanceStart"}"#);
+    assert!(started.starts_with("HTTP/1.1 204"), "{started}");
+    let start = Instant::now();
+    while thread_filters(pid, "vcpu0").unwrap_or(0) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no filtered vCPU thread"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert_eq!(field(&status, "Seccomp:"), Some("2"), "{status}");
+    assert_eq!(
+        field(&status, "State:").map(|s| &s[..1]),
+        Some("S"),
+        "{status}"
+    );
+
+    let mut off = vm_service()
+        .args(["firecracker", "--no-seccomp", "--api-sock"])
+        .arg(dir.path().join("off.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(dir.path().join("off.sock")).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no API socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", off.id())).expect("status");
+    let _ = off.kill();
+    let _ = off.wait();
+    assert_eq!(field(&status, "Seccomp:"), Some("0"), "{status}");
+}
+
+/// One HTTP/1.1 PUT on the Unix socket; the whole answer.
+fn put(socket: &Path, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+/// (probe, extra run flags, thread name in the log line, syscall number)
+const PROBES: &[(&str, &[&str], &str, i64)] = &[
+    ("main", &[], "vm-service", libc::SYS_execve),
+    ("vcpu", &[], "vcpu0", libc::SYS_socket),
+    (
+        "vcpu",
+        &["--executor", "async"],
+        "vmm-async",
+        libc::SYS_socket,
+    ),
+    ("io", &[], "net-rx", libc::SYS_socket),
+];
+
+#[test]
+fn a_forbidden_syscall_in_each_thread_kind_is_logged_at_level_1() {
+    if !kvm_available() {
+        return;
+    }
+    for &(probe, extra, thread, nr) in PROBES {
+        let out = run(&[&["--seccomp-level", "1", "--seccomp-probe", probe], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(159), "{probe} {extra:?}: {err}");
+        let line = format!("vm-service: seccomp: thread {thread} made forbidden syscall {nr}");
+        assert!(
+            err.contains(&line),
+            "{probe} {extra:?}: no {line:?} in:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_forbidden_syscall_in_each_thread_kind_kills_at_level_2() {
+    if !kvm_available() {
+        return;
+    }
+    for &(probe, extra, _, _) in PROBES {
+        let out = run(&[&["--seccomp-probe", probe], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "{probe} {extra:?}: {:?}\n{err}",
+            out.status
+        );
+    }
+}
+
+#[test]
+fn uid_and_gid_as_root_leave_no_capabilities() {
+    // SAFETY: geteuid only reads this process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: --uid/--gid need root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The dropped user must reach the kernel image.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let kernel = spinning_riscv_kernel(dir.path());
+    let mut live = Live::spawn(vm_service().args([
+        "run",
+        "--arch",
+        "riscv64",
+        "--net",
+        "none",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--kernel",
+        kernel.to_str().expect("utf-8 path"),
+    ]));
+    let status = live.status_with_vcpu(true);
+    assert_eq!(
+        field(&status, "Uid:"),
+        Some("65534\t65534\t65534\t65534"),
+        "{status}"
+    );
+    assert_eq!(
+        field(&status, "Gid:"),
+        Some("65534\t65534\t65534\t65534"),
+        "{status}"
+    );
+    assert_eq!(field(&status, "Groups:"), Some(""), "{status}");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(&status, caps), Some("0000000000000000"), "{status}");
+    }
+    assert_eq!(field(&status, "Seccomp:"), Some("2"), "{status}");
+    assert_eq!(field(&status, "NoNewPrivs:"), Some("1"), "{status}");
+}
