@@ -85,6 +85,11 @@ const TUN_IOCTLS: &[u64] = &[
     0x4004_54d8, // TUNSETVNETHDRSZ
 ];
 
+/// The guest's driver acknowledging offload features (a vCPU's MMIO write).
+const TUN_FEATURE_IOCTLS: &[u64] = &[
+    0x4004_54d0, // TUNSETOFFLOAD
+];
+
 /// Descriptor and terminal ioctls glibc and std issue.
 const FD_IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIOCLEX, libc::TCGETS, libc::TIOCGWINSZ];
 
@@ -318,7 +323,12 @@ fn vcpu_rules() -> Result<Rules, seccompiler::BackendError> {
     allow(&mut rules, &[libc::SYS_sendto, libc::SYS_sendmsg]);
     rules.insert(
         libc::SYS_ioctl,
-        ioctl_rules(&[KVM_VCPU_IOCTLS, KVM_IRQ_IOCTLS, FD_IOCTLS])?,
+        ioctl_rules(&[
+            KVM_VCPU_IOCTLS,
+            KVM_IRQ_IOCTLS,
+            TUN_FEATURE_IOCTLS,
+            FD_IOCTLS,
+        ])?,
     );
     Ok(rules)
 }
