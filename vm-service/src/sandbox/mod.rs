@@ -207,3 +207,31 @@ fn probe(kind: ThreadKind) {
         imp::forbidden_syscall(kind);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_kinds_parse_as_documented() {
+        assert_eq!("0".parse(), Ok(SeccompLevel::Off));
+        assert_eq!("1".parse(), Ok(SeccompLevel::Log));
+        assert_eq!("2".parse(), Ok(SeccompLevel::Kill));
+        assert!("3".parse::<SeccompLevel>().is_err());
+        assert_eq!(SeccompLevel::default(), SeccompLevel::Kill);
+        for level in [SeccompLevel::Off, SeccompLevel::Log, SeccompLevel::Kill] {
+            assert_eq!(SeccompLevel::from_code(level.code()), level);
+            assert_eq!(level.to_string().parse(), Ok(level));
+        }
+        assert_eq!("vcpu".parse(), Ok(ThreadKind::Vcpu));
+        assert_eq!("io".parse(), Ok(ThreadKind::DeviceIo));
+        assert_eq!("main".parse(), Ok(ThreadKind::Vmm));
+        assert!("gpu".parse::<ThreadKind>().is_err());
+    }
+
+    #[test]
+    fn threads_of_an_unsandboxed_process_get_no_filter() {
+        // Library use: enter_process was never called, so this is a no-op.
+        assert!(enter_thread(ThreadKind::Vcpu).is_ok());
+    }
+}

@@ -396,3 +396,59 @@ pub(super) fn programs(
     programs.push(SeccompFilter::new(rules, on_violation, SeccompAction::Allow, arch)?.try_into()?);
     Ok(programs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_compiles_at_every_filtering_level() {
+        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu, ThreadKind::DeviceIo] {
+            for level in [SeccompLevel::Log, SeccompLevel::Kill] {
+                let programs = programs(kind, level).expect("compiles");
+                // The soft-deny program first, the allow list last.
+                assert_eq!(programs.len(), 2, "{kind:?}");
+                assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
+            }
+        }
+    }
+
+    #[test]
+    fn vcpu_and_io_lists_are_subsets_of_the_vmm_list() {
+        let vmm = vmm_rules().expect("vmm");
+        for (kind, rules) in [
+            ("vcpu", vcpu_rules().expect("vcpu")),
+            ("io", device_io_rules().expect("io")),
+        ] {
+            for nr in rules.keys() {
+                assert!(
+                    vmm.contains_key(nr),
+                    "{kind} allows syscall {nr}, the VMM does not"
+                );
+            }
+            for nr in [
+                libc::SYS_socket,
+                libc::SYS_clone,
+                libc::SYS_clone3,
+                libc::SYS_execve,
+                libc::SYS_seccomp,
+            ] {
+                assert!(!rules.contains_key(&nr), "{kind} allows syscall {nr}");
+            }
+        }
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_ptrace,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+            libc::SYS_mount,
+            libc::SYS_kill,
+            libc::SYS_bpf,
+        ] {
+            assert!(!vmm.contains_key(&nr), "the VMM allows syscall {nr}");
+        }
+    }
+}
