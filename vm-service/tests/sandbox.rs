@@ -267,12 +267,7 @@ fn put(socket: &Path, path: &str, body: &str) -> String {
 const PROBES: &[(&str, &[&str], &str, i64)] = &[
     ("main", &[], "vm-service", libc::SYS_execve),
     ("vcpu", &[], "vcpu0", libc::SYS_socket),
-    (
-        "vcpu",
-        &["--executor", "async"],
-        "vmm-async",
-        libc::SYS_socket,
-    ),
+    ("vcpu", &["--executor", "async"], "vcpu0", libc::SYS_socket),
     ("io", &[], "net-rx", libc::SYS_socket),
 ];
 

@@ -200,6 +200,13 @@ pub fn enter_thread(kind: ThreadKind) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Names the calling thread (at most 15 bytes are kept), so that logs and the
+/// level-1 SIGSYS line name it: tokio's blocking-pool threads that host vCPUs
+/// take their vCPU's name. Best effort; a no-op outside Linux.
+pub fn name_current_thread(name: &str) {
+    imp::name_current_thread(name);
+}
+
 /// The test hook: the thread of the chosen kind makes a syscall its filter forbids.
 fn probe(kind: ThreadKind) {
     if PROBE.load(Ordering::Acquire) == kind.code() {

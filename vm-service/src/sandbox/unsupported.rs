@@ -20,3 +20,5 @@ pub(super) fn install_thread_filter(
 }
 
 pub(super) fn forbidden_syscall(_kind: ThreadKind) {}
+
+pub(super) fn name_current_thread(_name: &str) {}

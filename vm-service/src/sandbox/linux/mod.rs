@@ -63,6 +63,15 @@ fn programs(kind: ThreadKind, level: SeccompLevel) -> Result<Vec<BpfProgram>, Sa
     })
 }
 
+pub(super) fn name_current_thread(name: &str) {
+    let mut buf = [0u8; 16];
+    let len = name.len().min(15);
+    buf[..len].copy_from_slice(&name.as_bytes()[..len]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes;
+    // `buf` has a NUL at index 15 at the latest and lives for the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr(), 0, 0, 0) };
+}
+
 /// Makes a syscall `kind`'s filter forbids: `execve` on the VMM thread,
 /// `socket` (allowed there) on vCPU and device I/O threads.
 pub(super) fn forbidden_syscall(kind: ThreadKind) {
