@@ -38,6 +38,7 @@ pub mod firecracker;
 pub mod guest;
 pub mod net;
 mod poller;
+pub mod sandbox;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};

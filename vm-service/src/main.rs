@@ -24,6 +24,7 @@ use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
 use vm_service::net::{default_switch_dir, SwitchRegistry};
+use vm_service::sandbox::{SandboxConfig, SeccompLevel, ThreadKind};
 use vm_service::{drive_arg, guest, ExecutorKind, StopReason, VmmBuilder};
 
 #[derive(Debug, Parser)]
@@ -62,6 +63,8 @@ enum Command {
         /// The control socket's file descriptor.
         #[arg(long)]
         fd: i32,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
 }
 
@@ -101,6 +104,46 @@ struct DaemonArgs {
     /// connection is closed.
     #[arg(long, default_value_t = 10.0)]
     write_timeout: f64,
+}
+
+/// How a VMM process confines itself (README: "Sandbox").
+#[derive(Debug, clap::Args)]
+struct SandboxArgs {
+    /// Seccomp filters: 0 off, 1 a forbidden syscall is logged (thread and
+    /// syscall number on stderr) and the process exits with status 159,
+    /// 2 the process is killed by SIGSYS.
+    #[arg(long, default_value = "2", env = "VM_SERVICE_SECCOMP_LEVEL")]
+    seccomp_level: SeccompLevel,
+    /// No seccomp filters (the same as --seccomp-level 0).
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Run as this user id once started (needs root; all capabilities are
+    /// dropped). /dev/kvm, TAP devices and disk images must be usable by it.
+    #[arg(long)]
+    uid: Option<u32>,
+    /// Run as this group id once started (needs root; supplementary groups
+    /// are dropped).
+    #[arg(long)]
+    gid: Option<u32>,
+    /// Tests: the thread of this kind (main, vcpu, io) makes a forbidden syscall.
+    #[arg(long, hide = true)]
+    seccomp_probe: Option<ThreadKind>,
+}
+
+impl SandboxArgs {
+    fn config(&self, keep_fds: Vec<i32>) -> SandboxConfig {
+        SandboxConfig {
+            seccomp: if self.no_seccomp {
+                SeccompLevel::Off
+            } else {
+                self.seccomp_level
+            },
+            uid: self.uid,
+            gid: self.gid,
+            keep_fds,
+            probe: self.seccomp_probe,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +218,8 @@ struct RunArgs {
     /// riscv64 test programs (an ELF --kernel): stop after this many instructions.
     #[arg(long, default_value_t = 1_000_000_000)]
     max_instructions: u64,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 /// Exit status for a VM that could not be built or failed while running.
@@ -293,6 +338,9 @@ fn mips(instructions: u64, secs: f64) -> f64 {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
+    if let Err(e) = vm_service::sandbox::enter_process(&args.sandbox.config(Vec::new())) {
+        return fail(&e.to_string());
+    }
     let config = match config_from(args) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -434,7 +482,10 @@ fn host_memory_mib() -> u64 {
     }
 }
 
-fn vmm(fd: i32) -> ExitCode {
+fn vmm(fd: i32, sandbox: &SandboxArgs) -> ExitCode {
+    if let Err(e) = vm_service::sandbox::enter_process(&sandbox.config(vec![fd])) {
+        return fail(&e.to_string());
+    }
     match vm_service::daemon::vmm_process::serve_fd(fd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_chain(&e)),
@@ -482,7 +533,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Run(args) => run(args),
         Command::Daemon(args) => daemon(args, &cli.log_level),
-        Command::Vmm { fd } => vmm(*fd),
+        Command::Vmm { fd, sandbox } => vmm(*fd, sandbox),
         Command::Firecracker(args) => vm_service::firecracker::run(args),
         Command::Ctl(args) => match vm_service::ctl::run(args) {
             Ok(()) => ExitCode::SUCCESS,

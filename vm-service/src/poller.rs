@@ -61,6 +61,10 @@ pub(crate) fn spawn(name: &str, devices: Vec<PolledDevice>) -> std::io::Result<O
 }
 
 fn run(name: &str, devices: &[PolledDevice], stop_fd: i32) {
+    if let Err(e) = crate::sandbox::enter_thread(crate::sandbox::ThreadKind::DeviceIo) {
+        tracing::error!(thread = name, error = %e, "device thread not confined; device work stops");
+        return;
+    }
     let mut fds: Vec<libc::pollfd> = devices
         .iter()
         .map(|n| n.wake_fd)

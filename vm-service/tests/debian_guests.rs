@@ -77,6 +77,7 @@ fn guest(dir: &Path, args: &[&str]) -> Command {
     cmd.args([
         "run", "--guest", "debian", "--arch", "riscv64", "--memory", "256",
     ])
+    .args(["--seccomp-level", "2"])
     .arg("--guest-dir")
     .arg(dir)
     .args(args)
@@ -194,6 +195,22 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
     )
     .spawn()
     .expect("spawn guest A");
+    // Both VMMs boot, move data and exit under their seccomp filters.
+    for (name, pid) in [("A", a.id()), ("B", b.id())] {
+        let start = Instant::now();
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1") {
+                break;
+            }
+            let gone = status.is_empty() || status.contains("State:\tZ");
+            assert!(
+                !gone && start.elapsed() < WATCHDOG,
+                "guest {name}'s VMM is not filtered: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let a = finish(a);
     let b = finish(b);
     // A's command ends with `exit 7`: vm-service returns the guest command's status.

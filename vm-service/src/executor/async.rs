@@ -35,7 +35,13 @@ impl ExecutorStrategy for TokioExecutor {
         let Self { runtime, control } = self;
         let handles: Vec<_> = loops
             .into_iter()
-            .map(|vcpu_loop| runtime.spawn_blocking(move || vcpu_loop.run()))
+            .map(|vcpu_loop| {
+                runtime.spawn_blocking(move || {
+                    // The runtime hosts only this VM's vCPUs, so the name sticks.
+                    crate::sandbox::name_current_thread(&format!("vcpu{}", vcpu_loop.vcpu.id().0));
+                    vcpu_loop.run();
+                })
+            })
             .collect();
         let supervisor = runtime.spawn(async move {
             for handle in handles {

@@ -150,6 +150,17 @@ impl VcpuLoop {
     fn run(mut self) {
         let id = self.vcpu.id();
         let _span = tracing::info_span!("vcpu", vcpu = id.0).entered();
+        // Before the first guest instruction: a sandboxed process stacks the
+        // vCPU filter; a vCPU that cannot be confined does not run.
+        if let Err(e) = crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Vcpu) {
+            tracing::error!(vcpu = id.0, error = %e, "vCPU thread not confined; stopping the VM");
+            self.control.stop_with(StopReason::Failed {
+                vcpu: Some(id),
+                message: e.to_string(),
+            });
+            self.control.vcpu_exited(self.index);
+            return;
+        }
         loop {
             if self.control.should_yield() && !self.control.park(self.index) {
                 break;

@@ -62,10 +62,14 @@ pub struct FirecrackerArgs {
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
-    /// Run without seccomp filters (accepted: this VMM installs none).
+    /// Run without this VMM's seccomp filters (README: "Sandbox").
     #[arg(long)]
     pub no_seccomp: bool,
-    /// A seccomp filter to install (refused: this VMM installs none).
+    /// This VMM's seccomp filters: 0 off, 1 log the forbidden syscall and
+    /// exit (status 159), 2 kill (default). `--no-seccomp` means 0.
+    #[arg(long, default_value = "2", env = "VM_SERVICE_SECCOMP_LEVEL")]
+    pub seccomp_level: crate::sandbox::SeccompLevel,
+    /// A seccomp filter to install (refused: this VMM installs its own).
     #[arg(long)]
     pub seccomp_filter: Option<PathBuf>,
     /// MMDS data store limit (accepted and ignored: no MMDS).
@@ -96,8 +100,8 @@ impl FirecrackerArgs {
     pub fn refusal(&self) -> Option<String> {
         if self.seccomp_filter.is_some() {
             return Some(
-                "--seccomp-filter is not supported: this VMM installs no seccomp filters \
-                 (pass --no-seccomp to acknowledge that)"
+                "--seccomp-filter is not supported: this VMM installs its own seccomp \
+                 filters per thread kind (--no-seccomp turns them off)"
                     .into(),
             );
         }
@@ -125,7 +129,6 @@ impl FirecrackerArgs {
     pub fn ignored(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         for (given, flag) in [
-            (self.no_seccomp, "--no-seccomp"),
             (self.boot_timer, "--boot-timer"),
             (self.module.is_some(), "--module"),
             (self.mmds_size_limit.is_some(), "--mmds-size-limit"),

@@ -44,6 +44,7 @@ use model::Logger;
 use crate::api::error::ErrorShape;
 use crate::api::{connection, Limits};
 use crate::daemon::error_chain;
+use crate::sandbox::{SandboxConfig, SeccompLevel};
 use crate::StopReason;
 
 /// How long answers in flight get once the VM has stopped.
@@ -73,6 +74,17 @@ pub fn run(args: &FirecrackerArgs) -> ExitCode {
     }
     if let Some(why) = args.refusal() {
         return fail(&why);
+    }
+    let sandbox = SandboxConfig {
+        seccomp: if args.no_seccomp {
+            SeccompLevel::Off
+        } else {
+            args.seccomp_level
+        },
+        ..SandboxConfig::default()
+    };
+    if let Err(e) = crate::sandbox::enter_process(&sandbox) {
+        return fail(&e.to_string());
     }
     let log_config = Logger {
         log_path: args.log_path.clone(),

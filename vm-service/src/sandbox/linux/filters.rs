@@ -1,0 +1,454 @@
+//! The allow lists, one per thread kind, found by running the real workloads
+//! under `strace -ff` (built-in guest on KVM, the riscv64 Debian guest with a
+//! virtual-switch NIC, the daemon's `vmm` children, Firecracker mode) and by
+//! level-1 runs of the test suites.
+//!
+//! Each kind compiles to two BPF programs: the allow list (anything else:
+//! kill or trap), and a small "deny softly" program that makes `clone3`
+//! fail with `ENOSYS` (glibc then falls back to `clone`, whose flags a filter
+//! can read) and, on vCPU and I/O threads, `openat` fail with `ENOENT`
+//! (glibc's malloc opens `/proc/sys/vm/overcommit_memory` once, and copes).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+use crate::sandbox::{SeccompLevel, ThreadKind};
+
+type Rules = BTreeMap<i64, Vec<SeccompRule>>;
+
+/// The KVM ioctls the VMM thread issues while building a VM (system, VM and
+/// vCPU set-up).
+#[cfg(target_arch = "x86_64")]
+const KVM_SETUP_IOCTLS: &[u64] = &[
+    0xae00,      // KVM_GET_API_VERSION
+    0xae01,      // KVM_CREATE_VM
+    0xae03,      // KVM_CHECK_EXTENSION
+    0xae04,      // KVM_GET_VCPU_MMAP_SIZE
+    0xc008_ae05, // KVM_GET_SUPPORTED_CPUID
+    0xae41,      // KVM_CREATE_VCPU
+    0x4020_ae46, // KVM_SET_USER_MEMORY_REGION
+    0xae47,      // KVM_SET_TSS_ADDR
+    0x4008_ae48, // KVM_SET_IDENTITY_MAP_ADDR
+    0xae60,      // KVM_CREATE_IRQCHIP
+    0x4020_ae76, // KVM_IRQFD
+    0x4040_ae77, // KVM_CREATE_PIT2
+    0x4008_ae89, // KVM_SET_MSRS
+    0x4008_ae90, // KVM_SET_CPUID2
+    0x4004_ae99, // KVM_SET_MP_STATE
+    0x8400_ae8e, // KVM_GET_LAPIC
+    0x4400_ae8f, // KVM_SET_LAPIC
+];
+
+/// The KVM ioctls a vCPU thread issues: `KVM_RUN` and what exit handling and
+/// the emulation fallback need (registers, translation, event injection).
+#[cfg(target_arch = "x86_64")]
+const KVM_VCPU_IOCTLS: &[u64] = &[
+    0xae80,      // KVM_RUN
+    0x8090_ae81, // KVM_GET_REGS
+    0x4090_ae82, // KVM_SET_REGS
+    0x8138_ae83, // KVM_GET_SREGS
+    0x4138_ae84, // KVM_SET_SREGS
+    0xc018_ae85, // KVM_TRANSLATE
+    0x81a0_ae8c, // KVM_GET_FPU
+    0x41a0_ae8d, // KVM_SET_FPU
+    0x8004_ae98, // KVM_GET_MP_STATE
+    0x4004_ae99, // KVM_SET_MP_STATE
+    0x8040_ae9f, // KVM_GET_VCPU_EVENTS
+    0x4040_aea0, // KVM_SET_VCPU_EVENTS
+    0x8188_aea6, // KVM_GET_XCRS
+];
+
+/// Raising a level-triggered interrupt line from a device (any thread).
+#[cfg(target_arch = "x86_64")]
+const KVM_IRQ_IOCTLS: &[u64] = &[
+    0x4008_ae61, // KVM_IRQ_LINE
+    0xc008_ae67, // KVM_IRQ_LINE_STATUS
+];
+
+// Other hosts: the KVM numbers depend on struct sizes per architecture; until
+// they are listed, any KVM ioctl (type 0xAE) passes there.
+#[cfg(not(target_arch = "x86_64"))]
+const KVM_SETUP_IOCTLS: &[u64] = &[];
+#[cfg(not(target_arch = "x86_64"))]
+const KVM_VCPU_IOCTLS: &[u64] = &[];
+#[cfg(not(target_arch = "x86_64"))]
+const KVM_IRQ_IOCTLS: &[u64] = &[];
+
+/// TAP set-up (vm-device's `virtio/net/tap.rs`).
+const TUN_IOCTLS: &[u64] = &[
+    0x4004_54ca, // TUNSETIFF
+    0x4004_54d0, // TUNSETOFFLOAD
+    0x4004_54d8, // TUNSETVNETHDRSZ
+];
+
+/// The guest's driver acknowledging offload features (a vCPU's MMIO write).
+const TUN_FEATURE_IOCTLS: &[u64] = &[
+    0x4004_54d0, // TUNSETOFFLOAD
+];
+
+/// Descriptor and terminal ioctls glibc and std issue.
+const FD_IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIOCLEX, libc::TCGETS, libc::TIOCGWINSZ];
+
+/// A condition on the low 32 bits of argument `arg`: every argument filtered
+/// here is an `int` (or, for `clone`, has its flags there), and the kernel
+/// does not promise what the upper half of an `int` register holds.
+fn cond(
+    arg: u8,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, seccompiler::BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
+}
+
+fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, seccompiler::BackendError> {
+    SeccompRule::new(conditions)
+}
+
+/// `ioctl` with one of `requests` (compared as the 32-bit value the kernel uses).
+fn ioctl_rules(requests: &[&[u64]]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let mut rules = Vec::new();
+    for &r in requests.iter().copied().flatten() {
+        rules.push(rule(vec![SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            r,
+        )?])?);
+    }
+    if cfg!(not(target_arch = "x86_64")) {
+        rules.push(rule(vec![SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(0xff00),
+            0xae00,
+        )?])?);
+    }
+    Ok(rules)
+}
+
+/// `mmap`/`mprotect` without `PROT_EXEC` (argument 2).
+fn no_exec() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    Ok(vec![rule(vec![cond(
+        2,
+        SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+        0,
+    )?])?])
+}
+
+/// `prctl` for thread names only (std names threads; the SIGSYS handler reads it).
+fn prctl_names() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    Ok(vec![
+        rule(vec![cond(0, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?])?,
+        rule(vec![cond(0, SeccompCmpOp::Eq, libc::PR_GET_NAME as u64)?])?,
+    ])
+}
+
+fn allow(rules: &mut Rules, syscalls: &[i64]) {
+    for &nr in syscalls {
+        rules.insert(nr, Vec::new());
+    }
+}
+
+/// What every thread needs: memory, futexes, signals, time, exit, and I/O on
+/// descriptors it already has.
+fn common(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
+    allow(
+        rules,
+        &[
+            libc::SYS_read,
+            libc::SYS_readv,
+            libc::SYS_write,
+            libc::SYS_writev,
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_preadv,
+            libc::SYS_pwritev,
+            libc::SYS_lseek,
+            libc::SYS_close,
+            libc::SYS_fcntl,
+            libc::SYS_poll,
+            libc::SYS_ppoll,
+            libc::SYS_futex,
+            libc::SYS_munmap,
+            libc::SYS_madvise,
+            libc::SYS_mremap,
+            libc::SYS_brk,
+            libc::SYS_rt_sigreturn,
+            libc::SYS_rt_sigprocmask,
+            libc::SYS_sigaltstack,
+            libc::SYS_sched_yield,
+            libc::SYS_sched_getaffinity,
+            libc::SYS_clock_gettime,
+            libc::SYS_clock_nanosleep,
+            libc::SYS_nanosleep,
+            libc::SYS_gettid,
+            libc::SYS_getpid,
+            libc::SYS_restart_syscall,
+            libc::SYS_exit,
+            libc::SYS_exit_group,
+            libc::SYS_set_robust_list,
+            libc::SYS_rseq,
+            libc::SYS_getrandom,
+            libc::SYS_fsync,
+            libc::SYS_fdatasync,
+            // Denied softly by the second program (see the module docs).
+            libc::SYS_openat,
+        ],
+    );
+    rules.insert(libc::SYS_mmap, no_exec()?);
+    rules.insert(libc::SYS_mprotect, no_exec()?);
+    rules.insert(libc::SYS_prctl, prctl_names()?);
+    // Signals to this process's own threads only (vCPU kicks, glibc).
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            u64::try_from(pid).unwrap_or(u64::MAX),
+        )?])?],
+    );
+    Ok(())
+}
+
+fn vmm_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = Rules::new();
+    common(&mut rules)?;
+    allow(
+        &mut rules,
+        &[
+            libc::SYS_newfstatat,
+            libc::SYS_fstat,
+            libc::SYS_statx,
+            libc::SYS_getdents64,
+            libc::SYS_access,
+            libc::SYS_readlink,
+            libc::SYS_getcwd,
+            libc::SYS_mkdir,
+            libc::SYS_rmdir,
+            libc::SYS_unlink,
+            libc::SYS_unlinkat,
+            libc::SYS_rename,
+            libc::SYS_fchmod,
+            libc::SYS_fchmodat,
+            libc::SYS_umask,
+            libc::SYS_chmod,
+            libc::SYS_ftruncate,
+            libc::SYS_flock,
+            libc::SYS_fallocate,
+            libc::SYS_eventfd2,
+            libc::SYS_pipe2,
+            libc::SYS_dup,
+            libc::SYS_dup3,
+            libc::SYS_epoll_create1,
+            libc::SYS_epoll_ctl,
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_socketpair,
+            libc::SYS_bind,
+            libc::SYS_listen,
+            libc::SYS_accept4,
+            libc::SYS_connect,
+            libc::SYS_sendto,
+            libc::SYS_recvfrom,
+            libc::SYS_sendmsg,
+            libc::SYS_recvmsg,
+            libc::SYS_shutdown,
+            libc::SYS_setsockopt,
+            libc::SYS_getsockopt,
+            libc::SYS_getsockname,
+            libc::SYS_getpeername,
+            libc::SYS_rt_sigaction,
+            libc::SYS_prlimit64,
+            libc::SYS_getuid,
+            libc::SYS_geteuid,
+            libc::SYS_getgid,
+            libc::SYS_getegid,
+            libc::SYS_uname,
+            libc::SYS_sysinfo,
+            libc::SYS_set_tid_address,
+            libc::SYS_membarrier,
+            // clone3 answers ENOSYS (second program).
+            libc::SYS_clone3,
+        ],
+    );
+    // vCPU and device threads stack their own filters (which only restricts).
+    rules.insert(
+        libc::SYS_seccomp,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            u64::from(libc::SECCOMP_SET_MODE_FILTER),
+        )?])?],
+    );
+    rules.insert(
+        libc::SYS_prctl,
+        [
+            prctl_names()?,
+            vec![rule(vec![cond(
+                0,
+                SeccompCmpOp::Eq,
+                libc::PR_SET_NO_NEW_PRIVS as u64,
+            )?])?],
+        ]
+        .concat(),
+    );
+    rules.insert(
+        libc::SYS_ioctl,
+        ioctl_rules(&[
+            KVM_SETUP_IOCTLS,
+            KVM_VCPU_IOCTLS,
+            KVM_IRQ_IOCTLS,
+            TUN_IOCTLS,
+            FD_IOCTLS,
+        ])?,
+    );
+    // Unix sockets only (switches, API and control sockets).
+    rules.insert(
+        libc::SYS_socket,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
+    );
+    // Threads only: no fork, no new process.
+    rules.insert(
+        libc::SYS_clone,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+            libc::CLONE_THREAD as u64,
+        )?])?],
+    );
+    Ok(rules)
+}
+
+fn vcpu_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = Rules::new();
+    common(&mut rules)?;
+    // A NIC transmits on the vCPU thread that notified it.
+    allow(&mut rules, &[libc::SYS_sendto, libc::SYS_sendmsg]);
+    rules.insert(
+        libc::SYS_ioctl,
+        ioctl_rules(&[
+            KVM_VCPU_IOCTLS,
+            KVM_IRQ_IOCTLS,
+            TUN_FEATURE_IOCTLS,
+            FD_IOCTLS,
+        ])?,
+    );
+    Ok(rules)
+}
+
+fn device_io_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = Rules::new();
+    common(&mut rules)?;
+    allow(
+        &mut rules,
+        &[
+            libc::SYS_sendto,
+            libc::SYS_recvfrom,
+            libc::SYS_sendmsg,
+            libc::SYS_recvmsg,
+        ],
+    );
+    rules.insert(libc::SYS_ioctl, ioctl_rules(&[KVM_IRQ_IOCTLS, FD_IOCTLS])?);
+    Ok(rules)
+}
+
+/// The allow-list program and the "deny softly" program for `kind`.
+pub(super) fn programs(
+    kind: ThreadKind,
+    level: SeccompLevel,
+) -> Result<Vec<BpfProgram>, seccompiler::Error> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)?;
+    let on_violation = match level {
+        SeccompLevel::Log => SeccompAction::Trap,
+        SeccompLevel::Off | SeccompLevel::Kill => SeccompAction::KillProcess,
+    };
+    let (rules, soft) = match kind {
+        ThreadKind::Vmm => (vmm_rules()?, vec![(libc::SYS_clone3, libc::ENOSYS)]),
+        ThreadKind::Vcpu => (vcpu_rules()?, vec![(libc::SYS_openat, libc::ENOENT)]),
+        ThreadKind::DeviceIo => (device_io_rules()?, vec![(libc::SYS_openat, libc::ENOENT)]),
+    };
+    // Installed in this order: the allow list last, so it need not allow
+    // installing filters (seccompiler sets PR_SET_NO_NEW_PRIVS each time).
+    let mut programs = Vec::new();
+    for (nr, errno) in soft {
+        let errno = u32::try_from(errno).unwrap_or(1);
+        let rules = Rules::from([(nr, Vec::new())]);
+        programs.push(
+            SeccompFilter::new(
+                rules,
+                SeccompAction::Allow,
+                SeccompAction::Errno(errno),
+                arch,
+            )?
+            .try_into()?,
+        );
+    }
+    programs.push(SeccompFilter::new(rules, on_violation, SeccompAction::Allow, arch)?.try_into()?);
+    Ok(programs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_compiles_at_every_filtering_level() {
+        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu, ThreadKind::DeviceIo] {
+            for level in [SeccompLevel::Log, SeccompLevel::Kill] {
+                let programs = programs(kind, level).expect("compiles");
+                // The soft-deny program first, the allow list last.
+                assert_eq!(programs.len(), 2, "{kind:?}");
+                assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
+            }
+        }
+    }
+
+    #[test]
+    fn vcpu_and_io_lists_are_subsets_of_the_vmm_list() {
+        let vmm = vmm_rules().expect("vmm");
+        for (kind, rules) in [
+            ("vcpu", vcpu_rules().expect("vcpu")),
+            ("io", device_io_rules().expect("io")),
+        ] {
+            for nr in rules.keys() {
+                assert!(
+                    vmm.contains_key(nr),
+                    "{kind} allows syscall {nr}, the VMM does not"
+                );
+            }
+            for nr in [
+                libc::SYS_socket,
+                libc::SYS_clone,
+                libc::SYS_clone3,
+                libc::SYS_execve,
+                libc::SYS_seccomp,
+            ] {
+                assert!(!rules.contains_key(&nr), "{kind} allows syscall {nr}");
+            }
+        }
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_ptrace,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+            libc::SYS_mount,
+            libc::SYS_kill,
+            libc::SYS_bpf,
+        ] {
+            assert!(!vmm.contains_key(&nr), "the VMM allows syscall {nr}");
+        }
+    }
+}
