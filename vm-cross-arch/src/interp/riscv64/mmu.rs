@@ -119,6 +119,11 @@ const PTE_X: u64 = 8;
 const PTE_U: u64 = 16;
 const PTE_A: u64 = 64;
 const PTE_D: u64 = 128;
+/// Svpbmt memory type (bits 62:61): the emulated memory is coherent, so the
+/// type changes nothing but must be legal.
+const PTE_PBMT: u64 = 3 << 61;
+/// Bits 60:54 (reserved) and 63 (Svnapot's N, not implemented).
+const PTE_RESERVED: u64 = (0x7f << 54) | (1 << 63);
 
 impl Hart {
     /// The TLB context of an access in `mode` (data accesses add `SUM`).
@@ -129,6 +134,12 @@ impl Hart {
             MODE_S => 1,
             _ => 0,
         }
+    }
+
+    /// Whether a PTE's non-zero PBMT field is legal: Svpbmt enabled by
+    /// `menvcfg.PBMTE` and not the reserved value 3.
+    fn pbmt_ok(&self, pte: u64) -> bool {
+        self.csr.menvcfg & super::csr::envcfg::PBMTE != 0 && pte & PTE_PBMT != PTE_PBMT
     }
 
     /// Translates `va` for an access of type `acc` in `mode` to a guest physical address.
@@ -148,12 +159,17 @@ impl Hart {
                 return Err(Exc::trap(access_fault(acc), va));
             };
             let pte = host.load(3);
-            if pte & PTE_V == 0 || (pte & PTE_R == 0 && pte & PTE_W != 0) || pte >> 54 != 0 {
+            if pte & PTE_V == 0
+                || (pte & PTE_R == 0 && pte & PTE_W != 0)
+                || pte & PTE_RESERVED != 0
+                || (pte & PTE_PBMT != 0 && !self.pbmt_ok(pte))
+            {
                 return Err(Exc::trap(page_fault(acc), va));
             }
             let ppn = (pte >> 10) & ((1 << 44) - 1);
             if pte & (PTE_R | PTE_X) == 0 {
-                if level == 0 {
+                // Svpbmt: PBMT is reserved in non-leaf PTEs.
+                if level == 0 || pte & PTE_PBMT != 0 {
                     return Err(Exc::trap(page_fault(acc), va));
                 }
                 table = ppn << 12;
