@@ -170,7 +170,7 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
         "riscv64",
         // The extensions the device tree advertises, as Linux accepted them.
         "_zicbom_zicbop_zicboz_zicntr_zicond_zicsr_zifencei_zihintpause_",
-        "_zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svpbmt",
+        "_zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svnapot_svpbmt",
         "VM-GUEST-EXIT status=7",
     ] {
         assert!(

@@ -1,6 +1,6 @@
 /* Zicbom/Zicboz (64-byte blocks, xenvcfg enables, permission checks),
  * exact minstret/mcycle writes and mcountinhibit, the "no triggers" answer
- * of tselect/tdata1/tinfo, Sstc, Svinval and Svpbmt. Expected values are
+ * of tselect/tdata1/tinfo, Sstc, Svinval, Svpbmt and Svnapot. Expected values are
  * the specifications' (Zicbo*, privileged ISA 1.12+, Sdtrig, Sstc). */
 #include "test.h"
 #define MENVCFG 0x30a
@@ -101,6 +101,19 @@ START
   li t0, -1; csrw STIMECMP, t0; csrr t1, mip; andi t1, t1, 1 << 5; CHECK(t1, 0)
   /* misa: B (Zba+Zbb+Zbs) is set */
   TEST(27); csrr t1, misa; srli t1, t1, 1; andi t1, t1, 1; CHECK(t1, 1)
+  /* Svnapot: 16 level-0 PTEs with N map 0x40010000.. onto 64 KiB at 0x80200000 */
+  TEST(28); li t1, 0x80200000 + 0x8000; MKPTE(t2, t1, PTE_VRWAD); li t3, 1 << 63; or t2, t2, t3
+  addi t4, s8, 0x80; addi t5, s8, 0x100
+28: sd t2, 0(t4); addi t4, t4, 8; bltu t4, t5, 28b
+  li t0, 0x80203008; li t1, 0x5a5a; sd t1, 0(t0)
+  srli t0, s6, 12; li t1, 8 << 60; or t0, t0, t1; csrw satp, t0; sfence.vma
+  EXPECT(9, 29f); la a0, 281f; j go_s
+281: li t0, 0x40013008; ld t1, 0(t0); li t2, 0x5a5a; bne t1, t2, fail; ecall
+  /* N with ppn[3:0] != 1000 is reserved */
+29: TEST(29); li t1, 0x80200000; MKPTE(t2, t1, PTE_VRWAD); li t3, 1 << 63; or t2, t2, t3; sd t2, 0x98(s8); sfence.vma
+  EXPECT(13, 30f); la a0, 291f; j go_s
+291: li t0, 0x40013008; ld t1, 0(t0); j fail
+30: csrw satp, zero; sfence.vma
   j pass
 .data
 .align 12

@@ -774,6 +774,11 @@ mod tests {
     }
 
     #[test]
+    fn a_decoded_op_stays_16_bytes() {
+        assert_eq!(std::mem::size_of::<Op>(), 16);
+    }
+
+    #[test]
     fn decodes_compressed_forms() {
         // c.addi a0, -1 = 0x157d
         let op = decode16(0x157d);

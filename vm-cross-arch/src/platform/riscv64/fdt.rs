@@ -18,9 +18,9 @@ const UART_CLOCK_HZ: u32 = 3_686_400;
 /// ISA string of the emulated harts (the legacy `riscv,isa` form of
 /// [`ISA_EXTENSIONS`]; both list exactly what the interpreter implements).
 pub const ISA: &str = "rv64imafdc_zicbom_zicbop_zicboz_zicntr_zicond_zicsr_zifencei_zihintpause\
-                       _zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svpbmt";
+                       _zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svnapot_svpbmt";
 /// `riscv,isa-extensions` of the emulated harts.
-pub const ISA_EXTENSIONS: [&str; 24] = [
+pub const ISA_EXTENSIONS: [&str; 25] = [
     "i",
     "m",
     "a",
@@ -44,6 +44,7 @@ pub const ISA_EXTENSIONS: [&str; 24] = [
     "zbs",
     "sstc",
     "svinval",
+    "svnapot",
     "svpbmt",
 ];
 /// Local interrupt numbers (mcause codes).
