@@ -114,6 +114,9 @@ START
   EXPECT(13, 30f); la a0, 291f; j go_s
 291: li t0, 0x40013008; ld t1, 0(t0); j fail
 30: csrw satp, zero; sfence.vma
+  /* cbo.zero outside RAM (the UART's MMIO page): store access fault, tval = rs1 */
+  TEST(31); EXPECT(7, 31f); li t0, 0x10000010; cbo.zero (t0); j fail
+31: li t0, 0x10000010; bne s5, t0, fail
   j pass
 .data
 .align 12

@@ -8,7 +8,7 @@
 use crate::interp::riscv64::csr::envcfg;
 use crate::interp::riscv64::decode::Cbo;
 use crate::interp::riscv64::hart::{Hart, MODE_M, MODE_U};
-use crate::interp::riscv64::mmu::READ;
+use crate::interp::riscv64::mmu::{READ, WRITE};
 use crate::interp::riscv64::trap::{
     Exc, CAUSE_ILLEGAL, CAUSE_LOAD_ACCESS, CAUSE_LOAD_PAGE, CAUSE_STORE_ACCESS, CAUSE_STORE_PAGE,
 };
@@ -49,7 +49,14 @@ impl Hart {
             ),
             other => other,
         };
+        let mode = self.data_mode();
         if cbo == Cbo::Zero {
+            // Only RAM has cache blocks: a block elsewhere (MMIO) faults
+            // before any byte is written.
+            let pa = self.translate(base, WRITE, mode).map_err(as_store)?;
+            if self.ram.host(pa, BLOCK).is_none() {
+                return Err(Exc::trap(CAUSE_STORE_ACCESS, va));
+            }
             for off in (0..BLOCK).step_by(8) {
                 self.store(base + off, 3, 0).map_err(as_store)?;
             }
@@ -57,7 +64,6 @@ impl Hart {
         }
         // Management ops need load or store permission; a writable page is
         // always readable, so the read check decides.
-        let mode = self.data_mode();
         let pa = self.translate(base, READ, mode).map_err(as_store)?;
         if self.ram.host(pa, BLOCK).is_none() {
             return Err(Exc::trap(CAUSE_STORE_ACCESS, va));
