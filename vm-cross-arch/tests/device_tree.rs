@@ -77,7 +77,8 @@ fn riscv64_device_tree_passes_dtc() {
     let Some(dts) = boot_dts(GuestArch::Riscv64, 2, 2) else {
         return;
     };
-    assert_eq!(count(&dts, "riscv,isa = \"rv64imafdc\";"), 2, "{dts}");
+    assert_eq!(count(&dts, "riscv,isa = \"rv64imafdc_zicbom"), 2, "{dts}");
+    assert_eq!(count(&dts, "riscv,cboz-block-size = <0x40>;"), 2, "{dts}");
     assert_eq!(count(&dts, "mmu-type = \"riscv,sv39\";"), 2);
     assert_eq!(count(&dts, "compatible = \"riscv,cpu-intc\";"), 2);
     assert!(dts.contains("timebase-frequency = <0x989680>;"));

@@ -184,7 +184,8 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
                 for i in 1 2 3 4 5 6 7 8 9 10; do \
                   dd if=/dev/zero bs=4096 count=1024 2>/dev/null | nc 10.0.0.2 5001 && break; sleep 1; \
                 done; \
-                echo transfer-seconds $t0 $(cut -d' ' -f1 /proc/uptime); uname -m; exit 7";
+                echo transfer-seconds $t0 $(cut -d' ' -f1 /proc/uptime); uname -m; \
+                grep ^isa /proc/cpuinfo; exit 7";
     let a = guest(
         &dir,
         &[
@@ -219,6 +220,9 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
         "VM-GUEST-READY uptime=",
         "3 packets received",
         "riscv64",
+        // The extensions the device tree advertises, as Linux accepted them.
+        "_zicbom_zicbop_zicboz_zicntr_zicond_zicsr_zifencei_zihintpause_",
+        "_zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svnapot_svpbmt",
         "VM-GUEST-EXIT status=7",
     ] {
         assert!(

@@ -33,6 +33,39 @@ pub mod mstatus {
     pub const S_WRITABLE: u64 = SIE | SPIE | SPP | FS | SUM | MXR;
 }
 
+/// `menvcfg`/`senvcfg` fields.
+pub mod envcfg {
+    pub const FIOM: u64 = 1;
+    /// Zicbom `cbo.inval` enable (2 bits: 00 illegal, 01 flush, 11 inval).
+    pub const CBIE: u64 = 3 << 4;
+    /// Zicbom `cbo.clean`/`cbo.flush` enable.
+    pub const CBCFE: u64 = 1 << 6;
+    /// Zicboz `cbo.zero` enable.
+    pub const CBZE: u64 = 1 << 7;
+    /// Svpbmt: PBMT bits of PTEs are honoured (menvcfg only).
+    pub const PBMTE: u64 = 1 << 62;
+    /// Sstc: `stimecmp` drives STIP (menvcfg only).
+    pub const STCE: u64 = 1 << 63;
+    /// What S-mode may write in `senvcfg`.
+    pub const S_WRITABLE: u64 = FIOM | CBIE | CBCFE | CBZE;
+    /// What M-mode may write in `menvcfg`.
+    pub const M_WRITABLE: u64 = S_WRITABLE | PBMTE | STCE;
+
+    /// The WARL value stored for a write of `value` under `mask`: the
+    /// reserved `CBIE = 10` reads back as 00.
+    pub fn legal(value: u64, mask: u64) -> u64 {
+        let v = value & mask;
+        if v & CBIE == 2 << 4 {
+            v & !CBIE
+        } else {
+            v
+        }
+    }
+}
+
+/// `mcountinhibit` bits the hart honours (CY and IR; TM does not exist).
+pub const COUNTINHIBIT_MASK: u64 = 0b101;
+
 /// Interrupt bits of `mip`/`mie` (and their cause numbers).
 pub mod irq {
     pub const SSI: u64 = 1 << 1;
@@ -47,9 +80,10 @@ pub mod irq {
     pub const ALL: u64 = S_ALL | MSI | MTI | MEI;
 }
 
-/// `misa`: RV64 with A, C, D, F, I, M, S, U.
+/// `misa`: RV64 with A, B (Zba, Zbb, Zbs), C, D, F, I, M, S, U.
 pub const MISA: u64 = (2 << 62)
     | (1 << 0)
+    | (1 << 1)
     | (1 << 2)
     | (1 << 3)
     | (1 << 5)
@@ -93,6 +127,11 @@ pub struct Csrs {
     /// Added to the instruction count for `mcycle`/`minstret` writes.
     pub cycle_offset: u64,
     pub instret_offset: u64,
+    /// Values of `mcycle`/`minstret` while `mcountinhibit` stops them.
+    pub cycle_frozen: u64,
+    pub instret_frozen: u64,
+    /// Sstc supervisor timer compare.
+    pub stimecmp: u64,
 }
 
 /// What a CSR write changed, so the hart can flush what depends on it.
@@ -146,9 +185,9 @@ impl Hart {
                     return Err(self.csr_illegal());
                 }
                 match bit {
-                    0 => self.instret.wrapping_add(c.cycle_offset),
+                    0 => self.counter(0),
                     1 => self.machine.clint.mtime(),
-                    2 => self.instret.wrapping_add(c.instret_offset),
+                    2 => self.counter(2),
                     _ => 0,
                 }
             }
@@ -157,6 +196,12 @@ impl Hart {
             0x105 => c.stvec,
             0x106 => c.scounteren,
             0x10a => c.senvcfg,
+            0x14d => {
+                if !self.stimecmp_allowed() {
+                    return Err(self.csr_illegal());
+                }
+                c.stimecmp
+            }
             0x140 => c.sscratch,
             0x141 => c.sepc,
             0x142 => c.scause,
@@ -192,10 +237,20 @@ impl Hart {
                 .get(usize::from(num - 0x3b0))
                 .copied()
                 .unwrap_or(0),
-            0xb00 => self.instret.wrapping_add(c.cycle_offset),
-            0xb02 => self.instret.wrapping_add(c.instret_offset),
-            // Read-only zero: vendor/arch/impl ids, config pointer, HPM events and counters, mtinst/mtval2.
-            0xf11..=0xf13 | 0xf15 | 0x323..=0x33f | 0x34a | 0x34b | 0xb03..=0xb1f => 0,
+            0xb00 => self.counter(0),
+            0xb02 => self.counter(2),
+            // Sdtrig probing finds no trigger: tinfo says only type 0
+            // ("none") exists; tselect/tdata1..3 read 0 below.
+            0x7a4 => 1,
+            // Read-only zero: vendor/arch/impl ids, config pointer, HPM events and counters, mtinst/mtval2,
+            // and tselect/tdata1..3 of a hart without triggers (tdata1.type = 0).
+            0x7a0..=0x7a3
+            | 0xf11..=0xf13
+            | 0xf15
+            | 0x323..=0x33f
+            | 0x34a
+            | 0x34b
+            | 0xb03..=0xb1f => 0,
             _ => return Err(self.csr_illegal()),
         })
     }
@@ -255,8 +310,15 @@ impl Hart {
                 CsrEffect::None
             }
             0x10a => {
-                c.senvcfg = value & 1;
+                c.senvcfg = envcfg::legal(value, envcfg::S_WRITABLE);
                 CsrEffect::None
+            }
+            0x14d => {
+                if !self.stimecmp_allowed() {
+                    return Err(self.csr_illegal());
+                }
+                self.csr.stimecmp = value;
+                CsrEffect::Interrupts
             }
             0x140 => {
                 c.sscratch = value;
@@ -319,15 +381,19 @@ impl Hart {
                 CsrEffect::None
             }
             0x30a => {
-                c.menvcfg = value & 1;
-                CsrEffect::None
+                c.menvcfg = envcfg::legal(value, envcfg::M_WRITABLE);
+                // PBMTE changes how PTEs are read; STCE how STIP is made.
+                CsrEffect::Translation
             }
             0x320 => {
-                c.mcountinhibit = value & 0xffff_fffd;
+                self.set_countinhibit(value & COUNTINHIBIT_MASK);
                 CsrEffect::None
             }
-            // misa is fixed; HPM events/counters, mtinst and mtval2 ignore writes.
-            0x301 | 0x323..=0x33f | 0x34a | 0x34b | 0xb03..=0xb1f => CsrEffect::None,
+            // misa is fixed; HPM events/counters, mtinst and mtval2 ignore writes,
+            // so do tselect/tdata1..3 without triggers (tselect reads back 0).
+            0x7a0..=0x7a3 | 0x301 | 0x323..=0x33f | 0x34a | 0x34b | 0xb03..=0xb1f => {
+                CsrEffect::None
+            }
             0x340 => {
                 c.mscratch = value;
                 CsrEffect::None
@@ -345,7 +411,12 @@ impl Hart {
                 CsrEffect::None
             }
             0x344 => {
-                let mask = irq::S_ALL;
+                // Sstc: with STCE, STIP follows stimecmp and is read-only.
+                let mask = if c.menvcfg & envcfg::STCE != 0 {
+                    irq::S_ALL & !irq::STI
+                } else {
+                    irq::S_ALL
+                };
                 c.mip = (c.mip & !mask) | (value & mask);
                 CsrEffect::Interrupts
             }
@@ -364,17 +435,74 @@ impl Hart {
                 c.pmpaddr[idx] = value & ((1 << 54) - 1);
                 CsrEffect::None
             }
-            0xb00 => {
-                c.cycle_offset = value.wrapping_sub(self.instret);
-                CsrEffect::None
-            }
-            0xb02 => {
-                c.instret_offset = value.wrapping_sub(self.instret);
+            0xb00 | 0xb02 => {
+                self.set_counter(num - 0xb00, value);
                 CsrEffect::None
             }
             _ => return Err(self.csr_illegal()),
         };
         Ok(effect)
+    }
+
+    /// `mcycle` (`bit` 0) or `minstret` (`bit` 2), counting retired
+    /// instructions unless `mcountinhibit` stops them.
+    fn counter(&self, bit: u16) -> u64 {
+        let c = &self.csr;
+        let (offset, frozen) = if bit == 0 {
+            (c.cycle_offset, c.cycle_frozen)
+        } else {
+            (c.instret_offset, c.instret_frozen)
+        };
+        if c.mcountinhibit >> bit & 1 == 1 {
+            frozen
+        } else {
+            self.instret.wrapping_add(offset)
+        }
+    }
+
+    /// A CSR write of `value` to `mcycle`/`minstret`: the written value
+    /// replaces the writing instruction's own increment, which the run loop
+    /// adds when it retires.
+    fn set_counter(&mut self, bit: u16, value: u64) {
+        let c = &mut self.csr;
+        let offset = value.wrapping_sub(self.instret.wrapping_add(1));
+        if bit == 0 {
+            c.cycle_frozen = value;
+            c.cycle_offset = offset;
+        } else {
+            c.instret_frozen = value;
+            c.instret_offset = offset;
+        }
+    }
+
+    /// Writes `mcountinhibit`: a stopped counter keeps its value, a
+    /// restarted one continues from it after this instruction.
+    fn set_countinhibit(&mut self, value: u64) {
+        for bit in [0u16, 2] {
+            let was = self.csr.mcountinhibit >> bit & 1 == 1;
+            let now = value >> bit & 1 == 1;
+            if !was && now {
+                let v = self.counter(bit);
+                if bit == 0 {
+                    self.csr.cycle_frozen = v;
+                } else {
+                    self.csr.instret_frozen = v;
+                }
+            } else if was && !now {
+                let v = self.counter(bit);
+                self.set_counter(bit, v);
+            }
+        }
+        self.csr.mcountinhibit = value;
+    }
+
+    /// Whether the current mode may access `stimecmp` (Sstc).
+    fn stimecmp_allowed(&self) -> bool {
+        match self.mode {
+            MODE_M => true,
+            MODE_S => self.csr.menvcfg & envcfg::STCE != 0 && self.csr.mcounteren & 2 != 0,
+            _ => false,
+        }
     }
 
     /// The mode data accesses use (`mstatus.MPRV` makes M-mode use `MPP`).

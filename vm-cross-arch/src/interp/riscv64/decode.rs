@@ -2,6 +2,8 @@
 //! pre-decoded form the instruction cache stores. Compressed instructions
 //! expand to the same kinds as their 32-bit equivalents, with `len = 2`.
 
+pub use super::exec::bitmanip::Bit;
+
 /// Integer ALU operations (register or immediate form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alu {
@@ -154,6 +156,25 @@ pub enum Kind {
         op: Fp,
         double: bool,
     },
+    /// Bit manipulation (Zb*) or Zicond, second operand `x[rs2]`.
+    BitReg(Bit),
+    /// Bit manipulation with the immediate (shift amount) as second operand.
+    BitImm(Bit),
+    /// Zicbom/Zicboz cache-block operation on the block at `x[rs1]`.
+    CacheBlock(Cbo),
+    /// Svinval `sinval.vma` (like `sfence.vma`).
+    SinvalVma,
+    /// Svinval `sfence.w.inval` / `sfence.inval.ir` (orderings: no-ops here).
+    SfenceInval,
+}
+
+/// Cache-block operations of Zicbom and Zicboz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cbo {
+    Inval,
+    Clean,
+    Flush,
+    Zero,
 }
 
 /// One pre-decoded instruction (16 bytes, aligned so a copy is two loads).
@@ -191,7 +212,7 @@ impl Op {
         imm: 0,
     };
 
-    fn new(kind: Kind, rd: u32, rs1: u32, rs2: u32, imm: i32) -> Self {
+    pub(super) fn new(kind: Kind, rd: u32, rs1: u32, rs2: u32, imm: i32) -> Self {
         Op {
             kind,
             rd: rd as u8,
@@ -229,6 +250,15 @@ fn sext(v: u32, width: u32) -> i32 {
 
 /// Decodes a 32-bit instruction.
 pub fn decode32(i: u32) -> Op {
+    let op = decode_base(i);
+    if op.kind == Kind::Illegal {
+        // Extensions outside RV64GC: decoded once, so the cost stays here.
+        return super::exec::bitmanip::decode(i).unwrap_or(op);
+    }
+    op
+}
+
+fn decode_base(i: u32) -> Op {
     let rd = bits(i, 11, 7);
     let rs1 = bits(i, 19, 15);
     let rs2 = bits(i, 24, 20);
@@ -353,6 +383,16 @@ pub fn decode32(i: u32) -> Op {
         0x0f => match f3 {
             0 => op(Kind::Fence),
             1 => op(Kind::FenceI),
+            2 if rd == 0 => {
+                let cbo = match i >> 20 {
+                    0 => Cbo::Inval,
+                    1 => Cbo::Clean,
+                    2 => Cbo::Flush,
+                    4 => Cbo::Zero,
+                    _ => return ill,
+                };
+                Op::new(Kind::CacheBlock(cbo), 0, rs1, 0, 0)
+            }
             _ => ill,
         },
         0x73 => decode_system(i, rd, rs1, rs2, f3, f7),
@@ -403,6 +443,8 @@ fn decode_system(i: u32, rd: u32, rs1: u32, rs2: u32, f3: u32, f7: u32) -> Op {
             (0x08, 2, 0) => Kind::Sret,
             (0x08, 5, 0) => Kind::Wfi,
             (0x09, _, _) => Kind::SfenceVma,
+            (0x0b, _, _) => Kind::SinvalVma,
+            (0x0c, 0 | 1, 0) => Kind::SfenceInval,
             _ => return ill,
         };
         return Op::new(kind, 0, rs1, rs2, 0);
@@ -729,6 +771,11 @@ mod tests {
         assert_eq!(decode32(0x3020_0073).kind, Kind::Mret);
         assert_eq!(decode32(0).kind, Kind::Illegal);
         assert_eq!(decode32(0xffff_ffff).kind, Kind::Illegal);
+    }
+
+    #[test]
+    fn a_decoded_op_stays_16_bytes() {
+        assert_eq!(std::mem::size_of::<Op>(), 16);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use vm_accel::SystemEvent;
 use vm_device::riscv::{Syscon, SysconEvent};
 
-use super::csr::{irq, Csrs};
+use super::csr::{envcfg, irq, Csrs};
 use super::decode::{decode16, decode32, is_compressed, Kind, Op};
 use super::icache::ICache;
 use super::machine::{hsm, request, HartSignal, Machine};
@@ -201,6 +201,9 @@ impl Hart {
             p |= irq::MTI;
         }
         if self.sbi && now >= self.sbi_timecmp {
+            p |= irq::STI;
+        }
+        if self.csr.menvcfg & envcfg::STCE != 0 && now >= self.csr.stimecmp {
             p |= irq::STI;
         }
         if m.plic.output(self.id * 2) {
@@ -451,6 +454,9 @@ impl Hart {
         let mut deadline = clint.mtimecmp(self.id);
         if self.sbi {
             deadline = deadline.min(self.sbi_timecmp);
+        }
+        if self.csr.menvcfg & envcfg::STCE != 0 {
+            deadline = deadline.min(self.csr.stimecmp);
         }
         let wait = Duration::from_nanos(clint.nanos_until(deadline)).min(MAX_IDLE);
         if !wait.is_zero() {

@@ -119,6 +119,13 @@ const PTE_X: u64 = 8;
 const PTE_U: u64 = 16;
 const PTE_A: u64 = 64;
 const PTE_D: u64 = 128;
+/// Svpbmt memory type (bits 62:61): the emulated memory is coherent, so the
+/// type changes nothing but must be legal.
+const PTE_PBMT: u64 = 3 << 61;
+/// Bits 60:54 (reserved).
+const PTE_RESERVED: u64 = 0x7f << 54;
+/// Svnapot: a level-0 leaf of a naturally aligned 64 KiB range.
+const PTE_N: u64 = 1 << 63;
 
 impl Hart {
     /// The TLB context of an access in `mode` (data accesses add `SUM`).
@@ -129,6 +136,12 @@ impl Hart {
             MODE_S => 1,
             _ => 0,
         }
+    }
+
+    /// Whether a PTE's non-zero PBMT field is legal: Svpbmt enabled by
+    /// `menvcfg.PBMTE` and not the reserved value 3.
+    fn pbmt_ok(&self, pte: u64) -> bool {
+        self.csr.menvcfg & super::csr::envcfg::PBMTE != 0 && pte & PTE_PBMT != PTE_PBMT
     }
 
     /// Translates `va` for an access of type `acc` in `mode` to a guest physical address.
@@ -148,16 +161,28 @@ impl Hart {
                 return Err(Exc::trap(access_fault(acc), va));
             };
             let pte = host.load(3);
-            if pte & PTE_V == 0 || (pte & PTE_R == 0 && pte & PTE_W != 0) || pte >> 54 != 0 {
+            if pte & PTE_V == 0
+                || (pte & PTE_R == 0 && pte & PTE_W != 0)
+                || pte & PTE_RESERVED != 0
+                || (pte & PTE_PBMT != 0 && !self.pbmt_ok(pte))
+            {
                 return Err(Exc::trap(page_fault(acc), va));
             }
-            let ppn = (pte >> 10) & ((1 << 44) - 1);
+            let mut ppn = (pte >> 10) & ((1 << 44) - 1);
             if pte & (PTE_R | PTE_X) == 0 {
-                if level == 0 {
+                // Svpbmt/Svnapot: PBMT and N are reserved in non-leaf PTEs.
+                if level == 0 || pte & (PTE_PBMT | PTE_N) != 0 {
                     return Err(Exc::trap(page_fault(acc), va));
                 }
                 table = ppn << 12;
                 continue;
+            }
+            if pte & PTE_N != 0 {
+                // Only the 64 KiB size (ppn[3:0] = 1000) exists, at level 0.
+                if level != 0 || ppn & 0xf != 0x8 {
+                    return Err(Exc::trap(page_fault(acc), va));
+                }
+                ppn = (ppn & !0xf) | ((va >> 12) & 0xf);
             }
             // A leaf: permissions.
             let allowed = match acc {

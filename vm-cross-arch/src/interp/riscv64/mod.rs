@@ -1,6 +1,8 @@
-//! A software RV64GC hart (RV64IMAFDC, Zicsr, Zifencei; M/S/U privilege,
-//! Sv39) behind `vm_accel::Vcpu`, with a built-in SBI for booting kernels
-//! in S-mode and an ELF runner for bare-metal test programs.
+//! A software RV64GC hart (RV64IMAFDC, Zicsr, Zifencei, Zicntr; the B
+//! extension and Zbkb/Zbkc/Zbkx; Zicond, Zihintpause, Zicbom/Zicboz/Zicbop;
+//! Sstc, Svinval, Svnapot, Svpbmt; M/S/U privilege, Sv39; zero Sdtrig triggers)
+//! behind `vm_accel::Vcpu`, with a built-in SBI for booting kernels in
+//! S-mode and an ELF runner for bare-metal test programs.
 //!
 //! Speed comes from decoding once: a per-hart cache of pre-decoded
 //! instructions keyed by guest physical page ([`icache`]), a software TLB of
@@ -31,6 +33,7 @@ pub mod trap;
 pub mod vcpu;
 pub mod vm;
 
+pub use exec::cache::BLOCK as CBO_BLOCK;
 pub use hart::{Hart, HartExit};
 pub use vcpu::RiscvVcpu;
 pub use vm::{RiscvVm, SoftwareAccelerator};

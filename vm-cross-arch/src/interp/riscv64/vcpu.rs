@@ -11,7 +11,7 @@ use vm_accel::{
     SystemEvent, Vcpu, VcpuExit, VcpuId,
 };
 
-use super::csr::{irq, mstatus};
+use super::csr::{envcfg, irq, mstatus};
 use super::hart::{Hart, HartExit, MODE_M, MODE_S, MODE_U};
 use super::machine::{hsm, HartSignal};
 
@@ -60,6 +60,9 @@ impl RiscvVcpu {
         h.csr.medeleg = 0xb1ff;
         h.csr.mideleg = irq::S_ALL;
         h.csr.mcounteren = 0b111;
+        // What OpenSBI grants S-mode on a hart with these extensions.
+        h.csr.menvcfg = envcfg::CBIE | envcfg::CBCFE | envcfg::CBZE | envcfg::PBMTE | envcfg::STCE;
+        h.csr.stimecmp = u64::MAX;
         h.csr.mstatus &= !(mstatus::MPRV | mstatus::SIE);
         h.csr.satp = 0;
         h.tlb.flush();

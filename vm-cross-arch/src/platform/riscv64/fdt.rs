@@ -4,6 +4,7 @@
 use vm_fdt::FdtWriter;
 
 use super::layout::{POWEROFF_VALUE, REBOOT_VALUE, TIMEBASE_HZ};
+use crate::interp::riscv64::CBO_BLOCK;
 use crate::platform::error::Result;
 use crate::platform::fdt;
 use crate::platform::layout::{InterruptController, MemoryMap, Range, SerialPort};
@@ -14,9 +15,38 @@ const SYSCON_PHANDLE: u32 = 2;
 const CPU_INTC_PHANDLE: u32 = 3;
 /// UART input clock.
 const UART_CLOCK_HZ: u32 = 3_686_400;
-/// ISA string of the emulated harts.
-pub const ISA: &str = "rv64imafdc";
-const ISA_EXTENSIONS: [&str; 8] = ["i", "m", "a", "f", "d", "c", "zicsr", "zifencei"];
+/// ISA string of the emulated harts (the legacy `riscv,isa` form of
+/// [`ISA_EXTENSIONS`]; both list exactly what the interpreter implements).
+pub const ISA: &str = "rv64imafdc_zicbom_zicbop_zicboz_zicntr_zicond_zicsr_zifencei_zihintpause\
+                       _zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svnapot_svpbmt";
+/// `riscv,isa-extensions` of the emulated harts.
+pub const ISA_EXTENSIONS: [&str; 25] = [
+    "i",
+    "m",
+    "a",
+    "f",
+    "d",
+    "c",
+    "zicbom",
+    "zicbop",
+    "zicboz",
+    "zicntr",
+    "zicond",
+    "zicsr",
+    "zifencei",
+    "zihintpause",
+    "zba",
+    "zbb",
+    "zbc",
+    "zbkb",
+    "zbkc",
+    "zbkx",
+    "zbs",
+    "sstc",
+    "svinval",
+    "svnapot",
+    "svpbmt",
+];
 /// Local interrupt numbers (mcause codes).
 const IRQ_S_EXT: u32 = 9;
 const IRQ_M_SOFT: u32 = 3;
@@ -48,6 +78,10 @@ pub fn build(map: &MemoryMap, cmdline: &str, initrd: Option<Range>) -> Result<Ve
             ISA_EXTENSIONS.iter().map(|s| (*s).to_owned()).collect(),
         )?;
         fdt.property_string("mmu-type", "riscv,sv39")?;
+        let block = u32::try_from(CBO_BLOCK).unwrap_or(64);
+        fdt.property_u32("riscv,cbom-block-size", block)?;
+        fdt.property_u32("riscv,cbop-block-size", block)?;
+        fdt.property_u32("riscv,cboz-block-size", block)?;
         let intc = fdt.begin_node("interrupt-controller")?;
         fdt.property_u32("#interrupt-cells", 1)?;
         fdt.property_u32("#address-cells", 0)?;

@@ -2,6 +2,8 @@
 //! [`Kind`]; each instruction family lives in its own file.
 
 pub mod atomic;
+pub mod bitmanip;
+pub mod cache;
 pub mod fp;
 pub mod int;
 pub mod mem;
@@ -33,6 +35,9 @@ impl Hart {
             Kind::AluReg(f) => self.set_x(op.rd, int::alu(f, a, b)),
             Kind::AluImmW(f) => self.set_x(op.rd, int::alu_w(f, a, imm)),
             Kind::AluRegW(f) => self.set_x(op.rd, int::alu_w(f, a, b)),
+            Kind::BitReg(f) => self.set_x(op.rd, bitmanip::bit(f, a, b)),
+            Kind::BitImm(f) => self.set_x(op.rd, bitmanip::bit(f, a, imm)),
+            Kind::CacheBlock(c) => self.exec_cbo(c, a)?,
             Kind::Lui => self.set_x(op.rd, imm),
             Kind::Auipc => self.set_x(op.rd, pc.wrapping_add(imm)),
             Kind::Jal => {
@@ -83,6 +88,8 @@ impl Hart {
             | Kind::Sret
             | Kind::Wfi
             | Kind::SfenceVma
+            | Kind::SinvalVma
+            | Kind::SfenceInval
             | Kind::FenceI => return self.exec_system(op, a, b, next),
             Kind::Illegal => {
                 return Err(Exc::trap(CAUSE_ILLEGAL, u64::from(op.imm as u32)));

@@ -104,7 +104,14 @@ impl Hart {
                 }
                 Err(Exc::Resync)
             }
-            Kind::SfenceVma => {
+            Kind::SfenceInval => {
+                if self.mode == MODE_U {
+                    return Err(illegal());
+                }
+                self.pc = next;
+                Ok(())
+            }
+            Kind::SfenceVma | Kind::SinvalVma => {
                 if self.mode == MODE_U
                     || (self.mode == MODE_S && self.csr.mstatus & mstatus::TVM != 0)
                 {
