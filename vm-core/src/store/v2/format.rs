@@ -8,8 +8,7 @@
 //! A frame holds one appended batch, so a batch is atomic: after a crash the frame is
 //! either complete with a matching CRC, or it is a torn tail that open() cuts off.
 
-use super::positional::PositionalIo as _;
-use std::fs::File;
+use crate::store::fs::StoreFile;
 use std::io;
 use std::ops::Range;
 use std::path::Path;
@@ -142,7 +141,7 @@ pub(crate) enum FrameError {
 /// Reads frames sequentially from `[start, end)` of a file through one reusable buffer.
 #[derive(Debug)]
 pub(crate) struct FrameReader<'f> {
-    file: &'f File,
+    file: &'f dyn StoreFile,
     /// File offset of `buf[start]`.
     pos: u64,
     end: u64,
@@ -155,7 +154,7 @@ const READ_CHUNK: usize = 256 << 10;
 
 impl<'f> FrameReader<'f> {
     /// A reader over `[start, end)` of `file`.
-    pub(crate) fn new(file: &'f File, start: u64, end: u64) -> Self {
+    pub(crate) fn new(file: &'f dyn StoreFile, start: u64, end: u64) -> Self {
         Self {
             file,
             pos: start,
