@@ -30,11 +30,37 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// True if `backup` already holds exactly the v1 journal at `path`: the link made by a
+/// migration interrupted before its rename, which a retry keeps. Any other file there is
+/// refused ([`StoreError::AlreadyExists`]) rather than overwritten.
+fn is_backup_of(fs: &dyn StoreFs, backup: &Path, path: &Path) -> Result<bool, StoreError> {
+    match fs.file_len(backup) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io("stat", backup, e)),
+    }
+    let kept = fs
+        .read_up_to(backup, u64::MAX)
+        .map_err(|e| StoreError::io("read", backup, e))?;
+    let current = fs
+        .read_up_to(path, u64::MAX)
+        .map_err(|e| StoreError::io("read", path, e))?;
+    if kept == current {
+        tracing::info!(path = %backup.display(), "keeping the backup of an interrupted migration");
+        Ok(true)
+    } else {
+        Err(StoreError::AlreadyExists {
+            path: backup.to_owned(),
+        })
+    }
+}
+
 /// Migrates the v1 journal at `path` to v2 in place.
 ///
 /// Steps: read and upcast every v1 event; write them to `<path>.v2-migrating` as a new v2
 /// store (each frame fsync'd); reopen that file and check it replays to exactly the same
-/// events; keep the original as `<path>.v1.bak` (hard link); atomically rename the new file
+/// events; keep the original as `<path>.v1.bak` (hard link; one left by an interrupted
+/// migration is kept if it holds the same bytes); atomically rename the new file
 /// over `path` and fsync the directory. A crash at any point leaves either the old v1 file
 /// or the complete v2 file at `path`.
 pub fn migrate_v1_to_v2(path: &Path) -> Result<MigrationReport, StoreError> {
@@ -92,13 +118,10 @@ pub(crate) fn migrate_in(fs: &dyn StoreFs, path: &Path) -> Result<MigrationRepor
         }
     }
     let backup = with_suffix(path, ".v1.bak");
-    match fs.file_len(&backup) {
-        Ok(_) => return Err(StoreError::AlreadyExists { path: backup }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io("stat", &backup, e)),
+    if !is_backup_of(fs, &backup, path)? {
+        fs.hard_link(path, &backup)
+            .map_err(|e| StoreError::io("link backup", &backup, e))?;
     }
-    fs.hard_link(path, &backup)
-        .map_err(|e| StoreError::io("link backup", &backup, e))?;
     fs.rename(&tmp, path)
         .map_err(|e| StoreError::io("rename", &tmp, e))?;
     super::v2::sync_dir(fs, path)?;
