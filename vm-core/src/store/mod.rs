@@ -31,6 +31,8 @@ mod fs;
 pub mod legacy;
 pub mod memory;
 pub mod migrate;
+#[cfg(test)]
+mod powerloss;
 mod streams;
 pub mod v1;
 pub mod v2;
