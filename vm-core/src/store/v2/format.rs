@@ -229,11 +229,17 @@ impl<'f> FrameReader<'f> {
             });
         }
         if len < 4 {
-            if remaining <= (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u64 && self.rest_is_zero()? {
-                return Err(FrameError::Torn {
-                    offset,
-                    reason: format!("{remaining} zero bytes at the end"),
-                });
+            if remaining <= (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u64 {
+                if self.rest_is_zero()? {
+                    return Err(FrameError::Torn {
+                        offset,
+                        reason: format!("{remaining} zero bytes at the end"),
+                    });
+                }
+                // Power lost during an append whose later blocks reached the disk but whose
+                // first did not (it reads as zeros): torn, like any other damaged last record.
+                let reason = format!("length prefix {len} is shorter than a payload");
+                return Err(self.torn_unless_followed(offset, reason)?);
             }
             return Err(FrameError::Corrupt {
                 offset,

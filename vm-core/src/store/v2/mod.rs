@@ -6,8 +6,8 @@
 //! one `fdatasync`, then wakes the followers whose frames it carried; appenders arriving
 //! meanwhile queue up for the next leader.
 //!
-//! Opening scans every frame. A damaged tail (partial record, or a bad CRC in the last
-//! record) is cut off with `ftruncate` and reported; damage followed by more data is an
+//! Opening scans every frame. A damaged tail (partial record, a bad CRC or a zeroed length
+//! in the last record) is cut off with `ftruncate` and reported; damage followed by more data is an
 //! error naming its byte offset. The file is locked (`flock`) while open.
 
 pub mod format;
