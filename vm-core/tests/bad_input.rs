@@ -231,6 +231,13 @@ fn zero_filled_tail_is_truncated_but_short_lengths_mid_file_are_not() {
         matches!(err, StoreError::Corrupt { offset, .. } if offset == offs[1]),
         "{err}"
     );
+    // A last record whose first bytes never reached the disk (power lost, blocks written
+    // back out of order) is a torn tail.
+    std::fs::write(&path, &pristine).unwrap();
+    patch(&path, offs[2], &[0; 12]);
+    let s = store::open(&path).unwrap();
+    assert_eq!(s.tail_recovery().unwrap().offset, offs[2]);
+    assert_eq!(s.head(), 2);
 }
 
 fn frame(events: &[Vec<u8>]) -> Vec<u8> {

@@ -27,16 +27,17 @@
 
 pub mod codec;
 mod error;
+mod fs;
 pub mod legacy;
 pub mod memory;
 pub mod migrate;
+#[cfg(test)]
+mod powerloss;
 mod streams;
 pub mod v1;
 pub mod v2;
 
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 pub use error::StoreError;
@@ -123,16 +124,19 @@ const DETECT_LEN: usize = v2::HEADER_LEN;
 
 /// Detects the format of an existing store file; `None` if it is missing or empty.
 pub fn detect_format(path: &Path) -> Result<Option<StoreFormat>, StoreError> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
+    detect_format_in(&fs::StdFs, path)
+}
+
+/// [`detect_format`] on the file system `fs`.
+pub(crate) fn detect_format_in(
+    fs: &dyn fs::StoreFs,
+    path: &Path,
+) -> Result<Option<StoreFormat>, StoreError> {
+    let head = match fs.read_up_to(path, DETECT_LEN as u64) {
+        Ok(h) => h,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io("open", path, e)),
+        Err(e) => return Err(StoreError::io("read", path, e)),
     };
-    let mut head = Vec::with_capacity(DETECT_LEN);
-    file.by_ref()
-        .take(DETECT_LEN as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| StoreError::io("read", path, e))?;
     if head.is_empty() {
         return Ok(None);
     }

@@ -12,6 +12,7 @@ use std::sync::Once;
 use crate::event::VmEvent;
 use crate::id::VmId;
 
+use super::fs::{StdFs, StoreFs};
 use super::legacy::upcast_json;
 use super::streams::StreamHeads;
 use super::{EventIter, EventStore, StoreError, StoreFormat, TailRecovery};
@@ -31,6 +32,11 @@ pub struct V1Store {
 impl V1Store {
     /// Reads and upcasts every event of the v1 journal at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_in(&StdFs, path)
+    }
+
+    /// [`V1Store::open`] on the file system `fs`.
+    pub(crate) fn open_in(fs: &dyn StoreFs, path: &Path) -> Result<Self, StoreError> {
         DEPRECATION.call_once(|| {
             tracing::warn!(
                 path = %path.display(),
@@ -38,7 +44,9 @@ impl V1Store {
                  migrate it to v2"
             );
         });
-        let data = std::fs::read(path).map_err(|e| StoreError::io("read", path, e))?;
+        let data = fs
+            .read_up_to(path, u64::MAX)
+            .map_err(|e| StoreError::io("read", path, e))?;
         let mut store = Self {
             path: path.to_owned(),
             events: Vec::new(),

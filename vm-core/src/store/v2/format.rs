@@ -8,8 +8,7 @@
 //! A frame holds one appended batch, so a batch is atomic: after a crash the frame is
 //! either complete with a matching CRC, or it is a torn tail that open() cuts off.
 
-use super::positional::PositionalIo as _;
-use std::fs::File;
+use crate::store::fs::StoreFile;
 use std::io;
 use std::ops::Range;
 use std::path::Path;
@@ -142,7 +141,7 @@ pub(crate) enum FrameError {
 /// Reads frames sequentially from `[start, end)` of a file through one reusable buffer.
 #[derive(Debug)]
 pub(crate) struct FrameReader<'f> {
-    file: &'f File,
+    file: &'f dyn StoreFile,
     /// File offset of `buf[start]`.
     pos: u64,
     end: u64,
@@ -155,7 +154,7 @@ const READ_CHUNK: usize = 256 << 10;
 
 impl<'f> FrameReader<'f> {
     /// A reader over `[start, end)` of `file`.
-    pub(crate) fn new(file: &'f File, start: u64, end: u64) -> Self {
+    pub(crate) fn new(file: &'f dyn StoreFile, start: u64, end: u64) -> Self {
         Self {
             file,
             pos: start,
@@ -230,11 +229,17 @@ impl<'f> FrameReader<'f> {
             });
         }
         if len < 4 {
-            if remaining <= (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u64 && self.rest_is_zero()? {
-                return Err(FrameError::Torn {
-                    offset,
-                    reason: format!("{remaining} zero bytes at the end"),
-                });
+            if remaining <= (MAX_FRAME_LEN + FRAME_HEADER_LEN) as u64 {
+                if self.rest_is_zero()? {
+                    return Err(FrameError::Torn {
+                        offset,
+                        reason: format!("{remaining} zero bytes at the end"),
+                    });
+                }
+                // Power lost during an append whose later blocks reached the disk but whose
+                // first did not (it reads as zeros): torn, like any other damaged last record.
+                let reason = format!("length prefix {len} is shorter than a payload");
+                return Err(self.torn_unless_followed(offset, reason)?);
             }
             return Err(FrameError::Corrupt {
                 offset,

@@ -6,19 +6,18 @@
 //! one `fdatasync`, then wakes the followers whose frames it carried; appenders arriving
 //! meanwhile queue up for the next leader.
 //!
-//! Opening scans every frame. A damaged tail (partial record, or a bad CRC in the last
-//! record) is cut off with `ftruncate` and reported; damage followed by more data is an
+//! Opening scans every frame. A damaged tail (partial record, a bad CRC or a zeroed length
+//! in the last record) is cut off with `ftruncate` and reported; damage followed by more data is an
 //! error naming its byte offset. The file is locked (`flock`) while open.
 
 pub mod format;
 mod index;
-mod positional;
+pub(crate) mod positional;
 
-use positional::PositionalIo as _;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::fs::TryLockError;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -29,6 +28,7 @@ use crate::event::VmEvent;
 use crate::id::VmId;
 
 use super::codec::EventDecoder;
+use super::fs::{parent_dir, StdFs, StoreFile, StoreFs};
 use super::streams::StreamHeads;
 use super::{EventIter, EventStore, StoreError, StoreFormat, TailRecovery};
 use format::{decode_payload, encode_frame, FrameError, FrameReader, FRAME_HEADER_LEN};
@@ -69,7 +69,7 @@ pub struct CommitStats {
 #[derive(Debug)]
 pub struct V2Store {
     path: PathBuf,
-    file: File,
+    file: Box<dyn StoreFile>,
     state: Mutex<State>,
     flushed: Condvar,
     recovery: Option<TailRecovery>,
@@ -79,13 +79,10 @@ thread_local! {
     static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(crate) fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+/// Makes the directory entry of `path` (a creation or a rename) durable.
+pub(crate) fn sync_dir(fs: &dyn StoreFs, path: &Path) -> Result<(), StoreError> {
+    let dir = parent_dir(path);
+    fs.sync_dir(dir)
         .map_err(|e| StoreError::io("fsync directory", dir, e))
 }
 
@@ -93,34 +90,7 @@ impl V2Store {
     /// Creates a new, empty v2 store at `path` (which must not exist), crash-safely: the
     /// header is written to a temporary file, fsync'd and renamed into place.
     pub fn create(path: &Path) -> Result<Self, StoreError> {
-        if path.exists() {
-            return Err(StoreError::AlreadyExists {
-                path: path.to_owned(),
-            });
-        }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".creating");
-        let tmp = PathBuf::from(tmp);
-        // A leftover of a crash mid-create is replaced; `create_new` does not
-        // follow a symlink planted in its place.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(StoreError::io("remove", &tmp, e))
-            }
-            _ => {}
-        }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| StoreError::io("create", &tmp, e))?;
-        f.write_all(&format::encode_header())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| StoreError::io("write header", &tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| StoreError::io("rename", &tmp, e))?;
-        sync_dir(path)?;
-        Self::open_existing(path)
+        Self::create_in(&StdFs, path)
     }
 
     /// Opens the v2 store at `path`, creating it if missing, and recovers a torn tail.
@@ -129,21 +99,58 @@ impl V2Store {
     /// file appears under its name, so a store is never empty unless something emptied it,
     /// and starting afresh would silently drop every stream it held.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        match std::fs::metadata(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(path),
+        Self::open_in(&StdFs, path)
+    }
+
+    /// [`V2Store::create`] on the file system `fs`.
+    pub(crate) fn create_in(fs: &dyn StoreFs, path: &Path) -> Result<Self, StoreError> {
+        match fs.file_len(path) {
+            Ok(_) => {
+                return Err(StoreError::AlreadyExists {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("stat", path, e)),
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".creating");
+        let tmp = PathBuf::from(tmp);
+        // A leftover of a crash mid-create is replaced.
+        match fs.remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(StoreError::io("remove", &tmp, e))
+            }
+            _ => {}
+        }
+        let f = fs
+            .create_new(&tmp)
+            .map_err(|e| StoreError::io("create", &tmp, e))?;
+        f.write_all_at(&format::encode_header(), 0)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| StoreError::io("write header", &tmp, e))?;
+        drop(f);
+        fs.rename(&tmp, path)
+            .map_err(|e| StoreError::io("rename", &tmp, e))?;
+        sync_dir(fs, path)?;
+        Self::open_existing(fs, path)
+    }
+
+    /// [`V2Store::open`] on the file system `fs`.
+    pub(crate) fn open_in(fs: &dyn StoreFs, path: &Path) -> Result<Self, StoreError> {
+        match fs.file_len(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create_in(fs, path),
             Err(e) => Err(StoreError::io("stat", path, e)),
-            Ok(m) if m.len() == 0 => Err(StoreError::Emptied {
+            Ok(0) => Err(StoreError::Emptied {
                 path: path.to_owned(),
             }),
-            Ok(_) => Self::open_existing(path),
+            Ok(_) => Self::open_existing(fs, path),
         }
     }
 
-    fn open_existing(path: &Path) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
+    fn open_existing(fs: &dyn StoreFs, path: &Path) -> Result<Self, StoreError> {
+        let file = fs
+            .open_rw(path)
             .map_err(|e| StoreError::io("open", path, e))?;
         match file.try_lock() {
             Ok(()) => {}
@@ -154,21 +161,17 @@ impl V2Store {
             }
             Err(TryLockError::Error(e)) => return Err(StoreError::io("lock", path, e)),
         }
-        let len = file
-            .metadata()
-            .map_err(|e| StoreError::io("stat", path, e))?
-            .len();
+        let len = file.len().map_err(|e| StoreError::io("stat", path, e))?;
         let mut head = [0u8; HEADER_LEN];
-        let n = read_up_to(&file, &mut head).map_err(|e| StoreError::io("read", path, e))?;
+        let n = read_up_to(&*file, &mut head).map_err(|e| StoreError::io("read", path, e))?;
         check_header(path, &head[..n])?;
-
         // Batch 0 counts as durable; the first open batch is 1.
         let mut state = State {
             open_batch: 1,
             ..State::default()
         };
         let mut recovery = None;
-        let mut reader = FrameReader::new(&file, HEADER_LEN as u64, len);
+        let mut reader = FrameReader::new(&*file, HEADER_LEN as u64, len);
         let mut indexer = index::Indexer::default();
         loop {
             match reader.next_frame() {
@@ -310,7 +313,7 @@ impl V2Store {
     }
 }
 
-fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(file: &dyn StoreFile, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read_at(&mut buf[n..], n as u64)? {
@@ -408,7 +411,7 @@ impl EventStore for V2Store {
         let end = self.lock().durable_len;
         Ok(Box::new(V2Iter {
             store: self,
-            reader: FrameReader::new(&self.file, HEADER_LEN as u64, end),
+            reader: FrameReader::new(&*self.file, HEADER_LEN as u64, end),
             decoder: EventDecoder::new(),
             frame: None,
             done: false,
