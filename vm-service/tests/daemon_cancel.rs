@@ -7,7 +7,7 @@ mod daemon_support;
 
 use std::time::{Duration, Instant};
 
-use daemon_support::{spinning_guest, Daemon};
+use daemon_support::{live_children, spinning_guest, Daemon};
 use test_prerequisites::kvm_available;
 use vm_service::daemon::journal::APPEND_DELAY_ENV;
 
@@ -89,26 +89,6 @@ async fn an_action_racing_a_delete_is_404_not_500() {
     assert_eq!(delete.await.unwrap().unwrap().status, 204);
 }
 
-/// Pids of `vm-service vmm` processes whose parent is `daemon`.
-fn vmm_children(daemon: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // pid (comm) state ppid ...
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(daemon) && !stat.contains(") Z ") {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_up_mid_start_leaves_a_running_vm_and_no_stray_process() {
     if !kvm_available() {
@@ -131,7 +111,7 @@ async fn a_hang_up_mid_start_leaves_a_running_vm_and_no_stray_process() {
         .wait_for("s", "running", |v| v["state"] == "running")
         .await;
     let pid = vm["process"]["pid"].as_u64().unwrap() as u32;
-    assert_eq!(vmm_children(daemon_pid), vec![pid]);
+    assert_eq!(live_children(daemon_pid), vec![pid]);
     // The VM answers actions normally (memory and journal in step).
     d.hang_up(
         "PUT",
@@ -144,7 +124,7 @@ async fn a_hang_up_mid_start_leaves_a_running_vm_and_no_stray_process() {
     assert_eq!(d.action("s", "resume", 200).await["state"], "running");
     assert_eq!(d.action("s", "stop", 200).await["state"], "stopped");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !vmm_children(daemon_pid).is_empty() {
+    while !live_children(daemon_pid).is_empty() {
         assert!(Instant::now() < deadline, "VMM process outlived its stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

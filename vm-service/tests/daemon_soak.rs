@@ -11,7 +11,7 @@ mod daemon_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use daemon_support::{spinning_guest, Daemon};
+use daemon_support::{live_children, spinning_guest, Daemon};
 use test_prerequisites::kvm_available;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,25 +59,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-/// Pids of live processes whose parent is `parent`.
-fn children(parent: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) && !stat.contains(") Z ") {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 fn alive(pid: u32) -> bool {
@@ -195,7 +176,7 @@ async fn soak_random_ops_hang_ups_and_kill_9() {
                     .await
             });
             tokio::time::sleep(Duration::from_millis(rng.below(30))).await;
-            let vmms = children(d.child.id());
+            let vmms = live_children(d.child.id());
             d.kill9();
             match op.await.unwrap() {
                 Ok(r) if r.status < 300 => model.insert(id.clone(), (next, None)),
@@ -262,7 +243,7 @@ async fn soak_random_ops_hang_ups_and_kill_9() {
             figures.mismatches += 1;
         }
     }
-    let vmms = children(d.child.id());
+    let vmms = live_children(d.child.id());
     assert!(d.sigterm().success());
     tokio::time::sleep(Duration::from_millis(200)).await;
     figures.orphans += vmms.iter().filter(|p| alive(**p)).count() as u64;

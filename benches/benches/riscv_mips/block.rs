@@ -44,7 +44,9 @@ pub fn guest_block(_c: &mut criterion::Criterion) {
     let (kernel, initrd) = (kernel.as_path(), initrd.as_path());
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vm-service");
     if !ours.is_file() {
-        eprintln!("SKIPPED (guest block): build target/release/vm-service first");
+        test_prerequisites::prerequisite_missing(
+            "guest block: build target/release/vm-service first",
+        );
         return;
     }
     let mib: u32 = std::env::var("RISCV_BLK_MIB")

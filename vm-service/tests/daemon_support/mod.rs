@@ -207,3 +207,24 @@ pub fn spinning_guest(dir: &Path) -> String {
 pub fn exit_count(vm: &Value) -> u64 {
     vm["vcpu_exit_counts"][0].as_u64().unwrap_or(0)
 }
+
+/// Pids of the live (not zombie) processes whose parent is `parent`: the
+/// VMM processes a daemon has running.
+pub fn live_children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && !stat.contains(") Z ") {
+            pids.push(pid);
+        }
+    }
+    pids
+}

@@ -176,6 +176,31 @@ fn to_off(offset: u64) -> io::Result<libc::off_t> {
     libc::off_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
+/// Moves `len` bytes at file offset `offset` with `op(done, at)` (a pread or
+/// pwrite of the bytes from `done` on, at `at`), retrying short transfers and
+/// `EINTR`; a transfer of 0 bytes is `zero`.
+fn positional_io(
+    offset: u64,
+    len: usize,
+    zero: io::ErrorKind,
+    mut op: impl FnMut(usize, libc::off_t) -> isize,
+) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        match op(done, to_off(offset + done as u64)?) {
+            0 => return Err(zero.into()),
+            n if n < 0 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(())
+}
+
 impl BlockBackend for FileBackend {
     fn len(&self) -> u64 {
         self.len
@@ -188,63 +213,30 @@ impl BlockBackend for FileBackend {
     fn read_at(&mut self, offset: u64, buf: &VolatileSlice<'_>) -> io::Result<()> {
         let guard = buf.ptr_guard_mut();
         let base = guard.as_ptr();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = to_off(offset + done as u64)?;
-            // SAFETY: `base..base + buf.len()` is guest memory that stays mapped
-            // while `guard` (borrowing the slice) lives; pread writes at most
-            // `buf.len() - done` bytes starting `done` bytes in.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    base.add(done).cast(),
-                    buf.len() - done,
-                    at,
-                )
-            };
-            match n {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n if n < 0 => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
-                    }
-                }
-                n => done += n as usize,
-            }
-        }
-        Ok(())
+        let fd = self.file.as_raw_fd();
+        positional_io(
+            offset,
+            buf.len(),
+            io::ErrorKind::UnexpectedEof,
+            |done, at| {
+                // SAFETY: `base..base + buf.len()` is guest memory that stays mapped
+                // while `guard` (borrowing the slice) lives; pread writes at most
+                // `buf.len() - done` bytes starting `done` bytes in.
+                unsafe { libc::pread(fd, base.add(done).cast(), buf.len() - done, at) }
+            },
+        )
     }
 
     fn write_at(&mut self, offset: u64, buf: &VolatileSlice<'_>) -> io::Result<()> {
         let guard = buf.ptr_guard();
         let base = guard.as_ptr();
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = to_off(offset + done as u64)?;
+        let fd = self.file.as_raw_fd();
+        positional_io(offset, buf.len(), io::ErrorKind::WriteZero, |done, at| {
             // SAFETY: `base..base + buf.len()` is guest memory that stays mapped
             // while `guard` lives; pwrite reads at most `buf.len() - done` bytes
             // starting `done` bytes in.
-            let n = unsafe {
-                libc::pwrite(
-                    self.file.as_raw_fd(),
-                    base.add(done).cast(),
-                    buf.len() - done,
-                    at,
-                )
-            };
-            match n {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n if n < 0 => {
-                    let err = io::Error::last_os_error();
-                    if err.kind() != io::ErrorKind::Interrupted {
-                        return Err(err);
-                    }
-                }
-                n => done += n as usize,
-            }
-        }
-        Ok(())
+            unsafe { libc::pwrite(fd, base.add(done).cast(), buf.len() - done, at) }
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -381,10 +373,10 @@ mod tests {
         let path = image(&dir, "sparse.img", &vec![0x5a; 1 << 20]);
         let mut disk = FileBackend::open(&path, false).unwrap();
         if !disk.can_deallocate() {
-            eprintln!(
-                "skipped: the filesystem under {} cannot punch holes",
+            test_prerequisites::prerequisite_missing(format!(
+                "the filesystem under {} cannot punch holes",
                 path.display()
-            );
+            ));
             return;
         }
         disk.flush().unwrap();
