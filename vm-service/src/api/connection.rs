@@ -221,19 +221,15 @@ impl AsyncWrite for TrackedIo {
 }
 
 /// Serves one HTTP/1.1 connection until the client closes it or a limit ends it.
-async fn serve_connection(stream: UnixStream, app: Router, limits: Limits, shape: ErrorShape) {
-    // A second handle on the socket answers 408 if hyper gives up on the headers.
-    let split = stream.into_std().and_then(|s| {
-        let dup = s.try_clone()?;
-        Ok((UnixStream::from_std(s)?, UnixStream::from_std(dup)?))
-    });
-    let (stream, mut spare) = match split {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot set up an API connection");
-            return;
-        }
-    };
+/// `spare` is a second handle on the same socket: it answers 408 if hyper
+/// gives up on the headers.
+async fn serve_connection(
+    stream: UnixStream,
+    mut spare: UnixStream,
+    app: Router,
+    limits: Limits,
+    shape: ErrorShape,
+) {
     let mid_request = Arc::new(AtomicBool::new(false));
     let io = TrackedIo {
         inner: stream,
@@ -268,6 +264,16 @@ async fn serve_connection(stream: UnixStream, app: Router, limits: Limits, shape
     }
 }
 
+/// The shortest time between two "accept failed" warnings.
+const ACCEPT_WARNING_PERIOD: Duration = Duration::from_secs(10);
+
+/// Two handles on one accepted socket: one for hyper, one to answer 408.
+fn split(stream: UnixStream) -> std::io::Result<(UnixStream, UnixStream)> {
+    let s = stream.into_std()?;
+    let dup = s.try_clone()?;
+    Ok((UnixStream::from_std(s)?, UnixStream::from_std(dup)?))
+}
+
 /// Accepts and serves connections on `listener` with `app`, within
 /// `limits`, until the future is dropped (connections being served go on).
 pub async fn serve(
@@ -279,25 +285,39 @@ pub async fn serve(
     // One permit per connection: at the cap, clients wait in the backlog.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::ZERO;
+    // Failures come in bursts (a freed fd lets one accept through, then
+    // the next fails again): one warning per quiet period, with a count.
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    let mut unreported = 0u64;
     loop {
         let accepted = match Arc::clone(&connections).acquire_owned().await {
-            Ok(permit) => listener.accept().await.map(|(stream, _)| (stream, permit)),
+            Ok(permit) => listener
+                .accept()
+                .await
+                .and_then(|(stream, _)| split(stream))
+                .map(|pair| (pair, permit)),
             Err(closed) => Err(std::io::Error::other(closed)),
         };
         match accepted {
-            Ok((stream, permit)) => {
+            Ok(((stream, spare), permit)) => {
                 backoff = Duration::ZERO;
                 let app = app.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, app, limits, shape).await;
+                    serve_connection(stream, spare, app, limits, shape).await;
                     drop(permit);
                 });
             }
             Err(e) => {
-                // Out of fds, typically: back off (up to a second) instead
-                // of spinning, and say so once per episode.
-                if backoff.is_zero() {
-                    tracing::warn!(error = %e, "accept failed; backing off");
+                // Out of fds, typically (for the accept or for the second
+                // handle, whose failure closes the accepted socket and so
+                // frees an fd for the next accept): back off (up to a
+                // second) instead of spinning, and say so once per quiet
+                // period.
+                unreported += 1;
+                if last_warning.is_none_or(|at| at.elapsed() >= ACCEPT_WARNING_PERIOD) {
+                    tracing::warn!(error = %e, failures = unreported, "accept failed; backing off");
+                    last_warning = Some(tokio::time::Instant::now());
+                    unreported = 0;
                 }
                 backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                 tokio::time::sleep(backoff).await;
