@@ -11,14 +11,15 @@ use crate::decode::whpx_abi::{
     self as abi, exit_reason, instruction_length, io_port_access_info, memory_access_info,
     MemoryAccessType,
 };
-use crate::decode::x86_mmio::{decode_mmio, x86_bitness, DecodedMmio, MmioAccess};
-use crate::decode::x86_port_io::{complete_in, decode_string_io, out_data, Segment, StringIo};
 use crate::error::AccelError;
 use crate::exit::{InstructionBytes, InternalError, InternalErrorKind, VcpuExit};
 use crate::kick::KickHandle;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
 use crate::vcpu::{Vcpu, VcpuId};
 use crate::vm::IoEventAddress;
+use crate::x86_emulator::mmio::{decode_mmio, DecodedMmio, MmioAccess};
+use crate::x86_emulator::port_io::{complete_in, decode_string_io, out_data, Segment, StringIo};
+use crate::x86_emulator::x86_bitness;
 use std::sync::Arc;
 use windows_sys::Win32::System::Hypervisor::{
     WHvRegisterInternalActivityState, WHvTranslateGvaFlagValidateRead,

@@ -4,9 +4,9 @@
 use super::api::{self, Api};
 use super::vcpu::WhpxVcpu;
 use crate::cpu_template::CpuTemplate;
-use crate::decode::ioevent_match::IoEventTable;
 use crate::decode::whpx_abi::{cpuid_exit_leaves, describe_hresult, interrupt_control_bits};
 use crate::error::AccelError;
+use crate::ioevent_table::IoEventTable;
 use crate::memory::MemorySlots;
 use crate::notifier::EventNotifier;
 use crate::regs::GuestArch;

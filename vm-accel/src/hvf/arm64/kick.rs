@@ -4,8 +4,8 @@
 
 use super::ffi;
 use crate::decode::hvf_abi::describe_status;
-use crate::decode::psci::PsciPower;
 use crate::kick::Kick;
+use crate::psci::PsciPower;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 

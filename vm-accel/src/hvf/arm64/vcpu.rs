@@ -10,10 +10,10 @@ use crate::decode::arm64_syndrome::{
     self as esr, ec, sysreg, Arm64Reg, DataAbort, SysReg, WaitKind,
 };
 use crate::decode::hvf_abi::{exit_reason, reg, PSTATE_EL1H_MASKED};
-use crate::decode::psci::{self, PsciOutcome};
 use crate::error::AccelError;
 use crate::exit::{InternalError, InternalErrorKind, VcpuExit};
 use crate::kick::KickHandle;
+use crate::psci::{self, PsciOutcome};
 use crate::regs::{Arm64CoreRegisters, GuestArch, Registers};
 use crate::thread_bound::ThreadBound;
 use crate::vcpu::{Vcpu, VcpuId};

@@ -3,6 +3,8 @@
 //! reaches guest-physical memory, SSE state and XCR0. The KVM vCPU is one
 //! `Guest`; the unit tests' in-memory model is another.
 
+use crate::x86_emulator::gpr::GprRef;
+use crate::x86_emulator::{mnemonic_name, operand_value, write_register};
 use iced_x86::{Instruction, OpKind, Register};
 
 /// RFLAGS bits the fallback reads or writes.
@@ -128,29 +130,13 @@ pub struct CpuState {
 impl CpuState {
     /// The value of a general register of any width (AH..BH included).
     pub fn reg(&self, reg: Register) -> Option<u64> {
-        let (index, size, high) = gpr_slot(reg)?;
-        let full = self.gpr[index];
-        Some(match (size, high) {
-            (1, true) => (full >> 8) & 0xff,
-            (1, false) => full & 0xff,
-            (2, _) => full & 0xffff,
-            (4, _) => full & 0xffff_ffff,
-            _ => full,
-        })
+        GprRef::from_iced(reg).map(|r| r.read(&self.gpr))
     }
 
     /// Writes a general register with x86-64 semantics: 32-bit writes
     /// zero-extend, 8/16-bit writes merge.
     pub fn set_reg(&mut self, reg: Register, value: u64) -> Option<()> {
-        let (index, size, high) = gpr_slot(reg)?;
-        let old = self.gpr[index];
-        self.gpr[index] = match (size, high) {
-            (1, true) => (old & !0xff00) | ((value & 0xff) << 8),
-            (1, false) => (old & !0xff) | (value & 0xff),
-            (2, _) => (old & !0xffff) | (value & 0xffff),
-            (4, _) => value & 0xffff_ffff,
-            _ => value,
-        };
+        GprRef::from_iced(reg)?.write(&mut self.gpr, value);
         Some(())
     }
 
@@ -162,20 +148,6 @@ impl CpuState {
             self.rflags &= !mask;
         }
     }
-}
-
-/// (index in `gpr`, size in bytes, is AH/CH/DH/BH) of a general register.
-fn gpr_slot(reg: Register) -> Option<(usize, usize, bool)> {
-    if !reg.is_gpr() {
-        return None;
-    }
-    let high = matches!(
-        reg,
-        Register::AH | Register::CH | Register::DH | Register::BH
-    );
-    let full = reg.full_register();
-    let index = (full as usize).checked_sub(Register::RAX as usize)?;
-    (index < 16).then_some((index, reg.size(), high))
 }
 
 /// Reads `buf.len()` bytes at linear address `gva`, page by page.
@@ -217,7 +189,7 @@ pub(super) struct Exec<'a> {
 
 impl Exec<'_> {
     pub fn mnemonic(&self) -> String {
-        format!("{:?}", self.insn.mnemonic()).to_lowercase()
+        mnemonic_name(self.insn.mnemonic())
     }
 
     pub fn unsupported(&self, why: &str) -> FallbackError {
@@ -268,18 +240,12 @@ impl Exec<'_> {
     /// Reads integer operand `op` (register, memory or immediate) of `size` bytes.
     pub fn read_int(&mut self, op: u32, size: usize) -> Result<u64, FallbackError> {
         match self.insn.op_kind(op) {
-            OpKind::Register => {
-                let reg = self.insn.op_register(op);
-                self.cpu
-                    .reg(reg)
-                    .ok_or_else(|| self.unsupported(&format!("register {reg:?}")))
-            }
             OpKind::Memory => Ok(self.read_mem(op, size)? as u64),
-            // Every immediate form (iced-x86 sign-extends as the instruction does).
-            other => self
-                .insn
-                .try_immediate(op)
-                .map_err(|_| self.unsupported(&format!("operand kind {other:?}"))),
+            OpKind::Register => operand_value(self.insn, op, &self.cpu.gpr).ok_or_else(|| {
+                self.unsupported(&format!("register {:?}", self.insn.op_register(op)))
+            }),
+            other => operand_value(self.insn, op, &self.cpu.gpr)
+                .ok_or_else(|| self.unsupported(&format!("operand kind {other:?}"))),
         }
     }
 
@@ -287,10 +253,9 @@ impl Exec<'_> {
     pub fn write_int(&mut self, op: u32, size: usize, value: u64) -> Result<(), FallbackError> {
         match self.insn.op_kind(op) {
             OpKind::Register => {
-                let reg = self.insn.op_register(op);
-                self.cpu
-                    .set_reg(reg, value)
-                    .ok_or_else(|| self.unsupported(&format!("register {reg:?}")))
+                write_register(self.insn, op, &mut self.cpu.gpr, value).ok_or_else(|| {
+                    self.unsupported(&format!("register {:?}", self.insn.op_register(op)))
+                })
             }
             OpKind::Memory => self.write_mem(op, size, u128::from(value)),
             other => Err(self.unsupported(&format!("destination kind {other:?}"))),
@@ -303,28 +268,5 @@ impl Exec<'_> {
             OpKind::Register => self.insn.op_register(op).size(),
             _ => self.insn.memory_size().size(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn register_widths_follow_x86_64_rules() {
-        let mut cpu = CpuState::default();
-        cpu.gpr[0] = 0x1122_3344_5566_7788;
-        assert_eq!(cpu.reg(Register::AH), Some(0x77));
-        assert_eq!(cpu.reg(Register::EAX), Some(0x5566_7788));
-        cpu.set_reg(Register::AH, 0xaa).unwrap();
-        assert_eq!(cpu.gpr[0], 0x1122_3344_5566_aa88);
-        cpu.set_reg(Register::AX, 0xbeef).unwrap();
-        assert_eq!(cpu.gpr[0], 0x1122_3344_5566_beef);
-        cpu.set_reg(Register::EAX, 0xffff_ffff_1234_5678).unwrap();
-        assert_eq!(cpu.gpr[0], 0x1234_5678, "32-bit writes zero-extend");
-        cpu.set_reg(Register::R15L, 0x5a).unwrap();
-        assert_eq!(cpu.gpr[15], 0x5a);
-        assert_eq!(cpu.reg(Register::XMM0), None);
-        assert_eq!(cpu.set_reg(Register::CR0, 1), None);
     }
 }

@@ -21,8 +21,11 @@ mod tests;
 pub use machine::FallbackError;
 pub(super) use machine::{CpuState, Guest, SseState};
 
+use super::regs::{from_kvm_regs, to_kvm_regs};
 use crate::host_profile::{FallbackGroup, HostProfile};
 use crate::kvm::vm::VmShared;
+use crate::x86_emulator::gpr::copy_gprs;
+use crate::x86_emulator::mnemonic_name;
 use iced_x86::Mnemonic;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
@@ -49,10 +52,7 @@ impl EmulationCounts {
     /// `(mnemonic, count)` pairs, most frequent first.
     fn snapshot(&self) -> Vec<(String, u64)> {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut v: Vec<_> = map
-            .iter()
-            .map(|(m, n)| (format!("{m:?}").to_lowercase(), *n))
-            .collect();
+        let mut v: Vec<_> = map.iter().map(|(m, n)| (mnemonic_name(*m), *n)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v
     }
@@ -138,21 +138,6 @@ impl Guest for KvmGuest<'_> {
     }
 }
 
-/// kvm_regs' named fields in iced-x86's register order.
-fn gprs(r: &kvm_regs) -> [u64; 16] {
-    [
-        r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12,
-        r.r13, r.r14, r.r15,
-    ]
-}
-
-fn store_gprs(r: &mut kvm_regs, g: &[u64; 16]) {
-    [
-        r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12,
-        r.r13, r.r14, r.r15,
-    ] = *g;
-}
-
 /// Emulates the instruction `bytes` at RIP on the vCPU `fd` if `enabled`
 /// allows its group, writing registers, SSE state and memory back.
 pub(super) fn emulate_on_vcpu(
@@ -166,8 +151,10 @@ pub(super) fn emulate_on_vcpu(
     if sregs.efer & crate::boot::x86_64::EFER_LMA == 0 || sregs.cs.l == 0 {
         return Err(FallbackError::NotLongMode);
     }
+    let mut gpr = [0u64; 16];
+    copy_gprs(&mut gpr, &from_kvm_regs(regs));
     let mut cpu = CpuState {
-        gpr: gprs(regs),
+        gpr,
         rip: regs.rip,
         rflags: regs.rflags,
         cpl: (sregs.cs.selector & 3) as u8,
@@ -188,11 +175,12 @@ pub(super) fn emulate_on_vcpu(
             fd.set_fpu(&fpu).map_err(hv("KVM_SET_FPU"))?;
         }
     }
-    let mut out = *regs;
-    store_gprs(&mut out, &cpu.gpr);
+    let mut out = from_kvm_regs(regs);
+    copy_gprs(&mut out, &cpu.gpr);
     out.rip = cpu.rip;
     out.rflags = cpu.rflags;
-    fd.set_regs(&out).map_err(hv("KVM_SET_REGS"))?;
+    fd.set_regs(&to_kvm_regs(&out))
+        .map_err(hv("KVM_SET_REGS"))?;
     Ok(mnemonic)
 }
 
@@ -234,6 +222,6 @@ impl crate::kvm::KvmVcpu {
             return Err(FallbackError::NotMapped { gva: regs.rip });
         }
         let m = emulate_on_vcpu(vm, fd, &regs, &sregs, &bytes, &|_| true)?;
-        Ok(format!("{m:?}").to_lowercase())
+        Ok(mnemonic_name(m))
     }
 }

@@ -4,7 +4,8 @@
 use super::machine::{CpuState, Exec, FallbackError, Guest};
 use super::{integer, sse};
 use crate::host_profile::FallbackGroup;
-use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic};
+use crate::x86_emulator::{decode, mnemonic_name};
+use iced_x86::Mnemonic;
 
 type Handler = fn(&mut Exec<'_>) -> Result<(), FallbackError>;
 
@@ -64,20 +65,6 @@ fn lookup(m: Mnemonic) -> Option<(FallbackGroup, Handler)> {
         .map(|&(_, g, h)| (g, h))
 }
 
-/// Decodes the 64-bit instruction in `bytes` at `cpu.rip`.
-pub(super) fn decode(cpu: &CpuState, bytes: &[u8]) -> Result<Instruction, FallbackError> {
-    let mut decoder = Decoder::with_ip(64, bytes, cpu.rip, DecoderOptions::NONE);
-    let insn = decoder.decode();
-    match decoder.last_error() {
-        DecoderError::None => Ok(insn),
-        DecoderError::NoMoreBytes => Err(FallbackError::Undecodable(format!(
-            "truncated after {} bytes",
-            bytes.len()
-        ))),
-        other => Err(FallbackError::Undecodable(format!("{other:?}"))),
-    }
-}
-
 /// Emulates the instruction in `bytes` (read at `cpu.rip`) if its group is
 /// enabled: updates `cpu` (RIP advanced) and the guest, and returns its
 /// mnemonic. On error `cpu` is unchanged; guest memory is only written by an
@@ -88,17 +75,17 @@ pub fn emulate(
     bytes: &[u8],
     enabled: &dyn Fn(FallbackGroup) -> bool,
 ) -> Result<Mnemonic, FallbackError> {
-    let insn = decode(cpu, bytes)?;
+    let insn = decode(bytes, 64, cpu.rip).map_err(|e| FallbackError::Undecodable(e.to_string()))?;
     let mnemonic = insn.mnemonic();
     let Some((group, handler)) = lookup(mnemonic) else {
         return Err(FallbackError::Unsupported {
-            mnemonic: format!("{mnemonic:?}").to_lowercase(),
+            mnemonic: mnemonic_name(mnemonic),
             why: String::new(),
         });
     };
     if !enabled(group) {
         return Err(FallbackError::Unsupported {
-            mnemonic: format!("{mnemonic:?}").to_lowercase(),
+            mnemonic: mnemonic_name(mnemonic),
             why: format!(" (group {group} is off in this host profile)"),
         });
     }

@@ -10,10 +10,11 @@
 //! [`MmioDecodeError::Unsupported`], naming the instruction: one access per
 //! exit is the contract of [`VcpuExit::MmioRead`](crate::VcpuExit::MmioRead).
 
-use super::x86_gpr::GprRef;
+use super::gpr::GprRef;
+use super::{decode, mnemonic_name, operand_value, register_operand, DecodeFailure};
 use crate::exit::InstructionBytes;
 use crate::regs::X86_64Registers;
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+use iced_x86::{Instruction, Mnemonic, OpKind};
 
 /// How a load's value is widened into its destination register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,35 +86,8 @@ pub enum MmioDecodeError {
     },
 }
 
-/// The code size of an x86 CPU: 64 in long mode with `CS.L`, else 32 with
-/// `CS.D/B`, else 16.
-pub fn x86_bitness(long_mode_active: bool, cs_l: bool, cs_db: bool) -> u32 {
-    if long_mode_active && cs_l {
-        64
-    } else if cs_db {
-        32
-    } else {
-        16
-    }
-}
-
 fn memory_operand(insn: &Instruction) -> Option<u32> {
     (0..insn.op_count()).find(|i| insn.op_kind(*i) == OpKind::Memory)
-}
-
-fn operand_value(insn: &Instruction, op: u32, regs: &X86_64Registers) -> Option<u64> {
-    match insn.op_kind(op) {
-        OpKind::Register => GprRef::from_iced(insn.op_register(op)).map(|r| r.read(regs)),
-        OpKind::Immediate8
-        | OpKind::Immediate16
-        | OpKind::Immediate32
-        | OpKind::Immediate64
-        | OpKind::Immediate8to16
-        | OpKind::Immediate8to32
-        | OpKind::Immediate8to64
-        | OpKind::Immediate32to64 => insn.try_immediate(op).ok(),
-        _ => None,
-    }
 }
 
 /// Decodes the instruction in `bytes` (executed in `bitness`-bit mode) that
@@ -123,20 +97,17 @@ pub fn decode_mmio(
     bitness: u32,
     regs: &X86_64Registers,
 ) -> Result<DecodedMmio, MmioDecodeError> {
-    if !matches!(bitness, 16 | 32 | 64) {
-        return Err(MmioDecodeError::BadMode { bitness });
-    }
-    let shown = InstructionBytes::new(bytes);
-    let mut decoder = Decoder::with_ip(bitness, bytes, regs.rip, DecoderOptions::NONE);
-    let insn = decoder.decode();
-    if insn.is_invalid() {
-        return Err(MmioDecodeError::Undecodable {
-            bytes: shown,
-            bitness,
-        });
-    }
+    let insn = decode(bytes, bitness, regs.rip).map_err(|e| match e {
+        DecodeFailure::BadMode { bitness } => MmioDecodeError::BadMode { bitness },
+        DecodeFailure::Truncated { .. } | DecodeFailure::Invalid(_) => {
+            MmioDecodeError::Undecodable {
+                bytes: InstructionBytes::new(bytes),
+                bitness,
+            }
+        }
+    })?;
     let unsupported = || MmioDecodeError::Unsupported {
-        mnemonic: format!("{:?}", insn.mnemonic()).to_lowercase(),
+        mnemonic: mnemonic_name(insn.mnemonic()),
         bytes: InstructionBytes::new(&bytes[..insn.len().min(bytes.len())]),
     };
     let extension = match insn.mnemonic() {
@@ -161,10 +132,7 @@ pub fn decode_mmio(
             data: value.to_le_bytes(),
         }
     } else {
-        if insn.op_kind(0) != OpKind::Register {
-            return Err(unsupported());
-        }
-        let dest = GprRef::from_iced(insn.op_register(0)).ok_or_else(unsupported)?;
+        let dest = register_operand(&insn, 0).ok_or_else(unsupported)?;
         MmioAccess::Read {
             size,
             dest,
@@ -343,13 +311,5 @@ mod tests {
         let mut r = regs();
         d.complete(&mut r, &[0x55]);
         assert_eq!(r.rax, 0x55);
-    }
-
-    #[test]
-    fn bitness_from_mode_bits() {
-        assert_eq!(x86_bitness(true, true, false), 64);
-        assert_eq!(x86_bitness(true, false, true), 32);
-        assert_eq!(x86_bitness(false, true, true), 32);
-        assert_eq!(x86_bitness(false, false, false), 16);
     }
 }

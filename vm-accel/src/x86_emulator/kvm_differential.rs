@@ -1,27 +1,25 @@
 //! Differential tests of the WHPX backend's userspace x86 emulation against
 //! KVM, which emulates the same instructions in the kernel:
-//! - MMIO (`vm_accel::decode::x86_mmio`): for each instruction form, KVM's
+//! - MMIO ([`super::mmio`]): for each instruction form, KVM's
 //!   exit (size, written bytes) and the registers after the access completes
 //!   must equal what the decoder predicts from the registers before;
-//! - string port I/O (`vm_accel::decode::x86_port_io`): the bytes `OUTS`
+//! - string port I/O ([`super::port_io`]): the bytes `OUTS`
 //!   sends, where `INS` stores, and the final RSI/RDI/RCX/RIP must equal the
 //!   element-by-element model.
 //!
 //! Needs /dev/kvm on an x86_64 Linux host; skipped with a message otherwise.
 
-#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
-
+use super::mmio::{decode_mmio, MmioAccess};
+use super::port_io::decode_string_io;
+use crate::kvm::KvmAccelerator;
+use crate::regs::X86_64Registers;
+use crate::{
+    BootState, GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, Vm, VmConfig,
+};
 use iced_x86::code_asm::{
     ah, al, ax, bh, bl, bx, byte_ptr, ch, cl, cx, dh, di, dil, dl, dword_ptr, dx, eax, ebp, ecx,
     edx, esi, esp, qword_ptr, r10, r10d, r11w, r12b, r13, r14d, r15, r8, r8b, r9d, r9w, rax, rbp,
     rbx, rcx, rdi, rdx, rsi, rsp, si, sil, spl, word_ptr, CodeAssembler,
-};
-use vm_accel::decode::x86_mmio::{decode_mmio, MmioAccess};
-use vm_accel::decode::x86_port_io::decode_string_io;
-use vm_accel::kvm::KvmAccelerator;
-use vm_accel::regs::X86_64Registers;
-use vm_accel::{
-    BootState, GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, Vm, VmConfig,
 };
 use vm_memory::Bytes;
 
@@ -54,8 +52,8 @@ fn harness() -> Option<Harness> {
     let mut vcpu = vm.create_vcpu(VcpuId(0)).expect("vCPU");
     vcpu.apply_boot_state(&BootState::X86_64Linux {
         entry: GuestAddress(CODE),
-        boot_params: GuestAddress(vm_accel::boot::x86_64::ZERO_PAGE_ADDR),
-        stack: GuestAddress(vm_accel::boot::x86_64::BOOT_STACK_POINTER),
+        boot_params: GuestAddress(crate::boot::x86_64::ZERO_PAGE_ADDR),
+        stack: GuestAddress(crate::boot::x86_64::BOOT_STACK_POINTER),
     })
     .expect("boot state");
     Some(Harness {
@@ -74,7 +72,7 @@ fn start_registers() -> X86_64Registers {
         rdx: 0x3132_3334_3536_3738,
         rsi: MMIO,
         rdi: MMIO + 0x10,
-        rsp: vm_accel::boot::x86_64::BOOT_STACK_POINTER,
+        rsp: crate::boot::x86_64::BOOT_STACK_POINTER,
         rbp: 0x4142_4344_4546_4748,
         r8: 0x5152_5354_5556_5758,
         r9: 0x6162_6364_6566_6768,

@@ -1,7 +1,8 @@
-//! x86-64 general-purpose register references with the architecture's
+//! x86-64 general-purpose registers as instructions name them: the mapping
+//! from `iced-x86` registers, and reads and writes with the architecture's
 //! partial-write rules (32-bit writes zero the upper half, 8/16-bit writes
-//! merge, `AH`..`BH` are bits 8..16), and the mapping from `iced-x86`
-//! registers. Used by the instruction-decoding MMIO and port-I/O paths.
+//! merge, `AH`..`BH` are bits 8..16). One mapping for every register file
+//! the emulator works on ([`GprFile`]).
 
 use crate::regs::X86_64Registers;
 
@@ -17,33 +18,63 @@ pub struct GprRef {
     pub high_byte: bool,
 }
 
-/// The field of `regs` holding register `index` (encoding order), or `None` past 15.
-pub fn gpr_mut(regs: &mut X86_64Registers, index: u8) -> Option<&mut u64> {
-    Some(match index {
-        0 => &mut regs.rax,
-        1 => &mut regs.rcx,
-        2 => &mut regs.rdx,
-        3 => &mut regs.rbx,
-        4 => &mut regs.rsp,
-        5 => &mut regs.rbp,
-        6 => &mut regs.rsi,
-        7 => &mut regs.rdi,
-        8 => &mut regs.r8,
-        9 => &mut regs.r9,
-        10 => &mut regs.r10,
-        11 => &mut regs.r11,
-        12 => &mut regs.r12,
-        13 => &mut regs.r13,
-        14 => &mut regs.r14,
-        15 => &mut regs.r15,
-        _ => return None,
-    })
+/// The 16 general-purpose registers, by encoding number (see [`GprRef::index`]).
+pub trait GprFile {
+    /// The full 64-bit register `index`, or `None` past 15.
+    fn gpr_mut(&mut self, index: u8) -> Option<&mut u64>;
+
+    /// The full 64-bit value of register `index`, or `None` past 15.
+    fn gpr(&self, index: u8) -> Option<u64>;
 }
 
-/// The full 64-bit value of register `index`, or `None` past 15.
-pub fn gpr(regs: &X86_64Registers, index: u8) -> Option<u64> {
-    let mut copy = *regs;
-    gpr_mut(&mut copy, index).map(|r| *r)
+/// Registers in encoding order, as the fallback's CPU state keeps them.
+impl GprFile for [u64; 16] {
+    fn gpr_mut(&mut self, index: u8) -> Option<&mut u64> {
+        self.get_mut(usize::from(index))
+    }
+
+    fn gpr(&self, index: u8) -> Option<u64> {
+        self.get(usize::from(index)).copied()
+    }
+}
+
+impl GprFile for X86_64Registers {
+    fn gpr_mut(&mut self, index: u8) -> Option<&mut u64> {
+        Some(match index {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            4 => &mut self.rsp,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            15 => &mut self.r15,
+            _ => return None,
+        })
+    }
+
+    fn gpr(&self, index: u8) -> Option<u64> {
+        let mut copy = *self;
+        copy.gpr_mut(index).map(|r| *r)
+    }
+}
+
+/// Copies the 16 general registers of `src` into `dst` (RIP, RFLAGS and
+/// anything else `dst` holds stay as they are).
+pub fn copy_gprs(dst: &mut impl GprFile, src: &impl GprFile) {
+    for index in 0..16 {
+        if let (Some(slot), Some(value)) = (dst.gpr_mut(index), src.gpr(index)) {
+            *slot = value;
+        }
+    }
 }
 
 fn size_mask(size: u8) -> u64 {
@@ -73,8 +104,8 @@ impl GprRef {
     }
 
     /// Reads the register's value (zero-extended to 64 bits).
-    pub fn read(self, regs: &X86_64Registers) -> u64 {
-        let full = gpr(regs, self.index).unwrap_or(0);
+    pub fn read(self, regs: &impl GprFile) -> u64 {
+        let full = regs.gpr(self.index).unwrap_or(0);
         if self.high_byte {
             (full >> 8) & 0xff
         } else {
@@ -83,8 +114,8 @@ impl GprRef {
     }
 
     /// Writes `value` with the architecture's partial-register rules.
-    pub fn write(self, regs: &mut X86_64Registers, value: u64) {
-        let Some(slot) = gpr_mut(regs, self.index) else {
+    pub fn write(self, regs: &mut impl GprFile, value: u64) {
+        let Some(slot) = regs.gpr_mut(self.index) else {
             return;
         };
         *slot = match (self.high_byte, self.size) {
@@ -176,6 +207,38 @@ mod tests {
         assert_eq!(GprRef::from_iced(R::AL).unwrap().read(&r), 0x44);
         assert_eq!(GprRef::from_iced(R::EBX).unwrap().read(&r), 0xcccc_dddd);
         assert_eq!(GprRef::from_iced(R::RBX).unwrap().read(&r), r.rbx);
-        assert_eq!(gpr(&r, 16), None);
+        assert_eq!(r.gpr(16), None);
+    }
+
+    #[test]
+    fn both_register_files_agree() {
+        let named = regs();
+        let mut array = [0u64; 16];
+        copy_gprs(&mut array, &named);
+        assert_eq!(array[0], named.rax);
+        assert_eq!(array[3], named.rbx);
+        assert_eq!(array[9], named.r9);
+        for reg in [R::AH, R::BX, R::ECX, R::R9L, R::R15] {
+            let r = GprRef::from_iced(reg).unwrap();
+            assert_eq!(r.read(&array), r.read(&named), "{reg:?}");
+            let (mut a, mut n) = (array, named);
+            r.write(&mut a, 0x1234_5678_9abc_def0);
+            r.write(&mut n, 0x1234_5678_9abc_def0);
+            assert_eq!(a.gpr(r.index), n.gpr(r.index), "{reg:?}");
+        }
+        assert_eq!(array.gpr(16), None);
+        assert!(array.gpr_mut(16).is_none());
+        let mut back = X86_64Registers {
+            rip: 0x1000,
+            ..X86_64Registers::default()
+        };
+        copy_gprs(&mut back, &array);
+        assert_eq!(
+            back,
+            X86_64Registers {
+                rip: 0x1000,
+                ..named
+            }
+        );
     }
 }

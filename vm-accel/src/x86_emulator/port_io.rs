@@ -4,10 +4,11 @@
 //! a `REP` string instruction is restartable, so leaving RIP on it until
 //! the count reaches zero is exactly what the CPU would do.
 
-use super::x86_gpr::GprRef;
+use super::decode;
+use super::gpr::GprRef;
 use crate::exit::InstructionBytes;
 use crate::regs::X86_64Registers;
-use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+use iced_x86::{Mnemonic, OpKind, Register};
 
 /// Completes a non-string `IN` of `size` bytes: the value goes to
 /// AL/AX/EAX (an `EAX` write zeroes the upper half of RAX).
@@ -93,10 +94,7 @@ pub fn decode_string_io(bytes: &[u8], bitness: u32) -> Result<StringIo, StringIo
         bytes: InstructionBytes::new(bytes),
         bitness,
     };
-    if !matches!(bitness, 16 | 32 | 64) {
-        return Err(error());
-    }
-    let insn = Decoder::new(bitness, bytes, DecoderOptions::NONE).decode();
+    let insn = decode(bytes, bitness, 0).map_err(|_| error())?;
     let (input, size) = match insn.mnemonic() {
         Mnemonic::Insb => (true, 1),
         Mnemonic::Insw => (true, 2),
