@@ -59,7 +59,8 @@ use crate::interrupt::Interrupt;
 
 /// Shortest frame carried: an Ethernet header.
 const ETH_HLEN: usize = 14;
-/// Longest switch name (as `vm_core::config::MAX_NAME_LEN`).
+/// Longest switch name (the same limit `VmConfig` validation applies to
+/// `backend.switch`, so every configured name fits).
 const MAX_NAME_LEN: usize = 64;
 /// Most MACs the bridge remembers; a peer inventing source MACs cannot grow it further.
 const MAX_LEARNED: usize = 4096;
