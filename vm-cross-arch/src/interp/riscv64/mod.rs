@@ -14,26 +14,25 @@
 // specifications give them; the specs are their documentation.
 #[allow(missing_docs)]
 pub mod csr;
-#[allow(missing_docs)]
-pub mod decode;
+#[allow(missing_docs, clippy::enum_variant_names)]
+pub(crate) mod decode;
 pub mod elf;
 mod exec;
 #[allow(missing_docs)]
-pub mod fpu;
+pub(crate) mod fpu;
 #[allow(missing_docs)]
-pub mod hart;
-pub mod icache;
+pub(crate) mod hart;
+pub(crate) mod icache;
 #[allow(missing_docs)]
-pub mod machine;
-pub mod memory;
-pub mod mmu;
+pub(crate) mod machine;
+pub(crate) mod memory;
+pub(crate) mod mmu;
 mod sbi;
 #[allow(missing_docs)]
-pub mod trap;
-pub mod vcpu;
-pub mod vm;
+pub(crate) mod trap;
+pub(crate) mod vcpu;
+pub(crate) mod vm;
 
-pub use exec::cache::BLOCK as CBO_BLOCK;
-pub use hart::{Hart, HartExit};
+pub(crate) use exec::cache::BLOCK as CBO_BLOCK;
 pub use vcpu::RiscvVcpu;
 pub use vm::{RiscvVm, SoftwareAccelerator};
