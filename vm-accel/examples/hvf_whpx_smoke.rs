@@ -22,9 +22,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use vm_accel::{
-    detect, BootState, GuestAddress, GuestArch, GuestMemoryMmap, SystemEvent, VcpuExit, VcpuId,
-    VmConfig,
+    detect, AccelError, BootState, GuestAddress, GuestArch, GuestMemoryMmap, SystemEvent, VcpuExit,
+    VcpuId, VmConfig,
 };
 use vm_memory::Bytes;
 
@@ -44,12 +45,13 @@ enum Seen {
     PowerOff,
 }
 
-/// A guest: where RAM goes, its code, how it starts, and its expected exits.
+/// A guest: where RAM goes, its code, how it starts (given its memory), and
+/// its expected exits.
 struct Guest {
     ram_base: u64,
     code: Vec<u8>,
     code_addr: u64,
-    boot: BootState,
+    boot: fn(&GuestMemoryMmap) -> Result<BootState, AccelError>,
     expected: Vec<Seen>,
 }
 
@@ -79,11 +81,8 @@ fn x86_64_guest() -> Result<Guest, Box<dyn std::error::Error>> {
         ram_base: 0,
         code: a.assemble(CODE)?,
         code_addr: CODE,
-        boot: BootState::X86_64Linux {
-            entry: GuestAddress(CODE),
-            boot_params: GuestAddress(vm_accel::boot::x86_64::ZERO_PAGE_ADDR),
-            stack: GuestAddress(vm_accel::boot::x86_64::BOOT_STACK_POINTER),
-        },
+        // Long mode with the tables written into the guest's memory.
+        boot: |memory| long_mode_entry(memory, CODE, ZERO_PAGE_ADDR, BOOT_STACK_POINTER),
         expected: vec![
             Seen::PortOut(0x3f8, vec![b'O']),
             Seen::PortOut(0x3f8, vec![b'K']),
@@ -112,9 +111,11 @@ fn arm64_guest() -> Guest {
             0x1400_0000, // b    .
         ]),
         code_addr: RAM,
-        boot: BootState::Arm64Linux {
-            entry: GuestAddress(RAM),
-            fdt: GuestAddress(RAM + 0x10_0000),
+        boot: |_| {
+            Ok(BootState::Arm64Linux {
+                entry: GuestAddress(RAM),
+                fdt: GuestAddress(RAM + 0x10_0000),
+            })
         },
         expected: vec![
             Seen::MmioWrite(MMIO, vec![b'O']),
@@ -146,10 +147,12 @@ fn riscv64_guest() -> Guest {
             0x0000_006f, // j    .
         ]),
         code_addr: RAM,
-        boot: BootState::Riscv64 {
-            entry: GuestAddress(RAM),
-            hart_id: 0,
-            fdt: GuestAddress(RAM + 0x10_0000),
+        boot: |_| {
+            Ok(BootState::Riscv64 {
+                entry: GuestAddress(RAM),
+                hart_id: 0,
+                fdt: GuestAddress(RAM + 0x10_0000),
+            })
         },
         expected: vec![
             Seen::MmioWrite(MMIO, vec![b'O']),
@@ -177,7 +180,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let vm = accel.create_vm(&VmConfig::default())?;
     vm.map_memory(&memory)?;
     let mut vcpu = vm.create_vcpu(VcpuId(0))?;
-    vcpu.apply_boot_state(&guest.boot)?;
+    vcpu.apply_boot_state(&(guest.boot)(&memory)?)?;
 
     // A watchdog so a guest that never exits cannot hang the program.
     let finished = Arc::new(AtomicBool::new(false));

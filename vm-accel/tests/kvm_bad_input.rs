@@ -6,6 +6,7 @@ mod common;
 
 use common::{kvm_or_skip, Guest};
 use std::sync::Arc;
+use vm_accel::boot::test_support::long_mode_entry;
 use vm_accel::regs::Arm64CoreRegisters;
 use vm_accel::{
     AccelError, Accelerator, BootState, GuestAddress, GuestMemoryMmap, GuestRegionMmap, Registers,
@@ -140,21 +141,11 @@ fn state_for_another_architecture_is_refused() {
 }
 
 #[test]
-fn boot_state_without_memory_says_what_is_missing() {
-    let Some(kvm) = kvm_or_skip("boot_state_without_memory_says_what_is_missing") else {
-        return;
-    };
-    let vm = kvm.create_vm(&VmConfig::default()).unwrap();
-    let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
-    let err = vcpu
-        .apply_boot_state(&BootState::X86_64Linux {
-            entry: GuestAddress(0x10_0000),
-            boot_params: GuestAddress(0x7000),
-            stack: GuestAddress(0x8ff0),
-        })
-        .unwrap_err();
+fn long_mode_tables_without_memory_say_what_is_missing() {
+    let small = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+    let err = long_mode_entry(&small, 0x10_0000, 0x7000, 0x8ff0).unwrap_err();
     assert!(matches!(err, AccelError::GuestMemory { .. }), "{err}");
-    assert!(err.to_string().contains("boot tables"), "{err}");
+    assert!(err.to_string().contains("long-mode tables"), "{err}");
 }
 
 #[test]

@@ -6,11 +6,9 @@ mod common;
 
 use common::{asm, kvm_or_skip, out_u32, run, Exit, CODE, RAM_SIZE};
 use iced_x86::code_asm::{eax, ecx};
-use vm_accel::boot::x86_64::{BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
+use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use vm_accel::kvm::KvmAccelerator;
-use vm_accel::{
-    Accelerator, BootState, CpuTemplate, GuestAddress, GuestMemoryMmap, VcpuId, VmConfig,
-};
+use vm_accel::{Accelerator, CpuTemplate, GuestAddress, GuestMemoryMmap, VcpuId, VmConfig};
 use vm_memory::Bytes;
 
 const CX16: u32 = 1 << 13;
@@ -37,12 +35,8 @@ fn guest_leaf1_ecx(kvm: &KvmAccelerator, template: CpuTemplate) -> u32 {
     mem.write_slice(&code, GuestAddress(CODE)).unwrap();
     vm.map_memory(&mem).unwrap();
     let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
-    vcpu.apply_boot_state(&BootState::X86_64Linux {
-        entry: GuestAddress(CODE),
-        boot_params: GuestAddress(ZERO_PAGE_ADDR),
-        stack: GuestAddress(BOOT_STACK_POINTER),
-    })
-    .unwrap();
+    let boot = long_mode_entry(&mem, CODE, ZERO_PAGE_ADDR, BOOT_STACK_POINTER).unwrap();
+    vcpu.apply_boot_state(&boot).unwrap();
     let exit = run(vcpu.as_mut(), 0);
     let (port, value) = out_u32(&exit).unwrap_or_else(|| panic!("{exit:?}"));
     assert_eq!(port, 0x80);

@@ -10,9 +10,9 @@ use iced_x86::code_asm::{
     dword_ptr, qword_ptr, rax, rbx, rcx, rsi, xmm3, xmmword_ptr, CodeAssembler,
 };
 use iced_x86::IcedError;
-use vm_accel::boot::x86_64::{BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
+use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use vm_accel::kvm::{FallbackError, KvmVcpu};
-use vm_accel::{BootState, GuestAddress, Registers, Vcpu, VcpuId, VmConfig};
+use vm_accel::{GuestAddress, Registers, Vcpu, VcpuId, VmConfig};
 use vm_memory::Bytes;
 
 const ZF: u64 = 1 << 6;
@@ -31,12 +31,9 @@ fn setup(kvm: &vm_accel::kvm::KvmAccelerator, entry: u64) -> (Guest, KvmVcpu) {
         vm_accel::GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM_SIZE)]).expect("guest RAM");
     vm_accel::Vm::map_memory(&vm, &mem).expect("map RAM");
     let mut vcpu = vm.create_kvm_vcpu(VcpuId(0)).expect("create vCPU");
-    vcpu.apply_boot_state(&BootState::X86_64Linux {
-        entry: GuestAddress(entry),
-        boot_params: GuestAddress(ZERO_PAGE_ADDR),
-        stack: GuestAddress(BOOT_STACK_POINTER),
-    })
-    .expect("boot state");
+    let boot =
+        long_mode_entry(&mem, entry, ZERO_PAGE_ADDR, BOOT_STACK_POINTER).expect("long-mode tables");
+    vcpu.apply_boot_state(&boot).expect("boot state");
     (
         Guest {
             vm: std::sync::Arc::new(vm),

@@ -18,7 +18,10 @@ use iced_x86::code_asm::{
 };
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
-use vm_accel::boot::x86_64::{BOOT_STACK_POINTER, CODE_SELECTOR, EFER_LMA, ZERO_PAGE_ADDR};
+use vm_accel::boot::test_support::{
+    long_mode_entry, BOOT_STACK_POINTER, CODE_SELECTOR, ZERO_PAGE_ADDR,
+};
+use vm_accel::boot::x86_64::EFER_LMA;
 use vm_accel::regs::X86DescriptorTable;
 use vm_accel::{detect, AcceleratorKind, Registers, Vcpu, VcpuId};
 
@@ -574,12 +577,8 @@ fn memory_with_a_hole_maps_every_region_and_the_hole_is_mmio() {
     )
     .unwrap();
     let mut vcpu = vm.create_vcpu(VcpuId(0)).unwrap();
-    vcpu.apply_boot_state(&vm_accel::BootState::X86_64Linux {
-        entry: vm_accel::GuestAddress(CODE),
-        boot_params: vm_accel::GuestAddress(ZERO_PAGE_ADDR),
-        stack: vm_accel::GuestAddress(BOOT_STACK_POINTER),
-    })
-    .unwrap();
+    let boot = long_mode_entry(&mem, CODE, ZERO_PAGE_ADDR, BOOT_STACK_POINTER).unwrap();
+    vcpu.apply_boot_state(&boot).unwrap();
     assert_eq!(
         run(vcpu.as_mut(), 0),
         Exit::MmioRead(0x30_0000, 4),

@@ -142,11 +142,11 @@ fn debian_amd64_bzimage_loads_with_64bit_entry() {
     };
     assert_eq!(
         boot.boot_vcpu,
-        BootState::X86_64Linux {
-            entry: boot.kernel.entry,
-            boot_params: zero_page,
-            stack: GuestAddress(vm_accel::boot::x86_64::BOOT_STACK_POINTER),
-        }
+        vm_cross_arch::platform::x86_64::entry::linux_boot_state(
+            boot.kernel.entry.0,
+            zero_page.0,
+            vm_cross_arch::platform::x86_64::layout::BOOT_STACK,
+        )
     );
     // The zero page carries the kernel's own setup header plus our fields.
     let mut hdr = vec![0u8; 0x7b];

@@ -105,7 +105,7 @@ fn kvm_guest_reads_the_zero_page_the_platform_wrote() {
     }
     let le = |b: &[u8; 4]| u32::from_le_bytes(*b);
     let cmdline = boot.cmdline.expect("cmdline placed");
-    let BootState::X86_64Linux { stack, .. } = state else {
+    let BootState::X86_64Linux { regs, .. } = state else {
         unreachable!()
     };
     assert_eq!(
@@ -116,7 +116,7 @@ fn kvm_guest_reads_the_zero_page_the_platform_wrote() {
             cmdline.start.0 as u32,
             le(b"wxyz"),
             le(b"RSD "),
-            stack.0 as u32
+            regs.rsp as u32
         ],
         "what the guest saw through rsi"
     );

@@ -1,24 +1,30 @@
 //! The initial state a vCPU starts a guest kernel in, filled in by the
 //! platform code and applied with [`Vcpu::apply_boot_state`](crate::Vcpu::apply_boot_state).
 
+#[doc(hidden)]
+pub mod test_support;
 pub mod x86_64;
 
-use crate::regs::GuestArch;
+use crate::regs::{GuestArch, X86_64Registers};
 use vm_memory::GuestAddress;
+pub use x86_64::X86_64SystemRegisters;
 
 /// Where and how a vCPU enters the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Built once per vCPU and copied around a handful of times: the x86 register
+// values are kept inline so the state stays `Copy`.
+#[allow(clippy::large_enum_variant)]
 pub enum BootState {
-    /// x86-64 Linux 64-bit boot protocol on the boot vCPU: long mode with the
-    /// identity-mapped page tables and GDT of [`x86_64`] set up by the backend,
-    /// `rip = entry`, `rsi = boot_params`, `rsp = rbp = stack`, interrupts off.
+    /// x86-64 boot vCPU entering 64-bit code (the Linux 64-bit boot
+    /// protocol): the backend loads these registers as given. The GDT, IDT
+    /// and page tables they point at are already in guest memory, written by
+    /// the platform that chose their addresses.
     X86_64Linux {
-        /// 64-bit entry point (e.g. vmlinux's `startup_64` or bzImage + 0x200).
-        entry: GuestAddress,
-        /// The `boot_params` ("zero page").
-        boot_params: GuestAddress,
-        /// Initial stack pointer (see [`x86_64::BOOT_STACK_POINTER`]).
-        stack: GuestAddress,
+        /// General registers, RIP and RFLAGS (for Linux: `rip` = the 64-bit
+        /// entry, `rsi` = the zero page, `rsp` = `rbp` = the stack).
+        regs: X86_64Registers,
+        /// Descriptor tables, segments and control registers.
+        system: X86_64SystemRegisters,
     },
     /// arm64 Linux boot protocol: EL1h with interrupts masked, `pc = entry`,
     /// `x0 = fdt`, x1..x3 zero.

@@ -314,8 +314,21 @@ mod tests {
 
     #[test]
     fn segment_attributes_round_trip() {
-        // The 64-bit code segment of the boot GDT: type 0xb, S, P, L, G.
-        let code = crate::boot::x86_64::segment_from_gdt(crate::boot::x86_64::BOOT_GDT[1], 8);
+        // A flat 64-bit code segment: type 0xb, S, P, L, G.
+        let code = X86Segment {
+            base: 0,
+            limit: u32::MAX,
+            selector: 8,
+            segment_type: 0xb,
+            present: true,
+            dpl: 0,
+            db: false,
+            s: true,
+            l: true,
+            g: true,
+            avl: false,
+            unusable: false,
+        };
         let attrs = segment_attributes(&code);
         assert_eq!(attrs, 0xa09b);
         let back = segment_from_whpx(code.base, code.limit, code.selector, attrs);

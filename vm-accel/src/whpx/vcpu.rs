@@ -6,7 +6,7 @@ use super::api;
 use super::kick::WhpxKick;
 use super::regs::VpRegisters;
 use super::vm::PartitionShared;
-use crate::boot::{x86_64 as boot64, BootState};
+use crate::boot::BootState;
 use crate::decode::whpx_abi::{
     self as abi, exit_reason, instruction_length, io_port_access_info, memory_access_info,
     MemoryAccessType,
@@ -520,23 +520,12 @@ impl Vcpu for WhpxVcpu {
     fn apply_boot_state(&mut self, boot: &BootState) -> Result<(), AccelError> {
         match *boot {
             BootState::X86_64Linux {
-                entry,
-                boot_params,
-                stack,
+                ref regs,
+                ref system,
             } => {
-                let memory = self.vm.memory().ok_or(AccelError::GuestMemory {
-                    addr: boot64::GDT_ADDR,
-                    len: boot64::BOOT_TABLES_END - boot64::GDT_ADDR,
-                    reason: "no guest memory is mapped for the boot tables".to_owned(),
-                })?;
-                boot64::write_boot_tables(&memory)?;
-                let sregs = boot64::long_mode_special_registers(self.regs.sregs()?);
+                let sregs = system.apply_to(self.regs.sregs()?);
                 self.regs.set_sregs(&sregs)?;
-                self.regs.set_gprs(&boot64::linux_boot_registers(
-                    entry.0,
-                    boot_params.0,
-                    stack.0,
-                ))
+                self.regs.set_gprs(regs)
             }
             // WHvRegisterInternalActivityState.StartupSuspend: wait for INIT/SIPI.
             BootState::Secondary {

@@ -11,11 +11,10 @@
 
 use super::mmio::{decode_mmio, MmioAccess};
 use super::port_io::decode_string_io;
+use crate::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use crate::kvm::KvmAccelerator;
 use crate::regs::X86_64Registers;
-use crate::{
-    BootState, GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, Vm, VmConfig,
-};
+use crate::{GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, Vm, VmConfig};
 use iced_x86::code_asm::{
     ah, al, ax, bh, bl, bx, byte_ptr, ch, cl, cx, dh, di, dil, dl, dword_ptr, dx, eax, ebp, ecx,
     edx, esi, esp, qword_ptr, r10, r10d, r11w, r12b, r13, r14d, r15, r8, r8b, r9d, r9w, rax, rbp,
@@ -50,12 +49,9 @@ fn harness() -> Option<Harness> {
     let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).expect("memory");
     vm.map_memory(&memory).expect("map memory");
     let mut vcpu = vm.create_vcpu(VcpuId(0)).expect("vCPU");
-    vcpu.apply_boot_state(&BootState::X86_64Linux {
-        entry: GuestAddress(CODE),
-        boot_params: GuestAddress(crate::boot::x86_64::ZERO_PAGE_ADDR),
-        stack: GuestAddress(crate::boot::x86_64::BOOT_STACK_POINTER),
-    })
-    .expect("boot state");
+    let boot = long_mode_entry(&memory, CODE, ZERO_PAGE_ADDR, BOOT_STACK_POINTER)
+        .expect("long-mode tables");
+    vcpu.apply_boot_state(&boot).expect("boot state");
     Some(Harness {
         memory,
         vcpu,
@@ -72,7 +68,7 @@ fn start_registers() -> X86_64Registers {
         rdx: 0x3132_3334_3536_3738,
         rsi: MMIO,
         rdi: MMIO + 0x10,
-        rsp: crate::boot::x86_64::BOOT_STACK_POINTER,
+        rsp: BOOT_STACK_POINTER,
         rbp: 0x4142_4344_4546_4748,
         r8: 0x5152_5354_5556_5758,
         r9: 0x6162_6364_6566_6768,

@@ -8,11 +8,9 @@
 use iced_x86::code_asm::CodeAssembler;
 use iced_x86::IcedError;
 use std::sync::Arc;
-use vm_accel::boot::x86_64::{BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
+use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use vm_accel::kvm::KvmAccelerator;
-use vm_accel::{
-    Accelerator, BootState, GuestAddress, GuestMemoryMmap, Vcpu, VcpuExit, VcpuId, Vm, VmConfig,
-};
+use vm_accel::{Accelerator, GuestAddress, GuestMemoryMmap, Vcpu, VcpuExit, VcpuId, Vm, VmConfig};
 use vm_memory::Bytes;
 
 pub const RAM_SIZE: usize = 2 << 20;
@@ -76,12 +74,14 @@ impl Guest {
     /// vCPU `id` at the 64-bit entry `entry`, its stack below `BOOT_STACK_POINTER`.
     pub fn long_mode_vcpu(&self, id: u32, entry: u64) -> Box<dyn Vcpu> {
         let mut vcpu = self.vm.create_vcpu(VcpuId(id)).expect("create vCPU");
-        vcpu.apply_boot_state(&BootState::X86_64Linux {
-            entry: GuestAddress(entry),
-            boot_params: GuestAddress(ZERO_PAGE_ADDR),
-            stack: GuestAddress(BOOT_STACK_POINTER - u64::from(id) * 0x400),
-        })
-        .expect("boot state");
+        let boot = long_mode_entry(
+            &self.mem,
+            entry,
+            ZERO_PAGE_ADDR,
+            BOOT_STACK_POINTER - u64::from(id) * 0x400,
+        )
+        .expect("long-mode tables");
+        vcpu.apply_boot_state(&boot).expect("boot state");
         vcpu
     }
 }

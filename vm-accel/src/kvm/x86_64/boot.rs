@@ -2,9 +2,9 @@
 //! 64-bit Linux entry state.
 
 use super::regs::{from_kvm_sregs, to_kvm_regs, update_kvm_sregs};
-use crate::boot::x86_64::{linux_boot_registers, long_mode_special_registers, write_boot_tables};
+use crate::boot::X86_64SystemRegisters;
 use crate::error::AccelError;
-use crate::kvm::vm::VmShared;
+use crate::regs::X86_64Registers;
 use kvm_bindings::{
     kvm_fpu, kvm_mp_state, kvm_msr_entry, Msrs, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
 };
@@ -121,34 +121,22 @@ fn set_mp_state(fd: &VcpuFd, mp_state: u32) -> Result<(), AccelError> {
         .map_err(|e| AccelError::hypervisor("KVM_SET_MP_STATE", e))
 }
 
-/// The boot vCPU at the 64-bit Linux entry point.
+/// The boot vCPU at a 64-bit entry point, with the registers the platform chose.
 pub(super) fn linux_entry(
-    vm: &VmShared,
     fd: &VcpuFd,
-    entry: u64,
-    boot_params: u64,
-    stack: u64,
+    regs: &X86_64Registers,
+    system: &X86_64SystemRegisters,
 ) -> Result<(), AccelError> {
-    let memory = vm.memory().ok_or(AccelError::GuestMemory {
-        addr: crate::boot::x86_64::GDT_ADDR,
-        len: crate::boot::x86_64::BOOT_TABLES_END - crate::boot::x86_64::GDT_ADDR,
-        reason: "no guest memory is mapped for the x86_64 boot tables".to_owned(),
-    })?;
-    write_boot_tables(&memory)?;
     set_up_msrs(fd)?;
     let mut sregs = fd
         .get_sregs()
         .map_err(|e| AccelError::hypervisor("KVM_GET_SREGS", e))?;
-    let long_mode = long_mode_special_registers(from_kvm_sregs(&sregs));
-    update_kvm_sregs(&mut sregs, &long_mode);
+    let entry = system.apply_to(from_kvm_sregs(&sregs));
+    update_kvm_sregs(&mut sregs, &entry);
     fd.set_sregs(&sregs)
         .map_err(|e| AccelError::hypervisor("KVM_SET_SREGS", e))?;
-    fd.set_regs(&to_kvm_regs(&linux_boot_registers(
-        entry,
-        boot_params,
-        stack,
-    )))
-    .map_err(|e| AccelError::hypervisor("KVM_SET_REGS", e))?;
+    fd.set_regs(&to_kvm_regs(regs))
+        .map_err(|e| AccelError::hypervisor("KVM_SET_REGS", e))?;
     set_up_fpu(fd)?;
     set_mp_state(fd, KVM_MP_STATE_RUNNABLE)
 }

@@ -146,10 +146,9 @@ pub(super) fn apply_boot_state(
 ) -> Result<(), AccelError> {
     match *state {
         BootState::X86_64Linux {
-            entry,
-            boot_params,
-            stack,
-        } => boot::linux_entry(vm, fd, entry.0, boot_params.0, stack.0),
+            ref regs,
+            ref system,
+        } => boot::linux_entry(fd, regs, system),
         BootState::Secondary { .. } if !vm.arch.irqchip => Err(AccelError::Unsupported {
             what: "x86 secondary vCPUs waiting for INIT/SIPI without the in-kernel irqchip",
             backend: "KVM",

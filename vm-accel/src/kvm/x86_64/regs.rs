@@ -145,11 +145,19 @@ pub(super) fn update_kvm_sregs(k: &mut kvm_sregs, s: &X86_64SpecialRegisters) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::x86_64::long_mode_special_registers;
+    use crate::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER};
+    use crate::boot::BootState;
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
 
     #[test]
     fn sregs_round_trip_through_kvm_layout() {
-        let ours = long_mode_special_registers(X86_64SpecialRegisters::default());
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let BootState::X86_64Linux { system, .. } =
+            long_mode_entry(&memory, 0x1_0000, 0, BOOT_STACK_POINTER).unwrap()
+        else {
+            unreachable!()
+        };
+        let ours = system.apply_to(X86_64SpecialRegisters::default());
         let mut k = kvm_sregs {
             interrupt_bitmap: [7, 0, 0, 0],
             ..kvm_sregs::default()

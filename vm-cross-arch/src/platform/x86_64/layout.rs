@@ -1,7 +1,7 @@
 //! x86_64 guest physical layout: low-memory boot structures, the 32-bit MMIO
 //! hole below 4 GiB, and the e820 map the kernel sees.
 
-use vm_accel::boot::x86_64 as x86_boot;
+use vm_accel::boot::x86_64::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use vm_memory::GuestAddress;
 
 use crate::platform::error::{PlatformError, Result};
@@ -11,19 +11,27 @@ use crate::platform::layout::{
 };
 use crate::platform::GuestArch;
 
-/// The Linux zero page (`struct boot_params`), where vm-accel expects it.
-pub const ZERO_PAGE: u64 = x86_boot::ZERO_PAGE_ADDR;
-/// Initial stack pointer of the boot vCPU (vm-accel's).
-pub const BOOT_STACK: u64 = x86_boot::BOOT_STACK_POINTER;
+/// The boot GDT (4 entries, 32 bytes; see [`entry`](super::entry)).
+pub const GDT_ADDR: u64 = 0x500;
+/// The boot IDT (one empty 8-byte entry).
+pub const IDT_ADDR: u64 = 0x520;
+/// The Linux zero page (`struct boot_params`).
+pub const ZERO_PAGE: u64 = 0x7000;
+/// Initial stack pointer of the boot vCPU (the stack grows down from here).
+pub const BOOT_STACK: u64 = 0x8ff0;
+/// The PML4 page of the boot page tables.
+pub const PML4_ADDR: u64 = 0x9000;
+/// The PDPT page.
+pub const PDPT_ADDR: u64 = 0xa000;
+/// The page directory (512 x 2 MiB = the first 1 GiB).
+pub const PD_ADDR: u64 = 0xb000;
 /// GDT, IDT, zero page, stack and identity page tables written at boot.
-pub const BOOT_TABLES: Range = Range::new(
-    x86_boot::GDT_ADDR,
-    x86_boot::BOOT_TABLES_END - x86_boot::GDT_ADDR,
-);
-/// KVM's EPT identity-map page and real-mode TSS (4 pages) inside the MMIO hole.
+pub const BOOT_TABLES: Range = Range::new(GDT_ADDR, PD_ADDR + 0x1000 - GDT_ADDR);
+/// KVM's EPT identity-map page and real-mode TSS (4 pages) inside the MMIO
+/// hole, at the addresses the KVM backend gives them.
 pub const KVM_PRIVATE: Range = Range::new(
-    x86_boot::KVM_IDENTITY_MAP_ADDR,
-    x86_boot::KVM_TSS_ADDR + 0x3000 - x86_boot::KVM_IDENTITY_MAP_ADDR,
+    KVM_IDENTITY_MAP_ADDR,
+    KVM_TSS_ADDR + 0x3000 - KVM_IDENTITY_MAP_ADDR,
 );
 /// The kernel command line.
 pub const CMDLINE: Range = Range::new(0x2_0000, 0x1_0000);

@@ -3,6 +3,7 @@
 //! protocol with a zero page, and ACPI tables describing it all.
 
 pub mod acpi;
+pub mod entry;
 pub mod layout;
 #[cfg(all(unix, target_arch = "x86_64"))]
 mod loader;
@@ -14,9 +15,7 @@ mod tests;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::boot::{
-    check_cmdline, place_top_down, write_blob, BootData, BootInfo, BootState, LoadedKernel,
-};
+use super::boot::{check_cmdline, place_top_down, write_blob, BootData, BootInfo, LoadedKernel};
 use super::error::{PlatformError, Result};
 use super::layout::{MachineConfig, MemoryMap, Range};
 use super::{GuestArch, PlatformTraits};
@@ -105,6 +104,7 @@ impl PlatformTraits for X86_64Platform {
             write_blob(mem, "ACPI table", t.addr, &t.bytes)?;
         }
         loader::write_zero_page(mem, map, kernel, cmdline_range, initrd_range, tables.rsdp())?;
+        entry::write_boot_tables(mem)?;
 
         Ok(BootInfo {
             kernel: *kernel,
@@ -115,11 +115,11 @@ impl PlatformTraits for X86_64Platform {
                 rsdp: tables.rsdp(),
                 acpi: tables.span(),
             },
-            boot_vcpu: BootState::X86_64Linux {
-                entry: kernel.entry,
-                boot_params: layout::zero_page(),
-                stack: GuestAddress(layout::BOOT_STACK),
-            },
+            boot_vcpu: entry::linux_boot_state(
+                kernel.entry.0,
+                layout::ZERO_PAGE,
+                layout::BOOT_STACK,
+            ),
         })
     }
 }

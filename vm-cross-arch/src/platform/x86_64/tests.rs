@@ -118,18 +118,17 @@ fn bzimage_boot_writes_zero_page_and_acpi() {
         .unwrap();
     assert_eq!(first, [0, 1, 2, 3]);
 
-    let BootState::X86_64Linux {
-        entry,
-        boot_params,
-        stack,
-    } = boot.boot_vcpu
-    else {
+    let BootState::X86_64Linux { regs, system } = boot.boot_vcpu else {
         panic!("wrong boot state {:?}", boot.boot_vcpu)
     };
     assert_eq!(
-        (entry, boot_params.0, stack.0),
-        (boot.kernel.entry, ZERO_PAGE, layout::BOOT_STACK)
+        (regs.rip, regs.rsi, regs.rsp),
+        (boot.kernel.entry.0, ZERO_PAGE, layout::BOOT_STACK)
     );
+    // The boot tables the registers point at are in guest memory.
+    assert_eq!(system.cr3, layout::PML4_ADDR);
+    let gdt_code: u64 = gm.read_obj(GuestAddress(system.gdt.base + 8)).unwrap();
+    assert_eq!(gdt_code, super::entry::BOOT_GDT[1]);
 
     // Zero page: magic, loader, command line, initrd, RSDP, e820.
     let zp = ZERO_PAGE;
