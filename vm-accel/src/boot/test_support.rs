@@ -4,10 +4,10 @@
 //! module writes the minimum a tiny 64-bit guest needs (a flat GDT, an empty
 //! IDT, 2 MiB pages mapping the first GiB) at fixed low addresses.
 
-use super::x86_64::{CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
+use super::x86_64::{linux_entry_registers, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
 use super::{BootState, X86_64SystemRegisters};
 use crate::error::AccelError;
-use crate::regs::{X86DescriptorTable, X86Segment, X86_64Registers};
+use crate::regs::{X86DescriptorTable, X86Segment};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// The GDT: null, 64-bit code, data, TSS.
@@ -82,14 +82,7 @@ pub fn long_mode_entry(
         })?;
     let [code, data, tss] = SEGMENTS.map(|(selector, descriptor)| cache(selector, descriptor));
     Ok(BootState::X86_64Linux {
-        regs: X86_64Registers {
-            rip: entry,
-            rsi: boot_params,
-            rsp: stack,
-            rbp: stack,
-            rflags: 0x2,
-            ..X86_64Registers::default()
-        },
+        regs: linux_entry_registers(entry, boot_params, stack),
         system: X86_64SystemRegisters {
             gdt: X86DescriptorTable {
                 base: GDT,

@@ -4,7 +4,7 @@
 //! hold is the platform's (`vm-cross-arch`'s `platform/x86_64/`): the backend
 //! loads the registers it is given and writes no guest memory.
 
-use crate::regs::{X86DescriptorTable, X86Segment, X86_64SpecialRegisters};
+use crate::regs::{X86DescriptorTable, X86Segment, X86_64Registers, X86_64SpecialRegisters};
 
 /// Where KVM puts the real-mode TSS (three pages; the platform keeps them
 /// out of RAM and MMIO).
@@ -28,6 +28,20 @@ pub const CR4_PAE: u64 = 1 << 5;
 pub const EFER_LME: u64 = 1 << 8;
 /// EFER.LMA: long mode active.
 pub const EFER_LMA: u64 = 1 << 10;
+
+/// General registers at the Linux 64-bit boot protocol's entry: `rip =
+/// entry`, `rsi = boot_params` (the zero page), `rsp = rbp = stack`, RFLAGS
+/// with only the reserved bit 1 set (interrupts off).
+pub fn linux_entry_registers(entry: u64, boot_params: u64, stack: u64) -> X86_64Registers {
+    X86_64Registers {
+        rip: entry,
+        rsi: boot_params,
+        rsp: stack,
+        rbp: stack,
+        rflags: 0x2,
+        ..X86_64Registers::default()
+    }
+}
 
 /// The system registers a boot state loads. The others (CR2, CR8, the LDT,
 /// the APIC base) keep the vCPU's reset values.
@@ -107,5 +121,11 @@ mod tests {
         assert_eq!((after.cr3, after.efer), (0x9000, EFER_LME | EFER_LMA));
         assert_eq!(after.cs.selector, 8);
         assert_eq!((after.ss.selector, after.gs.selector), (0x10, 0x10));
+        let regs = linux_entry_registers(0x100_0000, 0x7000, 0x8ff0);
+        assert_eq!(
+            (regs.rip, regs.rsi, regs.rsp, regs.rbp),
+            (0x100_0000, 0x7000, 0x8ff0, 0x8ff0)
+        );
+        assert_eq!((regs.rflags, regs.rax), (0x2, 0));
     }
 }

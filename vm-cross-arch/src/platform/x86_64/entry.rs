@@ -4,9 +4,11 @@
 //! long-mode registers that point at them. The accelerator loads the
 //! registers of the [`BootState`] built here and writes no guest memory.
 
-use vm_accel::boot::x86_64::{CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
+use vm_accel::boot::x86_64::{
+    linux_entry_registers, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME,
+};
 use vm_accel::boot::X86_64SystemRegisters;
-use vm_accel::regs::{X86DescriptorTable, X86Segment, X86_64Registers};
+use vm_accel::regs::{X86DescriptorTable, X86Segment};
 use vm_accel::BootState;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
@@ -114,17 +116,10 @@ pub fn long_mode_system_registers() -> X86_64SystemRegisters {
 
 /// The boot vCPU at a 64-bit Linux entry: long mode (see
 /// [`long_mode_system_registers`]), `rip = entry`, `rsi = boot_params`,
-/// `rsp = rbp = stack`, RFLAGS with only the reserved bit 1 set (interrupts off).
+/// `rsp = rbp = stack`, interrupts off ([`linux_entry_registers`]).
 pub fn linux_boot_state(entry: u64, boot_params: u64, stack: u64) -> BootState {
     BootState::X86_64Linux {
-        regs: X86_64Registers {
-            rip: entry,
-            rsi: boot_params,
-            rsp: stack,
-            rbp: stack,
-            rflags: 0x2,
-            ..X86_64Registers::default()
-        },
+        regs: linux_entry_registers(entry, boot_params, stack),
         system: long_mode_system_registers(),
     }
 }
