@@ -1,6 +1,7 @@
 //! The x86-64 direct 64-bit entry, the way Firecracker enters a Linux kernel:
 //! a GDT (null, 64-bit code, data, TSS), an empty IDT and page tables that
-//! identity-map the first GiB, written at the addresses of [`layout`], and the
+//! identity-map the first GiB, written at the addresses of
+//! [`layout`](super::layout), and the
 //! long-mode registers that point at them. The accelerator loads the
 //! registers of the [`BootState`] built here and writes no guest memory.
 
