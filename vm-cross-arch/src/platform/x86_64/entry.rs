@@ -1,9 +1,9 @@
 //! The x86-64 direct 64-bit entry, the way Firecracker enters a Linux kernel:
 //! a GDT (null, 64-bit code, data, TSS), an empty IDT and page tables that
 //! identity-map the first GiB, written at the addresses of
-//! [`layout`](super::layout), and the
-//! long-mode registers that point at them. The accelerator loads the
-//! registers of the [`BootState`] built here and writes no guest memory.
+//! [`layout`](super::layout), and the long-mode registers that point at
+//! them. The accelerator loads the registers of the [`BootState`] built here
+//! and writes no guest memory.
 
 use vm_accel::boot::x86_64::{
     linux_entry_registers, CR0_ET, CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME,
