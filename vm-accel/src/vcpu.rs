@@ -5,6 +5,7 @@ use crate::error::AccelError;
 use crate::exit::VcpuExit;
 use crate::kick::KickHandle;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
+use crate::state::VcpuState;
 use std::fmt;
 
 /// A vCPU index within its VM (the x86 APIC id, arm64 MPIDR affinity, riscv hart id).
@@ -64,4 +65,31 @@ pub trait Vcpu: Send + fmt::Debug {
     /// Puts the vCPU into the state a kernel expects at entry (see [`BootState`]),
     /// writing any boot tables into guest memory the backend needs.
     fn apply_boot_state(&mut self, boot: &BootState) -> Result<(), AccelError>;
+
+    /// Saves this vCPU's complete state. The vCPU is not running while `&mut
+    /// self` is held: call it on the vCPU's thread between two `run()`s (the
+    /// executor parks vCPUs there when paused). A port or MMIO read the last
+    /// exit asked for is completed first, as KVM requires, so answer it before.
+    /// Engines without snapshot support return [`AccelError::StateUnsupported`].
+    fn save_state(&mut self) -> Result<VcpuState, AccelError> {
+        Err(AccelError::StateUnsupported {
+            what: "saving vCPU state",
+            engine: format!("this {} vCPU's engine", self.arch()),
+        })
+    }
+
+    /// Restores a state from [`Vcpu::save_state`] into this vCPU, normally a
+    /// fresh one of a VM whose [`Vm::restore_state`](crate::Vm::restore_state)
+    /// was called first. A state from another engine, layout version or an
+    /// incompatible host gives [`AccelError::InvalidState`].
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), AccelError> {
+        Err(AccelError::StateUnsupported {
+            what: "restoring vCPU state",
+            engine: format!(
+                "this {} vCPU's engine (state from {})",
+                self.arch(),
+                state.engine()
+            ),
+        })
+    }
 }
