@@ -8,14 +8,14 @@ mod common;
 
 use common::{asm, kvm_or_skip, out_u32, run, Exit, Guest, CODE, DATA, RAM_SIZE};
 use iced_x86::code_asm::{
-    al, eax, qword_ptr, r12, r13, r14, rax, rbx, rcx, rdx, xmm0, xmm1, CodeAssembler,
+    al, dx, eax, qword_ptr, r12, r13, r14, rax, rbx, rcx, rdx, xmm0, xmm1, CodeAssembler,
 };
 use std::sync::mpsc;
 use std::time::Duration;
 use vm_accel::boot::x86_64::CODE_SELECTOR;
 use vm_accel::kvm::KvmAccelerator;
 use vm_accel::regs::X86DescriptorTable;
-use vm_accel::state::{MsrEntry, X86_64KvmVcpuState};
+use vm_accel::state::{CpuidEntry, MsrEntry, X86_64KvmVcpuState};
 use vm_accel::{AccelError, GuestAddress, Vcpu, VcpuId, VcpuState, VmState};
 use vm_memory::Bytes;
 
@@ -31,6 +31,8 @@ const ROUNDS: u32 = 6;
 const WORK: i32 = 40;
 /// Rounds run before the snapshot.
 const BEFORE_SNAPSHOT: u32 = 3;
+/// PIT channel 0 reload value: 1.193182 MHz / 0x4a9 = ~1 kHz.
+const PIT_COUNT: i32 = 0x4a9;
 const PROGRESS_PORT: u16 = 0x80;
 const DONE_PORT: u16 = 0x81;
 /// CR4.OSFXSR | CR4.OSXMMEXCPT: SSE instructions are allowed.
@@ -39,7 +41,7 @@ const CR4_SSE: u64 = 0x600;
 const MSR_IA32_TSC: u32 = 0x10;
 /// A hang guard, not a time limit on the work: with the timer running, every
 /// round ends in an exit long before it; without one, the guest would halt forever.
-const WATCHDOG: Duration = Duration::from_secs(600);
+const WATCHDOG: Duration = Duration::from_mins(10);
 
 /// What the guest leaves in `DATA`.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,8 +83,8 @@ fn guest_code(a: &mut CodeAssembler) -> Result<(), iced_x86::IcedError> {
         (0xa1, 0x01),
         (0xa1, 0xff),
         (0x43, 0x34),
-        (0x40, 1193 & 0xff),
-        (0x40, 1193 >> 8),
+        (0x40, PIT_COUNT & 0xff),
+        (0x40, PIT_COUNT >> 8),
     ] {
         a.mov(al, value)?;
         a.out(port, al)?;
@@ -371,13 +373,13 @@ fn states_that_do_not_fit_are_refused() {
     assert!(e.contains("segment and control registers"), "{e}");
     let e = case(&|s| s.lapic = None);
     assert!(e.contains("LAPIC"), "{e}");
-    let e = case(&|s| s.cpuid = vec![Default::default(); 300]);
+    let e = case(&|s| s.cpuid = vec![CpuidEntry::default(); 300]);
     assert!(e.contains("CPUID"), "{e}");
     let e = case(&|s| {
         s.msrs.push(MsrEntry {
             index: 0xdead_beef,
             data: 1,
-        })
+        });
     });
     assert!(e.contains("MSR 0xdeadbeef"), "{e}");
 
@@ -418,4 +420,56 @@ fn vm_states_must_match_the_irqchip_configuration() {
         .vm
         .restore_state(&vm_state)
         .expect("the unedited VM state restores");
+}
+
+#[test]
+fn the_kvmclock_continues_from_the_saved_value() {
+    let Some(kvm) = kvm_or_skip("the_kvmclock_continues_from_the_saved_value") else {
+        return;
+    };
+    let (_, vm_state, fresh) = saved_and_fresh(&kvm);
+    let VmState::X86_64Kvm(mut state) = vm_state else {
+        panic!("not an x86_64 KVM VM state")
+    };
+    // Far beyond what a fresh VM's clock (which starts near zero) can reach.
+    let far = 1u64 << 50;
+    state.clock_ns = far;
+    fresh.vm.restore_state(&VmState::X86_64Kvm(state)).unwrap();
+    let VmState::X86_64Kvm(again) = fresh.vm.save_state().unwrap() else {
+        panic!("not an x86_64 KVM VM state")
+    };
+    assert!(again.clock_ns >= far, "clock {} < {far}", again.clock_ns);
+}
+
+#[test]
+fn saving_completes_a_port_read_first() {
+    let Some(kvm) = kvm_or_skip("saving_completes_a_port_read_first") else {
+        return;
+    };
+    let g = Guest::with_irqchip(&kvm, 1, true);
+    g.load(
+        CODE,
+        &asm(64, CODE, |a| {
+            a.mov(dx, 0x3f8)?;
+            a.in_(al, dx)?;
+            a.out(i32::from(PROGRESS_PORT), al)?;
+            a.hlt()
+        }),
+    );
+    let mut vcpu = g.long_mode_vcpu(0, CODE);
+    assert_eq!(run(vcpu.as_mut(), 0x5a), Exit::In(0x3f8, 1));
+    // The answer is in the kvm_run page; KVM moves it to `al` on the next KVM_RUN.
+    let state = vcpu.save_state().unwrap();
+    let mut memory = vec![0u8; RAM_SIZE];
+    g.mem.read_slice(&mut memory, GuestAddress(0)).unwrap();
+
+    let restored = Guest::with_irqchip(&kvm, 1, true);
+    restored.load(0, &memory);
+    let mut vcpu = restored.vm.create_vcpu(VcpuId(0)).unwrap();
+    vcpu.restore_state(&state).unwrap();
+    assert_eq!(
+        run(vcpu.as_mut(), 0),
+        Exit::Out(PROGRESS_PORT, vec![0x5a]),
+        "the restored vCPU continues after the completed `in`"
+    );
 }
