@@ -7,13 +7,15 @@
 //! was available. No vGIC is created yet, so `set_irq_line` (which encodes
 //! `IrqLine(n)` as SPI `n`, INTID `n + 32`) fails until one is.
 
+pub(super) use super::no_snapshot::{
+    restore_vcpu_state, restore_vm_state, save_vcpu_state, save_vm_state,
+};
 use crate::boot::BootState;
 use crate::error::AccelError;
 use crate::exit::{InstructionBytes, InternalError};
 use crate::kvm::exit::{Fixup, InternalErrorData};
 use crate::kvm::vm::VmShared;
 use crate::regs::{Arm64CoreRegisters, GuestArch, Registers, X86_64SpecialRegisters};
-use crate::state::{VcpuState, VmState};
 use crate::vcpu::VcpuId;
 use crate::vm::{IrqLine, VmConfig};
 use kvm_bindings::{
@@ -192,32 +194,4 @@ pub(super) fn handle_internal_error(vm: &VmShared, fd: &VcpuFd, data: &InternalE
         }
     }
     Fixup::Report(report)
-}
-
-/// Snapshots of arm64 KVM vCPUs and VMs are not implemented.
-fn state_unsupported(what: &'static str) -> AccelError {
-    AccelError::StateUnsupported {
-        what,
-        engine: "the KVM arm64 backend".to_owned(),
-    }
-}
-
-pub(super) fn save_vcpu_state(_vm: &VmShared, _fd: &VcpuFd) -> Result<VcpuState, AccelError> {
-    Err(state_unsupported("saving vCPU state"))
-}
-
-pub(super) fn restore_vcpu_state(
-    _vm: &VmShared,
-    _fd: &VcpuFd,
-    _saved: &VcpuState,
-) -> Result<(), AccelError> {
-    Err(state_unsupported("restoring vCPU state"))
-}
-
-pub(super) fn save_vm_state(_vm: &VmShared) -> Result<VmState, AccelError> {
-    Err(state_unsupported("saving VM state"))
-}
-
-pub(super) fn restore_vm_state(_vm: &VmShared, _saved: &VmState) -> Result<(), AccelError> {
-    Err(state_unsupported("restoring VM state"))
 }

@@ -6,6 +6,9 @@
 //! host was available. No AIA irqchip is created yet, so `set_irq_line` fails
 //! until one is.
 
+pub(super) use super::no_snapshot::{
+    restore_vcpu_state, restore_vm_state, save_vcpu_state, save_vm_state,
+};
 use crate::boot::BootState;
 use crate::error::AccelError;
 use crate::exit::{InstructionBytes, InternalError};
@@ -14,7 +17,6 @@ use crate::kvm::vm::VmShared;
 use crate::regs::{
     GuestArch, Registers, Riscv64CoreRegisters, RiscvPrivilege, X86_64SpecialRegisters,
 };
-use crate::state::{VcpuState, VmState};
 use crate::vcpu::VcpuId;
 use crate::vm::{IrqLine, VmConfig};
 use kvm_bindings::{
@@ -183,32 +185,4 @@ pub(super) fn handle_internal_error(vm: &VmShared, fd: &VcpuFd, data: &InternalE
         }
     }
     Fixup::Report(report)
-}
-
-/// Snapshots of riscv64 KVM vCPUs and VMs are not implemented.
-fn state_unsupported(what: &'static str) -> AccelError {
-    AccelError::StateUnsupported {
-        what,
-        engine: "the KVM riscv64 backend".to_owned(),
-    }
-}
-
-pub(super) fn save_vcpu_state(_vm: &VmShared, _fd: &VcpuFd) -> Result<VcpuState, AccelError> {
-    Err(state_unsupported("saving vCPU state"))
-}
-
-pub(super) fn restore_vcpu_state(
-    _vm: &VmShared,
-    _fd: &VcpuFd,
-    _saved: &VcpuState,
-) -> Result<(), AccelError> {
-    Err(state_unsupported("restoring vCPU state"))
-}
-
-pub(super) fn save_vm_state(_vm: &VmShared) -> Result<VmState, AccelError> {
-    Err(state_unsupported("saving VM state"))
-}
-
-pub(super) fn restore_vm_state(_vm: &VmShared, _saved: &VmState) -> Result<(), AccelError> {
-    Err(state_unsupported("restoring VM state"))
 }
