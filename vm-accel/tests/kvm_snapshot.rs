@@ -8,7 +8,7 @@ mod common;
 
 use common::{asm, kvm_or_skip, out_u32, run, Exit, Guest, CODE, DATA, RAM_SIZE};
 use iced_x86::code_asm::{
-    al, dx, eax, qword_ptr, r12, r13, r14, rax, rbx, rcx, rdx, xmm0, xmm1, CodeAssembler,
+    al, dx, eax, qword_ptr, r12, r13, r14, rax, rbx, rcx, rdx, xmm2, CodeAssembler,
 };
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,6 +29,15 @@ const PIC_BASE: u8 = 0x20;
 const ROUNDS: u32 = 6;
 /// Checksum iterations per round.
 const WORK: i32 = 40;
+/// The checksum's start value.
+const SEED: i64 = 0x1234_5678;
+/// What the test puts in xmm2 before the guest runs.
+const XMM2: u64 = 0x0bad_cafe_f00d_5eed;
+/// Where XMM2 and XSTATE_BV sit in the XSAVE area (legacy region and header).
+const XSAVE_XMM2: usize = 160 + 2 * 16;
+const XSAVE_XSTATE_BV: usize = 512;
+/// XSTATE_BV bit of the SSE component.
+const XSTATE_SSE: u8 = 1 << 1;
 /// Rounds run before the snapshot.
 const BEFORE_SNAPSHOT: u32 = 3;
 /// PIT channel 0 reload value: 1.193182 MHz / 0x4a9 = ~1 kHz.
@@ -39,6 +48,8 @@ const DONE_PORT: u16 = 0x81;
 const CR4_SSE: u64 = 0x600;
 /// IA32_TSC: its value advances between a save and the next one.
 const MSR_IA32_TSC: u32 = 0x10;
+/// IA32_KERNEL_GS_BASE: a plain read/write MSR.
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// A hang guard, not a time limit on the work: with the timer running, every
 /// round ends in an exit long before it; without one, the guest would halt forever.
 const WATCHDOG: Duration = Duration::from_mins(10);
@@ -48,8 +59,8 @@ const WATCHDOG: Duration = Duration::from_mins(10);
 struct Results {
     /// The general-register checksum (rbx).
     checksum: u64,
-    /// The same sums accumulated in xmm0 (XSAVE state).
-    sse_sum: u64,
+    /// xmm2, [`XMM2`] from before the first round (XSAVE state).
+    xmm2: u64,
     /// How often `rdtsc` went backwards (the TSC is an MSR in the snapshot).
     tsc_backwards: u64,
     /// Timer interrupts taken.
@@ -69,7 +80,8 @@ fn idt_gate(handler: u64) -> [u8; 16] {
 
 /// Programs the PIC (IRQ 0 only, at `PIC_BASE`) and PIT channel 0 (rate
 /// generator, ~1 kHz), then per round: `hlt` until a tick, `WORK` iterations of
-/// a checksum in rbx and xmm0 with a TSC monotonicity check, `out 0x80`.
+/// a checksum in rbx with a TSC monotonicity check, `out 0x80`. At the end
+/// xmm2, which the test sets before the first run, is stored with the results.
 fn guest_code(a: &mut CodeAssembler) -> Result<(), iced_x86::IcedError> {
     for (port, value) in [
         (0x20, 0x11),
@@ -89,26 +101,25 @@ fn guest_code(a: &mut CodeAssembler) -> Result<(), iced_x86::IcedError> {
         a.mov(al, value)?;
         a.out(port, al)?;
     }
-    a.mov(rbx, 0x1234_5678_i64)?;
-    a.pxor(xmm0, xmm0)?;
+    a.mov(rbx, SEED)?;
     a.xor(r12, r12)?;
     a.rdtsc()?;
     a.shl(rdx, 32)?;
     a.or(rax, rdx)?;
     a.mov(r13, rax)?;
     a.mov(r14, i64::from(ROUNDS))?;
-    a.sti()?;
     let mut round = a.create_label();
     let mut inner = a.create_label();
     let mut forward = a.create_label();
     a.set_label(&mut round)?;
+    // Interrupts are taken only in `hlt` (the `sti` shadow covers the gap).
+    a.sti()?;
     a.hlt()?;
+    a.cli()?;
     a.mov(rcx, i64::from(WORK))?;
     a.set_label(&mut inner)?;
     a.imul_3(rbx, rbx, 0x5851_f42d)?;
     a.add(rbx, rcx)?;
-    a.movq(xmm1, rbx)?;
-    a.paddq(xmm0, xmm1)?;
     a.rdtsc()?;
     a.shl(rdx, 32)?;
     a.or(rax, rdx)?;
@@ -123,9 +134,8 @@ fn guest_code(a: &mut CodeAssembler) -> Result<(), iced_x86::IcedError> {
     a.out(i32::from(PROGRESS_PORT), eax)?;
     a.dec(r14)?;
     a.jnz(round)?;
-    a.cli()?;
     a.mov(qword_ptr(DATA), rbx)?;
-    a.movq(rax, xmm0)?;
+    a.movq(rax, xmm2)?;
     a.mov(qword_ptr(DATA + 8), rax)?;
     a.mov(qword_ptr(DATA + 16), r12)?;
     a.mov(rax, qword_ptr(TICKS))?;
@@ -158,7 +168,21 @@ fn timer_guest(kvm: &KvmAccelerator) -> (Guest, Box<dyn Vcpu>) {
     };
     sregs.cr4 |= CR4_SSE;
     vcpu.set_x86_64_special_registers(&sregs).unwrap();
+    set_xmm2(vcpu.as_mut(), XMM2);
     (g, vcpu)
+}
+
+/// Sets xmm2 through the XSAVE area, marking the SSE component in use. (Not
+/// from guest code: where SSE instructions are emulated through
+/// `KVM_SET_FPU`, a write to an SSE state still in its initial configuration
+/// can be lost.)
+fn set_xmm2(vcpu: &mut dyn Vcpu, value: u64) {
+    let state = vcpu.save_state().unwrap();
+    let mut s = x86(&state).clone();
+    s.xsave[XSAVE_XMM2..XSAVE_XMM2 + 8].copy_from_slice(&value.to_le_bytes());
+    s.xsave[XSAVE_XSTATE_BV] |= XSTATE_SSE;
+    vcpu.restore_state(&VcpuState::X86_64Kvm(Box::new(s)))
+        .unwrap();
 }
 
 /// Kicks the vCPU if no exit came for `WATCHDOG`; dropping it disarms it.
@@ -199,7 +223,7 @@ fn next(vcpu: &mut dyn Vcpu, watchdog: &Watchdog) -> Option<u32> {
 fn results(g: &Guest) -> Results {
     Results {
         checksum: g.read_u64(DATA),
-        sse_sum: g.read_u64(DATA + 8),
+        xmm2: g.read_u64(DATA + 8),
         tsc_backwards: g.read_u64(DATA + 16),
         ticks: g.read_u64(DATA + 24),
     }
@@ -291,10 +315,10 @@ fn a_guest_restored_mid_run_finishes_like_an_uninterrupted_one() {
     g.vm.restore_state(&vm_state).expect("restore VM state");
     let mut vcpu = g.vm.create_vcpu(VcpuId(0)).expect("create vCPU");
     vcpu.restore_state(&vcpu_state).expect("restore vCPU state");
-    assert_eq!(
-        comparable(&vcpu.save_state().expect("save the restored vCPU")),
-        comparable(&vcpu_state),
-        "a restored vCPU saves the state it was given"
+    // A restored vCPU saves the state it was given.
+    assert_same(
+        &comparable(&vcpu.save_state().expect("save the restored vCPU")),
+        &comparable(&vcpu_state),
     );
 
     let watchdog = Watchdog::arm(vcpu.as_ref());
@@ -311,7 +335,8 @@ fn a_guest_restored_mid_run_finishes_like_an_uninterrupted_one() {
     );
     let restored = results(&g);
     assert_eq!(restored.checksum, expected.checksum);
-    assert_eq!(restored.sse_sum, expected.sse_sum);
+    assert_eq!(expected.xmm2, XMM2, "{expected:?}");
+    assert_eq!(restored.xmm2, XMM2, "xmm2 survives the snapshot");
     assert_eq!(
         restored.tsc_backwards, 0,
         "the TSC went backwards: {restored:?}"
@@ -472,4 +497,113 @@ fn saving_completes_a_port_read_first() {
         Exit::Out(PROGRESS_PORT, vec![0x5a]),
         "the restored vCPU continues after the completed `in`"
     );
+}
+
+#[test]
+fn every_part_of_a_state_is_written_on_restore() {
+    use kvm_bindings::{kvm_debugregs, kvm_lapic_state, kvm_regs, kvm_sregs, kvm_vcpu_events};
+    use zerocopy::{FromBytes, IntoBytes};
+
+    let Some(kvm) = kvm_or_skip("every_part_of_a_state_is_written_on_restore") else {
+        return;
+    };
+    let (state, _, fresh) = saved_and_fresh(&kvm);
+    let mut edited = x86(&state).clone();
+    // Values a fresh vCPU does not have, one per part.
+    let mut regs = kvm_regs::read_from_bytes(&edited.regs).unwrap();
+    regs.rax = 0x1234_5678_9abc_def0;
+    edited.regs = regs.as_bytes().to_vec();
+    let mut sregs = kvm_sregs::read_from_bytes(&edited.sregs).unwrap();
+    sregs.cr2 = 0xdead_b000;
+    edited.sregs = sregs.as_bytes().to_vec();
+    edited.xsave[XSAVE_XMM2..XSAVE_XMM2 + 8].copy_from_slice(&XMM2.to_le_bytes());
+    // Without its XSTATE_BV bit, KVM loads the SSE state as initialised (zeros).
+    edited.xsave[XSAVE_XSTATE_BV] |= XSTATE_SSE;
+    let mut debug = kvm_debugregs::read_from_bytes(&edited.debug_regs).unwrap();
+    debug.db[0] = 0x4_2000;
+    edited.debug_regs = debug.as_bytes().to_vec();
+    let mut lapic = kvm_lapic_state::read_from_bytes(edited.lapic.as_ref().unwrap()).unwrap();
+    lapic.regs[0x3e0] = 0x3; // timer divide configuration: divide by 16
+    edited.lapic = Some(lapic.as_bytes().to_vec());
+    let mut events = kvm_vcpu_events::read_from_bytes(&edited.vcpu_events).unwrap();
+    events.nmi.masked = 1;
+    edited.vcpu_events = events.as_bytes().to_vec();
+    let msr = edited
+        .msrs
+        .iter_mut()
+        .find(|m| m.index == MSR_KERNEL_GS_BASE)
+        .expect("KERNEL_GS_BASE is saved");
+    msr.data = 0xffff_8000_0bad_c000;
+    let edited = VcpuState::X86_64Kvm(Box::new(edited));
+
+    let mut vcpu = fresh.vm.create_vcpu(VcpuId(0)).unwrap();
+    let before = comparable(&vcpu.save_state().unwrap());
+    assert_ne!(before, comparable(&edited));
+    vcpu.restore_state(&edited).unwrap();
+    assert_same(
+        &comparable(&vcpu.save_state().unwrap()),
+        &comparable(&edited),
+    );
+}
+
+/// Asserts two states are equal, naming the parts (and first bytes) that differ.
+fn assert_same(got: &X86_64KvmVcpuState, want: &X86_64KvmVcpuState) {
+    fn first_difference(a: &[u8], b: &[u8]) -> Option<String> {
+        if a == b {
+            return None;
+        }
+        let at = a.iter().zip(b).position(|(x, y)| x != y);
+        Some(format!(
+            "{} vs {} bytes, first difference at {at:?}",
+            a.len(),
+            b.len()
+        ))
+    }
+    let mut differences = Vec::new();
+    let blobs: [(&str, &[u8], &[u8]); 5] = [
+        ("regs", &got.regs, &want.regs),
+        ("sregs", &got.sregs, &want.sregs),
+        ("xsave", &got.xsave, &want.xsave),
+        ("debug_regs", &got.debug_regs, &want.debug_regs),
+        ("vcpu_events", &got.vcpu_events, &want.vcpu_events),
+    ];
+    for (name, a, b) in blobs {
+        if let Some(d) = first_difference(a, b) {
+            differences.push(format!("{name}: {d}"));
+        }
+    }
+    for (name, a, b) in [
+        ("xcrs", &got.xcrs, &want.xcrs),
+        ("lapic", &got.lapic, &want.lapic),
+    ] {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                if let Some(d) = first_difference(a, b) {
+                    differences.push(format!("{name}: {d}"));
+                }
+            }
+            (None, None) => {}
+            _ => differences.push(format!("{name}: present in one state only")),
+        }
+    }
+    if got.msrs != want.msrs {
+        let changed: Vec<_> = got
+            .msrs
+            .iter()
+            .zip(&want.msrs)
+            .filter(|(a, b)| a != b)
+            .collect();
+        differences.push(format!(
+            "msrs: {changed:x?} ({} vs {})",
+            got.msrs.len(),
+            want.msrs.len()
+        ));
+    }
+    if got.cpuid != want.cpuid {
+        differences.push("cpuid".to_owned());
+    }
+    if (got.version, got.tsc_khz, got.mp_state) != (want.version, want.tsc_khz, want.mp_state) {
+        differences.push("version, tsc_khz or mp_state".to_owned());
+    }
+    assert!(differences.is_empty(), "states differ: {differences:#?}");
 }

@@ -84,13 +84,15 @@ impl KvmVcpu {
         let ret = unsafe { vmm_sys_util::ioctl::ioctl(&self.fd, KVM_RUN()) };
         let err = std::io::Error::last_os_error();
         flag.store(0, Ordering::SeqCst);
+        let op = "KVM_RUN (completing the last exit before saving)";
         match ret {
-            0.. => Ok(()),
-            _ if err.raw_os_error() == Some(libc::EINTR) => Ok(()),
-            _ => Err(AccelError::hypervisor(
-                "KVM_RUN (completing the last exit before saving)",
-                err,
+            // The guest ran and its exit would be lost: the state is not the one asked for.
+            0.. => Err(AccelError::hypervisor(
+                op,
+                std::io::Error::other("KVM ran the guest although immediate_exit was set"),
             )),
+            _ if err.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            _ => Err(AccelError::hypervisor(op, err)),
         }
     }
 
