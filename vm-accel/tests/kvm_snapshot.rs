@@ -6,13 +6,12 @@
 
 mod common;
 
-use common::{asm, kvm_or_skip, out_u32, run, Exit, Guest, CODE, DATA, RAM_SIZE};
+use common::{asm, idt_gate, kvm_or_skip, out_u32, run, Exit, Guest, CODE, DATA, RAM_SIZE};
 use iced_x86::code_asm::{
     al, dx, eax, qword_ptr, r12, r13, r14, rax, rbx, rcx, rdx, xmm2, CodeAssembler,
 };
 use std::sync::mpsc;
 use std::time::Duration;
-use vm_accel::boot::x86_64::CODE_SELECTOR;
 use vm_accel::kvm::KvmAccelerator;
 use vm_accel::regs::X86DescriptorTable;
 use vm_accel::state::{CpuidEntry, MsrEntry, X86_64KvmVcpuState};
@@ -65,17 +64,6 @@ struct Results {
     tsc_backwards: u64,
     /// Timer interrupts taken.
     ticks: u64,
-}
-
-/// A 64-bit interrupt gate to `handler` through the boot code segment.
-fn idt_gate(handler: u64) -> [u8; 16] {
-    let mut gate = [0u8; 16];
-    gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
-    gate[2..4].copy_from_slice(&CODE_SELECTOR.to_le_bytes());
-    gate[5] = 0x8e; // present, DPL 0, 64-bit interrupt gate
-    gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
-    gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
-    gate
 }
 
 /// Programs the PIC (IRQ 0 only, at `PIC_BASE`) and PIT channel 0 (rate
