@@ -81,7 +81,8 @@ pub trait Vcpu: Send + fmt::Debug {
     /// Restores a state from [`Vcpu::save_state`] into this vCPU, normally a
     /// fresh one of a VM whose [`Vm::restore_state`](crate::Vm::restore_state)
     /// was called first. A state from another engine, layout version or an
-    /// incompatible host gives [`AccelError::InvalidState`].
+    /// incompatible host gives [`AccelError::InvalidState`]; after an error the
+    /// vCPU may be partly written and should be discarded.
     fn restore_state(&mut self, state: &VcpuState) -> Result<(), AccelError> {
         Err(AccelError::StateUnsupported {
             what: "restoring vCPU state",

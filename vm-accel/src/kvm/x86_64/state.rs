@@ -100,11 +100,9 @@ pub(super) fn save_vcpu(vm: &VmShared, fd: &VcpuFd) -> Result<X86_64KvmVcpuState
     let cpuid = fd
         .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
         .map_err(hv("KVM_GET_CPUID2"))?;
-    let tsc_khz = if caps.tsc_khz {
-        Some(fd.get_tsc_khz().map_err(hv("KVM_GET_TSC_KHZ"))?)
-    } else {
-        None
-    };
+    // A TSC frequency KVM cannot tell (it fails when the host's is unknown)
+    // is left out: restoring then keeps this host's rate.
+    let tsc_khz = caps.tsc_khz.then(|| fd.get_tsc_khz().ok()).flatten();
     let regs = fd.get_regs().map_err(hv("KVM_GET_REGS"))?;
     let sregs = fd.get_sregs().map_err(hv("KVM_GET_SREGS"))?;
     let xsave = save_xsave(caps, fd)?;
