@@ -127,3 +127,27 @@ pub struct X86_64KvmVmState {
     /// The kvmclock value in nanoseconds (`KVM_GET_CLOCK`).
     pub clock_ns: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_serde_and_unknown_engines_are_refused() {
+        let state = VmState::X86_64Kvm(X86_64KvmVmState {
+            version: X86_64_KVM_STATE_VERSION,
+            irqchip: Some(X86_64KvmIrqchipState {
+                pic_master: vec![1, 2],
+                pic_slave: vec![3],
+                ioapic: vec![],
+                pit: vec![4; 8],
+            }),
+            clock_ns: u64::MAX,
+        });
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<VmState>(&json).unwrap(), state);
+        let other = json.replace("X86_64Kvm", "Arm64Kvm");
+        let e = serde_json::from_str::<VmState>(&other).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `Arm64Kvm`"), "{e}");
+    }
+}

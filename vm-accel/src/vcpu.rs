@@ -94,3 +94,69 @@ pub trait Vcpu: Send + fmt::Debug {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kick::KickFlag;
+    use crate::state::{X86_64KvmVcpuState, X86_64_KVM_STATE_VERSION};
+    use std::sync::Arc;
+
+    /// A vCPU that implements only what the trait requires.
+    #[derive(Debug, Default)]
+    struct Minimal(Arc<KickFlag>);
+
+    impl Vcpu for Minimal {
+        fn id(&self) -> VcpuId {
+            VcpuId(0)
+        }
+        fn arch(&self) -> GuestArch {
+            GuestArch::Riscv64
+        }
+        fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
+            Ok(VcpuExit::Interrupted)
+        }
+        fn kick_handle(&self) -> KickHandle {
+            KickHandle::new(self.0.clone())
+        }
+        fn registers(&self) -> Result<Registers, AccelError> {
+            Err(AccelError::Unsupported {
+                what: "registers",
+                backend: "test",
+            })
+        }
+        fn set_registers(&mut self, _: &Registers) -> Result<(), AccelError> {
+            Ok(())
+        }
+        fn apply_boot_state(&mut self, _: &BootState) -> Result<(), AccelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn engines_without_snapshots_say_so() {
+        let mut vcpu = Minimal::default();
+        let e = vcpu.save_state().unwrap_err();
+        assert!(matches!(e, AccelError::StateUnsupported { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "saving vCPU state is not implemented for this riscv64 vCPU's engine"
+        );
+        let state = VcpuState::X86_64Kvm(Box::new(X86_64KvmVcpuState {
+            version: X86_64_KVM_STATE_VERSION,
+            cpuid: Vec::new(),
+            tsc_khz: None,
+            mp_state: 0,
+            regs: Vec::new(),
+            sregs: Vec::new(),
+            xsave: Vec::new(),
+            xcrs: None,
+            debug_regs: Vec::new(),
+            lapic: None,
+            msrs: Vec::new(),
+            vcpu_events: Vec::new(),
+        }));
+        let e = vcpu.restore_state(&state).unwrap_err();
+        assert!(e.to_string().contains("state from KVM x86_64"), "{e}");
+    }
+}
