@@ -489,7 +489,9 @@ fn saving_completes_a_port_read_first() {
 
 #[test]
 fn every_part_of_a_state_is_written_on_restore() {
-    use kvm_bindings::{kvm_debugregs, kvm_lapic_state, kvm_regs, kvm_sregs, kvm_vcpu_events};
+    use kvm_bindings::{
+        kvm_debugregs, kvm_lapic_state, kvm_regs, kvm_sregs, kvm_vcpu_events, KVM_MP_STATE_HALTED,
+    };
     use zerocopy::{FromBytes, IntoBytes};
 
     let Some(kvm) = kvm_or_skip("every_part_of_a_state_is_written_on_restore") else {
@@ -522,6 +524,7 @@ fn every_part_of_a_state_is_written_on_restore() {
         .find(|m| m.index == MSR_KERNEL_GS_BASE)
         .expect("KERNEL_GS_BASE is saved");
     msr.data = 0xffff_8000_0bad_c000;
+    edited.mp_state = KVM_MP_STATE_HALTED;
     let edited = VcpuState::X86_64Kvm(Box::new(edited));
 
     let mut vcpu = fresh.vm.create_vcpu(VcpuId(0)).unwrap();
