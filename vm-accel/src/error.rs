@@ -104,6 +104,23 @@ pub enum AccelError {
         /// The architecture of the vCPU.
         vcpu: GuestArch,
     },
+    /// This engine cannot save or restore its vCPU or VM state.
+    #[error("{what} is not implemented for {engine}")]
+    StateUnsupported {
+        /// The operation asked for (saving or restoring vCPU or VM state).
+        what: &'static str,
+        /// The engine that lacks it.
+        engine: String,
+    },
+    /// A saved vCPU or VM state cannot be restored here; nothing after the
+    /// failing part was written.
+    #[error("cannot restore {what}: {reason}")]
+    InvalidState {
+        /// The part of the state that was refused (e.g. `XSAVE area`, `MSRs`).
+        what: &'static str,
+        /// Why: the sizes that differ, the version, the MSR KVM refused.
+        reason: String,
+    },
     /// Guest memory needed by the backend could not be accessed.
     #[error("guest memory at {addr:#x} ({len} bytes) is not accessible: {reason}")]
     GuestMemory {

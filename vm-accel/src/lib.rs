@@ -51,6 +51,7 @@ mod notifier;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod psci;
 pub mod regs;
+pub mod state;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod thread_bound;
 mod vcpu;
@@ -81,6 +82,7 @@ pub use kick::{Kick, KickFlag, KickHandle};
 pub use memory::{MemorySlot, MemorySlots};
 pub use notifier::EventNotifier;
 pub use regs::{GuestArch, Registers};
+pub use state::{VcpuState, VmState};
 pub use vcpu::{Vcpu, VcpuId};
 pub use vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmConfig};
 pub use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};

@@ -5,6 +5,7 @@ use crate::error::AccelError;
 use crate::exit::VcpuExit;
 use crate::kick::KickHandle;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
+use crate::state::VcpuState;
 use std::fmt;
 
 /// A vCPU index within its VM (the x86 APIC id, arm64 MPIDR affinity, riscv hart id).
@@ -64,4 +65,98 @@ pub trait Vcpu: Send + fmt::Debug {
     /// Puts the vCPU into the state a kernel expects at entry (see [`BootState`]),
     /// writing any boot tables into guest memory the backend needs.
     fn apply_boot_state(&mut self, boot: &BootState) -> Result<(), AccelError>;
+
+    /// Saves this vCPU's complete state. The vCPU is not running while `&mut
+    /// self` is held: call it on the vCPU's thread between two `run()`s (the
+    /// executor parks vCPUs there when paused). A port or MMIO read the last
+    /// exit asked for is completed first, as KVM requires, so answer it before.
+    /// Engines without snapshot support return [`AccelError::StateUnsupported`].
+    fn save_state(&mut self) -> Result<VcpuState, AccelError> {
+        Err(AccelError::StateUnsupported {
+            what: "saving vCPU state",
+            engine: format!("this {} vCPU's engine", self.arch()),
+        })
+    }
+
+    /// Restores a state from [`Vcpu::save_state`] into this vCPU, normally a
+    /// fresh one of a VM whose [`Vm::restore_state`](crate::Vm::restore_state)
+    /// was called first. A state from another engine, layout version or an
+    /// incompatible host gives [`AccelError::InvalidState`]; after an error the
+    /// vCPU may be partly written and should be discarded.
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), AccelError> {
+        Err(AccelError::StateUnsupported {
+            what: "restoring vCPU state",
+            engine: format!(
+                "this {} vCPU's engine (state from {})",
+                self.arch(),
+                state.engine()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kick::KickFlag;
+    use crate::state::{X86_64KvmVcpuState, X86_64_KVM_STATE_VERSION};
+    use std::sync::Arc;
+
+    /// A vCPU that implements only what the trait requires.
+    #[derive(Debug, Default)]
+    struct Minimal(Arc<KickFlag>);
+
+    impl Vcpu for Minimal {
+        fn id(&self) -> VcpuId {
+            VcpuId(0)
+        }
+        fn arch(&self) -> GuestArch {
+            GuestArch::Riscv64
+        }
+        fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
+            Ok(VcpuExit::Interrupted)
+        }
+        fn kick_handle(&self) -> KickHandle {
+            KickHandle::new(self.0.clone())
+        }
+        fn registers(&self) -> Result<Registers, AccelError> {
+            Err(AccelError::Unsupported {
+                what: "registers",
+                backend: "test",
+            })
+        }
+        fn set_registers(&mut self, _: &Registers) -> Result<(), AccelError> {
+            Ok(())
+        }
+        fn apply_boot_state(&mut self, _: &BootState) -> Result<(), AccelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn engines_without_snapshots_say_so() {
+        let mut vcpu = Minimal::default();
+        let e = vcpu.save_state().unwrap_err();
+        assert!(matches!(e, AccelError::StateUnsupported { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "saving vCPU state is not implemented for this riscv64 vCPU's engine"
+        );
+        let state = VcpuState::X86_64Kvm(Box::new(X86_64KvmVcpuState {
+            version: X86_64_KVM_STATE_VERSION,
+            cpuid: Vec::new(),
+            tsc_khz: None,
+            mp_state: 0,
+            regs: Vec::new(),
+            sregs: Vec::new(),
+            xsave: Vec::new(),
+            xcrs: None,
+            debug_regs: Vec::new(),
+            lapic: None,
+            msrs: Vec::new(),
+            vcpu_events: Vec::new(),
+        }));
+        let e = vcpu.restore_state(&state).unwrap_err();
+        assert!(e.to_string().contains("state from KVM x86_64"), "{e}");
+    }
 }

@@ -4,6 +4,7 @@ use crate::cpu_template::CpuTemplate;
 use crate::error::AccelError;
 use crate::notifier::EventNotifier;
 use crate::regs::GuestArch;
+use crate::state::VmState;
 use crate::vcpu::{Vcpu, VcpuId};
 use std::fmt;
 use std::sync::Arc;
@@ -128,4 +129,28 @@ pub trait Vm: Send + Sync + fmt::Debug {
         addr: IoEventAddress,
         matching: IoEventMatch,
     ) -> Result<(), AccelError>;
+
+    /// Saves the VM-wide state the hypervisor holds (x86 KVM: PICs, IOAPIC,
+    /// PIT, kvmclock). Every vCPU must be paused. Guest memory and device
+    /// models are saved by their owners. Engines without snapshot support
+    /// return [`AccelError::StateUnsupported`].
+    fn save_state(&self) -> Result<VmState, AccelError> {
+        Err(AccelError::StateUnsupported {
+            what: "saving VM state",
+            engine: format!("this {} VM's engine", self.arch()),
+        })
+    }
+
+    /// Restores a state from [`Vm::save_state`] into this VM, normally a fresh
+    /// one created with the same [`VmConfig`], before its vCPUs' states.
+    fn restore_state(&self, state: &VmState) -> Result<(), AccelError> {
+        Err(AccelError::StateUnsupported {
+            what: "restoring VM state",
+            engine: format!(
+                "this {} VM's engine (state from {})",
+                self.arch(),
+                state.engine()
+            ),
+        })
+    }
 }

@@ -11,7 +11,7 @@ const IDT: u64 = 0x2_0000;
 const BP_HANDLER: u64 = 0x2_1000;
 const SYSCALL_HANDLER: u64 = 0x2_1100;
 
-use common::{asm, kvm_or_skip, out_u32, run, Exit, Guest, CODE, DATA, UNMAPPED};
+use common::{asm, idt_gate, kvm_or_skip, out_u32, run, Exit, Guest, CODE, DATA, UNMAPPED};
 use iced_x86::code_asm::{
     al, byte_ptr, dword_ptr, dx, eax, ebx, ecx, edx, qword_ptr, rax, rbx, rcx, rdx, rsi, rsp,
     xmmword_ptr, CodeAssembler,
@@ -366,17 +366,6 @@ fn triple_fault_is_a_shutdown() {
     g.load(CODE, &asm(64, CODE, CodeAssembler::ud2));
     let mut vcpu = g.long_mode_vcpu(0, CODE);
     assert_eq!(run(vcpu.as_mut(), 0), Exit::Shutdown);
-}
-
-/// A 64-bit interrupt gate to `handler` through the boot code segment.
-fn idt_gate(handler: u64) -> [u8; 16] {
-    let mut gate = [0u8; 16];
-    gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
-    gate[2..4].copy_from_slice(&CODE_SELECTOR.to_le_bytes());
-    gate[5] = 0x8e; // present, DPL 0, 64-bit interrupt gate
-    gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
-    gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
-    gate
 }
 
 #[test]

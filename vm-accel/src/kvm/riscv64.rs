@@ -6,6 +6,9 @@
 //! host was available. No AIA irqchip is created yet, so `set_irq_line` fails
 //! until one is.
 
+pub(super) use super::no_snapshot::{
+    restore_vcpu_state, restore_vm_state, save_vcpu_state, save_vm_state,
+};
 use crate::boot::BootState;
 use crate::error::AccelError;
 use crate::exit::{InstructionBytes, InternalError};

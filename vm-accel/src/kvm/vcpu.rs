@@ -9,6 +9,7 @@ use crate::error::AccelError;
 use crate::exit::{InternalError, VcpuExit};
 use crate::kick::KickHandle;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
+use crate::state::VcpuState;
 use crate::vcpu::{Vcpu, VcpuId};
 use kvm_bindings::KVM_EXIT_INTERNAL_ERROR;
 use kvm_ioctls::VcpuFd;
@@ -67,6 +68,32 @@ impl KvmVcpu {
 
     fn immediate_exit_field(&mut self) -> *mut u8 {
         std::ptr::addr_of_mut!(self.fd.get_kvm_run().immediate_exit)
+    }
+
+    /// Lets KVM finish the exit the VMM last handled: a port or MMIO read (and
+    /// string I/O) completes only on the next `KVM_RUN`, so the registers are
+    /// not final before it. With `immediate_exit` set, `KVM_RUN` completes it
+    /// and returns `EINTR` without running guest code.
+    fn complete_pending_exit(&mut self) -> Result<(), AccelError> {
+        let field = self.immediate_exit_field();
+        // SAFETY: `field` is the immediate_exit byte of this vCPU's kvm_run mapping,
+        // alive while `self` is; outside `run()` no signal handler points at it.
+        let flag = unsafe { AtomicU8::from_ptr(field) };
+        flag.store(1, Ordering::SeqCst);
+        // SAFETY: KVM_RUN takes no argument; `fd` is a vCPU fd whose kvm_run is mapped.
+        let ret = unsafe { vmm_sys_util::ioctl::ioctl(&self.fd, KVM_RUN()) };
+        let err = std::io::Error::last_os_error();
+        flag.store(0, Ordering::SeqCst);
+        let op = "KVM_RUN (completing the last exit before saving)";
+        match ret {
+            // The guest ran and its exit would be lost: the state is not the one asked for.
+            0.. => Err(AccelError::hypervisor(
+                op,
+                std::io::Error::other("KVM ran the guest although immediate_exit was set"),
+            )),
+            _ if err.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            _ => Err(AccelError::hypervisor(op, err)),
+        }
     }
 
     /// `KVM_RUN` until an exit for the VMM, handling recoverable internal errors.
@@ -168,5 +195,14 @@ impl Vcpu for KvmVcpu {
             });
         }
         arch::apply_boot_state(&self.vm, &self.fd, self.id, boot)
+    }
+
+    fn save_state(&mut self) -> Result<VcpuState, AccelError> {
+        self.complete_pending_exit()?;
+        arch::save_vcpu_state(&self.vm, &self.fd)
+    }
+
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), AccelError> {
+        arch::restore_vcpu_state(&self.vm, &self.fd, state)
     }
 }

@@ -5,6 +5,7 @@ use crate::error::AccelError;
 use crate::memory::MemorySlots;
 use crate::notifier::EventNotifier;
 use crate::regs::GuestArch;
+use crate::state::VmState;
 use crate::vcpu::{Vcpu, VcpuId};
 use crate::vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmConfig};
 use kvm_bindings::kvm_userspace_memory_region;
@@ -266,6 +267,14 @@ impl Vm for KvmVm {
             false,
         )
         .map_err(|e| AccelError::hypervisor("KVM_IOEVENTFD (deassign)", e))
+    }
+
+    fn save_state(&self) -> Result<VmState, AccelError> {
+        arch::save_vm_state(&self.shared)
+    }
+
+    fn restore_state(&self, state: &VmState) -> Result<(), AccelError> {
+        arch::restore_vm_state(&self.shared, state)
     }
 }
 

@@ -8,7 +8,9 @@
 use iced_x86::code_asm::CodeAssembler;
 use iced_x86::IcedError;
 use std::sync::Arc;
-use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
+use vm_accel::boot::test_support::{
+    long_mode_entry, BOOT_STACK_POINTER, CODE_SELECTOR, ZERO_PAGE_ADDR,
+};
 use vm_accel::kvm::KvmAccelerator;
 use vm_accel::{Accelerator, GuestAddress, GuestMemoryMmap, Vcpu, VcpuExit, VcpuId, Vm, VmConfig};
 use vm_memory::Bytes;
@@ -84,6 +86,17 @@ impl Guest {
         vcpu.apply_boot_state(&boot).expect("boot state");
         vcpu
     }
+}
+
+/// A 64-bit interrupt gate to `handler` through the boot code segment.
+pub fn idt_gate(handler: u64) -> [u8; 16] {
+    let mut gate = [0u8; 16];
+    gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+    gate[2..4].copy_from_slice(&CODE_SELECTOR.to_le_bytes());
+    gate[5] = 0x8e; // present, DPL 0, 64-bit interrupt gate
+    gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+    gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    gate
 }
 
 /// Assembles `bitness`-bit code for address `ip`.

@@ -6,6 +6,7 @@ mod cpuid;
 mod fallback;
 mod fixup;
 mod regs;
+mod state;
 
 pub use fallback::FallbackError;
 
@@ -18,6 +19,7 @@ use crate::error::AccelError;
 use crate::host_profile::HostProfile;
 use crate::kvm::vm::VmShared;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
+use crate::state::{VcpuState, VmState};
 use crate::vcpu::VcpuId;
 use crate::vm::{IrqLine, VmConfig};
 use kvm_bindings::{kvm_pit_config, CpuId, KVM_PIT_SPEAKER_DUMMY};
@@ -34,6 +36,7 @@ pub(super) struct VmArch {
     irqchip: bool,
     profile: Option<&'static HostProfile>,
     emulations: fallback::EmulationCounts,
+    state_caps: state::StateCaps,
 }
 
 impl Drop for VmArch {
@@ -81,6 +84,7 @@ impl VmArch {
             irqchip: config.in_kernel_irqchip,
             profile,
             emulations: fallback::EmulationCounts::default(),
+            state_caps: state::StateCaps::probe(kvm, fd)?,
         })
     }
 }
@@ -159,5 +163,29 @@ pub(super) fn apply_boot_state(
             given: other.arch(),
             vcpu: GUEST_ARCH,
         }),
+    }
+}
+
+pub(super) fn save_vcpu_state(vm: &VmShared, fd: &VcpuFd) -> Result<VcpuState, AccelError> {
+    Ok(VcpuState::X86_64Kvm(Box::new(state::save_vcpu(vm, fd)?)))
+}
+
+pub(super) fn restore_vcpu_state(
+    vm: &VmShared,
+    fd: &VcpuFd,
+    saved: &VcpuState,
+) -> Result<(), AccelError> {
+    match saved {
+        VcpuState::X86_64Kvm(s) => state::restore_vcpu(vm, fd, s),
+    }
+}
+
+pub(super) fn save_vm_state(vm: &VmShared) -> Result<VmState, AccelError> {
+    Ok(VmState::X86_64Kvm(state::save_vm(vm)?))
+}
+
+pub(super) fn restore_vm_state(vm: &VmShared, saved: &VmState) -> Result<(), AccelError> {
+    match saved {
+        VmState::X86_64Kvm(s) => state::restore_vm(vm, s),
     }
 }
