@@ -1,4 +1,4 @@
-//! IEEE-754 arithmetic for F and D with RISC-V semantics: every rounding
+//! IEEE-754 arithmetic for F, D and Zfh with RISC-V semantics: every rounding
 //! mode, exception flags (`fflags`), canonical NaNs, min/max and compare
 //! rules, saturating conversions. Arithmetic uses `rustc_apfloat` (a port of
 //! LLVM's APFloat, a software implementation), never host float shortcuts;
@@ -8,7 +8,7 @@
 // Operand names follow the ISA manual (a, b, c, x, y, rd).
 #![allow(clippy::many_single_char_names)]
 
-use rustc_apfloat::ieee::{Double, Single};
+use rustc_apfloat::ieee::{Double, Half, Single};
 use rustc_apfloat::{Float, FloatConvert, Round, Status, StatusAnd};
 
 /// `fflags` bits.
@@ -61,8 +61,10 @@ pub fn round_mode(rm: u64) -> Option<Round> {
     })
 }
 
-/// One of the two precisions.
-pub trait Prec: Float + Copy + FloatConvert<Single> + FloatConvert<Double> {
+/// One of the three precisions.
+pub trait Prec:
+    Float + Copy + FloatConvert<Half> + FloatConvert<Single> + FloatConvert<Double>
+{
     /// The canonical quiet NaN.
     const CANON: u64;
     /// Width in bits.
@@ -71,6 +73,22 @@ pub trait Prec: Float + Copy + FloatConvert<Single> + FloatConvert<Double> {
     fn from_reg(bits: u64) -> Self;
     /// To register bits (unboxed).
     fn to_reg(self) -> u64;
+    /// Rounds a double to this precision.
+    fn from_double(d: Double, round: Round) -> StatusAnd<Self>;
+}
+
+impl Prec for Half {
+    const CANON: u64 = 0x7e00;
+    const WIDTH: u32 = 16;
+    fn from_reg(bits: u64) -> Self {
+        Half::from_bits(u128::from(bits as u16))
+    }
+    fn to_reg(self) -> u64 {
+        self.to_bits() as u64
+    }
+    fn from_double(d: Double, round: Round) -> StatusAnd<Self> {
+        d.convert_r(round, &mut false)
+    }
 }
 
 impl Prec for Single {
@@ -82,6 +100,9 @@ impl Prec for Single {
     fn to_reg(self) -> u64 {
         self.to_bits() as u64
     }
+    fn from_double(d: Double, round: Round) -> StatusAnd<Self> {
+        d.convert_r(round, &mut false)
+    }
 }
 
 impl Prec for Double {
@@ -92,6 +113,9 @@ impl Prec for Double {
     }
     fn to_reg(self) -> u64 {
         self.to_bits() as u64
+    }
+    fn from_double(d: Double, _round: Round) -> StatusAnd<Self> {
+        Status::OK.and(d)
     }
 }
 
@@ -196,7 +220,7 @@ pub fn sqrt<F: Prec>(a: u64, round: Round) -> FpResult {
             flags: 0,
         };
     }
-    // Exact widening to the host double (single values are exact in f64).
+    // Exact widening to the host double (half and single values are exact in f64).
     let mut lost = false;
     let d: Double = x.convert_r(Round::NearestTiesToEven, &mut lost).value;
     let v = f64::from_bits(d.to_bits() as u64);
@@ -218,12 +242,11 @@ pub fn sqrt<F: Prec>(a: u64, round: Round) -> FpResult {
             flags: if exact { 0 } else { flags::NX },
         }
     } else {
-        // sqrt of a 24-bit value in 53 bits: rounding to single from there is correct.
-        let mut lost = false;
-        let s: StatusAnd<Single> =
-            Double::from_bits(u128::from(r.to_bits())).convert_r(round, &mut lost);
+        // sqrt of a 24-bit (or 11-bit) value in 53 bits: rounding to the
+        // narrow precision from there is correct (53 >= 2 * 24 + 2).
+        let s = F::from_double(Double::from_bits(u128::from(r.to_bits())), round);
         FpResult {
-            bits: s.value.to_bits() as u64,
+            bits: s.value.to_reg(),
             flags: status_flags(s.status) | if exact { 0 } else { flags::NX },
         }
     }
@@ -256,11 +279,25 @@ pub fn min_max<F: Prec>(a: u64, b: u64, max: bool) -> FpResult {
     FpResult { bits, flags: fl }
 }
 
-/// Comparisons: 0 = eq, 1 = lt, 2 = le. Result is 0 or 1.
+/// Zfa `fminm`/`fmaxm`: like [`min_max`], but a NaN operand gives the
+/// canonical NaN.
+pub fn min_max_nan<F: Prec>(a: u64, b: u64, max: bool) -> FpResult {
+    let (x, y) = (F::from_reg(a), F::from_reg(b));
+    if x.is_nan() || y.is_nan() {
+        return FpResult {
+            bits: F::CANON,
+            flags: snan_flag(&[x, y]),
+        };
+    }
+    min_max::<F>(a, b, max)
+}
+
+/// Comparisons: 0 = eq, 1 = lt, 2 = le, 3 = quiet lt (Zfa `fltq`),
+/// 4 = quiet le (`fleq`). Result is 0 or 1.
 pub fn compare<F: Prec>(a: u64, b: u64, kind: u8) -> FpResult {
     let (x, y) = (F::from_reg(a), F::from_reg(b));
     if x.is_nan() || y.is_nan() {
-        let fl = if kind == 0 {
+        let fl = if matches!(kind, 0 | 3 | 4) {
             snan_flag(&[x, y])
         } else {
             flags::NV
@@ -269,7 +306,7 @@ pub fn compare<F: Prec>(a: u64, b: u64, kind: u8) -> FpResult {
     }
     let r = match kind {
         0 => x == y,
-        1 => x < y,
+        1 | 3 => x < y,
         _ => x <= y,
     };
     FpResult {
@@ -361,22 +398,23 @@ pub fn to_int<F: Prec>(a: u64, bits: u32, signed: bool, round: Round) -> FpResul
 
 /// Integer to float (`value` already sign- or zero-extended as the source type).
 pub fn from_int<F: Prec>(value: i128, round: Round) -> FpResult {
-    let r = F::from_i128_r(value, round);
+    let run = |round| F::from_i128_r(value, round);
+    let r = fix_overflow(run(round), run);
     FpResult {
         bits: r.value.to_reg(),
         flags: status_flags(r.status),
     }
 }
 
-/// Single to double (exact) or double to single (rounded).
+/// Between precisions: exact when widening, rounded when narrowing.
 pub fn convert<From, To>(a: u64, round: Round) -> FpResult
 where
     From: Prec + FloatConvert<To>,
     To: Prec,
 {
     let x = From::from_reg(a);
-    let mut lost = false;
-    let r: StatusAnd<To> = x.convert_r(round, &mut lost);
+    let run = |round| -> StatusAnd<To> { x.convert_r(round, &mut false) };
+    let r = fix_overflow(run(round), run);
     let bits = if r.value.is_nan() {
         To::CANON
     } else {
@@ -385,6 +423,124 @@ where
     FpResult {
         bits,
         flags: (status_flags(r.status) & !flags::NV) | snan_flag(&[x]),
+    }
+}
+
+/// Zfa `fround` (`inexact == false`) and `froundnx`: round to an integral
+/// value in the same format.
+pub fn round_integral<F: Prec>(a: u64, round: Round, inexact: bool) -> FpResult {
+    let x = F::from_reg(a);
+    if x.is_nan() {
+        return FpResult {
+            bits: F::CANON,
+            flags: snan_flag(&[x]),
+        };
+    }
+    if x.is_infinite() || x.is_zero() {
+        return FpResult { bits: a, flags: 0 };
+    }
+    let r = x.round_to_integral(round);
+    let nx = inexact && r.status.contains(Status::INEXACT);
+    FpResult {
+        bits: r.value.to_reg(),
+        flags: if nx { flags::NX } else { 0 },
+    }
+}
+
+/// Zfa `fcvtmod.w.d`: a double to a 32-bit integer rounded toward zero and
+/// taken modulo 2^32 (sign-extended). NaN and infinity give 0; those and
+/// values outside the signed 32-bit range raise only invalid; other
+/// non-integral values raise inexact.
+pub fn cvtmod_w(a: u64) -> FpResult {
+    let exp = (a >> 52) & 0x7ff;
+    let frac = a & ((1 << 52) - 1);
+    if exp == 0x7ff {
+        return FpResult {
+            bits: 0,
+            flags: flags::NV,
+        };
+    }
+    let (mant, shift) = if exp == 0 {
+        (frac, -1074i64)
+    } else {
+        (frac | (1 << 52), exp as i64 - 1075)
+    };
+    let (magnitude, lost, huge) = if shift >= 32 {
+        // A multiple of 2^32: zero modulo 2^32, far out of range.
+        (0u128, false, mant != 0)
+    } else if shift >= 0 {
+        (u128::from(mant) << shift, false, false)
+    } else if shift > -64 {
+        let s = (-shift) as u32;
+        (u128::from(mant >> s), mant & ((1u64 << s) - 1) != 0, false)
+    } else {
+        (0, mant != 0, false)
+    };
+    let value = if a >> 63 == 1 {
+        -(magnitude as i128)
+    } else {
+        magnitude as i128
+    };
+    let in_range = !huge && value >= i128::from(i32::MIN) && value <= i128::from(i32::MAX);
+    FpResult {
+        bits: i64::from(value as u32 as i32) as u64,
+        flags: if !in_range {
+            flags::NV
+        } else if lost {
+            flags::NX
+        } else {
+            0
+        },
+    }
+}
+
+/// Zfa `fli`: constant number `index` (0..=31) of the table in the Zfa
+/// specification, in precision `F`.
+pub fn fli<F: Prec>(index: u8) -> u64 {
+    // Entries other than 1 (the smallest normal) and 31 (the canonical NaN)
+    // as doubles; they are exact in every precision except 2^16 in half,
+    // which rounds to infinity as the specification's table lists.
+    const TABLE: [f64; 32] = [
+        -1.0,
+        0.0, // entry 1: the format's smallest normal
+        1.0 / 65536.0,
+        1.0 / 32768.0,
+        1.0 / 256.0,
+        1.0 / 128.0,
+        0.0625,
+        0.125,
+        0.25,
+        0.3125,
+        0.375,
+        0.4375,
+        0.5,
+        0.625,
+        0.75,
+        0.875,
+        1.0,
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+        2.5,
+        3.0,
+        4.0,
+        8.0,
+        16.0,
+        128.0,
+        256.0,
+        32768.0,
+        65536.0,
+        f64::INFINITY,
+        0.0, // entry 31: the canonical NaN
+    ];
+    match index & 31 {
+        1 => F::smallest_normalized().to_reg(),
+        31 => F::CANON,
+        i => {
+            let d = Double::from_bits(u128::from(TABLE[usize::from(i)].to_bits()));
+            F::from_double(d, Round::NearestTiesToEven).value.to_reg()
+        }
     }
 }
 
@@ -499,5 +655,93 @@ mod tests {
         assert_eq!(class::<Single>(snan), 1 << 8);
         assert_eq!(class::<Double>((-0f64).to_bits()), 1 << 3);
         assert_eq!(class::<Double>(1), 1 << 5);
+    }
+
+    #[test]
+    fn half_precision_rounds_and_overflows() {
+        // 1 + 2^-11 is a tie between 1 and 1 + 2^-10 in half: RNE keeps 1.
+        let one = 0x3c00;
+        let tiny = 0x1000; // 2^-11
+        let r = binary::<Half>(BinOp::Add, one, tiny, RNE);
+        assert_eq!((r.bits, r.flags), (0x3c00, flags::NX));
+        let r = binary::<Half>(BinOp::Add, one, tiny, Round::TowardPositive);
+        assert_eq!(r.bits, 0x3c01);
+        // 65504 (largest half) * 2 overflows; toward zero saturates with OF.
+        let r = binary::<Half>(BinOp::Mul, 0x7bff, 0x4000, Round::TowardZero);
+        assert_eq!((r.bits, r.flags), (0x7bff, flags::OF | flags::NX));
+        let r = from_int::<Half>(70_000, Round::TowardZero);
+        assert_eq!((r.bits, r.flags), (0x7bff, flags::OF | flags::NX));
+        let r = convert::<Single, Half>(1e6f32.to_bits() as u64, RNE);
+        assert_eq!((r.bits, r.flags), (0x7c00, flags::OF | flags::NX));
+        let r = convert::<Half, Double>(0x0001, RNE); // smallest subnormal, 2^-24
+        assert_eq!((r.bits, r.flags), ((2f64).powi(-24).to_bits(), 0));
+        assert_eq!(sqrt::<Half>(0x4400, RNE).bits, 0x4000); // sqrt(4) = 2
+        assert_eq!(class::<Half>(0x8001), 1 << 2);
+        assert_eq!(to_int::<Half>(0xc100, 32, true, RNE).bits, (-2i64) as u64);
+    }
+
+    #[test]
+    fn zfa_constants_rounding_and_modular_conversion() {
+        assert_eq!(fli::<Single>(0), 0xbf80_0000);
+        assert_eq!(fli::<Single>(1), 0x0080_0000);
+        assert_eq!(fli::<Double>(1), 0x0010_0000_0000_0000);
+        assert_eq!(fli::<Half>(1), 0x0400);
+        assert_eq!(fli::<Half>(2), 0x0100); // 2^-16: a half subnormal
+        assert_eq!(fli::<Single>(9), 0x3ea0_0000); // 0.3125
+        assert_eq!(fli::<Half>(29), 0x7c00); // 2^16 does not fit a half
+        assert_eq!(fli::<Single>(29), 0x4780_0000);
+        assert_eq!(fli::<Double>(30), 0x7ff0_0000_0000_0000);
+        assert_eq!(fli::<Half>(31), 0x7e00);
+        let snan = 0x7f80_0001u64;
+        let one = 1f32.to_bits() as u64;
+        assert_eq!(
+            min_max_nan::<Single>(snan, one, false),
+            FpResult {
+                bits: Single::CANON,
+                flags: flags::NV
+            }
+        );
+        assert_eq!(
+            min_max_nan::<Single>(0x8000_0000, 0, false).bits,
+            0x8000_0000
+        );
+        let r = round_integral::<Double>(2.5f64.to_bits(), RNE, false);
+        assert_eq!((r.bits, r.flags), (2f64.to_bits(), 0));
+        let r = round_integral::<Double>(2.5f64.to_bits(), RNE, true);
+        assert_eq!((r.bits, r.flags), (2f64.to_bits(), flags::NX));
+        let r = round_integral::<Double>((-0.5f64).to_bits(), Round::TowardPositive, true);
+        assert_eq!(r.bits, (-0f64).to_bits());
+        assert_eq!(compare::<Single>(Single::CANON, one, 3).flags, 0);
+        assert_eq!(compare::<Single>(snan, one, 4).flags, flags::NV);
+        // 2^32 + 5.5: modulo 2^32 is 5, out of range.
+        let r = cvtmod_w(4_294_967_301.5f64.to_bits());
+        assert_eq!((r.bits, r.flags), (5, flags::NV));
+        let r = cvtmod_w((-7.75f64).to_bits());
+        assert_eq!((r.bits, r.flags), ((-7i64) as u64, flags::NX));
+        let r = cvtmod_w(2_147_483_648f64.to_bits());
+        assert_eq!((r.bits, r.flags), (0xffff_ffff_8000_0000, flags::NV));
+        let r = cvtmod_w((-2_147_483_648f64).to_bits());
+        assert_eq!((r.bits, r.flags), (0xffff_ffff_8000_0000, 0));
+        assert_eq!(
+            cvtmod_w(1e300f64.to_bits()),
+            FpResult {
+                bits: 0,
+                flags: flags::NV
+            }
+        );
+        assert_eq!(
+            cvtmod_w(f64::NAN.to_bits()),
+            FpResult {
+                bits: 0,
+                flags: flags::NV
+            }
+        );
+        assert_eq!(
+            cvtmod_w(5e-324f64.to_bits()),
+            FpResult {
+                bits: 0,
+                flags: flags::NX
+            }
+        );
     }
 }
