@@ -149,33 +149,57 @@ pub enum BinOp {
 }
 
 /// APFloat saturates to the largest finite value without raising overflow
-/// when rounding toward zero; IEEE raises it. Re-run `op` rounding away from
-/// zero to tell an overflow from an ordinary rounding to the largest value.
-fn fix_overflow<F: Prec>(r: StatusAnd<F>, op: impl Fn(Round) -> StatusAnd<F>) -> StatusAnd<F> {
+/// when the rounding direction keeps a result finite (toward zero, or toward
+/// the other infinity). IEEE raises overflow when the result rounded with an
+/// unbounded exponent exceeds the largest value; for a result that saturated
+/// to the largest value, that is when the exact magnitude reaches
+/// 2^(emax+1). `halved` computes the exact result divided by two (halving
+/// the operands away from zero, so a halved tiny operand keeps its sign),
+/// rounded toward zero: it reaches 2^emax exactly then.
+fn fix_overflow<F: Prec>(r: StatusAnd<F>, halved: impl FnOnce() -> F) -> StatusAnd<F> {
     let v = r.value;
-    if v.is_finite() && r.status.contains(Status::INEXACT) && v.abs().bitwise_eq(F::largest()) {
-        let away = if v.is_negative() {
-            Round::TowardNegative
-        } else {
-            Round::TowardPositive
-        };
-        if op(away).status.contains(Status::OVERFLOW) {
+    if v.is_finite()
+        && r.status.contains(Status::INEXACT)
+        && !r.status.contains(Status::OVERFLOW)
+        && v.abs().bitwise_eq(F::largest())
+    {
+        let two_emax = F::from_u128(1).value.scalbn(F::largest().ilogb());
+        if halved().abs() >= two_emax {
             return (r.status | Status::OVERFLOW).and(v);
         }
     }
     r
 }
 
+/// `x / 2`, rounded away from zero (exact unless `x` is subnormal).
+fn half_away<F: Prec>(x: F) -> F {
+    let away = if x.is_negative() {
+        Round::TowardNegative
+    } else {
+        Round::TowardPositive
+    };
+    x.mul_r(F::from_u128(1).value.scalbn(-1), away).value
+}
+
 /// `a op b` in precision `F`.
 pub fn binary<F: Prec>(op: BinOp, a: u64, b: u64, round: Round) -> FpResult {
     let (x, y) = (F::from_reg(a), F::from_reg(b));
-    let run = |round| match op {
+    let run = |x: F, y: F, round| match op {
         BinOp::Add => x.add_r(y, round),
         BinOp::Sub => x.sub_r(y, round),
         BinOp::Mul => x.mul_r(y, round),
         BinOp::Div => x.div_r(y, round),
     };
-    finish(fix_overflow(run(round), run), &[x, y])
+    let halved = || {
+        // Halving one factor halves a product or quotient; a sum needs both.
+        let y2 = if matches!(op, BinOp::Add | BinOp::Sub) {
+            half_away(y)
+        } else {
+            y
+        };
+        run(half_away(x), y2, Round::TowardZero).value
+    };
+    finish(fix_overflow(run(x, y, round), halved), &[x, y])
 }
 
 /// Fused multiply-add: `(neg_product ? -(a*b) : a*b) + (neg_addend ? -c : c)`.
@@ -190,8 +214,12 @@ pub fn fma<F: Prec>(
     let (x, y, z) = (F::from_reg(a), F::from_reg(b), F::from_reg(c));
     let xm = if neg_product { -x } else { x };
     let zm = if neg_addend { -z } else { z };
-    let run = |round| xm.mul_add_r(y, zm, round);
-    let mut out = finish(fix_overflow(run(round), run), &[x, y, z]);
+    let halved = || {
+        half_away(xm)
+            .mul_add_r(y, half_away(zm), Round::TowardZero)
+            .value
+    };
+    let mut out = finish(fix_overflow(xm.mul_add_r(y, zm, round), halved), &[x, y, z]);
     // RISC-V: inf * 0 is invalid even when the addend is a quiet NaN.
     if (x.is_infinite() && y.is_zero()) || (x.is_zero() && y.is_infinite()) {
         out.flags |= flags::NV;
@@ -224,9 +252,26 @@ pub fn sqrt<F: Prec>(a: u64, round: Round) -> FpResult {
     let mut lost = false;
     let d: Double = x.convert_r(Round::NearestTiesToEven, &mut lost).value;
     let v = f64::from_bits(d.to_bits() as u64);
+    // Below 2^-900 the residual r*r - v can fall under the subnormal range
+    // and read as zero: work on v * 2^600 (exact) and scale the root back by
+    // 2^-300, exact too since every root is at least 2^-537, a normal number.
+    let tiny = v < f64::from_bits(0x07b0_0000_0000_0000); // 2^-900
+    let v = if tiny {
+        v * f64::from_bits(0x6570_0000_0000_0000) // 2^600
+    } else {
+        v
+    };
+    let unscale = |x: f64| {
+        if tiny {
+            x * f64::from_bits(0x2d30_0000_0000_0000) // 2^-300
+        } else {
+            x
+        }
+    };
     let r = v.sqrt();
     let residual = r.mul_add(r, -v);
     let exact = residual == 0.0;
+    let r = unscale(r);
     if F::WIDTH == 64 {
         let adjusted = if exact {
             r
@@ -398,8 +443,8 @@ pub fn to_int<F: Prec>(a: u64, bits: u32, signed: bool, round: Round) -> FpResul
 
 /// Integer to float (`value` already sign- or zero-extended as the source type).
 pub fn from_int<F: Prec>(value: i128, round: Round) -> FpResult {
-    let run = |round| F::from_i128_r(value, round);
-    let r = fix_overflow(run(round), run);
+    let halved = || F::from_i128_r(value / 2, Round::TowardZero).value;
+    let r = fix_overflow(F::from_i128_r(value, round), halved);
     FpResult {
         bits: r.value.to_reg(),
         flags: status_flags(r.status),
@@ -413,8 +458,8 @@ where
     To: Prec,
 {
     let x = From::from_reg(a);
-    let run = |round| -> StatusAnd<To> { x.convert_r(round, &mut false) };
-    let r = fix_overflow(run(round), run);
+    let halved = || -> To { half_away(x).convert_r(Round::TowardZero, &mut false).value };
+    let r = fix_overflow(x.convert_r(round, &mut false), halved);
     let bits = if r.value.is_nan() {
         To::CANON
     } else {
@@ -599,6 +644,21 @@ mod tests {
             sqrt::<Single>(2f32.to_bits() as u64, RNE).bits,
             2f32.sqrt().to_bits() as u64
         );
+        // Subnormal inputs: sqrt(4 * 2^-1074) = 2^-536 exactly; sqrt(17 *
+        // 2^-1074) is inexact, and rounding toward zero ends one below RNE
+        // (which rounds up here).
+        assert_eq!(
+            sqrt::<Double>(4, RNE),
+            FpResult {
+                bits: 0x1e70_0000_0000_0000,
+                flags: 0
+            }
+        );
+        let rne = sqrt::<Double>(17, RNE);
+        let rtz = sqrt::<Double>(17, Round::TowardZero);
+        assert_eq!((rne.flags, rtz.flags), (flags::NX, flags::NX));
+        assert!(rtz.bits <= rne.bits && rne.bits - rtz.bits <= 1);
+        assert_eq!(sqrt::<Double>(17, Round::TowardPositive).bits, rtz.bits + 1);
     }
 
     #[test]
@@ -669,6 +729,14 @@ mod tests {
         // 65504 (largest half) * 2 overflows; toward zero saturates with OF.
         let r = binary::<Half>(BinOp::Mul, 0x7bff, 0x4000, Round::TowardZero);
         assert_eq!((r.bits, r.flags), (0x7bff, flags::OF | flags::NX));
+        // 65504 + 8 (between the largest half and 2^16) rounds toward zero
+        // to 65504 without overflow (the unbounded-exponent result is 65504).
+        let r = binary::<Half>(BinOp::Add, 0x7bff, 0x4800, Round::TowardZero);
+        assert_eq!((r.bits, r.flags), (0x7bff, flags::NX));
+        let r = binary::<Half>(BinOp::Add, 0x7bff, 0x4800, RNE);
+        assert_eq!((r.bits, r.flags), (0x7bff, flags::NX));
+        let r = from_int::<Half>(65_535, Round::TowardZero);
+        assert_eq!((r.bits, r.flags), (0x7bff, flags::NX));
         let r = from_int::<Half>(70_000, Round::TowardZero);
         assert_eq!((r.bits, r.flags), (0x7bff, flags::OF | flags::NX));
         let r = convert::<Single, Half>(1e6f32.to_bits() as u64, RNE);
