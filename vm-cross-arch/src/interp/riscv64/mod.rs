@@ -1,6 +1,7 @@
 //! A software RV64GC hart (RV64IMAFDC, Zicsr, Zifencei, Zicntr; the B
 //! extension and Zbkb/Zbkc/Zbkx; Zicond, Zihintpause, Zicbom/Zicboz/Zicbop;
-//! Sstc, Svinval, Svnapot, Svpbmt; M/S/U privilege, Sv39; zero Sdtrig triggers)
+//! Zfh/Zfhmin and Zfa; Zimop/Zcmop; Sstc, Svinval, Svnapot, Svpbmt; M/S/U
+//! privilege, Sv39; zero Sdtrig triggers)
 //! behind `vm_accel::Vcpu`, with a built-in SBI for booting kernels in
 //! S-mode and an ELF runner for bare-metal test programs.
 //!
