@@ -105,10 +105,15 @@ impl Gen {
     /// A value in a float register: boxed halves and singles, doubles, and
     /// badly boxed values, with IEEE special values over-represented.
     fn fp_value(&mut self) -> u64 {
-        const HALF: [u64; 10] = [
-            0, 0x8000, 0x3c00, 0xbc00, 0x7c00, 0xfc00, 0x7e00, 0x7d00, 0x0001, 0x7bff,
+        // Zeros, ones, infinities, NaNs (quiet, signaling), the smallest
+        // subnormal, the largest value, and values around the smallest
+        // normal and around 1 (their products land on the underflow
+        // boundary).
+        const HALF: [u64; 14] = [
+            0, 0x8000, 0x3c00, 0xbc00, 0x7c00, 0xfc00, 0x7e00, 0x7d00, 0x0001, 0x7bff, 0x0400,
+            0x03ff, 0x3bff, 0x3c01,
         ];
-        const SINGLE: [u64; 10] = [
+        const SINGLE: [u64; 14] = [
             0,
             0x8000_0000,
             0x3f80_0000,
@@ -119,8 +124,12 @@ impl Gen {
             0x7fa0_0000,
             0x0000_0001,
             0x7f7f_ffff,
+            0x0080_0000,
+            0x007f_ffff,
+            0x3f7f_ffff,
+            0x3f80_0001,
         ];
-        const DOUBLE: [u64; 8] = [
+        const DOUBLE: [u64; 12] = [
             0,
             1 << 63,
             0x3ff0_0000_0000_0000,
@@ -129,12 +138,16 @@ impl Gen {
             0x7ff4_0000_0000_0000,
             1,
             0x7fef_ffff_ffff_ffff,
+            0x0010_0000_0000_0000,
+            0x000f_ffff_ffff_ffff,
+            0x3fef_ffff_ffff_ffff,
+            0x3ff0_0000_0000_0001,
         ];
         let special = self.below(3) == 0;
         match self.below(7) {
             0 | 1 => {
                 let v = if special {
-                    HALF[self.below(10) as usize]
+                    HALF[self.below(14) as usize]
                 } else {
                     self.below(1 << 16)
                 };
@@ -142,7 +155,7 @@ impl Gen {
             }
             2 | 3 => {
                 let v = if special {
-                    SINGLE[self.below(10) as usize]
+                    SINGLE[self.below(14) as usize]
                 } else {
                     u64::from(self.rng.next_u32())
                 };
@@ -150,7 +163,7 @@ impl Gen {
             }
             4 | 5 => {
                 if special {
-                    DOUBLE[self.below(8) as usize]
+                    DOUBLE[self.below(12) as usize]
                 } else {
                     // Small exponents make sums and products of doubles meet.
                     (self.rng.next_u64() & 0x800f_ffff_ffff_ffff) | ((0x3f0 + self.below(32)) << 52)

@@ -749,6 +749,20 @@ mod tests {
     }
 
     #[test]
+    fn tininess_is_detected_after_rounding() {
+        // (1 + 2^-23) * (2^-126 - 2^-149) = 2^-126 - 2^-172 rounds to the
+        // smallest normal, which it would also be with an unbounded
+        // exponent: not tiny, so inexact without underflow.
+        let r = binary::<Single>(BinOp::Mul, 0x3f80_0001, 0x007f_ffff, RNE);
+        assert_eq!((r.bits, r.flags), (0x0080_0000, flags::NX));
+        // Toward zero it stays subnormal: tiny and inexact.
+        let r = binary::<Single>(BinOp::Mul, 0x3f80_0001, 0x007f_ffff, Round::TowardZero);
+        assert_eq!((r.bits, r.flags), (0x007f_ffff, flags::UF | flags::NX));
+        let r = binary::<Half>(BinOp::Mul, 0x3c01, 0x03ff, RNE);
+        assert_eq!((r.bits, r.flags), (0x0400, flags::NX));
+    }
+
+    #[test]
     fn zfa_constants_rounding_and_modular_conversion() {
         assert_eq!(fli::<Single>(0), 0xbf80_0000);
         assert_eq!(fli::<Single>(1), 0x0080_0000);
