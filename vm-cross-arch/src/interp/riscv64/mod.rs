@@ -33,6 +33,7 @@ mod sbi;
 pub mod trap;
 pub mod vcpu;
 pub mod vm;
+pub mod zfa;
 
 pub use exec::cache::BLOCK as CBO_BLOCK;
 pub use hart::{Hart, HartExit};

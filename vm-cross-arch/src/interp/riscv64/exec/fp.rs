@@ -12,6 +12,7 @@ use crate::interp::riscv64::decode::{Fmt, Fp, Kind, Op};
 use crate::interp::riscv64::fpu::{self, BinOp, FpResult};
 use crate::interp::riscv64::hart::{Hart, MmioDest};
 use crate::interp::riscv64::trap::{Exc, CAUSE_ILLEGAL};
+use crate::interp::riscv64::zfa;
 
 /// The upper bits that must be ones for a value of `fmt` (none for double).
 #[inline]
@@ -37,13 +38,13 @@ fn unbox(v: u64, fmt: Fmt) -> u64 {
     }
 }
 
-/// Calls `fpu::$f::<precision of $fmt>($args)`.
+/// Calls `$module::$f::<precision of $fmt>($args)`.
 macro_rules! per_fmt {
-    ($fmt:expr, $f:ident($($arg:expr),*)) => {
+    ($fmt:expr, $module:ident::$f:ident($($arg:expr),*)) => {
         match $fmt {
-            Fmt::H => fpu::$f::<Half>($($arg),*),
-            Fmt::S => fpu::$f::<Single>($($arg),*),
-            Fmt::D => fpu::$f::<Double>($($arg),*),
+            Fmt::H => $module::$f::<Half>($($arg),*),
+            Fmt::S => $module::$f::<Single>($($arg),*),
+            Fmt::D => $module::$f::<Double>($($arg),*),
         }
     };
 }
@@ -163,7 +164,7 @@ impl Hart {
                     Fp::Mul => BinOp::Mul,
                     _ => BinOp::Div,
                 };
-                let v = self.accrue(per_fmt!(fmt, binary(bop, a, b, round)));
+                let v = self.accrue(per_fmt!(fmt, fpu::binary(bop, a, b, round)));
                 self.set_f(rd, v, fmt);
             }
             Fp::Madd | Fp::Msub | Fp::Nmsub | Fp::Nmadd => {
@@ -173,11 +174,11 @@ impl Hart {
                     Fp::Nmsub => (true, false),
                     _ => (true, true),
                 };
-                let v = self.accrue(per_fmt!(fmt, fma(a, b, c, np, na, round)));
+                let v = self.accrue(per_fmt!(fmt, fpu::fma(a, b, c, np, na, round)));
                 self.set_f(rd, v, fmt);
             }
             Fp::Sqrt => {
-                let v = self.accrue(per_fmt!(fmt, sqrt(a, round)));
+                let v = self.accrue(per_fmt!(fmt, fpu::sqrt(a, round)));
                 self.set_f(rd, v, fmt);
             }
             Fp::Sgnj | Fp::Sgnjn | Fp::Sgnjx => {
@@ -190,20 +191,23 @@ impl Hart {
                 self.set_f(rd, (a & !sign) | s, fmt);
             }
             Fp::Min | Fp::Max => {
-                let v = self.accrue(per_fmt!(fmt, min_max(a, b, f == Fp::Max)));
+                let v = self.accrue(per_fmt!(fmt, fpu::min_max(a, b, f == Fp::Max)));
                 self.set_f(rd, v, fmt);
             }
             Fp::Minm | Fp::Maxm => {
-                let v = self.accrue(per_fmt!(fmt, min_max_nan(a, b, f == Fp::Maxm)));
+                let v = self.accrue(per_fmt!(fmt, zfa::min_max_nan(a, b, f == Fp::Maxm)));
                 self.set_f(rd, v, fmt);
             }
             Fp::Round | Fp::RoundNx => {
-                let v = self.accrue(per_fmt!(fmt, round_integral(a, round, f == Fp::RoundNx)));
+                let v = self.accrue(per_fmt!(
+                    fmt,
+                    zfa::round_integral(a, round, f == Fp::RoundNx)
+                ));
                 self.set_f(rd, v, fmt);
             }
-            Fp::Fli => self.set_f(rd, per_fmt!(fmt, fli(op.rs1)), fmt),
+            Fp::Fli => self.set_f(rd, per_fmt!(fmt, zfa::fli(op.rs1)), fmt),
             Fp::CvtModW => {
-                let v = self.accrue(fpu::cvtmod_w(a));
+                let v = self.accrue(zfa::cvtmod_w(a));
                 self.set_x(rd, v);
             }
             Fp::CvtW | Fp::CvtWu | Fp::CvtL | Fp::CvtLu => {
@@ -213,7 +217,7 @@ impl Hart {
                     Fp::CvtL => (64, true),
                     _ => (64, false),
                 };
-                let v = self.accrue(per_fmt!(fmt, to_int(a, bits, signed, round)));
+                let v = self.accrue(per_fmt!(fmt, fpu::to_int(a, bits, signed, round)));
                 self.set_x(rd, v);
             }
             Fp::FromW | Fp::FromWu | Fp::FromL | Fp::FromLu => {
@@ -223,7 +227,7 @@ impl Hart {
                     Fp::FromL => i128::from(xa as i64),
                     _ => i128::from(xa),
                 };
-                let v = self.accrue(per_fmt!(fmt, from_int(value, round)));
+                let v = self.accrue(per_fmt!(fmt, fpu::from_int(value, round)));
                 self.set_f(rd, v, fmt);
             }
             Fp::CvtFp => {
@@ -259,11 +263,11 @@ impl Hart {
                     Fp::Ltq => 3,
                     _ => 4,
                 };
-                let v = self.accrue(per_fmt!(fmt, compare(a, b, kind)));
+                let v = self.accrue(per_fmt!(fmt, fpu::compare(a, b, kind)));
                 self.set_x(rd, v);
             }
             Fp::Class => {
-                let v = per_fmt!(fmt, class(a));
+                let v = per_fmt!(fmt, fpu::class(a));
                 self.set_x(rd, v);
             }
         }
