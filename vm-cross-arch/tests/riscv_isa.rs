@@ -105,6 +105,11 @@ fn bit_manipulation_and_zicond() {
 }
 
 #[test]
+fn half_precision_zfa_and_may_be_operations() {
+    run_built("zfh", build_with("zfh", "-march=rv64gc_zfh"));
+}
+
+#[test]
 fn cache_blocks_counters_triggers_and_sstc() {
     run_built("cmo", build_with("cmo", MARCH_EXTENDED));
 }

@@ -143,6 +143,38 @@ fn mmio_loads_exit_and_complete_on_the_next_run() {
 }
 
 #[test]
+fn mmio_fp_loads_complete_nan_boxed() {
+    // sstatus.FS = Initial; flh f1, 0(t0); flw f2, 4(t0); a0 = fmv.x.d f1; a1 = fmv.x.d f2.
+    let fmv_x_d = |rd: u32, fs: u32| (0x71 << 25) | (fs << 15) | (rd << 7) | 0x53;
+    let (_vm, mut vcpu) = machine(&[
+        lui(T0, 0x10000),
+        lui(T1, 0x2),
+        i_type(0x73, 0, 2, T1, 0x100),
+        i_type(0x07, 1, 1, T0, 0),
+        i_type(0x07, 2, 2, T0, 4),
+        fmv_x_d(A0, 1),
+        fmv_x_d(A1, 2),
+        JUMP_SELF,
+    ]);
+    for (want, value) in [
+        ((0x1000_0000, 2), 0x3c00u32),
+        ((0x1000_0004, 4), 0x3f80_0000),
+    ] {
+        match vcpu.run().expect("run") {
+            VcpuExit::MmioRead { addr, data } => {
+                assert_eq!((addr, data.len()), want);
+                data.copy_from_slice(&value.to_le_bytes()[..want.1]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    vcpu.set_budget(100);
+    assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
+    assert_eq!(reg(&vcpu, A0 as usize), 0xffff_ffff_ffff_3c00, "flh boxes");
+    assert_eq!(reg(&vcpu, A1 as usize), 0xffff_ffff_3f80_0000, "flw boxes");
+}
+
+#[test]
 fn mmio_stores_exit_with_their_data() {
     let (_vm, mut vcpu) = machine(&[
         lui(T0, 0x10000),

@@ -50,6 +50,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("opensbi", "firmware for qemu-system-riscv64"),
     (
+        "qemu-user",
+        "qemu-riscv64: the peer of the riscv64 differential test",
+    ),
+    (
         "qemu-system-arm",
         "boots Debian's arm64 kernel with our device tree under QEMU",
     ),

@@ -41,7 +41,8 @@ pub enum Amo {
     Maxu,
 }
 
-/// Floating-point operations of F and D (precision is carried by the kind).
+/// Floating-point operations of F, D, Zfh and Zfa (precision is carried by
+/// the kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fp {
     Madd,
@@ -68,7 +69,7 @@ pub enum Fp {
     FromWu,
     FromL,
     FromLu,
-    /// Between precisions (to the kind's precision).
+    /// Between precisions (to the kind's precision, from the format in `rs2`).
     CvtFp,
     MvToX,
     MvFromX,
@@ -76,6 +77,51 @@ pub enum Fp {
     Lt,
     Le,
     Class,
+    /// Zfa `fli`: load constant number `rs1` of the table.
+    Fli,
+    /// Zfa `fminm`/`fmaxm`: min/max that propagate NaNs.
+    Minm,
+    Maxm,
+    /// Zfa `fround` (no inexact flag) and `froundnx`: round to an integral value.
+    Round,
+    RoundNx,
+    /// Zfa `fcvtmod.w.d`: double to 32-bit integer, rounding toward zero, modulo 2^32.
+    CvtModW,
+    /// Zfa quiet compares `fleq`/`fltq` (invalid only for signaling NaNs).
+    Leq,
+    Ltq,
+}
+
+/// Floating-point formats (the `fmt` field of the encoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fmt {
+    /// Single precision (F).
+    S,
+    /// Double precision (D).
+    D,
+    /// Half precision (Zfh, Zfhmin).
+    H,
+}
+
+impl Fmt {
+    /// From the 2-bit `fmt` field (Q, 3, is not implemented).
+    fn from_field(v: u32) -> Option<Fmt> {
+        match v {
+            0 => Some(Fmt::S),
+            1 => Some(Fmt::D),
+            2 => Some(Fmt::H),
+            _ => None,
+        }
+    }
+
+    /// log2 of the width in bytes (a load/store `size`).
+    pub fn size(self) -> u8 {
+        match self {
+            Fmt::H => 1,
+            Fmt::S => 2,
+            Fmt::D => 3,
+        }
+    }
 }
 
 /// Branch conditions.
@@ -144,17 +190,17 @@ pub enum Kind {
         op: Amo,
         size: u8,
     },
-    /// FP load (`double` selects 64 bits).
+    /// FP load of one format.
     FLoad {
-        double: bool,
+        fmt: Fmt,
     },
     FStore {
-        double: bool,
+        fmt: Fmt,
     },
-    /// FP arithmetic in single (`double == false`) or double precision.
+    /// FP arithmetic in one format.
     FOp {
         op: Fp,
-        double: bool,
+        fmt: Fmt,
     },
     /// Bit manipulation (Zb*) or Zicond, second operand `x[rs2]`.
     BitReg(Bit),
@@ -397,13 +443,18 @@ fn decode_base(i: u32) -> Op {
         },
         0x73 => decode_system(i, rd, rs1, rs2, f3, f7),
         0x2f => decode_amo(i, rd, rs1, rs2, f3),
-        0x07 if f3 == 2 || f3 == 3 => op(Kind::FLoad { double: f3 == 3 }),
-        0x27 if f3 == 2 || f3 == 3 => Op::new(Kind::FStore { double: f3 == 3 }, 0, rs1, rs2, imm_s),
+        0x07 => match mem_fmt(f3) {
+            Some(fmt) => op(Kind::FLoad { fmt }),
+            None => ill,
+        },
+        0x27 => match mem_fmt(f3) {
+            Some(fmt) => Op::new(Kind::FStore { fmt }, 0, rs1, rs2, imm_s),
+            None => ill,
+        },
         0x43 | 0x47 | 0x4b | 0x4f => {
-            let fmt = bits(i, 26, 25);
-            if fmt > 1 {
+            let Some(fmt) = Fmt::from_field(bits(i, 26, 25)) else {
                 return ill;
-            }
+            };
             let fp = match i & 0x7f {
                 0x43 => Fp::Madd,
                 0x47 => Fp::Msub,
@@ -413,16 +464,7 @@ fn decode_base(i: u32) -> Op {
             Op {
                 rs3: bits(i, 31, 27) as u8,
                 rm: f3 as u8,
-                ..Op::new(
-                    Kind::FOp {
-                        op: fp,
-                        double: fmt == 1,
-                    },
-                    rd,
-                    rs1,
-                    rs2,
-                    0,
-                )
+                ..Op::new(Kind::FOp { op: fp, fmt }, rd, rs1, rs2, 0)
             }
         }
         0x53 => decode_fp(i, rd, rs1, rs2, f3, f7),
@@ -448,6 +490,14 @@ fn decode_system(i: u32, rd: u32, rs1: u32, rs2: u32, f3: u32, f7: u32) -> Op {
             _ => return ill,
         };
         return Op::new(kind, 0, rs1, rs2, 0);
+    }
+    if f3 == 4 {
+        // Zimop: mop.r.N and mop.rr.N write zero to rd.
+        return if i & 0xb3c0_707f == 0x81c0_4073 || i & 0xb200_707f == 0x8200_4073 {
+            Op::new(Kind::AluImm(Alu::And), rd, 0, 0, 0)
+        } else {
+            ill
+        };
     }
     let csr = match f3 {
         1 => CsrOp::Rw,
@@ -494,12 +544,21 @@ fn decode_amo(i: u32, rd: u32, rs1: u32, rs2: u32, f3: u32) -> Op {
     }
 }
 
+/// The format of an FP load/store from its `funct3` (`flh`, `flw`, `fld`).
+fn mem_fmt(f3: u32) -> Option<Fmt> {
+    match f3 {
+        1 => Some(Fmt::H),
+        2 => Some(Fmt::S),
+        3 => Some(Fmt::D),
+        _ => None,
+    }
+}
+
 fn decode_fp(i: u32, rd: u32, rs1: u32, rs2: u32, f3: u32, f7: u32) -> Op {
     let ill = Op::illegal(i, 4);
-    let double = f7 & 1 == 1;
-    if f7 & 2 != 0 {
-        return ill; // H and Q formats
-    }
+    let Some(fmt) = Fmt::from_field(f7 & 3) else {
+        return ill; // Q format
+    };
     let fp = match (f7 >> 2, f3, rs2) {
         (0x00, _, _) => Fp::Add,
         (0x01, _, _) => Fp::Sub,
@@ -511,8 +570,17 @@ fn decode_fp(i: u32, rd: u32, rs1: u32, rs2: u32, f3: u32, f7: u32) -> Op {
         (0x04, 2, _) => Fp::Sgnjx,
         (0x05, 0, _) => Fp::Min,
         (0x05, 1, _) => Fp::Max,
-        (0x08, _, 0) if double => Fp::CvtFp,  // fcvt.d.s
-        (0x08, _, 1) if !double => Fp::CvtFp, // fcvt.s.d
+        // fcvt between formats: `rs2` is the source format.
+        (0x08, _, 0..=2) if Fmt::from_field(rs2) != Some(fmt) => Fp::CvtFp,
+        (0x08, _, 4) => Fp::Round,
+        (0x08, _, 5) => Fp::RoundNx,
+        (0x05, 2, _) => Fp::Minm,
+        (0x05, 3, _) => Fp::Maxm,
+        (0x18, 1, 8) if fmt == Fmt::D => Fp::CvtModW,
+        (0x1e, 0, 1) => Fp::Fli,
+        // Zfa's fmvh.x.d and fmvp.d.x exist on RV32 only: illegal here.
+        (0x14, 4, _) => Fp::Leq,
+        (0x14, 5, _) => Fp::Ltq,
         (0x18, _, 0) => Fp::CvtW,
         (0x18, _, 1) => Fp::CvtWu,
         (0x18, _, 2) => Fp::CvtL,
@@ -531,7 +599,7 @@ fn decode_fp(i: u32, rd: u32, rs1: u32, rs2: u32, f3: u32, f7: u32) -> Op {
     };
     Op {
         rm: f3 as u8,
-        ..Op::new(Kind::FOp { op: fp, double }, rd, rs1, rs2, 0)
+        ..Op::new(Kind::FOp { op: fp, fmt }, rd, rs1, rs2, 0)
     }
 }
 
@@ -563,7 +631,7 @@ pub fn decode16(c: u16) -> Op {
         (0, 1 | 3 | 5 | 7) => {
             let imm = (bits(c, 12, 10) << 3) | (bits(c, 6, 5) << 6);
             match f3 {
-                1 => Op::new(Kind::FLoad { double: true }, rdp, rs1p, 0, imm as i32),
+                1 => Op::new(Kind::FLoad { fmt: Fmt::D }, rdp, rs1p, 0, imm as i32),
                 3 => Op::new(
                     Kind::Load {
                         size: 3,
@@ -574,7 +642,7 @@ pub fn decode16(c: u16) -> Op {
                     0,
                     imm as i32,
                 ),
-                5 => Op::new(Kind::FStore { double: true }, 0, rs1p, rdp, imm as i32),
+                5 => Op::new(Kind::FStore { fmt: Fmt::D }, 0, rs1p, rdp, imm as i32),
                 _ => Op::new(Kind::Store { size: 3 }, 0, rs1p, rdp, imm as i32),
             }
         }
@@ -617,11 +685,13 @@ pub fn decode16(c: u16) -> Op {
                     return ill;
                 }
                 Op::new(Kind::AluImm(Alu::Add), 2, 2, 0, imm)
-            } else {
-                if imm6 == 0 {
-                    return ill;
-                }
+            } else if imm6 != 0 {
                 Op::new(Kind::Lui, rd, 0, 0, imm6 << 12)
+            } else if rd & 1 == 1 && rd < 16 {
+                // Zcmop: c.mop.N (c.lui x1, x3, ..., x15 with a zero immediate) does nothing.
+                Op::new(Kind::AluImm(Alu::Add), 0, 0, 0, 0)
+            } else {
+                return ill;
             }
         }
         (1, 4) => {
@@ -685,7 +755,7 @@ pub fn decode16(c: u16) -> Op {
         (2, 1 | 3) => {
             let imm = (bits(c, 12, 12) << 5) | (bits(c, 6, 5) << 3) | (bits(c, 4, 2) << 6);
             if f3 == 1 {
-                Op::new(Kind::FLoad { double: true }, rd, 2, 0, imm as i32)
+                Op::new(Kind::FLoad { fmt: Fmt::D }, rd, 2, 0, imm as i32)
             } else {
                 if rd == 0 {
                     return ill;
@@ -729,7 +799,7 @@ pub fn decode16(c: u16) -> Op {
         (2, 5 | 7) => {
             let imm = (bits(c, 12, 10) << 3) | (bits(c, 9, 7) << 6);
             if f3 == 5 {
-                Op::new(Kind::FStore { double: true }, 0, 2, rs2, imm as i32)
+                Op::new(Kind::FStore { fmt: Fmt::D }, 0, 2, rs2, imm as i32)
             } else {
                 Op::new(Kind::Store { size: 3 }, 0, 2, rs2, imm as i32)
             }

@@ -225,15 +225,24 @@ pub fn run(bytes: &[u8], mem_size: u64, budget: u64) -> Result<Report, ElfError>
     let mut console = Vec::new();
     let uart = layout::UART.start.0;
     // Counted in steps handed to the hart, so a program that traps on every
-    // instruction (and so retires none) still ends.
+    // instruction (and so retires none) still ends. An MMIO exit ends a
+    // slice early: it costs what the slice retired (at least one step), so a
+    // program printing a lot is not charged whole slices per byte.
     let mut spent = 0u64;
     let outcome = loop {
         if spent >= budget {
             break Outcome::Timeout;
         }
         let slice = (budget - spent).min(super::vcpu::RUN_BUDGET);
-        spent += slice;
-        match hart.run(slice) {
+        let retired = hart.instret();
+        let exit = hart.run(slice);
+        spent += match exit {
+            HartExit::MmioWrite { .. } | HartExit::MmioRead { .. } => {
+                hart.instret().wrapping_sub(retired).clamp(1, slice)
+            }
+            _ => slice,
+        };
+        match exit {
             HartExit::Interrupted => {}
             HartExit::ToHost(1) => break Outcome::Pass,
             HartExit::ToHost(v) => break Outcome::Fail(v >> 1),

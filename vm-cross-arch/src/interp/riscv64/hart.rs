@@ -339,8 +339,9 @@ impl Hart {
         if let Some(d) = self.mmio_dest.take() {
             let raw = super::exec::mem::le_value(self.mmio_buf, d.size);
             if d.fp {
-                self.f[usize::from(d.rd)] = if d.size == 2 {
-                    raw | 0xffff_ffff_0000_0000
+                // NaN-box a half or single.
+                self.f[usize::from(d.rd)] = if d.size < 3 {
+                    raw | (!0u64 << (8u32 << d.size))
                 } else {
                     raw
                 };

@@ -1,12 +1,13 @@
 //! A software RV64GC hart (RV64IMAFDC, Zicsr, Zifencei, Zicntr; the B
 //! extension and Zbkb/Zbkc/Zbkx; Zicond, Zihintpause, Zicbom/Zicboz/Zicbop;
-//! Sstc, Svinval, Svnapot, Svpbmt; M/S/U privilege, Sv39; zero Sdtrig triggers)
+//! Zfh/Zfhmin and Zfa; Zimop/Zcmop; Sstc, Svinval, Svnapot, Svpbmt; M/S/U
+//! privilege, Sv39; zero Sdtrig triggers)
 //! behind `vm_accel::Vcpu`, with a built-in SBI for booting kernels in
 //! S-mode and an ELF runner for bare-metal test programs.
 //!
 //! Speed comes from decoding once: a per-hart cache of pre-decoded
-//! instructions keyed by guest physical page ([`icache`]), a software TLB of
-//! host addresses ([`mmu`]), no allocation and no lock per instruction.
+//! instructions keyed by guest physical page (`icache`), a software TLB of
+//! host addresses (`mmu`), no allocation and no lock per instruction.
 //! Guest mistakes (unmapped fetches, illegal instructions, page tables
 //! outside RAM) are guest traps, never host panics.
 
@@ -32,6 +33,7 @@ mod sbi;
 pub(crate) mod trap;
 pub(crate) mod vcpu;
 pub(crate) mod vm;
+pub(crate) mod zfa;
 
 pub(crate) use exec::cache::BLOCK as CBO_BLOCK;
 pub use vcpu::RiscvVcpu;

@@ -17,10 +17,14 @@ const CPU_INTC_PHANDLE: u32 = 3;
 const UART_CLOCK_HZ: u32 = 3_686_400;
 /// ISA string of the emulated harts (the legacy `riscv,isa` form of
 /// [`ISA_EXTENSIONS`]; both list exactly what the interpreter implements).
+/// Multi-letter extensions go in the ISA manual's canonical order: `Z`
+/// names by the category of their second letter (i, m, a, f, d, q, l, c, b,
+/// k, ...), then alphabetically; `S` names after them.
 pub const ISA: &str = "rv64imafdc_zicbom_zicbop_zicboz_zicntr_zicond_zicsr_zifencei_zihintpause\
-                       _zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svnapot_svpbmt";
+                       _zimop_zfa_zfh_zfhmin_zcmop_zba_zbb_zbc_zbkb_zbkc_zbkx_zbs\
+                       _sstc_svinval_svnapot_svpbmt";
 /// `riscv,isa-extensions` of the emulated harts.
-pub const ISA_EXTENSIONS: [&str; 25] = [
+pub const ISA_EXTENSIONS: [&str; 30] = [
     "i",
     "m",
     "a",
@@ -35,6 +39,11 @@ pub const ISA_EXTENSIONS: [&str; 25] = [
     "zicsr",
     "zifencei",
     "zihintpause",
+    "zimop",
+    "zfa",
+    "zfh",
+    "zfhmin",
+    "zcmop",
     "zba",
     "zbb",
     "zbc",
@@ -167,4 +176,23 @@ pub fn build(map: &MemoryMap, cmdline: &str, initrd: Option<Range>) -> Result<Ve
     fdt::chosen(&mut fdt, cmdline, &stdout, initrd)?;
     fdt.end_node(root)?;
     Ok(fdt.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_isa_string_lists_the_extensions_in_order() {
+        let (base, rest) = ISA.split_at(10);
+        assert_eq!(base, "rv64imafdc");
+        let letters: Vec<String> = base[4..].chars().map(String::from).collect();
+        let multi: Vec<&str> = rest.split('_').skip(1).collect();
+        let listed: Vec<&str> = letters
+            .iter()
+            .map(String::as_str)
+            .chain(multi.iter().copied())
+            .collect();
+        assert_eq!(listed, ISA_EXTENSIONS);
+    }
 }

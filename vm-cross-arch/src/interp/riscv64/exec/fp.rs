@@ -1,36 +1,70 @@
-//! The F and D extensions: loads/stores, arithmetic, conversions, moves,
-//! compares. Single values live NaN-boxed in the 64-bit registers: a single
-//! operand whose upper 32 bits are not all ones reads as the canonical NaN.
+//! The F, D, Zfh/Zfhmin and Zfa extensions: loads/stores, arithmetic,
+//! conversions, moves, compares. Single and half values live NaN-boxed in
+//! the 64-bit registers: a narrow operand whose upper bits are not all ones
+//! reads as the canonical NaN.
 
 // Operand names follow the ISA manual (a, b, c, x, y, rd).
 #![allow(clippy::many_single_char_names)]
 
-use rustc_apfloat::ieee::{Double, Single};
+use rustc_apfloat::ieee::{Double, Half, Single};
 
-use crate::interp::riscv64::decode::{Fp, Kind, Op};
+use crate::interp::riscv64::decode::{Fmt, Fp, Kind, Op};
 use crate::interp::riscv64::fpu::{self, BinOp, FpResult};
 use crate::interp::riscv64::hart::{Hart, MmioDest};
 use crate::interp::riscv64::trap::{Exc, CAUSE_ILLEGAL};
+use crate::interp::riscv64::zfa;
 
-const BOX: u64 = 0xffff_ffff_0000_0000;
-
-/// Reads a single operand from a register, checking the NaN box.
+/// The upper bits that must be ones for a value of `fmt` (none for double).
 #[inline]
-fn unbox(v: u64) -> u64 {
-    if v & BOX == BOX {
-        v & 0xffff_ffff
-    } else {
-        0x7fc0_0000
+fn box_bits(fmt: Fmt) -> u64 {
+    match fmt {
+        Fmt::H => 0xffff_ffff_ffff_0000,
+        Fmt::S => 0xffff_ffff_0000_0000,
+        Fmt::D => 0,
     }
+}
+
+/// Reads an operand of `fmt` from a register, checking the NaN box.
+#[inline]
+fn unbox(v: u64, fmt: Fmt) -> u64 {
+    let high = box_bits(fmt);
+    if v & high == high {
+        v & !high
+    } else {
+        match fmt {
+            Fmt::H => 0x7e00,
+            _ => 0x7fc0_0000,
+        }
+    }
+}
+
+/// Calls `$module::$f::<precision of $fmt>($args)`.
+macro_rules! per_fmt {
+    ($fmt:expr, $module:ident::$f:ident($($arg:expr),*)) => {
+        match $fmt {
+            Fmt::H => $module::$f::<Half>($($arg),*),
+            Fmt::S => $module::$f::<Single>($($arg),*),
+            Fmt::D => $module::$f::<Double>($($arg),*),
+        }
+    };
 }
 
 fn fp_illegal() -> Exc {
     Exc::trap(CAUSE_ILLEGAL, 0)
 }
 
+/// The source format of an `fcvt` between formats (its `rs2` field).
+fn source_fmt(rs2: u8) -> Fmt {
+    match rs2 {
+        0 => Fmt::S,
+        1 => Fmt::D,
+        _ => Fmt::H,
+    }
+}
+
 impl Hart {
-    fn set_f(&mut self, rd: u8, v: u64, double: bool) {
-        self.f[usize::from(rd)] = if double { v } else { v | BOX };
+    fn set_f(&mut self, rd: u8, v: u64, fmt: Fmt) {
+        self.f[usize::from(rd)] = v | box_bits(fmt);
         self.fs_dirty();
     }
 
@@ -52,11 +86,11 @@ impl Hart {
             return Err(fp_illegal());
         }
         match op.kind {
-            Kind::FLoad { double } => {
+            Kind::FLoad { fmt } => {
                 let va = a.wrapping_add(i64::from(op.imm) as u64);
-                let size = if double { 3 } else { 2 };
+                let size = fmt.size();
                 match self.load(va, size) {
-                    Ok(v) => self.set_f(op.rd, v, double),
+                    Ok(v) => self.set_f(op.rd, v, fmt),
                     Err(Exc::Exit) => {
                         self.mmio_dest = Some(MmioDest {
                             rd: op.rd,
@@ -70,27 +104,23 @@ impl Hart {
                     Err(e) => return Err(e),
                 }
             }
-            Kind::FStore { double } => {
+            Kind::FStore { fmt } => {
                 let va = a.wrapping_add(i64::from(op.imm) as u64);
                 let v = self.f[usize::from(op.rs2)];
-                self.store(va, if double { 3 } else { 2 }, v)?;
+                self.store(va, fmt.size(), v)?;
             }
-            Kind::FOp { op: f, double } => self.fp_arith(op, f, double, a)?,
+            Kind::FOp { op: f, fmt } => self.fp_arith(op, f, fmt, a)?,
             _ => return Err(fp_illegal()),
         }
         self.pc = next;
         Ok(())
     }
 
-    fn fp_arith(&mut self, op: Op, f: Fp, double: bool, xa: u64) -> Result<(), Exc> {
+    fn fp_arith(&mut self, op: Op, f: Fp, fmt: Fmt, xa: u64) -> Result<(), Exc> {
         let raw1 = self.f[usize::from(op.rs1)];
         let raw2 = self.f[usize::from(op.rs2)];
         let raw3 = self.f[usize::from(op.rs3)];
-        let (a, b, c) = if double {
-            (raw1, raw2, raw3)
-        } else {
-            (unbox(raw1), unbox(raw2), unbox(raw3))
-        };
+        let (a, b, c) = (unbox(raw1, fmt), unbox(raw2, fmt), unbox(raw3, fmt));
         // Only ops that round read the rounding mode (and reject a bad one).
         let needs_rm = matches!(
             f,
@@ -112,6 +142,8 @@ impl Hart {
                 | Fp::FromL
                 | Fp::FromLu
                 | Fp::CvtFp
+                | Fp::Round
+                | Fp::RoundNx
         );
         let round = if needs_rm {
             let rm = if op.rm == 7 {
@@ -132,13 +164,8 @@ impl Hart {
                     Fp::Mul => BinOp::Mul,
                     _ => BinOp::Div,
                 };
-                let r = if double {
-                    fpu::binary::<Double>(bop, a, b, round)
-                } else {
-                    fpu::binary::<Single>(bop, a, b, round)
-                };
-                let v = self.accrue(r);
-                self.set_f(rd, v, double);
+                let v = self.accrue(per_fmt!(fmt, fpu::binary(bop, a, b, round)));
+                self.set_f(rd, v, fmt);
             }
             Fp::Madd | Fp::Msub | Fp::Nmsub | Fp::Nmadd => {
                 let (np, na) = match f {
@@ -147,41 +174,41 @@ impl Hart {
                     Fp::Nmsub => (true, false),
                     _ => (true, true),
                 };
-                let r = if double {
-                    fpu::fma::<Double>(a, b, c, np, na, round)
-                } else {
-                    fpu::fma::<Single>(a, b, c, np, na, round)
-                };
-                let v = self.accrue(r);
-                self.set_f(rd, v, double);
+                let v = self.accrue(per_fmt!(fmt, fpu::fma(a, b, c, np, na, round)));
+                self.set_f(rd, v, fmt);
             }
             Fp::Sqrt => {
-                let r = if double {
-                    fpu::sqrt::<Double>(a, round)
-                } else {
-                    fpu::sqrt::<Single>(a, round)
-                };
-                let v = self.accrue(r);
-                self.set_f(rd, v, double);
+                let v = self.accrue(per_fmt!(fmt, fpu::sqrt(a, round)));
+                self.set_f(rd, v, fmt);
             }
             Fp::Sgnj | Fp::Sgnjn | Fp::Sgnjx => {
-                let sign = if double { 1u64 << 63 } else { 1u64 << 31 };
+                let sign = 1u64 << ((8u32 << fmt.size()) - 1);
                 let s = match f {
                     Fp::Sgnj => b & sign,
                     Fp::Sgnjn => !b & sign,
                     _ => (a ^ b) & sign,
                 };
-                self.set_f(rd, (a & !sign) | s, double);
+                self.set_f(rd, (a & !sign) | s, fmt);
             }
             Fp::Min | Fp::Max => {
-                let max = f == Fp::Max;
-                let r = if double {
-                    fpu::min_max::<Double>(a, b, max)
-                } else {
-                    fpu::min_max::<Single>(a, b, max)
-                };
-                let v = self.accrue(r);
-                self.set_f(rd, v, double);
+                let v = self.accrue(per_fmt!(fmt, fpu::min_max(a, b, f == Fp::Max)));
+                self.set_f(rd, v, fmt);
+            }
+            Fp::Minm | Fp::Maxm => {
+                let v = self.accrue(per_fmt!(fmt, zfa::min_max_nan(a, b, f == Fp::Maxm)));
+                self.set_f(rd, v, fmt);
+            }
+            Fp::Round | Fp::RoundNx => {
+                let v = self.accrue(per_fmt!(
+                    fmt,
+                    zfa::round_integral(a, round, f == Fp::RoundNx)
+                ));
+                self.set_f(rd, v, fmt);
+            }
+            Fp::Fli => self.set_f(rd, per_fmt!(fmt, zfa::fli(op.rs1)), fmt),
+            Fp::CvtModW => {
+                let v = self.accrue(zfa::cvtmod_w(a));
+                self.set_x(rd, v);
             }
             Fp::CvtW | Fp::CvtWu | Fp::CvtL | Fp::CvtLu => {
                 let (bits, signed) = match f {
@@ -190,12 +217,7 @@ impl Hart {
                     Fp::CvtL => (64, true),
                     _ => (64, false),
                 };
-                let r = if double {
-                    fpu::to_int::<Double>(a, bits, signed, round)
-                } else {
-                    fpu::to_int::<Single>(a, bits, signed, round)
-                };
-                let v = self.accrue(r);
+                let v = self.accrue(per_fmt!(fmt, fpu::to_int(a, bits, signed, round)));
                 self.set_x(rd, v);
             }
             Fp::FromW | Fp::FromWu | Fp::FromL | Fp::FromLu => {
@@ -205,52 +227,47 @@ impl Hart {
                     Fp::FromL => i128::from(xa as i64),
                     _ => i128::from(xa),
                 };
-                let r = if double {
-                    fpu::from_int::<Double>(value, round)
-                } else {
-                    fpu::from_int::<Single>(value, round)
-                };
-                let v = self.accrue(r);
-                self.set_f(rd, v, double);
+                let v = self.accrue(per_fmt!(fmt, fpu::from_int(value, round)));
+                self.set_f(rd, v, fmt);
             }
             Fp::CvtFp => {
-                let r = if double {
-                    fpu::convert::<Single, Double>(unbox(raw1), round)
-                } else {
-                    fpu::convert::<Double, Single>(raw1, round)
+                let from = source_fmt(op.rs2);
+                let x = unbox(raw1, from);
+                let r = match (from, fmt) {
+                    (Fmt::S, Fmt::D) => fpu::convert::<Single, Double>(x, round),
+                    (Fmt::S, Fmt::H) => fpu::convert::<Single, Half>(x, round),
+                    (Fmt::D, Fmt::S) => fpu::convert::<Double, Single>(x, round),
+                    (Fmt::D, Fmt::H) => fpu::convert::<Double, Half>(x, round),
+                    (Fmt::H, Fmt::S) => fpu::convert::<Half, Single>(x, round),
+                    (Fmt::H, Fmt::D) => fpu::convert::<Half, Double>(x, round),
+                    // The decoder never pairs a format with itself.
+                    _ => return Err(fp_illegal()),
                 };
                 let v = self.accrue(r);
-                self.set_f(rd, v, double);
+                self.set_f(rd, v, fmt);
             }
             Fp::MvToX => {
-                let v = if double {
-                    raw1
-                } else {
-                    raw1 as u32 as i32 as u64
+                let v = match fmt {
+                    Fmt::D => raw1,
+                    Fmt::S => raw1 as u32 as i32 as u64,
+                    Fmt::H => raw1 as u16 as i16 as u64,
                 };
                 self.set_x(rd, v);
             }
-            Fp::MvFromX => self.set_f(rd, if double { xa } else { xa & 0xffff_ffff }, double),
-            Fp::Eq | Fp::Lt | Fp::Le => {
+            Fp::MvFromX => self.set_f(rd, xa & !box_bits(fmt), fmt),
+            Fp::Eq | Fp::Lt | Fp::Le | Fp::Ltq | Fp::Leq => {
                 let kind = match f {
                     Fp::Eq => 0,
                     Fp::Lt => 1,
-                    _ => 2,
+                    Fp::Le => 2,
+                    Fp::Ltq => 3,
+                    _ => 4,
                 };
-                let r = if double {
-                    fpu::compare::<Double>(a, b, kind)
-                } else {
-                    fpu::compare::<Single>(a, b, kind)
-                };
-                let v = self.accrue(r);
+                let v = self.accrue(per_fmt!(fmt, fpu::compare(a, b, kind)));
                 self.set_x(rd, v);
             }
             Fp::Class => {
-                let v = if double {
-                    fpu::class::<Double>(a)
-                } else {
-                    fpu::class::<Single>(a)
-                };
+                let v = per_fmt!(fmt, fpu::class(a));
                 self.set_x(rd, v);
             }
         }
@@ -264,7 +281,10 @@ mod tests {
 
     #[test]
     fn unboxing_checks_upper_bits() {
-        assert_eq!(unbox(0xffff_ffff_3f80_0000), 0x3f80_0000);
-        assert_eq!(unbox(0x0000_0000_3f80_0000), 0x7fc0_0000);
+        assert_eq!(unbox(0xffff_ffff_3f80_0000, Fmt::S), 0x3f80_0000);
+        assert_eq!(unbox(0x0000_0000_3f80_0000, Fmt::S), 0x7fc0_0000);
+        assert_eq!(unbox(0xffff_ffff_ffff_3c00, Fmt::H), 0x3c00);
+        assert_eq!(unbox(0xffff_ffff_0000_3c00, Fmt::H), 0x7e00);
+        assert_eq!(unbox(0x0123_4567_89ab_cdef, Fmt::D), 0x0123_4567_89ab_cdef);
     }
 }
