@@ -221,7 +221,9 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
         "3 packets received",
         "riscv64",
         // The extensions the device tree advertises, as Linux accepted them.
-        "_zicbom_zicbop_zicboz_zicntr_zicond_zicsr_zifencei_zihintpause_",
+        "_zicbom_zicbop_zicboz_zicntr_zicond_zicsr_zifencei_zihintpause_zimop_",
+        "_zfa_zfh_zfhmin_",
+        "_zcmop_",
         "_zba_zbb_zbc_zbkb_zbkc_zbkx_zbs_sstc_svinval_svnapot_svpbmt",
         "VM-GUEST-EXIT status=7",
     ] {
