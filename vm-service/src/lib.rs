@@ -23,17 +23,26 @@
 //! # Ok::<(), vm_service::VmmError>(())
 //! ```
 //!
-//! `examples/embed.rs` is a complete embedding program. [`daemon`] runs VMs
-//! behind the REST API of [`api`], one process per VM; [`firecracker`] runs
-//! one VM behind Firecracker's API, for Firecracker clients.
+//! `examples/embed.rs` is a complete embedding program. An embedder that
+//! needs only the VMM depends on this crate with `default-features = false`
+//! and compiles none of the HTTP stack (axum, hyper) or clap.
+//!
+//! With the `daemon` feature (on by default): `daemon` runs VMs behind the
+//! REST API of `api`, one process per VM, and `daemon::ctl` drives it from
+//! the command line; `firecracker` runs one VM behind Firecracker's API,
+//! for Firecracker clients. The `vm-service` binary needs it.
 
+// The front ends (feature `daemon`, on by default): the REST API, the
+// daemon with its command-line client, the Firecracker-compatible mode.
+#[cfg(feature = "daemon")]
 pub mod api;
 mod block;
-pub mod ctl;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod dispatch;
 pub mod drive_arg;
 pub mod executor;
+#[cfg(feature = "daemon")]
 pub mod firecracker;
 pub mod guest;
 pub mod net;

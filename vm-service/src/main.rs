@@ -52,7 +52,7 @@ enum Command {
     /// Serve the REST API on a Unix socket and run VMs, one process each.
     Daemon(DaemonArgs),
     /// Drive a running daemon.
-    Ctl(vm_service::ctl::CtlArgs),
+    Ctl(vm_service::daemon::ctl::CtlArgs),
     /// Behave like a Firecracker process: one VM behind Firecracker's API on
     /// --api-sock, or booted from --config-file. Also what this binary does
     /// when it is run under the name `firecracker` (a symlink).
@@ -535,7 +535,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => daemon(args, &cli.log_level),
         Command::Vmm { fd, sandbox } => vmm(*fd, sandbox),
         Command::Firecracker(args) => vm_service::firecracker::run(args),
-        Command::Ctl(args) => match vm_service::ctl::run(args) {
+        Command::Ctl(args) => match vm_service::daemon::ctl::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&error_chain(&e)),
         },

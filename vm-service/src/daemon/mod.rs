@@ -30,6 +30,7 @@
 //! the same switch exchange frames although each runs in its own process.
 //! TAP devices (`host_dev_name`) reach the host's network.
 
+pub mod ctl;
 pub mod journal;
 pub mod process;
 pub mod protocol;
