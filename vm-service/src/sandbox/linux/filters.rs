@@ -26,6 +26,7 @@ type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 const KVM_SETUP_IOCTLS: &[u64] = &[
     0xae00,      // KVM_GET_API_VERSION
     0xae01,      // KVM_CREATE_VM
+    0xc004_ae02, // KVM_GET_MSR_INDEX_LIST (the MSRs a snapshot saves)
     0xae03,      // KVM_CHECK_EXTENSION
     0xae04,      // KVM_GET_VCPU_MMAP_SIZE
     0xc008_ae05, // KVM_GET_SUPPORTED_CPUID
