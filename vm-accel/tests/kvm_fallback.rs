@@ -7,7 +7,7 @@ mod common;
 
 use common::{asm, kvm_or_skip, Guest, CODE, DATA, RAM_SIZE, UNMAPPED};
 use iced_x86::code_asm::{
-    dword_ptr, qword_ptr, rax, rbx, rcx, rsi, xmm3, xmmword_ptr, CodeAssembler,
+    cr4, dword_ptr, qword_ptr, rax, rbx, rcx, rsi, xmm3, xmmword_ptr, CodeAssembler,
 };
 use iced_x86::IcedError;
 use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
@@ -142,4 +142,41 @@ fn fallback_refuses_hostile_state_without_panicking() {
     g.load(CODE, &[0x0f, 0xae, 0x2c, 0x24]); // xrstor [rsp]
     let err = vcpu.emulate_at_rip().unwrap_err();
     assert!(err.to_string().contains("xrstor"), "{err}");
+}
+
+/// An XMM register the fallback writes is what the guest then reads natively,
+/// on every fresh vCPU: with the SSE state still in its initial
+/// configuration, a write through `KVM_SET_FPU` alone could be dropped by the
+/// CPU's XRSTOR (seen on a paravirtual nested KVM).
+#[test]
+fn fallback_xmm_writes_reach_the_guest() {
+    let Some(kvm) = kvm_or_skip("fallback_xmm_writes_reach_the_guest") else {
+        return;
+    };
+    let v: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+    for round in 0..40 {
+        let (g, mut vcpu) = setup(&kvm, CODE);
+        g.load(
+            CODE,
+            &program(|a| {
+                // CR4.OSFXSR and OSXMMEXCPT: SSE instructions run natively.
+                a.mov(rax, cr4)?;
+                a.or(rax, 0x600)?;
+                a.mov(cr4, rax)?;
+                a.hlt()?;
+                a.movdqu(xmm3, xmmword_ptr(rsi))?;
+                a.movdqu(xmmword_ptr(rsi + 0x60), xmm3)?;
+                a.hlt()
+            }),
+        );
+        g.load(DATA, &v.to_le_bytes());
+        g.load(DATA + 0x60, &[0; 16]);
+        set_regs(&mut vcpu, |r| r.rsi = DATA);
+        assert_eq!(common::run(&mut vcpu, 0), common::Exit::Halt);
+        // The load goes through the fallback; the store runs in the guest.
+        assert_eq!(vcpu.emulate_at_rip().as_deref(), Ok("movdqu"));
+        assert_eq!(common::run(&mut vcpu, 0), common::Exit::Halt);
+        let stored: u128 = g.mem.read_obj(GuestAddress(DATA + 0x60)).unwrap();
+        assert_eq!(stored, v, "round {round}: the guest read back {stored:#x}");
+    }
 }

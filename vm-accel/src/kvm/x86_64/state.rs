@@ -150,6 +150,54 @@ fn save_xsave(caps: &StateCaps, fd: &VcpuFd) -> Result<Vec<u8>, AccelError> {
     Ok(bytes)
 }
 
+/// Byte offsets in the XSAVE area (Intel SDM vol. 1, 13.4): MXCSR and XMM0
+/// in the legacy region, XSTATE_BV in the header.
+const XSAVE_MXCSR: usize = 24;
+const XSAVE_XMM0: usize = 160;
+const XSAVE_XSTATE_BV: usize = 512;
+/// XSTATE_BV's bit for the SSE state (XMM registers and MXCSR).
+const XSTATE_SSE: u64 = 1 << 1;
+
+/// Writes XMM0–15 and MXCSR through the XSAVE area and marks the SSE state
+/// as in use. `KVM_SET_FPU` leaves XSTATE_BV as it was: while the guest's SSE
+/// state is still in its initial configuration (bit clear), the CPU's XRSTOR
+/// then loads zeros and the write is lost.
+pub(super) fn write_sse(
+    vm: &VmShared,
+    fd: &VcpuFd,
+    xmm: &[[u8; 16]; 16],
+    mxcsr: u32,
+) -> Result<(), AccelError> {
+    let caps = &vm.arch.state_caps;
+    let mut bytes = save_xsave(caps, fd)?;
+    let short = || {
+        AccelError::hypervisor(
+            "KVM_GET_XSAVE",
+            std::io::Error::other("the XSAVE area is shorter than its header"),
+        )
+    };
+    bytes
+        .get_mut(XSAVE_MXCSR..XSAVE_MXCSR + 4)
+        .ok_or_else(short)?
+        .copy_from_slice(&mxcsr.to_le_bytes());
+    for (i, x) in xmm.iter().enumerate() {
+        let at = XSAVE_XMM0 + 16 * i;
+        bytes
+            .get_mut(at..at + 16)
+            .ok_or_else(short)?
+            .copy_from_slice(x);
+    }
+    let bv = bytes
+        .get_mut(XSAVE_XSTATE_BV..XSAVE_XSTATE_BV + 8)
+        .ok_or_else(short)?;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bv);
+    bv.copy_from_slice(&(u64::from_le_bytes(word) | XSTATE_SSE).to_le_bytes());
+    let xsave = parse_xsave(&bytes)?;
+    // SAFETY: `xsave` holds `xsave_len` bytes, the size this VM's KVM reads.
+    unsafe { fd.set_xsave2(&xsave) }.map_err(hv("KVM_SET_XSAVE"))
+}
+
 /// Reads the listed MSRs, dropping those this vCPU cannot read: `KVM_GET_MSRS`
 /// stops at the first MSR it fails on and returns how many it read.
 fn save_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<MsrEntry>, AccelError> {

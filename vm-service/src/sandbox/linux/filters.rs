@@ -61,6 +61,9 @@ const KVM_VCPU_IOCTLS: &[u64] = &[
     0x8040_ae9f, // KVM_GET_VCPU_EVENTS
     0x4040_aea0, // KVM_SET_VCPU_EVENTS
     0x8188_aea6, // KVM_GET_XCRS
+    0x9000_aea4, // KVM_GET_XSAVE (the fallback writes XMM registers through it)
+    0x5000_aea5, // KVM_SET_XSAVE
+    0x9000_aecf, // KVM_GET_XSAVE2
 ];
 
 /// Raising a level-triggered interrupt line from a device (any thread).

@@ -168,11 +168,15 @@ pub(super) fn emulate_on_vcpu(
         sse: SseState::default(),
     };
     let mnemonic = table::emulate(&mut cpu, &mut guest, bytes, enabled)?;
-    if let Some((mut fpu, loaded)) = guest.fpu {
+    if let Some((_, loaded)) = guest.fpu {
         if guest.sse != loaded {
-            fpu.xmm = guest.sse.xmm.map(u128::to_le_bytes);
-            fpu.mxcsr = guest.sse.mxcsr;
-            fd.set_fpu(&fpu).map_err(hv("KVM_SET_FPU"))?;
+            let xmm = guest.sse.xmm.map(u128::to_le_bytes);
+            super::state::write_sse(vm, fd, &xmm, guest.sse.mxcsr).map_err(|e| {
+                FallbackError::Hypervisor {
+                    what: "KVM_SET_XSAVE",
+                    error: e.to_string(),
+                }
+            })?;
         }
     }
     let mut out = from_kvm_regs(regs);
