@@ -4,7 +4,9 @@
 //! cross-process segment (Unix datagram sockets and a bridge thread on each
 //! side, exactly what two processes use), against the in-process switch; and
 //! the TAP path (guest -> tap, host -> guest) inside a private network
-//! namespace when the host allows one.
+//! namespace when the host allows one, guest TX against a plain `write(2)` of
+//! the same frames to the same TAP descriptor (the kernel's share of the
+//! work, which any VMM pays; the difference is our device's).
 //!
 //! Each iteration moves a batch of frames the way guests would: the sending
 //! driver publishes TX buffers and notifies, the receiving NIC polls its
@@ -218,7 +220,7 @@ mod segment {
 
 #[cfg(target_os = "linux")]
 mod tap_path {
-    use super::{BenchmarkId, Criterion, Guest, NetBackendConfig, Throughput, BATCH};
+    use super::{BenchmarkId, Bytes, Criterion, Guest, NetBackendConfig, Throughput, BATCH};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::process::Command;
 
@@ -295,6 +297,7 @@ mod tap_path {
         g.throughput(Throughput::Elements(BATCH as u64));
         for frame_len in [64usize, 1500] {
             let tap = NetBackendConfig::Tap { name: TAP.into() }.open().unwrap();
+            let tap_fd = tap.raw_fd().expect("a TAP backend has a descriptor");
             let mut guest = Guest::new([2, 0, 0, 0, 0, 0xa], tap, frame_len);
             let _ = Command::new("ip")
                 .args(["-n", &ns, "link", "set", TAP, "up"])
@@ -302,6 +305,32 @@ mod tap_path {
             bind(&host).unwrap();
             g.bench_function(BenchmarkId::new("guest_tx_to_tap", frame_len), |bench| {
                 bench.iter(|| guest.transmit_batch());
+            });
+            // The peer: the bytes the device writes per frame (virtio-net
+            // header and frame, read from the guest's TX buffer), written
+            // with write(2) to the same descriptor, once per frame, as a
+            // VMM's TX path must; no queues, no guest memory walk.
+            let mut wire = vec![0u8; guest.tx_len as usize];
+            guest
+                .drv
+                .mem()
+                .read_slice(&mut wire, guest.tx_addr)
+                .unwrap();
+            g.bench_function(BenchmarkId::new("raw_write_to_tap", frame_len), |bench| {
+                bench.iter(|| {
+                    for _ in 0..BATCH {
+                        // SAFETY: `tap_fd` stays open while `guest` (which
+                        // owns the backend) lives; the buffer is valid for
+                        // its length.
+                        let n = unsafe { libc::write(tap_fd, wire.as_ptr().cast(), wire.len()) };
+                        assert_eq!(
+                            usize::try_from(n).ok(),
+                            Some(wire.len()),
+                            "tap write: {}",
+                            std::io::Error::last_os_error()
+                        );
+                    }
+                });
             });
             let mut frame = vec![0u8; frame_len];
             frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xa]);

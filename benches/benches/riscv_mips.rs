@@ -7,6 +7,15 @@
 //! The instruction count comes from the interpreter; QEMU runs the same
 //! instructions, so MIPS = count / time for both.
 //!
+//! Each program is built at two workload sizes ([`SCALES`]: the loop's
+//! iterations, the C program's rounds) and each side is measured on the
+//! difference: one iteration runs the small and the large program and counts
+//! the large one's time less the small one's, and the instructions are the
+//! difference of the two counts. What does not grow with the workload —
+//! QEMU's process start-up, its JIT translating the code the first time,
+//! loading the ELF, our machine's set-up — is in both runs and cancels out:
+//! the ratio compares the engines' steady-state speed.
+//!
 //! Skips a side with a printed reason when gcc or qemu-riscv64 is missing.
 //! The riscv64 Debian guest's measures (boot, network, disk in `block`) run
 //! against `qemu-system-riscv64` the same way: alternated runs, medians.
@@ -17,7 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use benches::write_extra;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use test_prerequisites::{find_program as find, prerequisite_missing};
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
 
@@ -25,7 +34,10 @@ use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
 #[path = "riscv_mips/block.rs"]
 mod block;
 
-const LOOP_ITERATIONS: u64 = 20_000_000;
+/// Integer-loop iterations per unit of workload.
+const LOOP_ITERATIONS: u64 = 4_000_000;
+/// The two workload sizes, in units (loop: [`LOOP_ITERATIONS`] each; C: rounds).
+const SCALES: [u64; 2] = [1, 4];
 const MEM: u64 = 64 << 20;
 
 const START: &str = r#"
@@ -90,7 +102,7 @@ void bench_main(void) {
         table[i] = c;
     }
     u64 total = 0;
-    for (int round = 0; round < 6; round++) {
+    for (int round = 0; round < ROUNDS; round++) {
         for (u64 i = 0; i < sizeof sieve; i++) sieve[i] = 1;
         for (u64 i = 2; i * i < sizeof sieve; i++)
             if (sieve[i]) for (u64 j = i * i; j < sizeof sieve; j += i) sieve[j] = 0;
@@ -120,8 +132,17 @@ SECTIONS {
 }
 ";
 
-/// Builds `bare` and `linux` ELF files from the workload `source` (`.S` or `.c`).
-fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, PathBuf)> {
+/// A workload built for both engines.
+struct Program {
+    /// Bare metal, for the interpreter.
+    bare: Vec<u8>,
+    /// Linux user, for qemu-riscv64.
+    linux: PathBuf,
+}
+
+/// Builds `bare` and `linux` ELF files from the workload `source` (`.S` or
+/// `.c`) at workload size `scale`.
+fn build(dir: &Path, name: &str, source: &str, c: bool, scale: u64) -> Option<Program> {
     let gcc = test_prerequisites::riscv64_gcc()?;
     std::fs::write(dir.join("start.S"), START).ok()?;
     std::fs::write(dir.join("link.ld"), LINK).ok()?;
@@ -134,7 +155,7 @@ fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, Path
     let mut out = Vec::new();
     for linux in [false, true] {
         let elf = dir.join(format!(
-            "{name}-{}.elf",
+            "{name}-x{scale}-{}.elf",
             if linux { "linux" } else { "bare" }
         ));
         let mut cmd = Command::new(&gcc);
@@ -148,7 +169,8 @@ fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, Path
             "-ffreestanding",
             "-static",
         ])
-        .arg(format!("-DITERATIONS={LOOP_ITERATIONS}"))
+        .arg(format!("-DITERATIONS={}", LOOP_ITERATIONS * scale))
+        .arg(format!("-DROUNDS={scale}"))
         .arg("-Wl,--no-relax")
         .arg("-T")
         .arg(dir.join("link.ld"))
@@ -168,7 +190,10 @@ fn build(dir: &Path, name: &str, source: &str, c: bool) -> Option<(Vec<u8>, Path
         out.push(elf);
     }
     let bare = std::fs::read(&out[0]).ok()?;
-    Some((bare, out[1].clone()))
+    Some(Program {
+        bare,
+        linux: out[1].clone(),
+    })
 }
 
 fn interp_run(program: &[u8]) -> u64 {
@@ -187,6 +212,18 @@ fn qemu_run(qemu: &Path, program: &Path) {
         "qemu-riscv64 failed on {}",
         program.display()
     );
+}
+
+/// The time of `large` less that of `small`, summed over `iters` runs of
+/// both (alternated, small first); a run where noise made the large one the
+/// faster counts zero.
+fn marginal<T>(iters: u64, mut small: impl FnMut() -> T, mut large: impl FnMut() -> T) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let small_time = timed(&mut small);
+        total += timed(&mut large).saturating_sub(small_time);
+    }
+    total
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -211,46 +248,90 @@ fn bench(c: &mut Criterion) {
         ("int_loop", INT_LOOP, false),
         ("c_program", C_PROGRAM, true),
     ] {
-        let Some((bare, linux)) = build(dir.path(), name, source, is_c) else {
+        let [Some(small), Some(large)] =
+            SCALES.map(|scale| build(dir.path(), name, source, is_c, scale))
+        else {
             return;
         };
-        let instructions = interp_run(&bare);
-        let mut group = c.benchmark_group(format!("riscv64/{name}"));
+        let (small_count, large_count) = (interp_run(&small.bare), interp_run(&large.bare));
+        assert!(
+            large_count > small_count,
+            "{name}: the large workload ran {large_count} instructions, the small one {small_count}"
+        );
+        let instructions = large_count - small_count;
+        let mut group = c.benchmark_group(format!("riscv64_marginal/{name}"));
         group.sample_size(10);
         group.measurement_time(benches::measurement_time(Duration::from_secs(10)));
-        group.bench_function("interpreter", |b| b.iter(|| interp_run(&bare)));
+        // Per iteration: the extra instructions of the large workload.
+        group.throughput(Throughput::Elements(instructions));
+        group.bench_function("interpreter", |b| {
+            b.iter_custom(|iters| {
+                marginal(
+                    iters,
+                    || interp_run(&small.bare),
+                    || interp_run(&large.bare),
+                )
+            });
+        });
         if let Some(q) = &qemu {
-            group.bench_function("qemu-riscv64", |b| b.iter(|| qemu_run(q, &linux)));
+            group.bench_function("qemu-riscv64", |b| {
+                b.iter_custom(|iters| {
+                    marginal(
+                        iters,
+                        || qemu_run(q, &small.linux),
+                        || qemu_run(q, &large.linux),
+                    )
+                });
+            });
         }
         group.finish();
-        // Alternate the two engines for the ratio summary (medians of 5 each).
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        // Alternate the two engines for the summary (medians of 5 each), and
+        // show what the difference removed: the small run's whole time.
+        let (mut ours, mut theirs, mut ours_small, mut theirs_small) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..5 {
-            let t = Instant::now();
-            interp_run(&bare);
-            ours.push(t.elapsed());
+            let s = timed(|| interp_run(&small.bare));
+            ours.push(timed(|| interp_run(&large.bare)).saturating_sub(s));
+            ours_small.push(s);
             if let Some(q) = &qemu {
-                let t = Instant::now();
-                qemu_run(q, &linux);
-                theirs.push(t.elapsed());
+                let s = timed(|| qemu_run(q, &small.linux));
+                theirs.push(timed(|| qemu_run(q, &large.linux)).saturating_sub(s));
+                theirs_small.push(s);
             }
         }
         let ours = median(ours);
+        let whole = |v: Vec<Duration>| {
+            let d = median(v);
+            format!("{d:.2?} ({:.0} MIPS)", mips(small_count, d))
+        };
         if theirs.is_empty() {
             eprintln!(
-                "{name}: {instructions} instructions, interpreter {:.0} MIPS",
-                mips(instructions, ours)
+                "{name}: {instructions} instructions (large - small): interpreter {:.0} MIPS; \
+                 the whole small run took {}",
+                mips(instructions, ours),
+                whole(ours_small)
             );
         } else {
             let theirs = median(theirs);
             eprintln!(
-                "{name}: {instructions} instructions; interpreter {:.0} MIPS, qemu-riscv64 {:.0} MIPS, ratio {:.2}x",
+                "{name}: {instructions} instructions (large - small): interpreter {:.0} MIPS, \
+                 qemu-riscv64 {:.0} MIPS, the interpreter at {:.2}x QEMU's MIPS; the whole \
+                 small run (start-up included) took {} on the interpreter, {} on qemu-riscv64",
                 mips(instructions, ours),
                 mips(instructions, theirs),
-                theirs.as_secs_f64() / ours.as_secs_f64()
+                theirs.as_secs_f64() / ours.as_secs_f64(),
+                whole(ours_small),
+                whole(theirs_small)
             );
         }
     }
+}
+
+/// How long `f` took.
+fn timed<T>(f: impl FnOnce() -> T) -> Duration {
+    let t = Instant::now();
+    std::hint::black_box(f());
+    t.elapsed()
 }
 
 /// Linux boot-to-marker: the interpreter (through `vm-service run`) against

@@ -360,6 +360,28 @@ fn length_past_eof_mid_file_is_corruption_not_a_torn_tail() {
     }
 }
 
+/// A zeroed frame header (length and CRC) in front of intact records is not the shape of
+/// a write lost in a power cut (zeros up to a sector boundary): it is refused, untouched.
+#[test]
+fn zeroed_frame_header_mid_file_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, offs, len) = three_frames(dir.path());
+    let pristine = std::fs::read(&path).unwrap();
+    for frame in [0usize, 1] {
+        for zeros in [4usize, 8] {
+            std::fs::write(&path, &pristine).unwrap();
+            patch(&path, offs[frame], &vec![0; zeros]);
+            let err = store::open(&path).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Corrupt { offset, reason, .. }
+                    if *offset == offs[frame] && reason.contains("intact record follows")),
+                "frame {frame}, {zeros} zero bytes: {err}"
+            );
+            assert_eq!(file_len(&path), len, "frame {frame}: truncated");
+        }
+    }
+}
+
 #[test]
 fn v1_bad_line_mid_file_names_line_and_offset() {
     let dir = tempfile::tempdir().unwrap();

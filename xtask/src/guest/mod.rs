@@ -23,7 +23,7 @@ mod decompress;
 mod init;
 pub mod initramfs;
 mod modules;
-mod rootfs;
+pub mod rootfs;
 mod tree;
 
 use std::collections::{BTreeMap, BTreeSet};

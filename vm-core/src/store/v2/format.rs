@@ -27,6 +27,9 @@ pub const HEADER_LEN: usize = 16;
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Largest payload a frame may have; larger length prefixes are corruption.
 pub const MAX_FRAME_LEN: usize = 16 << 20;
+/// The unit a disk writes whole (a sector): what a write lost in a power cut
+/// leaves unwritten is a run of such units, read back as zeros.
+pub(crate) const SECTOR: u64 = 512;
 
 /// The header of a new v2 file.
 pub fn encode_header() -> [u8; HEADER_LEN] {
@@ -239,6 +242,15 @@ impl<'f> FrameReader<'f> {
                 // Power lost during an append whose later blocks reached the disk but whose
                 // first did not (it reads as zeros): torn, like any other damaged last record.
                 let reason = format!("length prefix {len} is shorter than a payload");
+                if let Some(end) = self.unwritten_sectors()? {
+                    return Err(FrameError::Torn {
+                        offset,
+                        reason: format!(
+                            "{reason}: zeros from there to the sector boundary at byte {end}, \
+                             a write whose first sectors never reached the disk"
+                        ),
+                    });
+                }
                 return Err(self.torn_unless_followed(offset, reason)?);
             }
             return Err(FrameError::Corrupt {
@@ -300,6 +312,32 @@ impl<'f> FrameReader<'f> {
             }
         }
         Ok(FrameError::Torn { offset, reason })
+    }
+
+    /// The frame at the current position starts with zeros (header included)
+    /// up to a sector boundary: the shape of a write whose first sectors never
+    /// reached the disk. Returns that boundary's file offset.
+    ///
+    /// Records after such a run were never acknowledged, however intact: the
+    /// store writes sequentially and acknowledges a write only once
+    /// `fdatasync` made it durable, which makes every earlier byte of the file
+    /// durable too, so a durable record cannot follow bytes that were lost.
+    /// Hence a power cut during a group commit (one write holding several
+    /// records, whose later sectors were written back before the first) is a
+    /// torn tail. A corrupt length prefix is not this shape: its CRC field,
+    /// and the record's bytes after it, are not zeros to a sector boundary.
+    /// Callers checked that the rest of the file is shorter than a maximal
+    /// record, so it fits in memory.
+    fn unwritten_sectors(&mut self) -> Result<Option<u64>, FrameError> {
+        let remaining = (self.end - self.pos) as usize;
+        self.ensure(remaining).map_err(FrameError::Io)?;
+        let rest = &self.buf[self.start..self.start + remaining];
+        let zeros = rest.iter().take_while(|&&b| b == 0).count() as u64;
+        // The first boundary past the frame header: a run shorter than the
+        // header could be a zeroed length prefix in front of a valid CRC.
+        let header_end = self.pos + FRAME_HEADER_LEN as u64;
+        let boundary = header_end.div_ceil(SECTOR) * SECTOR;
+        Ok((boundary <= self.pos + zeros).then_some(boundary))
     }
 
     fn rest_is_zero(&mut self) -> Result<bool, FrameError> {
