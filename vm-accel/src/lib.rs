@@ -32,6 +32,7 @@
 mod accelerator;
 pub mod boot;
 mod cpu_template;
+pub mod debug;
 pub mod decode;
 mod error;
 mod exit;
@@ -57,6 +58,7 @@ pub mod whpx;
 pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailable};
 pub use boot::BootState;
 pub use cpu_template::{CpuTemplate, CpuidEdit, CpuidRegister};
+pub use debug::{DebugRegister, GuestDebug};
 pub use error::AccelError;
 pub use exit::{
     InstructionBytes, InternalError, InternalErrorKind, RiscvSbiCall, SystemEvent, VcpuExit,

@@ -35,6 +35,7 @@ pub mod dispatch;
 pub mod drive_arg;
 pub mod executor;
 pub mod firecracker;
+pub mod gdb;
 pub mod guest;
 pub mod net;
 mod poller;
@@ -42,4 +43,4 @@ pub mod sandbox;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
-pub use vmm::{RunningVmm, Vmm, VmmBuilder, VmmError, VmmInfo};
+pub use vmm::{RunningVmm, Vmm, VmmBuilder, VmmError, VmmInfo, VmmParts};

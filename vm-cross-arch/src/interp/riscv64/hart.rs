@@ -46,6 +46,8 @@ pub enum HartExit {
     ToHost(u64),
     /// The hart cannot go on (e.g. a trap to M-mode with no firmware there).
     Fatal(String),
+    /// A breakpoint or single step stopped the hart for its debugger.
+    Debug,
 }
 
 /// Where a pending MMIO load goes when it completes.
@@ -100,6 +102,8 @@ pub struct Hart {
     pub(super) tohost: Option<u64>,
     /// Set by `wfi` when nothing is pending.
     pub(super) waiting: bool,
+    /// Breakpoints and single-step of an attached debugger.
+    pub(super) debug: super::debug::DebugState,
 }
 
 impl Hart {
@@ -137,6 +141,7 @@ impl Hart {
             console: std::collections::VecDeque::new(),
             tohost: None,
             waiting: false,
+            debug: super::debug::DebugState::default(),
         };
         hart.fetch_invalidate();
         hart
@@ -391,8 +396,17 @@ impl Hart {
                     return HartExit::Interrupted;
                 }
             }
+            // Under a debugger, one instruction per iteration, each checked first.
+            let chunk = if self.debug.armed {
+                if let Some(exit) = self.debug_stop() {
+                    return exit;
+                }
+                1
+            } else {
+                CHUNK
+            };
             let mut n = 0;
-            while n < CHUNK {
+            while n < chunk {
                 n += 1;
                 let pc = self.pc;
                 let cached = if pc >> 12 == self.cur_vpage {

@@ -14,6 +14,7 @@
 // specifications give them; the specs are their documentation.
 #[allow(missing_docs)]
 pub mod csr;
+pub mod debug;
 #[allow(missing_docs)]
 pub mod decode;
 pub mod elf;
