@@ -270,9 +270,8 @@ impl SingleRegisterAccess<Tid> for Machine {
     ) -> TargetResult<usize, Self> {
         let i = self.index(tid)?;
         let vcpu = &mut self.vcpus[i];
-        let regs = match vcpu.registers().map_err(fatal)? {
-            Registers::Riscv64(r) => r,
-            _ => return Err(TargetError::NonFatal),
+        let Registers::Riscv64(regs) = vcpu.registers().map_err(fatal)? else {
+            return Err(TargetError::NonFatal);
         };
         let value = match reg {
             RiscvRegId::Gpr(n) => *regs.x.get(usize::from(n)).ok_or(TargetError::NonFatal)?,
@@ -555,12 +554,13 @@ pub(super) fn run(vmm: Vmm, listener: GdbListener, wait: bool) -> Result<StopRea
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "accepting a gdb connection failed"),
         }
-        if let Ran::Ended = machine.run_next(false) {
-            continue;
-        }
+        // An ended VM is picked up at the top of the loop.
+        let _ = machine.run_next(false);
     };
     // The vCPUs go before the VM and memory they use.
     drop(machine);
     drop(parts.keep_alive);
+    // Removes a Unix socket.
+    drop(listener);
     Ok(reason)
 }
