@@ -1,7 +1,9 @@
 //! `vm-service run --gdb` driven by a real `gdb-multiarch` in batch mode on a
 //! small riscv64 kernel Image (`tests/gdb/image.S`, built with the riscv64
-//! cross gcc; GDB reads its symbols from the ELF), and a hostile packet
-//! stream that must not take the VMM down. Built with the `gdb` feature only.
+//! cross gcc; GDB reads its symbols from the ELF) and on the riscv64 Debian
+//! guest (`cargo xtask guest`; ignored by default, it boots Linux), and a
+//! hostile packet stream that must not take the VMM down. Built with the
+//! `gdb` feature only.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -49,16 +51,25 @@ fn build_image(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 
 /// Starts the VM under the stub, held until a debugger attaches.
 fn start_vm(image: &Path, socket: &Path) -> Child {
-    let child = Command::cargo_bin("vm-service")
-        .expect("binary")
-        .args([
-            "run", "--arch", "riscv64", "--memory", "64", "--net", "none",
-        ])
-        .arg("--kernel")
-        .arg(image)
-        .arg("--gdb")
+    let mut cmd = Command::cargo_bin("vm-service").expect("binary");
+    cmd.args([
+        "run", "--arch", "riscv64", "--memory", "64", "--net", "none",
+    ])
+    .arg("--kernel")
+    .arg(image);
+    start_vm_with(cmd, socket, &[])
+}
+
+/// Adds the stub's arguments, then `guest_command` (after `--`), to a
+/// `vm-service run` command and starts it.
+fn start_vm_with(mut cmd: Command, socket: &Path, guest_command: &[&str]) -> Child {
+    cmd.arg("--gdb")
         .arg(format!("unix:{}", socket.display()))
-        .arg("--gdb-wait")
+        .arg("--gdb-wait");
+    if !guest_command.is_empty() {
+        cmd.arg("--").args(guest_command);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -242,4 +253,92 @@ fn a_hostile_packet_stream_does_not_crash_the_vmm() {
         stdout.contains("gdb-test-done"),
         "the guest did not run to its end:\n{stdout}\n{stderr}"
     );
+}
+
+/// The built riscv64 Debian guest's directory, or `None` (reported missing).
+fn guest_dir() -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let dir = target.join("guest");
+    if dir.join("riscv64/kernel").is_file() && dir.join("riscv64/initrd.cpio.gz").is_file() {
+        Some(dir)
+    } else {
+        test_prerequisites::prerequisite_missing(format_args!(
+            "no riscv64 Debian guest in {}: run `cargo xtask guest --arch riscv64`",
+            dir.display()
+        ));
+        None
+    }
+}
+
+/// On Debian's riscv64 kernel: Ctrl-C (SIGINT to gdb, which sends the
+/// remote interrupt) stops the running kernel, a breakpoint on the trap
+/// vector it installed (`stvec`, a virtual address) is hit, the code there
+/// is read through the kernel's page tables, and the guest then boots on to
+/// its ready marker and runs its command.
+#[test]
+#[ignore = "boots Linux on the interpreter (minutes); `cargo xtask ci` runs it"]
+fn gdb_interrupts_and_breaks_in_the_riscv64_debian_kernel() {
+    let Some(dir) = guest_dir() else { return };
+    let Some(gdb) = test_prerequisites::tool("gdb-multiarch", "gdb-multiarch") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let socket = tmp.path().join("gdb.sock");
+    let mut cmd = Command::cargo_bin("vm-service").expect("binary");
+    cmd.args([
+        "run", "--guest", "debian", "--arch", "riscv64", "--memory", "256",
+    ])
+    .args(["--net", "none", "--guest-dir"])
+    .arg(&dir);
+    let vm = start_vm_with(cmd, &socket, &["echo", "hello-from-gdb-test"]);
+    let mut gdb_cmd = Command::new(gdb);
+    gdb_cmd.args(["-batch", "-nx"]);
+    for c in [
+        "set architecture riscv:rv64".to_string(),
+        format!("target remote {}", socket.display()),
+        "p/x $pc".into(),
+        "continue".into(),
+        "p $satp != 0".into(),
+        "break *$stvec".into(),
+        "continue".into(),
+        "p $pc == $stvec".into(),
+        "x/i $pc".into(),
+        "delete".into(),
+        "continue".into(),
+    ] {
+        gdb_cmd.arg("-ex").arg(c);
+    }
+    let gdb_child = gdb_cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gdb-multiarch");
+    // Let the kernel run (and turn its MMU on), then press Ctrl-C.
+    std::thread::sleep(Duration::from_secs(15));
+    let pid = i32::try_from(gdb_child.id()).expect("pid");
+    // SAFETY: kill has no memory preconditions; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let gdb_out = gdb_child.wait_with_output().expect("wait for gdb");
+    let vm_out = vm.wait_with_output().expect("wait for vm-service");
+    let (gdb_stdout, gdb_stderr) = text(&gdb_out);
+    let (vm_stdout, vm_stderr) = text(&vm_out);
+    let all = format!("gdb:\n{gdb_stdout}\n{gdb_stderr}\nvm-service:\n{vm_stdout}\n{vm_stderr}");
+    assert!(gdb_stdout.contains("$1 = 0x80200000"), "{all}");
+    assert!(gdb_stdout.contains("received signal SIGINT"), "{all}");
+    assert!(
+        gdb_stdout.contains("$2 = 1"),
+        "MMU not on at the interrupt: {all}"
+    );
+    assert!(gdb_stdout.contains("Breakpoint 1, 0xffffffff"), "{all}");
+    assert!(gdb_stdout.contains("$3 = 1"), "{all}");
+    // Linux's trap entry (handle_exception) starts by swapping tp with sscratch.
+    assert!(gdb_stdout.contains("csrrw\ttp,sscratch,tp"), "{all}");
+    assert!(gdb_stdout.contains("exited normally"), "{all}");
+    assert!(vm_stdout.contains("VM-GUEST-READY"), "{all}");
+    assert!(vm_stdout.contains("hello-from-gdb-test"), "{all}");
+    assert_eq!(vm_out.status.code(), Some(0), "{all}");
 }

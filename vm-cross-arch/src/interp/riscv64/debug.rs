@@ -3,9 +3,9 @@
 //! through the hart's current translation without side effects.
 //!
 //! The run loop pays for this only while a debugger has armed the hart: then
-//! it runs one instruction per outer iteration and calls
-//! [`Hart::debug_stop`] before each; otherwise the only cost is choosing the
-//! chunk length once per chunk. Breakpoints compare the PC, so the guest's
+//! it runs one instruction per chunk and calls [`Hart::debug_stop`] before
+//! each (a `run()` budget then covers fewer instructions); otherwise the cost
+//! is one predictable branch per chunk of instructions. Breakpoints compare the PC, so the guest's
 //! memory is never patched (software and hardware breakpoints are the same).
 
 use vm_accel::{DebugRegister, GuestDebug};
@@ -48,6 +48,8 @@ const PTE_LEAF: u64 = 0b1010; // R | X
 impl Hart {
     /// Called by the run loop before each instruction while armed: the exit
     /// to return when the hart must stop for its debugger here.
+    #[cold]
+    #[inline(never)]
     pub(super) fn debug_stop(&mut self) -> Option<HartExit> {
         let pc = self.pc;
         let d = &mut self.debug;

@@ -396,17 +396,16 @@ impl Hart {
                     return HartExit::Interrupted;
                 }
             }
-            // Under a debugger, one instruction per iteration, each checked first.
-            let chunk = if self.debug.armed {
+            let mut n = 0;
+            // Under a debugger: one instruction per chunk, checked first
+            // (the loop bound stays a constant: cheaper when not debugging).
+            if self.debug.armed {
                 if let Some(exit) = self.debug_stop() {
                     return exit;
                 }
-                1
-            } else {
-                CHUNK
-            };
-            let mut n = 0;
-            while n < chunk {
+                n = CHUNK - 1;
+            }
+            while n < CHUNK {
                 n += 1;
                 let pc = self.pc;
                 let cached = if pc >> 12 == self.cur_vpage {
