@@ -52,11 +52,10 @@ fn build_image(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 /// Starts the VM under the stub, held until a debugger attaches.
 fn start_vm(image: &Path, socket: &Path) -> Child {
     let mut cmd = Command::cargo_bin("vm-service").expect("binary");
-    cmd.args([
-        "run", "--arch", "riscv64", "--memory", "64", "--net", "none",
-    ])
-    .arg("--kernel")
-    .arg(image);
+    // Two harts: the second stays stopped (nothing starts it), a second GDB thread.
+    cmd.args(["run", "--arch", "riscv64", "--memory", "64", "--vcpus", "2"])
+        .args(["--net", "none", "--kernel"])
+        .arg(image);
     start_vm_with(cmd, socket, &[])
 }
 
@@ -117,6 +116,9 @@ fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
         "p $pc == &add_one".into(),
         "p/d $s1".into(),
         "p/d $s0".into(),
+        "thread 2".into(),
+        "p/x $mhartid".into(),
+        "thread 1".into(),
         "stepi".into(),
         "p/d $s0".into(),
         "p/x *(long *)&magic_word".into(),
@@ -146,8 +148,9 @@ fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
     let (vm_stdout, vm_stderr) = text(&vm_out);
     let all = format!("gdb:\n{gdb_stdout}\n{gdb_stderr}\nvm-service:\n{vm_stdout}\n{vm_stderr}");
 
-    // One hart, one thread.
+    // A thread per hart.
     assert!(gdb_stdout.contains("Thread 1.1"), "{all}");
+    assert!(gdb_stdout.contains("Thread 1.2"), "{all}");
     // Breakpoint at the symbol, registers at that point.
     assert!(gdb_stdout.contains("Breakpoint 1, 0x"), "{all}");
     assert!(gdb_stdout.contains("in add_one ()"), "{all}");
@@ -162,6 +165,7 @@ fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
             "1",                  // pc == &add_one
             "5",                  // s1 on the first call
             "0",                  // s0 before add_one's addi
+            "0x1",                // the second hart's mhartid
             "1",                  // s0 after one step
             "0x1122334455667788", // memory read
             "0x55aa",             // memory write, read back
