@@ -18,7 +18,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -94,6 +94,9 @@ impl GdbListener {
                     }
                 }
                 let l = UnixListener::bind(path).map_err(listen_err)?;
+                // The debugger reads and writes guest memory: the owner only.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(listen_err)?;
                 Ok(Self::Unix(l, path.clone()))
             }
             GdbAddr::Tcp(a) => Ok(Self::Tcp(TcpListener::bind(a).map_err(listen_err)?)),
