@@ -40,10 +40,11 @@ impl DebugState {
     }
 }
 
-/// Size of a page-table entry and the mask of its PPN field (Sv39).
+/// Page-table entry fields (Sv39): the PPN mask, V, R|X, Svnapot's N.
 const PTE_PPN: u64 = (1 << 44) - 1;
 const PTE_V: u64 = 1;
 const PTE_LEAF: u64 = 0b1010; // R | X
+const PTE_NAPOT: u64 = 1 << 63;
 
 impl Hart {
     /// Called by the run loop before each instruction while armed: the exit
@@ -142,10 +143,14 @@ impl Hart {
             if pte & PTE_V == 0 {
                 return va;
             }
-            let ppn = (pte >> 10) & PTE_PPN;
+            let mut ppn = (pte >> 10) & PTE_PPN;
             if pte & PTE_LEAF == 0 {
                 table = ppn << 12;
                 continue;
+            }
+            if pte & PTE_NAPOT != 0 {
+                // Svnapot 64 KiB: the low PPN bits come from the address.
+                ppn = (ppn & !0xf) | ((va >> 12) & 0xf);
             }
             let low = (1u64 << (12 + 9 * level)) - 1;
             return ((ppn << 12) & !low) | (va & low);
