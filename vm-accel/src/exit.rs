@@ -75,6 +75,12 @@ pub enum VcpuExit<'a> {
         /// Backend flags (e.g. private-memory conversion requests).
         flags: u64,
     },
+    /// The vCPU stopped for its debugger (see [`Vcpu::set_guest_debug`](crate::Vcpu::set_guest_debug)):
+    /// a breakpoint was reached or a single step completed.
+    Debug {
+        /// Guest-virtual address of the next instruction.
+        pc: u64,
+    },
     /// An exit this crate recognises but the VMM normally never sees, named.
     Other {
         /// The backend's name for the exit, e.g. `KVM_EXIT_DEBUG`.

@@ -33,6 +33,7 @@
 mod accelerator;
 pub mod boot;
 mod cpu_template;
+pub mod debug;
 // The hypervisor ABIs and exit decoding of HVF and WHPX, and what those
 // backends do in the VMM process that KVM does in the kernel (ioeventfd,
 // irqfd, PSCI, thread-bound vCPUs): used only by the macOS and Windows
@@ -73,6 +74,7 @@ pub mod whpx;
 pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailable};
 pub use boot::BootState;
 pub use cpu_template::{CpuTemplate, CpuidEdit, CpuidRegister};
+pub use debug::{DebugRegister, GuestDebug};
 pub use error::AccelError;
 pub use exit::{
     InstructionBytes, InternalError, InternalErrorKind, RiscvSbiCall, SystemEvent, VcpuExit,

@@ -1,6 +1,7 @@
 //! The `Vcpu` trait: run a virtual CPU and access its registers.
 
 use crate::boot::BootState;
+use crate::debug::{DebugRegister, GuestDebug};
 use crate::error::AccelError;
 use crate::exit::VcpuExit;
 use crate::kick::KickHandle;
@@ -92,6 +93,53 @@ pub trait Vcpu: Send + fmt::Debug {
                 state.engine()
             ),
         })
+    }
+
+    // Debugger support (the gdb stub). Engines without it refuse.
+
+    /// Reads a register outside [`Registers`] (see [`DebugRegister`]).
+    fn debug_register(&mut self, reg: DebugRegister) -> Result<u64, AccelError> {
+        let _ = reg;
+        Err(debug_unsupported(self.arch(), "reading debug registers"))
+    }
+
+    /// Writes a register outside [`Registers`].
+    fn set_debug_register(&mut self, reg: DebugRegister, value: u64) -> Result<(), AccelError> {
+        let _ = (reg, value);
+        Err(debug_unsupported(self.arch(), "writing debug registers"))
+    }
+
+    /// Reads guest memory at a guest-virtual address, translated as the vCPU
+    /// would now (an untranslated address is taken as physical); returns how
+    /// many bytes could be read (0 when `addr` itself is not readable).
+    fn debug_read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, AccelError> {
+        let _ = (addr, buf);
+        Err(debug_unsupported(self.arch(), "debugger memory reads"))
+    }
+
+    /// Writes guest memory like [`Vcpu::debug_read_memory`] reads it; returns
+    /// how many bytes were written.
+    fn debug_write_memory(&mut self, addr: u64, data: &[u8]) -> Result<usize, AccelError> {
+        let _ = (addr, data);
+        Err(debug_unsupported(self.arch(), "debugger memory writes"))
+    }
+
+    /// Sets breakpoints and single-step; `run()` then returns
+    /// [`VcpuExit::Debug`] where the vCPU stops.
+    fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<(), AccelError> {
+        let _ = debug;
+        Err(debug_unsupported(self.arch(), "guest debugging"))
+    }
+}
+
+fn debug_unsupported(arch: GuestArch, what: &'static str) -> AccelError {
+    AccelError::Unsupported {
+        what,
+        backend: match arch {
+            GuestArch::X86_64 => "x86_64",
+            GuestArch::Arm64 => "arm64",
+            GuestArch::Riscv64 => "riscv64",
+        },
     }
 }
 

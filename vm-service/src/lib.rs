@@ -44,6 +44,7 @@ pub mod drive_arg;
 pub mod executor;
 #[cfg(feature = "daemon")]
 pub mod firecracker;
+pub mod gdb;
 pub mod guest;
 pub mod net;
 mod poller;
@@ -51,4 +52,4 @@ pub mod sandbox;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
-pub use vmm::{RunningVmm, Vmm, VmmBuilder, VmmError, VmmInfo};
+pub use vmm::{RunningVmm, Vmm, VmmBuilder, VmmError, VmmInfo, VmmParts};

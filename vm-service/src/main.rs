@@ -218,6 +218,13 @@ struct RunArgs {
     /// riscv64 test programs (an ELF --kernel): stop after this many instructions.
     #[arg(long, default_value_t = 1_000_000_000)]
     max_instructions: u64,
+    /// Serve the GDB remote protocol here (`unix:PATH` or `tcp:127.0.0.1:PORT`);
+    /// needs the `gdb` feature. The vCPUs then run in turn on one thread.
+    #[arg(long, value_name = "ADDR")]
+    gdb: Option<String>,
+    /// With --gdb: run no guest instruction before a debugger attaches.
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -338,7 +345,20 @@ fn mips(instructions: u64, secs: f64) -> f64 {
 }
 
 fn run(args: &RunArgs) -> ExitCode {
-    if let Err(e) = vm_service::sandbox::enter_process(&args.sandbox.config(Vec::new())) {
+    // Bound before the sandbox, which allows no new TCP sockets.
+    let gdb = match args.gdb.as_deref().map(|a| {
+        a.parse::<vm_service::gdb::GdbAddr>()
+            .and_then(|addr| vm_service::gdb::GdbListener::bind(&addr))
+    }) {
+        Some(Err(e)) => return fail(&e.to_string()),
+        Some(Ok(l)) => Some(l),
+        None => None,
+    };
+    let keep_fds = gdb
+        .iter()
+        .map(vm_service::gdb::GdbListener::as_raw_fd)
+        .collect();
+    if let Err(e) = vm_service::sandbox::enter_process(&args.sandbox.config(keep_fds)) {
         return fail(&e.to_string());
     }
     let config = match config_from(args) {
@@ -348,6 +368,9 @@ fn run(args: &RunArgs) -> ExitCode {
     if config.arch == GuestArch::Riscv64 && args.guest.is_none() {
         if let Some(path) = &config.kernel {
             match std::fs::read(path) {
+                Ok(bytes) if bytes.starts_with(b"\x7fELF") && gdb.is_some() => {
+                    return fail("--gdb needs a kernel Image; ELF test programs run without it");
+                }
                 Ok(bytes) if bytes.starts_with(b"\x7fELF") => return run_riscv_elf(args, &bytes),
                 Ok(_) => {}
                 Err(e) => return fail(&format!("cannot read kernel {}: {e}", path.display())),
@@ -384,9 +407,49 @@ fn run(args: &RunArgs) -> ExitCode {
         info.memory_bytes >> 20,
         args.executor
     );
+    let reason = match gdb {
+        Some(listener) => {
+            eprintln!(
+                "vm-service: gdb stub on {}{}",
+                args.gdb.as_deref().unwrap_or_default(),
+                if args.gdb_wait {
+                    ", waiting for a debugger"
+                } else {
+                    ""
+                }
+            );
+            match vm_service::gdb::run(vmm, listener, args.gdb_wait) {
+                Ok(reason) => {
+                    eprintln!("vm-service: {reason}");
+                    reason
+                }
+                Err(e) => return fail(&e.to_string()),
+            }
+        }
+        None => match run_on_executor(vmm) {
+            Ok(reason) => reason,
+            Err(code) => return code,
+        },
+    };
+    let guest_status = *guest_status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match reason {
+        r if r.is_clean() => match guest_status {
+            // The guest's command ended with this status (its init said so).
+            Some(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
+            None => ExitCode::SUCCESS,
+        },
+        StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
+        _ => ExitCode::from(EXIT_FAILED),
+    }
+}
+
+/// Starts the vCPUs on the configured executor and waits for the VM to stop.
+fn run_on_executor(vmm: vm_service::Vmm) -> Result<StopReason, ExitCode> {
     let running = match vmm.start() {
         Ok(r) => r,
-        Err(e) => return fail(&error_chain(&e)),
+        Err(e) => return Err(fail(&error_chain(&e))),
     };
     let control = running.control();
     // Long boots (nested KVM) are followed through the log: exits once a minute.
@@ -400,18 +463,7 @@ fn run(args: &RunArgs) -> ExitCode {
         "vm-service: {reason} (vCPU exits: {:?})",
         control.exit_counts()
     );
-    let guest_status = *guest_status
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match reason {
-        r if r.is_clean() => match guest_status {
-            // The guest's command ended with this status (its init said so).
-            Some(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
-            None => ExitCode::SUCCESS,
-        },
-        StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
-        _ => ExitCode::from(EXIT_FAILED),
-    }
+    Ok(reason)
 }
 
 use vm_service::daemon::error_chain;

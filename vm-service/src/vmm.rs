@@ -379,6 +379,40 @@ impl Vmm {
     }
 }
 
+/// A built VM taken apart for a caller that drives the vCPUs itself instead
+/// of an executor (the gdb stub). `keep_alive` holds the VM, its memory and
+/// device threads: drop it only after the vCPUs.
+pub struct VmmParts {
+    /// The vCPUs, in id order.
+    pub vcpus: Vec<Box<dyn vm_accel::Vcpu>>,
+    /// Where their exits go.
+    pub handler: Arc<dyn crate::executor::ExitHandler>,
+    /// What was built.
+    pub info: VmmInfo,
+    /// Everything the vCPUs need to outlive.
+    pub keep_alive: Box<dyn std::any::Any + Send>,
+}
+
+impl std::fmt::Debug for VmmParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmmParts")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vmm {
+    /// Takes the VM apart (see [`VmmParts`]).
+    pub fn into_parts(self) -> VmmParts {
+        VmmParts {
+            vcpus: self.vcpus,
+            handler: self.handler,
+            info: self.info,
+            keep_alive: Box::new((self.pollers, self.switches, self.vm, self.memory)),
+        }
+    }
+}
+
 /// A VM whose vCPUs are running.
 #[derive(Debug)]
 pub struct RunningVmm {

@@ -2,9 +2,10 @@
 //!
 //! For each workspace crate: `cargo check` with no default features, default
 //! features, each feature alone and all features (configurations that resolve
-//! to the same feature set are checked once); then the workspace tests for the
-//! default and the all-features configuration (once if they are the same),
-//! counting what ran ([`TestCounts`]).
+//! to the same feature set are checked once); then the workspace tests in the
+//! default configuration and, with all features, what that run could not
+//! test (the libraries of crates with non-default features, and the test
+//! targets that require one), counting what ran ([`TestCounts`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -80,17 +81,48 @@ pub fn configs(table: &FeatureTable) -> Vec<Config> {
     out
 }
 
-/// Whether `--all-features` turns on anything the default configuration does not.
-fn all_differs_from_default(table: &FeatureTable) -> bool {
+/// The features the default configuration turns on.
+fn default_set(table: &FeatureTable) -> BTreeSet<String> {
     let mut default = BTreeSet::new();
     if table.contains_key("default") {
         closure(table, "default", &mut default);
     }
+    default
+}
+
+/// Whether `--all-features` turns on anything the default configuration does not.
+fn all_differs_from_default(table: &FeatureTable) -> bool {
+    let default = default_set(table);
     table.keys().any(|k| k != "default" && !default.contains(k))
 }
 
-/// Workspace packages and their feature tables, from `cargo metadata`.
-fn workspace_features(root: &Path) -> Result<Vec<(String, FeatureTable)>> {
+/// What the default test run leaves untested in `pkg`: its library (when
+/// `--all-features` compiles more of it) and the test targets that need a
+/// non-default feature, as `cargo test` target arguments.
+fn all_features_targets(pkg: &Package) -> Vec<String> {
+    if !all_differs_from_default(&pkg.table) {
+        return Vec::new();
+    }
+    let default = default_set(&pkg.table);
+    let mut out = vec!["--lib".to_string()];
+    for (test, required) in &pkg.tests {
+        if required.iter().any(|f| !default.contains(f)) {
+            out.extend(["--test".to_string(), test.clone()]);
+        }
+    }
+    out
+}
+
+/// A workspace package: its name, feature table, and its test targets with
+/// the features each requires.
+struct Package {
+    name: String,
+    table: FeatureTable,
+    tests: Vec<(String, Vec<String>)>,
+}
+
+/// Workspace packages, from `cargo metadata`.
+fn workspace_features(root: &Path) -> Result<Vec<Package>> {
     let text = output_of_in(
         root,
         "cargo",
@@ -118,9 +150,24 @@ fn workspace_features(root: &Path) -> Result<Vec<(String, FeatureTable)>> {
                 table.insert(feature.clone(), list);
             }
         }
-        out.push((name, table));
+        let mut tests = Vec::new();
+        for target in pkg["targets"].as_array().into_iter().flatten() {
+            let is_test = target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"));
+            if let (true, Some(test)) = (is_test, target["name"].as_str()) {
+                let required = target["required-features"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect();
+                tests.push((test.to_string(), required));
+            }
+        }
+        out.push(Package { name, table, tests });
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
@@ -217,9 +264,7 @@ fn test_run(root: &Path, args: &[&str], counts: &mut TestCounts) -> Result<()> {
 pub fn run(root: &Path, tests: Tests, counts: &mut TestCounts) -> Result<()> {
     let packages = workspace_features(root)?;
     let mut checks = 0;
-    let mut any_all_differs = false;
-    for (name, table) in &packages {
-        any_all_differs |= all_differs_from_default(table);
+    for Package { name, table, .. } in &packages {
         for config in configs(table) {
             println!("features: check {name} [{}]", config.label);
             let mut args = vec!["check", "--quiet", "-p", name.as_str()];
@@ -235,10 +280,31 @@ pub fn run(root: &Path, tests: Tests, counts: &mut TestCounts) -> Result<()> {
     println!("features: tests [default]");
     test_run(root, &test_args, counts).context("tests [default]")?;
     let mut test_runs = 1;
-    if any_all_differs {
-        println!("features: tests [all-features]");
-        test_args.insert(2, "--all-features");
-        test_run(root, &test_args, counts).context("tests [all-features]")?;
+    // With every feature on, only what the default run could not test: the
+    // whole suite twice would double CI's longest step.
+    for pkg in &packages {
+        let targets = all_features_targets(pkg);
+        if targets.is_empty() {
+            continue;
+        }
+        println!(
+            "features: tests {} [all-features] {}",
+            pkg.name,
+            targets.join(" ")
+        );
+        let mut args = vec![
+            "test",
+            "-p",
+            pkg.name.as_str(),
+            "--all-features",
+            "--no-fail-fast",
+        ];
+        args.extend(targets.iter().map(String::as_str));
+        if tests == Tests::IncludeIgnored {
+            args.extend(["--", "--include-ignored"]);
+        }
+        test_run(root, &args, counts)
+            .with_context(|| format!("tests {} [all-features]", pkg.name))?;
         test_runs += 1;
     }
     println!(

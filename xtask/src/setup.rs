@@ -61,6 +61,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "busybox-static",
         "userspace of the QEMU-booted x86_64 test kernel",
     ),
+    (
+        "gdb-multiarch",
+        "drives vm-service's gdb stub in its tests (riscv64 guests)",
+    ),
 ];
 
 /// Rustup components CI uses.

@@ -261,6 +261,8 @@ pub fn run(bytes: &[u8], mem_size: u64, budget: u64) -> Result<Report, ElfError>
             }
             HartExit::System(event) => break Outcome::PowerEvent(event),
             HartExit::Fatal(msg) => break Outcome::Fatal(msg),
+            // No debugger is attached to a program run here.
+            HartExit::Debug => break Outcome::Fatal("stopped for a debugger".into()),
         }
     };
     Ok(Report {

@@ -46,6 +46,8 @@ pub enum HartExit {
     ToHost(u64),
     /// The hart cannot go on (e.g. a trap to M-mode with no firmware there).
     Fatal(String),
+    /// A breakpoint or single step stopped the hart for its debugger.
+    Debug,
 }
 
 /// Where a pending MMIO load goes when it completes.
@@ -100,6 +102,8 @@ pub struct Hart {
     pub(super) tohost: Option<u64>,
     /// Set by `wfi` when nothing is pending.
     pub(super) waiting: bool,
+    /// Breakpoints and single-step of an attached debugger.
+    pub(super) debug: super::debug::DebugState,
 }
 
 impl Hart {
@@ -137,6 +141,7 @@ impl Hart {
             console: std::collections::VecDeque::new(),
             tohost: None,
             waiting: false,
+            debug: super::debug::DebugState::default(),
         };
         hart.fetch_invalidate();
         hart
@@ -393,6 +398,14 @@ impl Hart {
                 }
             }
             let mut n = 0;
+            // Under a debugger: one instruction per chunk, checked first
+            // (the loop bound stays a constant: cheaper when not debugging).
+            if self.debug.armed {
+                if let Some(exit) = self.debug_stop() {
+                    return exit;
+                }
+                n = CHUNK - 1;
+            }
             while n < CHUNK {
                 n += 1;
                 let pc = self.pc;

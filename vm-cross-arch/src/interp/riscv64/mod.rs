@@ -15,6 +15,7 @@
 // specifications give them; the specs are their documentation.
 #[allow(missing_docs)]
 pub mod csr;
+pub(crate) mod debug;
 #[allow(missing_docs, clippy::enum_variant_names)]
 pub(crate) mod decode;
 pub mod elf;

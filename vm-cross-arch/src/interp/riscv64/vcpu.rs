@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use vm_accel::regs::{Riscv64CoreRegisters, RiscvPrivilege};
 use vm_accel::{
-    AccelError, BootState, GuestArch, InternalError, InternalErrorKind, KickHandle, Registers,
-    SystemEvent, Vcpu, VcpuExit, VcpuId,
+    AccelError, BootState, DebugRegister, GuestArch, GuestDebug, InternalError, InternalErrorKind,
+    KickHandle, Registers, SystemEvent, Vcpu, VcpuExit, VcpuId,
 };
 
 use super::csr::{envcfg, irq, mstatus};
@@ -99,6 +99,7 @@ impl Vcpu for RiscvVcpu {
                 data: &self.hart.mmio_data()[..len],
             },
             HartExit::System(event) => VcpuExit::SystemEvent(event),
+            HartExit::Debug => VcpuExit::Debug { pc: self.hart.pc },
             HartExit::ToHost(value) => {
                 tracing::info!(hart = self.hart.id(), value, "tohost written");
                 VcpuExit::SystemEvent(if value == 1 {
@@ -183,5 +184,38 @@ impl Vcpu for RiscvVcpu {
                 vcpu: GuestArch::Riscv64,
             }),
         }
+    }
+
+    fn debug_register(&mut self, reg: DebugRegister) -> Result<u64, AccelError> {
+        self.hart
+            .debug_register(reg)
+            .ok_or(AccelError::Unsupported {
+                what: "this register",
+                backend: "riscv64 interpreter",
+            })
+    }
+
+    fn set_debug_register(&mut self, reg: DebugRegister, value: u64) -> Result<(), AccelError> {
+        if self.hart.set_debug_register(reg, value) {
+            Ok(())
+        } else {
+            Err(AccelError::Unsupported {
+                what: "writing this register",
+                backend: "riscv64 interpreter",
+            })
+        }
+    }
+
+    fn debug_read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, AccelError> {
+        Ok(self.hart.debug_read_memory(addr, buf))
+    }
+
+    fn debug_write_memory(&mut self, addr: u64, data: &[u8]) -> Result<usize, AccelError> {
+        Ok(self.hart.debug_write_memory(addr, data))
+    }
+
+    fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<(), AccelError> {
+        self.hart.set_guest_debug(debug);
+        Ok(())
     }
 }
