@@ -19,7 +19,7 @@ impl fmt::Display for VcpuId {
 
 /// One virtual CPU, hardware-backed or interpreted. Driven by one thread at a
 /// time (`Send`, not `Sync`); other threads stop it through a [`KickHandle`].
-pub trait Vcpu: Send + fmt::Debug {
+pub trait Vcpu: Send + fmt::Debug + std::any::Any {
     /// This vCPU's id.
     fn id(&self) -> VcpuId;
 

@@ -73,6 +73,11 @@ impl Plic {
         }
     }
 
+    /// Number of interrupt sources.
+    pub fn sources(&self) -> u32 {
+        self.sources
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the plain integers invalid.
         self.state

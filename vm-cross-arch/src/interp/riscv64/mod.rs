@@ -28,6 +28,7 @@ pub mod machine;
 pub mod memory;
 pub mod mmu;
 mod sbi;
+pub mod state;
 #[allow(missing_docs)]
 pub mod trap;
 pub mod vcpu;
