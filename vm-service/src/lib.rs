@@ -39,6 +39,7 @@ pub mod guest;
 pub mod net;
 mod poller;
 pub mod sandbox;
+pub mod snapshot;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
