@@ -43,4 +43,4 @@ pub mod snapshot;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
-pub use vmm::{RunningVmm, Vmm, VmmBuilder, VmmError, VmmInfo};
+pub use vmm::{RunningVmm, Snapshotter, Vmm, VmmBuilder, VmmError, VmmInfo};

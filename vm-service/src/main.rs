@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -218,8 +219,60 @@ struct RunArgs {
     /// riscv64 test programs (an ELF --kernel): stop after this many instructions.
     #[arg(long, default_value_t = 1_000_000_000)]
     max_instructions: u64,
+    /// Restore the VM saved in DIR (`state.snap`, `memory.snap`) instead of
+    /// booting one: its configuration, disks (reopened by path) and NICs
+    /// (TAP devices and virtual switches reattached by name; a switch other
+    /// than the private `default` one is joined in --switch-dir) come from the
+    /// snapshot.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["kernel", "guest", "initrd", "drives", "rootfs", "cmdline", "vcpus", "memory", "net", "mac", "arch", "ip", "command"]
+    )]
+    restore: Option<PathBuf>,
+    /// When the guest's console prints TEXT, pause the VM, write a snapshot to
+    /// --snapshot-dir and stop (exit status 0 once the snapshot is written).
+    #[arg(long, value_name = "TEXT", requires = "snapshot_dir")]
+    snapshot_on_output: Option<String>,
+    /// Where --snapshot-on-output writes the snapshot (created if missing).
+    #[arg(long, value_name = "DIR", requires = "snapshot_on_output")]
+    snapshot_dir: Option<PathBuf>,
     #[command(flatten)]
     sandbox: SandboxArgs,
+}
+
+/// Passes console output through and reports, once, when `pattern` appears.
+struct OutputTrigger<W> {
+    inner: W,
+    pattern: Vec<u8>,
+    window: Vec<u8>,
+    fired: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if self.fired.is_some() && !self.pattern.is_empty() {
+            self.window.extend_from_slice(&buf[..n]);
+            if self
+                .window
+                .windows(self.pattern.len())
+                .any(|w| w == self.pattern.as_slice())
+            {
+                if let Some(tx) = self.fired.take() {
+                    let _ = tx.send(());
+                }
+            }
+            let keep = self.pattern.len().saturating_sub(1);
+            let drop_to = self.window.len().saturating_sub(keep);
+            self.window.drain(..drop_to);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Exit status for a VM that could not be built or failed while running.
@@ -341,11 +394,19 @@ fn run(args: &RunArgs) -> ExitCode {
     if let Err(e) = vm_service::sandbox::enter_process(&args.sandbox.config(Vec::new())) {
         return fail(&e.to_string());
     }
-    let config = match config_from(args) {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
+    let restore = match &args.restore {
+        Some(dir) => match VmmBuilder::restore(dir) {
+            Ok(b) => Some(b),
+            Err(e) => return fail(&error_chain(&e)),
+        },
+        None => None,
     };
-    if config.arch == GuestArch::Riscv64 && args.guest.is_none() {
+    let config = match (&restore, config_from(args)) {
+        (Some(b), _) => b.config().clone(),
+        (None, Ok(c)) => c,
+        (None, Err(e)) => return fail(&e),
+    };
+    if config.arch == GuestArch::Riscv64 && args.guest.is_none() && restore.is_none() {
         if let Some(path) = &config.kernel {
             match std::fs::read(path) {
                 Ok(bytes) if bytes.starts_with(b"\x7fELF") => return run_riscv_elf(args, &bytes),
@@ -355,7 +416,13 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     }
     // Only a named switch is shared; plain `virtual` stays private to this process.
-    let shared = args.net.starts_with("virtual:");
+    let shared = match &restore {
+        Some(_) => config.devices.iter().any(|d| {
+            matches!(d, DeviceConfig::Net(n) if matches!(&n.backend,
+                NetBackendConfig::Virtual { switch } if switch != "default"))
+        }),
+        None => args.net.starts_with("virtual:"),
+    };
     if args.switch_dir.is_some() && !shared {
         return fail("--switch-dir needs --net virtual:NAME");
     }
@@ -364,8 +431,21 @@ fn run(args: &RunArgs) -> ExitCode {
     } else {
         SwitchRegistry::new()
     };
-    let (console, guest_status) = guest::ExitWatch::new(std::io::stdout());
-    let builder = VmmBuilder::new(config)
+    let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
+    let trigger = OutputTrigger {
+        inner: std::io::stdout(),
+        pattern: args
+            .snapshot_on_output
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
+        window: Vec::new(),
+        fired: args.snapshot_on_output.as_ref().map(|_| snapshot_tx),
+    };
+    let (console, guest_status) = guest::ExitWatch::new(trigger);
+    let builder = restore
+        .unwrap_or_else(|| VmmBuilder::new(config))
         .executor(args.executor)
         .switches(switches)
         .serial_output(Box::new(console))
@@ -389,6 +469,35 @@ fn run(args: &RunArgs) -> ExitCode {
         Err(e) => return fail(&error_chain(&e)),
     };
     let control = running.control();
+    let snapshot_result = Arc::new(Mutex::new(None));
+    if let Some(dir) = args.snapshot_dir.clone() {
+        let (snapshotter, control, result) = (
+            running.snapshotter(),
+            control.clone(),
+            snapshot_result.clone(),
+        );
+        std::thread::spawn(move || {
+            if snapshot_rx.recv().is_err() {
+                return;
+            }
+            let taken = control
+                .pause()
+                .map_err(|e| e.to_string())
+                .and_then(|()| snapshotter.snapshot(&dir).map_err(|e| error_chain(&e)));
+            match &taken {
+                Ok(paths) => eprintln!(
+                    "vm-service: snapshot written to {} and {}",
+                    paths.state.display(),
+                    paths.memory.display()
+                ),
+                Err(e) => eprintln!("vm-service: error: snapshot failed: {e}"),
+            }
+            *result
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(taken.is_ok());
+            control.stop();
+        });
+    }
     // Long boots (nested KVM) are followed through the log: exits once a minute.
     let progress = control.clone();
     std::thread::spawn(move || loop {
@@ -403,6 +512,17 @@ fn run(args: &RunArgs) -> ExitCode {
     let guest_status = *guest_status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let snapshot_taken = *snapshot_result
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match (snapshot_taken, reason) {
+        (Some(true), StopReason::Requested) => return ExitCode::SUCCESS,
+        (Some(false), _) => return ExitCode::from(EXIT_FAILED),
+        (_, reason) => exit_status(reason, guest_status),
+    }
+}
+
+fn exit_status(reason: StopReason, guest_status: Option<i32>) -> ExitCode {
     match reason {
         r if r.is_clean() => match guest_status {
             // The guest's command ended with this status (its init said so).

@@ -196,6 +196,11 @@ impl VmmBuilder {
         Self::restore_from(SnapshotPaths::in_dir(dir))
     }
 
+    /// The configuration this builder builds (from the snapshot when restoring).
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
     /// [`VmmBuilder::restore`] with the two files named separately.
     pub fn restore_from(paths: SnapshotPaths) -> Result<Self, VmmError> {
         let state = VmState::read(&paths.state)?;
@@ -427,16 +432,21 @@ impl Vmm {
             elapsed_us = first_entry.elapsed().as_micros() as u64,
             "vCPUs entered"
         );
+        let snapshotter = Snapshotter {
+            control: executor.control(),
+            memory: self.memory,
+            info: self.info.clone(),
+            config: self.config,
+            serial: self.serial,
+            transports: self.transports,
+        };
         Ok(RunningVmm {
             executor,
             _pollers: self.pollers,
             _switches: self.switches,
             _vm: self.vm,
-            memory: self.memory,
             info: self.info,
-            config: self.config,
-            serial: self.serial,
-            transports: self.transports,
+            snapshotter,
         })
     }
 }
@@ -447,8 +457,18 @@ pub struct RunningVmm {
     executor: MultiVcpuExecutor,
     _pollers: Vec<Poller>,
     _switches: SwitchRegistry,
-    // The VM and its memory must outlive the vCPUs, which the executor owns.
+    // The VM and its memory (in `snapshotter`) must outlive the vCPUs, which
+    // the executor owns.
     _vm: Arc<dyn Vm>,
+    info: VmmInfo,
+    snapshotter: Snapshotter,
+}
+
+/// Takes snapshots of one running VM; cloneable, usable from any thread
+/// (the REST API's and the CLI's snapshot requests go through it).
+#[derive(Clone)]
+pub struct Snapshotter {
+    control: ExecutorControl,
     memory: GuestMemoryMmap,
     info: VmmInfo,
     config: VmConfig,
@@ -456,21 +476,15 @@ pub struct RunningVmm {
     transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
-/// Locks every device while a snapshot is taken, so device threads cannot
-/// change device state or guest memory under it.
-struct SnapshotSerial<'a>(Option<std::sync::MutexGuard<'a, Serial>>);
-
-impl RunningVmm {
-    /// Pause/resume/stop from any thread; per-vCPU exit counts.
-    pub fn control(&self) -> ExecutorControl {
-        self.executor.control()
+impl std::fmt::Debug for Snapshotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshotter")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
+}
 
-    /// What was built.
-    pub fn info(&self) -> &VmmInfo {
-        &self.info
-    }
-
+impl Snapshotter {
     /// Writes a snapshot of this paused VM to `dir` (created if missing):
     /// `state.snap` and `memory.snap`. The VM stays paused; resume or stop it
     /// afterwards. Fails with [`SnapshotError::NotPaused`] unless every vCPU is
@@ -491,7 +505,7 @@ impl RunningVmm {
     /// [`RunningVmm::snapshot`] with the two files named separately.
     pub fn snapshot_to(&self, paths: &SnapshotPaths) -> Result<(), SnapshotError> {
         let started = Instant::now();
-        let control = self.control();
+        let control = &self.control;
         let state = control.state();
         if state != crate::executor::RunState::Paused {
             return Err(SnapshotError::NotPaused {
@@ -578,6 +592,32 @@ impl RunningVmm {
             "snapshot written"
         );
         Ok(())
+    }
+}
+
+/// Locks every device while a snapshot is taken, so device threads cannot
+/// change device state or guest memory under it.
+struct SnapshotSerial<'a>(Option<std::sync::MutexGuard<'a, Serial>>);
+
+impl RunningVmm {
+    /// Pause/resume/stop from any thread; per-vCPU exit counts.
+    pub fn control(&self) -> ExecutorControl {
+        self.executor.control()
+    }
+
+    /// What was built.
+    pub fn info(&self) -> &VmmInfo {
+        &self.info
+    }
+
+    /// Writes a snapshot of this paused VM to `dir` (see [`Snapshotter::snapshot`]).
+    pub fn snapshot(&self, dir: &Path) -> Result<SnapshotPaths, SnapshotError> {
+        self.snapshotter.snapshot(dir)
+    }
+
+    /// A handle that takes snapshots of this VM from any thread.
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.snapshotter.clone()
     }
 
     /// Waits until the VM stops and says why.
