@@ -6,11 +6,15 @@
 use std::sync::Arc;
 
 use vm_accel::{BootState, GuestAddress, Registers, Vcpu, VcpuExit, VcpuId, Vm};
+use vm_cross_arch::interp::riscv64::state::{HartState, MmioLoadState};
 use vm_cross_arch::interp::riscv64::{RiscvVcpu, RiscvVm};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 const RAM: u64 = 0x8000_0000;
 const MEM: usize = 4 << 20;
+
+/// A change that makes a hart state impossible.
+type Spoil = Box<dyn Fn(&mut HartState)>;
 
 fn r_type(f7: u32, rs2: u32, rs1: u32, f3: u32, rd: u32, op: u32) -> u32 {
     (f7 << 25) | (rs2 << 20) | (rs1 << 15) | (f3 << 12) | (rd << 7) | op
@@ -135,10 +139,7 @@ fn impossible_states_are_refused_and_leave_the_hart_alone() {
     vcpu.set_budget(1000);
     vcpu.run().expect("run");
     let good = vcpu.state();
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut vm_cross_arch::interp::riscv64::state::HartState)>,
-    )> = vec![
+    let cases: Vec<(&str, Spoil)> = vec![
         ("mode 2", Box::new(|s| s.mode = 2)),
         ("other hart", Box::new(|s| s.id = 3)),
         ("satp mode 15", Box::new(|s| s.csr.satp = 15 << 60)),
@@ -148,13 +149,13 @@ fn impossible_states_are_refused_and_leave_the_hart_alone() {
         (
             "mmio rd",
             Box::new(|s| {
-                s.mmio_load = Some(vm_cross_arch::interp::riscv64::state::MmioLoadState {
+                s.mmio_load = Some(MmioLoadState {
                     rd: 40,
                     size: 4,
                     unsigned: false,
                     fp: false,
                     len: 4,
-                })
+                });
             }),
         ),
         ("hsm", Box::new(|s| s.hsm = 9)),
@@ -176,5 +177,4 @@ fn impossible_states_are_refused_and_leave_the_hart_alone() {
         1,
         "one hart, one msip"
     );
-    let _ = MEM;
 }

@@ -219,17 +219,22 @@ struct RunArgs {
     /// riscv64 test programs (an ELF --kernel): stop after this many instructions.
     #[arg(long, default_value_t = 1_000_000_000)]
     max_instructions: u64,
-    /// Restore the VM saved in DIR (`state.snap`, `memory.snap`) instead of
-    /// booting one: its configuration, disks (reopened by path) and NICs
+    /// Restore the VM saved in PATH instead of booting one: a directory
+    /// holding `state.snap` and `memory.snap`, or a state file whose memory
+    /// file --restore-mem-file names. Its configuration, disks (reopened by path) and NICs
     /// (TAP devices and virtual switches reattached by name; a switch other
     /// than the private `default` one is joined in --switch-dir) come from the
     /// snapshot.
     #[arg(
         long,
-        value_name = "DIR",
+        value_name = "PATH",
         conflicts_with_all = ["kernel", "guest", "initrd", "drives", "rootfs", "cmdline", "vcpus", "memory", "net", "mac", "arch", "ip", "command"]
     )]
     restore: Option<PathBuf>,
+    /// The memory file of a --restore state file (e.g. the daemon's
+    /// `mem_file_path`).
+    #[arg(long, value_name = "FILE", requires = "restore")]
+    restore_mem_file: Option<PathBuf>,
     /// When the guest's console prints TEXT, pause the VM, write a snapshot to
     /// --snapshot-dir and stop (exit status 0 once the snapshot is written).
     #[arg(long, value_name = "TEXT", requires = "snapshot_dir")]
@@ -395,7 +400,7 @@ fn run(args: &RunArgs) -> ExitCode {
         return fail(&e.to_string());
     }
     let restore = match &args.restore {
-        Some(dir) => match VmmBuilder::restore(dir) {
+        Some(path) => match restore_builder(path, args.restore_mem_file.as_deref()) {
             Ok(b) => Some(b),
             Err(e) => return fail(&error_chain(&e)),
         },
@@ -516,9 +521,23 @@ fn run(args: &RunArgs) -> ExitCode {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     match (snapshot_taken, reason) {
-        (Some(true), StopReason::Requested) => return ExitCode::SUCCESS,
-        (Some(false), _) => return ExitCode::from(EXIT_FAILED),
+        (Some(true), StopReason::Requested) => ExitCode::SUCCESS,
+        (Some(false), _) => ExitCode::from(EXIT_FAILED),
         (_, reason) => exit_status(reason, guest_status),
+    }
+}
+
+/// The builder for `--restore PATH [--restore-mem-file FILE]`.
+fn restore_builder(
+    path: &std::path::Path,
+    memory: Option<&std::path::Path>,
+) -> Result<VmmBuilder, vm_service::VmmError> {
+    match memory {
+        Some(memory) => VmmBuilder::restore_from(vm_service::snapshot::SnapshotPaths {
+            state: path.to_path_buf(),
+            memory: memory.to_path_buf(),
+        }),
+        None => VmmBuilder::restore(path),
     }
 }
 

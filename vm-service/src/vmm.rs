@@ -304,15 +304,14 @@ impl VmmBuilder {
             "guest memory set up"
         );
 
-        let boot = match restoring {
-            Some(_) => None,
-            None => {
-                let phase = Instant::now();
-                let cmdline = linux_cmdline(accel.kind(), config)?;
-                let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &cmdline)?;
-                tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
-                Some(boot)
-            }
+        let boot = if restoring.is_some() {
+            None
+        } else {
+            let phase = Instant::now();
+            let cmdline = linux_cmdline(accel.kind(), config)?;
+            let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &cmdline)?;
+            tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
+            Some(boot)
         };
 
         let (reset, poweroff) = (
@@ -385,7 +384,7 @@ pub struct Vmm {
     config: VmConfig,
     serial: Option<SharedSerial>,
     /// The virtio-mmio transports, in slot order.
-    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    transports: Vec<SharedTransport>,
     vm: Arc<dyn Vm>,
     memory: GuestMemoryMmap,
     vcpus: Vec<Box<dyn vm_accel::Vcpu>>,
@@ -473,7 +472,7 @@ pub struct Snapshotter {
     info: VmmInfo,
     config: VmConfig,
     serial: Option<SharedSerial>,
-    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    transports: Vec<SharedTransport>,
 }
 
 impl std::fmt::Debug for Snapshotter {
@@ -513,7 +512,7 @@ impl Snapshotter {
             });
         }
         let captured = control
-            .with_parked_vcpus(|vcpu| snapshot::capture_vcpu(vcpu))
+            .with_parked_vcpus(snapshot::capture_vcpu)
             .map_err(|e| SnapshotError::NotPaused {
                 state: e.to_string(),
             })?;
@@ -793,6 +792,7 @@ fn irq(vm: &dyn Vm, line: u32) -> Result<Arc<dyn Interrupt>, VmmError> {
 }
 
 type SharedSerial = Arc<Mutex<Serial>>;
+type SharedTransport = Arc<Mutex<MmioTransport>>;
 
 fn new_serial(
     line: u32,
@@ -859,7 +859,7 @@ fn attach_virtio(
     memory: &GuestMemoryMmap,
     mmio: &mut Bus,
     switches: &SwitchRegistry,
-) -> Result<(Vec<Poller>, Vec<Arc<Mutex<MmioTransport>>>), VmmError> {
+) -> Result<(Vec<Poller>, Vec<SharedTransport>), VmmError> {
     let mut transports = Vec::new();
     let mut nics = Vec::new();
     let mut drives = Vec::new();
@@ -968,10 +968,7 @@ fn restored_memory(
 
 /// Restores every virtio transport's state (in slot order) and gives each
 /// device one poll, so work the guest queued before the snapshot is picked up.
-fn restore_devices(
-    transports: &[Arc<Mutex<MmioTransport>>],
-    state: &VmState,
-) -> Result<(), VmmError> {
+fn restore_devices(transports: &[SharedTransport], state: &VmState) -> Result<(), VmmError> {
     for (i, (t, s)) in transports.iter().zip(&state.devices.virtio).enumerate() {
         let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         t.restore(s).map_err(|source| SnapshotError::State {

@@ -196,7 +196,7 @@ fn refuses_corrupt_snapshots(snap: &Path, work: &Path) {
         std::fs::write(dir.join("state.snap"), bytes).expect("write");
         match memory_len {
             Some(len) => {
-                std::fs::write(dir.join("memory.snap"), vec![0u8; len as usize]).expect("write")
+                std::fs::write(dir.join("memory.snap"), vec![0u8; len as usize]).expect("write");
             }
             None => std::os::unix::fs::symlink(&memory, dir.join("memory.snap")).expect("link"),
         }

@@ -49,7 +49,9 @@ struct Visit {
 
 impl std::fmt::Debug for Visit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Visit").field("done", &self.done).finish()
+        f.debug_struct("Visit")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
 }
 
