@@ -484,6 +484,37 @@ impl std::fmt::Debug for Snapshotter {
 }
 
 impl Snapshotter {
+    /// The configuration with each NIC's MAC made explicit: a NIC without
+    /// one got a generated MAC, which the restored NIC must keep (the guest
+    /// and its peers know it).
+    fn config_with_macs(
+        &self,
+        transports: &[std::sync::MutexGuard<'_, MmioTransport>],
+    ) -> VmConfig {
+        let mut config = self.config.clone();
+        let mut macs = Vec::new();
+        for (device, transport) in block::slot_order(&self.config.devices)
+            .into_iter()
+            .zip(transports)
+        {
+            if let DeviceConfig::Net(net) = device {
+                if net.mac.is_none() {
+                    let mut mac = [0u8; 6];
+                    transport.device().read_config(0, &mut mac);
+                    macs.push((net.id.clone(), mac));
+                }
+            }
+        }
+        for device in &mut config.devices {
+            if let DeviceConfig::Net(net) = device {
+                if let Some((_, mac)) = macs.iter().find(|(id, _)| *id == net.id) {
+                    net.mac = Some(vm_core::config::MacAddr(*mac));
+                }
+            }
+        }
+        config
+    }
+
     /// Writes a snapshot of this paused VM to `dir` (created if missing):
     /// `state.snap` and `memory.snap`. The VM stays paused; resume or stop it
     /// afterwards. Fails with [`SnapshotError::NotPaused`] unless every vCPU is
@@ -554,7 +585,7 @@ impl Snapshotter {
         let (offsets, memory_file_len) =
             snapshot::format::region_offsets(&regions.iter().map(|r| r.1).collect::<Vec<_>>());
         let vm_state = VmState {
-            config: self.config.clone(),
+            config: self.config_with_macs(&transports),
             memory: regions
                 .iter()
                 .zip(&offsets)
