@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use vm_core::config::{GuestArch, SerialMode, VmConfig};
 use vm_service::{VmmBuilder, VmmInfo};
 
-const MEMORY_MIB: u32 = 256;
+const MEMORY_MIB: u64 = 256;
 
 /// Signals the first byte written to it.
 #[derive(Clone, Default)]
