@@ -151,10 +151,12 @@ fn snapshot(c: &mut Criterion) {
     let state_file = std::fs::metadata(snap.join("state.snap"))
         .expect("state file")
         .len();
+    let permille = memory_file.saturating_mul(1000) / info.memory_bytes.max(1);
     eprintln!(
-        "snapshot: memory file {memory_file} bytes for {} bytes of guest RAM ({:.3}x); state file {state_file} bytes",
+        "snapshot: memory file {memory_file} bytes for {} bytes of guest RAM ({}.{:03}x); state file {state_file} bytes",
         info.memory_bytes,
-        memory_file as f64 / info.memory_bytes as f64
+        permille / 1000,
+        permille % 1000
     );
     let extra = extra_dir();
     if std::fs::create_dir_all(&extra).is_ok() {
