@@ -1017,7 +1017,6 @@ fn restore_vcpus(
     map: &MemoryMap,
     state: &VmState,
 ) -> Result<Vec<Box<dyn vm_accel::Vcpu>>, VmmError> {
-    let snapshot::EngineState::Riscv64Interp(_) = &state.engine;
     let mut vcpus = Vec::with_capacity(map.vcpus as usize);
     for (index, saved) in (0..map.vcpus).zip(&state.vcpus) {
         let mut vcpu = vm
