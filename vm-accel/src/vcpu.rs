@@ -21,7 +21,9 @@ impl fmt::Display for VcpuId {
 
 /// One virtual CPU, hardware-backed or interpreted. Driven by one thread at a
 /// time (`Send`, not `Sync`); other threads stop it through a [`KickHandle`].
-pub trait Vcpu: Send + fmt::Debug {
+/// `Any`, so a VMM can reach the engine's own type where the trait has no
+/// word for what it needs (snapshot state capture).
+pub trait Vcpu: Send + fmt::Debug + std::any::Any {
     /// This vCPU's id.
     fn id(&self) -> VcpuId;
 

@@ -44,6 +44,7 @@ pub mod bus;
 pub mod interrupt;
 pub mod legacy;
 pub mod riscv;
+pub mod state;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

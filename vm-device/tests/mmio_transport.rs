@@ -194,3 +194,46 @@ fn device_error_sets_needs_reset_until_the_driver_resets() {
     GuestDriver::notify(&mut t, 0);
     assert_eq!(script.notified.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn state_restores_into_a_fresh_transport_and_hostile_states_are_refused() {
+    let (mut t, _, _, mut drv) = setup();
+    let got = drv
+        .init(&mut t, VIRTIO_F_VERSION_1 | FEATURE_X, &[16])
+        .unwrap();
+    let state = t.state();
+    assert_eq!(state.driver_features, got);
+
+    let (mut fresh, script, _, _) = setup();
+    fresh.restore(&state).unwrap();
+    assert_eq!(fresh.state(), state);
+    assert_eq!(fresh.status(), 0x0f);
+    assert_eq!(
+        *script.activated_with.lock().unwrap(),
+        Some(got),
+        "a running device is activated again"
+    );
+
+    // Rings outside guest memory (1 MiB here): refused, the transport untouched.
+    let mut outside = state.clone();
+    outside.queues[0].desc_table = 1 << 40;
+    let (mut fresh, script, _, _) = setup();
+    let err = fresh.restore(&outside).unwrap_err();
+    assert!(err.to_string().contains("queue 0"), "{err}");
+    assert_eq!(fresh.status(), 0);
+    assert_eq!(*script.activated_with.lock().unwrap(), None);
+
+    let mut wrong_type = state.clone();
+    wrong_type.device_type = 1;
+    assert!(fresh.restore(&wrong_type).is_err());
+    let mut bad_size = state.clone();
+    bad_size.queues[0].size = 3;
+    assert!(fresh.restore(&bad_size).is_err());
+    let mut extra_queue = state.clone();
+    extra_queue.queues.push(extra_queue.queues[0]);
+    assert!(fresh.restore(&extra_queue).is_err());
+    let mut unoffered = state;
+    unoffered.driver_features |= 1 << 50;
+    assert!(fresh.restore(&unoffered).is_err());
+    assert_eq!(fresh.status(), 0);
+}

@@ -49,7 +49,8 @@ pub mod guest;
 pub mod net;
 mod poller;
 pub mod sandbox;
+pub mod snapshot;
 mod vmm;
 
 pub use executor::{ExecutorKind, StopReason};
-pub use vmm::{RunningVmm, Vmm, VmmBuilder, VmmError, VmmInfo, VmmParts};
+pub use vmm::{RunningVmm, Snapshotter, Vmm, VmmBuilder, VmmError, VmmInfo, VmmParts};

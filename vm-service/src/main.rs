@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -225,8 +226,70 @@ struct RunArgs {
     /// With --gdb: run no guest instruction before a debugger attaches.
     #[arg(long, requires = "gdb")]
     gdb_wait: bool,
+    /// Restore the VM saved in PATH instead of booting one: a directory
+    /// holding `state.snap` and `memory.snap`, or a state file whose memory
+    /// file --restore-mem-file names. Its configuration, disks (reopened by path) and NICs
+    /// (TAP devices and virtual switches reattached by name; a switch other
+    /// than the private `default` one is joined in --switch-dir) come from the
+    /// snapshot.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["kernel", "guest", "initrd", "drives", "rootfs", "cmdline", "vcpus", "memory", "net", "mac", "arch", "ip", "command"]
+    )]
+    restore: Option<PathBuf>,
+    /// The memory file of a --restore state file (e.g. the daemon's
+    /// `mem_file_path`).
+    #[arg(long, value_name = "FILE", requires = "restore")]
+    restore_mem_file: Option<PathBuf>,
+    /// When the guest's console prints TEXT, pause the VM, write a snapshot to
+    /// --snapshot-dir and stop (exit status 0 once the snapshot is written).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "snapshot_dir",
+        conflicts_with = "gdb"
+    )]
+    snapshot_on_output: Option<String>,
+    /// Where --snapshot-on-output writes the snapshot (created if missing).
+    #[arg(long, value_name = "DIR", requires = "snapshot_on_output")]
+    snapshot_dir: Option<PathBuf>,
     #[command(flatten)]
     sandbox: SandboxArgs,
+}
+
+/// Passes console output through and reports, once, when `pattern` appears.
+struct OutputTrigger<W> {
+    inner: W,
+    pattern: Vec<u8>,
+    window: Vec<u8>,
+    fired: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if self.fired.is_some() && !self.pattern.is_empty() {
+            self.window.extend_from_slice(&buf[..n]);
+            if self
+                .window
+                .windows(self.pattern.len())
+                .any(|w| w == self.pattern.as_slice())
+            {
+                if let Some(tx) = self.fired.take() {
+                    let _ = tx.send(());
+                }
+            }
+            let keep = self.pattern.len().saturating_sub(1);
+            let drop_to = self.window.len().saturating_sub(keep);
+            self.window.drain(..drop_to);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Exit status for a VM that could not be built or failed while running.
@@ -361,11 +424,19 @@ fn run(args: &RunArgs) -> ExitCode {
     if let Err(e) = vm_service::sandbox::enter_process(&args.sandbox.config(keep_fds)) {
         return fail(&e.to_string());
     }
-    let config = match config_from(args) {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
+    let restore = match &args.restore {
+        Some(path) => match restore_builder(path, args.restore_mem_file.as_deref()) {
+            Ok(b) => Some(b),
+            Err(e) => return fail(&error_chain(&e)),
+        },
+        None => None,
     };
-    if config.arch == GuestArch::Riscv64 && args.guest.is_none() {
+    let config = match (&restore, config_from(args)) {
+        (Some(b), _) => b.config().clone(),
+        (None, Ok(c)) => c,
+        (None, Err(e)) => return fail(&e),
+    };
+    if config.arch == GuestArch::Riscv64 && args.guest.is_none() && restore.is_none() {
         if let Some(path) = &config.kernel {
             match std::fs::read(path) {
                 Ok(bytes) if bytes.starts_with(b"\x7fELF") && gdb.is_some() => {
@@ -378,7 +449,13 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     }
     // Only a named switch is shared; plain `virtual` stays private to this process.
-    let shared = args.net.starts_with("virtual:");
+    let shared = match &restore {
+        Some(_) => config.devices.iter().any(|d| {
+            matches!(d, DeviceConfig::Net(n) if matches!(&n.backend,
+                NetBackendConfig::Virtual { switch } if switch != "default"))
+        }),
+        None => args.net.starts_with("virtual:"),
+    };
     if args.switch_dir.is_some() && !shared {
         return fail("--switch-dir needs --net virtual:NAME");
     }
@@ -387,8 +464,21 @@ fn run(args: &RunArgs) -> ExitCode {
     } else {
         SwitchRegistry::new()
     };
-    let (console, guest_status) = guest::ExitWatch::new(std::io::stdout());
-    let builder = VmmBuilder::new(config)
+    let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
+    let trigger = OutputTrigger {
+        inner: std::io::stdout(),
+        pattern: args
+            .snapshot_on_output
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec(),
+        window: Vec::new(),
+        fired: args.snapshot_on_output.as_ref().map(|_| snapshot_tx),
+    };
+    let (console, guest_status) = guest::ExitWatch::new(trigger);
+    let builder = restore
+        .unwrap_or_else(|| VmmBuilder::new(config))
         .executor(args.executor)
         .switches(switches)
         .serial_output(Box::new(console))
@@ -407,51 +497,83 @@ fn run(args: &RunArgs) -> ExitCode {
         info.memory_bytes >> 20,
         args.executor
     );
-    let reason = match gdb {
-        Some(listener) => {
-            eprintln!(
-                "vm-service: gdb stub on {}{}",
-                args.gdb.as_deref().unwrap_or_default(),
-                if args.gdb_wait {
-                    ", waiting for a debugger"
-                } else {
-                    ""
-                }
-            );
-            match vm_service::gdb::run(vmm, listener, args.gdb_wait) {
-                Ok(reason) => {
-                    eprintln!("vm-service: {reason}");
-                    reason
-                }
-                Err(e) => return fail(&e.to_string()),
+    let outcome = if let Some(listener) = gdb {
+        eprintln!(
+            "vm-service: gdb stub on {}{}",
+            args.gdb.as_deref().unwrap_or_default(),
+            if args.gdb_wait {
+                ", waiting for a debugger"
+            } else {
+                ""
             }
+        );
+        match vm_service::gdb::run(vmm, listener, args.gdb_wait) {
+            Ok(reason) => {
+                eprintln!("vm-service: {reason}");
+                (reason, None)
+            }
+            Err(e) => return fail(&e.to_string()),
         }
-        None => match run_on_executor(vmm) {
-            Ok(reason) => reason,
+    } else {
+        let snapshot = args.snapshot_dir.clone().map(|dir| (dir, snapshot_rx));
+        match run_on_executor(vmm, snapshot) {
+            Ok(outcome) => outcome,
             Err(code) => return code,
-        },
+        }
     };
+    let (reason, snapshot_taken) = outcome;
     let guest_status = *guest_status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match reason {
-        r if r.is_clean() => match guest_status {
-            // The guest's command ended with this status (its init said so).
-            Some(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
-            None => ExitCode::SUCCESS,
-        },
-        StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
-        _ => ExitCode::from(EXIT_FAILED),
+    match (snapshot_taken, reason) {
+        (Some(true), StopReason::Requested) => ExitCode::SUCCESS,
+        (Some(false), _) => ExitCode::from(EXIT_FAILED),
+        (_, reason) => exit_status(reason, guest_status),
     }
 }
 
-/// Starts the vCPUs on the configured executor and waits for the VM to stop.
-fn run_on_executor(vmm: vm_service::Vmm) -> Result<StopReason, ExitCode> {
+/// Starts the vCPUs on the configured executor and waits for the VM to stop;
+/// with `snapshot`, a snapshot is written to its directory when its channel
+/// fires (`--snapshot-on-output`), and the VM then stops. Returns why the VM
+/// stopped and whether a snapshot was taken (`None`: none was asked for).
+fn run_on_executor(
+    vmm: vm_service::Vmm,
+    snapshot: Option<(PathBuf, std::sync::mpsc::Receiver<()>)>,
+) -> Result<(StopReason, Option<bool>), ExitCode> {
     let running = match vmm.start() {
         Ok(r) => r,
         Err(e) => return Err(fail(&error_chain(&e))),
     };
     let control = running.control();
+    let snapshot_result = Arc::new(Mutex::new(None));
+    if let Some((dir, snapshot_rx)) = snapshot {
+        let (snapshotter, control, result) = (
+            running.snapshotter(),
+            control.clone(),
+            snapshot_result.clone(),
+        );
+        std::thread::spawn(move || {
+            if snapshot_rx.recv().is_err() {
+                return;
+            }
+            let taken = control
+                .pause()
+                .map_err(|e| e.to_string())
+                .and_then(|()| snapshotter.snapshot(&dir).map_err(|e| error_chain(&e)));
+            match &taken {
+                Ok(paths) => eprintln!(
+                    "vm-service: snapshot written to {} and {}",
+                    paths.state.display(),
+                    paths.memory.display()
+                ),
+                Err(e) => eprintln!("vm-service: error: snapshot failed: {e}"),
+            }
+            *result
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(taken.is_ok());
+            control.stop();
+        });
+    }
     // Long boots (nested KVM) are followed through the log: exits once a minute.
     let progress = control.clone();
     std::thread::spawn(move || loop {
@@ -463,7 +585,36 @@ fn run_on_executor(vmm: vm_service::Vmm) -> Result<StopReason, ExitCode> {
         "vm-service: {reason} (vCPU exits: {:?})",
         control.exit_counts()
     );
-    Ok(reason)
+    let snapshot_taken = *snapshot_result
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok((reason, snapshot_taken))
+}
+
+/// The builder for `--restore PATH [--restore-mem-file FILE]`.
+fn restore_builder(
+    path: &std::path::Path,
+    memory: Option<&std::path::Path>,
+) -> Result<VmmBuilder, vm_service::VmmError> {
+    match memory {
+        Some(memory) => VmmBuilder::restore_from(vm_service::snapshot::SnapshotPaths {
+            state: path.to_path_buf(),
+            memory: memory.to_path_buf(),
+        }),
+        None => VmmBuilder::restore(path),
+    }
+}
+
+fn exit_status(reason: StopReason, guest_status: Option<i32>) -> ExitCode {
+    match reason {
+        r if r.is_clean() => match guest_status {
+            // The guest's command ended with this status (its init said so).
+            Some(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
+            None => ExitCode::SUCCESS,
+        },
+        StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
+        _ => ExitCode::from(EXIT_FAILED),
+    }
 }
 
 use vm_service::daemon::error_chain;

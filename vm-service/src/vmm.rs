@@ -19,6 +19,7 @@ use vm_cross_arch::platform::{
 };
 use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
 use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
+use vm_device::virtio::mmio::MmioTransport;
 use vm_device::{Bus, BusError};
 use vm_memory::GuestMemoryMmap;
 
@@ -28,6 +29,7 @@ use crate::executor::{ExecutorControl, ExecutorKind, MultiVcpuExecutor, StopReas
 use crate::guest;
 use crate::net::{self, SwitchRegistry};
 use crate::poller::{self, Poller};
+use crate::snapshot::{self, SnapshotError, SnapshotPaths, VmState};
 
 /// Why a VM could not be built or started. Each variant names what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,9 @@ pub enum VmmError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A snapshot could not be read or did not fit.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// Starting the executor failed.
     #[error("starting the {kind} executor: {source}")]
     Executor {
@@ -136,6 +141,8 @@ pub struct VmmBuilder {
     serial_out: Option<Box<dyn Write + Send>>,
     serial_in: Option<Box<dyn Read + Send>>,
     switches: SwitchRegistry,
+    /// Set by [`VmmBuilder::restore`]: the VM comes from this snapshot.
+    restore: Option<(VmState, SnapshotPaths)>,
 }
 
 impl std::fmt::Debug for VmmBuilder {
@@ -174,7 +181,32 @@ impl VmmBuilder {
             serial_out: None,
             serial_in: None,
             switches: SwitchRegistry::new(),
+            restore: None,
         }
+    }
+
+    /// A builder that restores the snapshot in `dir` (`state.snap` and
+    /// `memory.snap`, see [`crate::snapshot`]): the configuration comes from
+    /// the state file; [`VmmBuilder::build`] then maps the memory file instead
+    /// of loading a kernel, reattaches TAP devices and switch ports by name and
+    /// reopens disks by path, and restores every vCPU and device. A snapshot
+    /// that is corrupt or does not fit is refused here or in `build`, before
+    /// any vCPU exists.
+    pub fn restore(dir: &Path) -> Result<Self, VmmError> {
+        Self::restore_from(SnapshotPaths::in_dir(dir))
+    }
+
+    /// The configuration this builder builds (from the snapshot when restoring).
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// [`VmmBuilder::restore`] with the two files named separately.
+    pub fn restore_from(paths: SnapshotPaths) -> Result<Self, VmmError> {
+        let state = VmState::read(&paths.state)?;
+        let mut builder = Self::new(state.config.clone());
+        builder.restore = Some((state, paths));
+        Ok(builder)
     }
 
     /// Plugs `virtual` NICs into the switches of `registry`, so VMs built with
@@ -215,7 +247,14 @@ impl VmmBuilder {
             tracing::info_span!("build", arch = %config.arch, vcpus = config.vcpus).entered();
 
         // Files first: a wrong path is the most common mistake, report it at once.
+        let restoring = self.restore.as_ref();
         let (kernel, kernel_name) = match &config.kernel {
+            _ if restoring.is_some() => (
+                Vec::new(),
+                restoring.map_or_else(String::new, |(_, p)| {
+                    format!("snapshot {}", p.state.display())
+                }),
+            ),
             Some(path) => (
                 read_file("kernel", path, config.memory_bytes())?,
                 path.display().to_string(),
@@ -228,6 +267,7 @@ impl VmmBuilder {
         let initrd = config
             .initrd
             .as_deref()
+            .filter(|_| restoring.is_none())
             .map(|p| read_file("initrd", p, config.memory_bytes()))
             .transpose()?;
         let (accel, engine_reason) = choose_engine(config.arch)?;
@@ -246,7 +286,10 @@ impl VmmBuilder {
             mem_size: config.memory_bytes(),
             virtio_devices: config.devices.len() as u32,
         })?;
-        let memory = map.create_guest_memory()?;
+        let memory = match restoring {
+            Some((state, paths)) => restored_memory(&map, state, paths)?,
+            None => map.create_guest_memory()?,
+        };
         let vm = accel
             .create_vm(&vm_accel::VmConfig {
                 vcpu_count: config.vcpus,
@@ -261,10 +304,15 @@ impl VmmBuilder {
             "guest memory set up"
         );
 
-        let phase = Instant::now();
-        let cmdline = linux_cmdline(accel.kind(), config)?;
-        let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &cmdline)?;
-        tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
+        let boot = if restoring.is_some() {
+            None
+        } else {
+            let phase = Instant::now();
+            let cmdline = linux_cmdline(accel.kind(), config)?;
+            let boot = platform.boot(&memory, &map, &kernel, initrd.as_deref(), &cmdline)?;
+            tracing::info!(elapsed_us = phase.elapsed().as_micros() as u64, kernel = %kernel_name, "kernel loaded");
+            Some(boot)
+        };
 
         let (reset, poweroff) = (
             Arc::new(CountingInterrupt::new()),
@@ -278,10 +326,11 @@ impl VmmBuilder {
             vm.as_ref(),
             &map,
             serial_out,
+            restoring.and_then(|(s, _)| s.devices.serial.as_ref()),
             reset.clone(),
             poweroff.clone(),
         )?;
-        let pollers = attach_virtio(
+        let (pollers, transports) = attach_virtio(
             vm.as_ref(),
             &map,
             config,
@@ -289,12 +338,19 @@ impl VmmBuilder {
             &mut mmio,
             &self.switches,
         )?;
-        if let (Some(input), Some(serial)) = (self.serial_in, serial) {
+        if let (Some(input), Some(serial)) = (self.serial_in, serial.clone()) {
             spawn_input_forwarder(serial, input)
                 .map_err(|e| device_err("the serial console input", e))?;
         }
 
-        let vcpus = create_vcpus(vm.as_ref(), platform, &map, &boot)?;
+        let vcpus = match (&boot, restoring) {
+            (Some(boot), _) => create_vcpus(vm.as_ref(), platform, &map, boot)?,
+            (None, Some((state, _))) => {
+                restore_devices(&transports, state)?;
+                restore_vcpus(vm.as_ref(), &map, state)?
+            }
+            (None, None) => unreachable!("a VM is either booted or restored"),
+        };
         tracing::info!(
             elapsed_us = started.elapsed().as_micros() as u64,
             "VM built"
@@ -308,6 +364,9 @@ impl VmmBuilder {
             kernel: kernel_name,
         };
         Ok(Vmm {
+            config: self.config.clone(),
+            serial,
+            transports,
             vm,
             memory,
             vcpus,
@@ -322,6 +381,10 @@ impl VmmBuilder {
 
 /// A built VM whose vCPUs have not started.
 pub struct Vmm {
+    config: VmConfig,
+    serial: Option<SharedSerial>,
+    /// The virtio-mmio transports, in slot order.
+    transports: Vec<SharedTransport>,
     vm: Arc<dyn Vm>,
     memory: GuestMemoryMmap,
     vcpus: Vec<Box<dyn vm_accel::Vcpu>>,
@@ -368,13 +431,21 @@ impl Vmm {
             elapsed_us = first_entry.elapsed().as_micros() as u64,
             "vCPUs entered"
         );
+        let snapshotter = Snapshotter {
+            control: executor.control(),
+            memory: self.memory,
+            info: self.info.clone(),
+            config: self.config,
+            serial: self.serial,
+            transports: self.transports,
+        };
         Ok(RunningVmm {
             executor,
             _pollers: self.pollers,
             _switches: self.switches,
             _vm: self.vm,
-            _memory: self.memory,
             info: self.info,
+            snapshotter,
         })
     }
 }
@@ -419,11 +490,178 @@ pub struct RunningVmm {
     executor: MultiVcpuExecutor,
     _pollers: Vec<Poller>,
     _switches: SwitchRegistry,
-    // The VM and its memory must outlive the vCPUs, which the executor owns.
+    // The VM and its memory (in `snapshotter`) must outlive the vCPUs, which
+    // the executor owns.
     _vm: Arc<dyn Vm>,
-    _memory: GuestMemoryMmap,
     info: VmmInfo,
+    snapshotter: Snapshotter,
 }
+
+/// Takes snapshots of one running VM; cloneable, usable from any thread
+/// (the REST API's and the CLI's snapshot requests go through it).
+#[derive(Clone)]
+pub struct Snapshotter {
+    control: ExecutorControl,
+    memory: GuestMemoryMmap,
+    info: VmmInfo,
+    config: VmConfig,
+    serial: Option<SharedSerial>,
+    transports: Vec<SharedTransport>,
+}
+
+impl std::fmt::Debug for Snapshotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshotter")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshotter {
+    /// The configuration with each NIC's MAC made explicit: a NIC without
+    /// one got a generated MAC, which the restored NIC must keep (the guest
+    /// and its peers know it).
+    fn config_with_macs(
+        &self,
+        transports: &[std::sync::MutexGuard<'_, MmioTransport>],
+    ) -> VmConfig {
+        let mut config = self.config.clone();
+        let mut macs = Vec::new();
+        for (device, transport) in block::slot_order(&self.config.devices)
+            .into_iter()
+            .zip(transports)
+        {
+            if let DeviceConfig::Net(net) = device {
+                if net.mac.is_none() {
+                    let mut mac = [0u8; 6];
+                    transport.device().read_config(0, &mut mac);
+                    macs.push((net.id.clone(), mac));
+                }
+            }
+        }
+        for device in &mut config.devices {
+            if let DeviceConfig::Net(net) = device {
+                if let Some((_, mac)) = macs.iter().find(|(id, _)| *id == net.id) {
+                    net.mac = Some(vm_core::config::MacAddr(*mac));
+                }
+            }
+        }
+        config
+    }
+
+    /// Writes a snapshot of this paused VM to `dir` (created if missing):
+    /// `state.snap` and `memory.snap`. The VM stays paused; resume or stop it
+    /// afterwards. Fails with [`SnapshotError::NotPaused`] unless every vCPU is
+    /// parked by [`ExecutorControl::pause`], and with
+    /// [`SnapshotError::UnsupportedEngine`] for an engine without state
+    /// capture; no file is written then.
+    pub fn snapshot(&self, dir: &Path) -> Result<SnapshotPaths, SnapshotError> {
+        std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Io {
+            what: "snapshot directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let paths = SnapshotPaths::in_dir(dir);
+        self.snapshot_to(&paths)?;
+        Ok(paths)
+    }
+
+    /// [`RunningVmm::snapshot`] with the two files named separately.
+    pub fn snapshot_to(&self, paths: &SnapshotPaths) -> Result<(), SnapshotError> {
+        let started = Instant::now();
+        let control = &self.control;
+        let state = control.state();
+        if state != crate::executor::RunState::Paused {
+            return Err(SnapshotError::NotPaused {
+                state: format!("{state:?}").to_lowercase(),
+            });
+        }
+        let captured = control
+            .with_parked_vcpus(snapshot::capture_vcpu)
+            .map_err(|e| SnapshotError::NotPaused {
+                state: e.to_string(),
+            })?;
+        let mut vcpus = Vec::with_capacity(captured.len());
+        let mut engine = None;
+        for c in captured {
+            let (vcpu, shared) = c.map_err(|e| match e {
+                SnapshotError::UnsupportedEngine { .. } => SnapshotError::UnsupportedEngine {
+                    engine: self.info.engine.clone(),
+                },
+                other => other,
+            })?;
+            vcpus.push(vcpu);
+            engine = engine.or(shared);
+        }
+        let Some(engine) = engine else {
+            return Err(SnapshotError::UnsupportedEngine {
+                engine: self.info.engine.clone(),
+            });
+        };
+        // Device threads wait on these locks until memory is written.
+        let serial = SnapshotSerial(
+            self.serial
+                .as_ref()
+                .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+        );
+        let transports: Vec<_> = self
+            .transports
+            .iter()
+            .map(|t| t.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .collect();
+        let regions: Vec<(u64, u64)> = {
+            use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+            self.memory
+                .iter()
+                .map(|r| (r.start_addr().0, r.len()))
+                .collect()
+        };
+        let (offsets, memory_file_len) =
+            snapshot::format::region_offsets(&regions.iter().map(|r| r.1).collect::<Vec<_>>());
+        let vm_state = VmState {
+            config: self.config_with_macs(&transports),
+            memory: regions
+                .iter()
+                .zip(&offsets)
+                .map(|(&(base, size), &offset)| snapshot::MemoryRegionState { base, size, offset })
+                .collect(),
+            memory_file_len,
+            vcpus,
+            engine,
+            devices: snapshot::DevicesState {
+                serial: serial.0.as_ref().map(|s| s.state()),
+                virtio: transports.iter().map(|t| t.state()).collect(),
+            },
+        };
+        let bytes = vm_state.to_file_bytes()?;
+        snapshot::format::write_atomically("memory file", &paths.memory, |file| {
+            use std::io::{Seek, SeekFrom};
+            use vm_memory::GuestMemoryBackend;
+            for (region, &offset) in self.memory.iter().zip(&offsets) {
+                file.seek(SeekFrom::Start(offset))?;
+                write_region(region, file)?;
+            }
+            file.set_len(memory_file_len)
+        })?;
+        snapshot::format::write_atomically("state file", &paths.state, |file| {
+            file.write_all(&bytes)
+        })?;
+        drop(transports);
+        drop(serial);
+        tracing::info!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            memory_bytes = memory_file_len,
+            state_bytes = bytes.len(),
+            dir = %paths.state.display(),
+            "snapshot written"
+        );
+        Ok(())
+    }
+}
+
+/// Locks every device while a snapshot is taken, so device threads cannot
+/// change device state or guest memory under it.
+struct SnapshotSerial<'a>(Option<std::sync::MutexGuard<'a, Serial>>);
 
 impl RunningVmm {
     /// Pause/resume/stop from any thread; per-vCPU exit counts.
@@ -434,6 +672,16 @@ impl RunningVmm {
     /// What was built.
     pub fn info(&self) -> &VmmInfo {
         &self.info
+    }
+
+    /// Writes a snapshot of this paused VM to `dir` (see [`Snapshotter::snapshot`]).
+    pub fn snapshot(&self, dir: &Path) -> Result<SnapshotPaths, SnapshotError> {
+        self.snapshotter.snapshot(dir)
+    }
+
+    /// A handle that takes snapshots of this VM from any thread.
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.snapshotter.clone()
     }
 
     /// Waits until the VM stops and says why.
@@ -609,11 +857,32 @@ fn irq(vm: &dyn Vm, line: u32) -> Result<Arc<dyn Interrupt>, VmmError> {
 }
 
 type SharedSerial = Arc<Mutex<Serial>>;
+type SharedTransport = Arc<Mutex<MmioTransport>>;
+
+fn new_serial(
+    line: u32,
+    vm: &dyn Vm,
+    out: Box<dyn Write + Send>,
+    state: Option<&vm_device::legacy::serial::SerialState>,
+) -> Result<SharedSerial, VmmError> {
+    let irq = irq(vm, line)?;
+    let serial = match state {
+        Some(state) => {
+            Serial::from_state(state, irq, out).map_err(|source| SnapshotError::State {
+                what: "the serial port".into(),
+                source,
+            })?
+        }
+        None => Serial::new(irq, out),
+    };
+    Ok(Arc::new(Mutex::new(serial)))
+}
 
 fn attach_devices(
     vm: &dyn Vm,
     map: &MemoryMap,
     serial_out: Box<dyn Write + Send>,
+    serial_state: Option<&vm_device::legacy::serial::SerialState>,
     reset: Arc<CountingInterrupt>,
     poweroff: Arc<CountingInterrupt>,
 ) -> Result<(Bus, Bus, Option<SharedSerial>), VmmError> {
@@ -626,13 +895,13 @@ fn attach_devices(
             len,
             irq: line,
         } => {
-            let serial = Arc::new(Mutex::new(Serial::new(irq(vm, line.0)?, serial_out)));
+            let serial = new_serial(line.0, vm, serial_out, serial_state)?;
             pio.insert(serial.clone(), u64::from(base), u64::from(len))
                 .map_err(bus_err("serial"))?;
             Some(serial)
         }
         SerialPort::Mmio(slot) => {
-            let serial = Arc::new(Mutex::new(Serial::new(irq(vm, slot.irq.0)?, serial_out)));
+            let serial = new_serial(slot.irq.0, vm, serial_out, serial_state)?;
             mmio.insert(serial.clone(), slot.mmio.start.0, slot.mmio.size)
                 .map_err(bus_err("serial"))?;
             Some(serial)
@@ -655,7 +924,8 @@ fn attach_virtio(
     memory: &GuestMemoryMmap,
     mmio: &mut Bus,
     switches: &SwitchRegistry,
-) -> Result<Vec<Poller>, VmmError> {
+) -> Result<(Vec<Poller>, Vec<SharedTransport>), VmmError> {
+    let mut transports = Vec::new();
     let mut nics = Vec::new();
     let mut drives = Vec::new();
     for (device, slot) in block::slot_order(&config.devices)
@@ -687,6 +957,7 @@ fn attach_virtio(
             slot.mmio.size,
         )
         .map_err(|e| device_err(&name, e))?;
+        transports.push(attached.transport.clone());
         match device {
             DeviceConfig::Net(_) => nics.push(attached),
             DeviceConfig::Block(_) => drives.push(attached),
@@ -699,7 +970,97 @@ fn attach_virtio(
     ] {
         pollers.extend(poller::spawn(thread, devices).map_err(|e| device_err(what, e))?);
     }
-    Ok(pollers)
+    Ok((pollers, transports))
+}
+
+/// Writes one RAM region's bytes to `file` at its current position.
+fn write_region(
+    region: &vm_memory::GuestRegionMmap,
+    file: &mut std::fs::File,
+) -> std::io::Result<()> {
+    use vm_memory::{Bytes, GuestMemoryRegion, MemoryRegionAddress};
+    let len = usize::try_from(region.len()).map_err(std::io::Error::other)?;
+    region
+        .write_all_volatile_to(MemoryRegionAddress(0), file, len)
+        .map_err(std::io::Error::other)
+}
+
+/// Guest memory for a restored VM: the memory file mapped `MAP_PRIVATE`, so
+/// pages load lazily on first touch and guest writes never reach the file.
+/// The regions must be the ones the platform lays out for the snapshot's
+/// configuration, and the file exactly their size.
+fn restored_memory(
+    map: &MemoryMap,
+    state: &VmState,
+    paths: &SnapshotPaths,
+) -> Result<GuestMemoryMmap, VmmError> {
+    use vm_memory::mmap::MmapRegionBuilder;
+    use vm_memory::{FileOffset, GuestRegionMmap};
+    let layout: Vec<(u64, u64)> = map.ram.iter().map(|r| (r.start.0, r.size)).collect();
+    let saved: Vec<(u64, u64)> = state.memory.iter().map(|r| (r.base, r.size)).collect();
+    if layout != saved {
+        return Err(SnapshotError::Mismatch(format!(
+            "the snapshot's RAM regions {saved:x?} are not this platform's layout {layout:x?}"
+        ))
+        .into());
+    }
+    let io = |source| SnapshotError::Io {
+        what: "memory file",
+        path: paths.memory.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&paths.memory).map_err(io)?;
+    snapshot::format::check_memory_file(&paths.memory, &file, state.memory_file_len)?;
+    let file = Arc::new(file);
+    let mut regions = Vec::with_capacity(state.memory.len());
+    for r in &state.memory {
+        let size = usize::try_from(r.size).map_err(|e| io(std::io::Error::other(e)))?;
+        let mapping = MmapRegionBuilder::new(size)
+            .with_file_offset(FileOffset::from_arc(file.clone(), r.offset))
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .build()
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        let region =
+            GuestRegionMmap::new(mapping, vm_memory::GuestAddress(r.base)).ok_or_else(|| {
+                SnapshotError::Mismatch(format!("RAM region at {:#x} overflows", r.base))
+            })?;
+        regions.push(region);
+    }
+    GuestMemoryMmap::from_regions(regions)
+        .map_err(|e| SnapshotError::Mismatch(format!("RAM regions: {e}")).into())
+}
+
+/// Restores every virtio transport's state (in slot order) and gives each
+/// device one poll, so work the guest queued before the snapshot is picked up.
+fn restore_devices(transports: &[SharedTransport], state: &VmState) -> Result<(), VmmError> {
+    for (i, (t, s)) in transports.iter().zip(&state.devices.virtio).enumerate() {
+        let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        t.restore(s).map_err(|source| SnapshotError::State {
+            what: format!("virtio device {i}"),
+            source,
+        })?;
+        t.poll();
+    }
+    Ok(())
+}
+
+/// Creates the vCPUs of a restored VM and gives each its saved state.
+fn restore_vcpus(
+    vm: &dyn Vm,
+    map: &MemoryMap,
+    state: &VmState,
+) -> Result<Vec<Box<dyn vm_accel::Vcpu>>, VmmError> {
+    let mut vcpus = Vec::with_capacity(map.vcpus as usize);
+    for (index, saved) in (0..map.vcpus).zip(&state.vcpus) {
+        let mut vcpu = vm
+            .create_vcpu(VcpuId(index))
+            .map_err(accel_err("creating a vCPU"))?;
+        let engine = (index == 0).then_some(&state.engine);
+        snapshot::restore_vcpu(vcpu.as_mut(), saved, engine)?;
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
 }
 
 fn create_vcpus(

@@ -70,6 +70,85 @@ impl Serial {
     }
 }
 
+/// The UART's registers and receive FIFO in a snapshot (vm-superio's
+/// `SerialState`, made serialisable).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialState {
+    /// Divisor latch, low byte.
+    pub baud_divisor_low: u8,
+    /// Divisor latch, high byte.
+    pub baud_divisor_high: u8,
+    /// IER.
+    pub interrupt_enable: u8,
+    /// IIR.
+    pub interrupt_identification: u8,
+    /// LCR.
+    pub line_control: u8,
+    /// LSR.
+    pub line_status: u8,
+    /// MCR.
+    pub modem_control: u8,
+    /// MSR.
+    pub modem_status: u8,
+    /// Scratch register.
+    pub scratch: u8,
+    /// Received bytes the guest has not read.
+    pub in_buffer: Vec<u8>,
+}
+
+impl Serial {
+    /// The state to save.
+    pub fn state(&self) -> SerialState {
+        let s = self.inner.state();
+        SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// A UART restored from `state`, raising `irq` and writing to `out`; a
+    /// receive FIFO longer than the UART's is refused.
+    pub fn from_state(
+        state: &SerialState,
+        irq: Arc<dyn Interrupt>,
+        out: Box<dyn Write + Send>,
+    ) -> Result<Self, crate::state::StateError> {
+        let inner_state = vm_superio::serial::SerialState {
+            baud_divisor_low: state.baud_divisor_low,
+            baud_divisor_high: state.baud_divisor_high,
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.in_buffer.clone(),
+        };
+        let inner =
+            vm_superio::Serial::from_state(&inner_state, SuperioTrigger(irq), NoEvents, out)
+                .map_err(|e| crate::state::StateError::Invalid {
+                    device: "serial",
+                    reason: match e {
+                        vm_superio::serial::Error::FullFifo => format!(
+                            "{} received bytes do not fit the receive FIFO",
+                            state.in_buffer.len()
+                        ),
+                        other => format!("{other:?}"),
+                    },
+                })?;
+        Ok(Self { inner })
+    }
+}
+
 impl BusDevice for Serial {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -253,5 +332,28 @@ mod tests {
         let mut wide = [0xffu8; 4];
         s.read(u64::MAX, &mut wide);
         assert_eq!(wide, [0; 4]);
+    }
+
+    #[test]
+    fn state_round_trips_with_pending_input_and_an_oversized_fifo_is_refused() {
+        let (bus, serial, _, _) = com1();
+        bus.write(IER, &[0x01]).unwrap();
+        bus.write(COM1_PORT_BASE + 7, &[0x5a]).unwrap(); // scratch
+        serial.lock().unwrap().enqueue_input(b"hi").unwrap();
+        let state = serial.lock().unwrap().state();
+        let irq = Arc::new(CountingInterrupt::new());
+        let restored = Serial::from_state(&state, irq.clone(), Box::new(io::sink())).unwrap();
+        assert_eq!(restored.state(), state);
+        assert!(
+            irq.count() >= 1,
+            "pending received data re-raises the interrupt"
+        );
+
+        let mut big = state;
+        big.in_buffer = vec![0; 10_000];
+        assert!(matches!(
+            Serial::from_state(&big, irq, Box::new(io::sink())),
+            Err(crate::state::StateError::Invalid { .. })
+        ));
     }
 }

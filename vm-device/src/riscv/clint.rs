@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::{read_le, write_le, HartWaker};
 use crate::bus::BusDevice;
+use crate::state::StateError;
 
 const MSIP_BASE: u64 = 0;
 const MTIMECMP_BASE: u64 = 0x4000;
@@ -147,6 +148,65 @@ impl Clint {
     }
 }
 
+/// The CLINT's state in a snapshot: the time the guest saw and each hart's registers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClintState {
+    /// `mtime` when the state was taken; a restored CLINT counts on from it.
+    pub mtime: u64,
+    /// `msip` per hart.
+    pub msip: Vec<bool>,
+    /// `mtimecmp` per hart.
+    pub mtimecmp: Vec<u64>,
+}
+
+impl Clint {
+    /// The state to save (take it with the harts paused).
+    pub fn state(&self) -> ClintState {
+        ClintState {
+            mtime: self.mtime(),
+            msip: self
+                .msip
+                .iter()
+                .map(|m| m.load(Ordering::Acquire))
+                .collect(),
+            mtimecmp: self
+                .mtimecmp
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// Restores `state`: `mtime` continues from the saved value (the guest sees
+    /// no time pass while it was saved), per-hart registers are set.
+    pub fn restore(&self, state: &ClintState) -> Result<(), StateError> {
+        for (what, found) in [
+            ("msip", state.msip.len()),
+            ("mtimecmp", state.mtimecmp.len()),
+        ] {
+            if found != self.msip.len() {
+                return Err(StateError::Size {
+                    device: "CLINT",
+                    what,
+                    expected: self.msip.len(),
+                    found,
+                });
+            }
+        }
+        let now = self
+            .mtime()
+            .wrapping_sub(self.offset.load(Ordering::Relaxed));
+        self.offset
+            .store(state.mtime.wrapping_sub(now), Ordering::Relaxed);
+        for (hart, (m, c)) in state.msip.iter().zip(&state.mtimecmp).enumerate() {
+            self.msip[hart].store(*m, Ordering::Release);
+            self.mtimecmp[hart].store(*c, Ordering::Relaxed);
+            self.waker.wake(hart as u32);
+        }
+        Ok(())
+    }
+}
+
 impl BusDevice for Arc<Clint> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         self.read_at(offset, data);
@@ -191,5 +251,30 @@ mod tests {
         clint.write_at(MTIME, &(1u64 << 50).to_le_bytes());
         assert!(clint.mtime() >= 1 << 50);
         assert_eq!(clint.nanos_until(0), 0);
+    }
+
+    #[test]
+    fn state_round_trips_and_time_continues_from_the_saved_value() {
+        let clint = Clint::new(2, 10_000_000, Arc::new(NoWaker));
+        clint.write_at(MTIME, &(1u64 << 40).to_le_bytes());
+        clint.set_msip(1, true);
+        clint.write_at(0x4000, &77u64.to_le_bytes());
+        let state = clint.state();
+        let other = Clint::new(2, 10_000_000, Arc::new(NoWaker));
+        other.restore(&state).unwrap();
+        assert!(other.mtime() >= state.mtime && other.mtime() < state.mtime + (1 << 30));
+        assert!(other.msip(1) && !other.msip(0));
+        assert_eq!(other.mtimecmp(0), 77);
+        assert_eq!(other.mtimecmp(1), u64::MAX);
+
+        let one = Clint::new(1, 10_000_000, Arc::new(NoWaker));
+        assert!(matches!(
+            one.restore(&state),
+            Err(StateError::Size {
+                expected: 1,
+                found: 2,
+                ..
+            })
+        ));
     }
 }

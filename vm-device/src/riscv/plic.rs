@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{read_le, write_le, HartWaker};
 use crate::bus::BusDevice;
+use crate::state::StateError;
 
 const PRIORITY_BASE: u64 = 0;
 const PENDING_BASE: u64 = 0x1000;
@@ -70,6 +71,11 @@ impl Plic {
             outputs: (0..contexts).map(|_| AtomicBool::new(false)).collect(),
             waker,
         }
+    }
+
+    /// Number of interrupt sources.
+    pub fn sources(&self) -> u32 {
+        self.sources
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -225,6 +231,86 @@ impl Plic {
     }
 }
 
+/// The PLIC's state in a snapshot. Bit sets are 32 words of 32 sources.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlicState {
+    /// Priority per source, index 0 unused.
+    pub priority: Vec<u32>,
+    /// Pending sources.
+    pub pending: Vec<u32>,
+    /// Claimed, not yet completed sources.
+    pub in_service: Vec<u32>,
+    /// Level-triggered lines that are high.
+    pub level: Vec<u32>,
+    /// Enabled sources per context.
+    pub enable: Vec<Vec<u32>>,
+    /// Threshold per context.
+    pub threshold: Vec<u32>,
+}
+
+fn words(what: &'static str, v: &[u32]) -> Result<[u32; WORDS], StateError> {
+    <[u32; WORDS]>::try_from(v).map_err(|_| StateError::Size {
+        device: "PLIC",
+        what,
+        expected: WORDS,
+        found: v.len(),
+    })
+}
+
+impl Plic {
+    /// The state to save.
+    pub fn state(&self) -> PlicState {
+        let s = self.lock();
+        PlicState {
+            priority: s.priority.clone(),
+            pending: s.pending.to_vec(),
+            in_service: s.in_service.to_vec(),
+            level: s.level.to_vec(),
+            enable: s.enable.iter().map(|e| e.to_vec()).collect(),
+            threshold: s.threshold.clone(),
+        }
+    }
+
+    /// Restores `state` after checking it has this PLIC's shape; outputs
+    /// are recomputed from it.
+    pub fn restore(&self, state: &PlicState) -> Result<(), StateError> {
+        let mut s = self.lock();
+        let size = |what, expected: usize, found: usize| {
+            if expected == found {
+                Ok(())
+            } else {
+                Err(StateError::Size {
+                    device: "PLIC",
+                    what,
+                    expected,
+                    found,
+                })
+            }
+        };
+        size("priorities", s.priority.len(), state.priority.len())?;
+        size("enable contexts", s.enable.len(), state.enable.len())?;
+        size("thresholds", s.threshold.len(), state.threshold.len())?;
+        let pending = words("pending words", &state.pending)?;
+        let in_service = words("in-service words", &state.in_service)?;
+        let level = words("level words", &state.level)?;
+        let enable = state
+            .enable
+            .iter()
+            .map(|e| words("enable words", e))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Same masks as register writes: priorities and thresholds are 3 bits.
+        s.priority = state.priority.iter().map(|p| p & 7).collect();
+        s.priority[0] = 0;
+        s.pending = pending;
+        s.in_service = in_service;
+        s.level = level;
+        s.enable = enable;
+        s.threshold = state.threshold.iter().map(|t| t & 7).collect();
+        self.update(&s);
+        Ok(())
+    }
+}
+
 impl BusDevice for Arc<Plic> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         self.read_at(offset, data);
@@ -295,5 +381,35 @@ mod tests {
         p.raise(5000);
         w(&p, CONTEXT_BASE + 4, 9999);
         w(&p, 0x1fff_fffc, 1);
+    }
+
+    #[test]
+    fn state_round_trips_and_a_mismatched_shape_is_refused() {
+        let p = Plic::new(63, 1, Arc::new(NoWaker));
+        w(&p, 4 * 10, 2);
+        w(&p, ENABLE_BASE + ENABLE_STRIDE, 1 << 10);
+        p.raise(10);
+        let state = p.state();
+        let q = Plic::new(63, 1, Arc::new(NoWaker));
+        q.restore(&state).unwrap();
+        assert!(q.output(1), "the restored PLIC drives the hart's line");
+        assert_eq!(r(&q, CONTEXT_BASE + CONTEXT_STRIDE + 4), 10);
+        assert_eq!(q.state().priority, state.priority);
+
+        let two_harts = Plic::new(63, 2, Arc::new(NoWaker));
+        assert!(matches!(
+            two_harts.restore(&state),
+            Err(StateError::Size {
+                what: "enable contexts",
+                ..
+            })
+        ));
+        let mut short = state.clone();
+        short.pending.pop();
+        assert!(q.restore(&short).is_err());
+        let mut wild = state;
+        wild.threshold[0] = u32::MAX;
+        q.restore(&wild).unwrap();
+        assert_eq!(q.state().threshold[0], 7);
     }
 }

@@ -15,6 +15,7 @@ use super::VIRTIO_F_VERSION_1;
 use super::{status, DeviceError, GuestMemory, QueueContext, UsedQueues, VirtioDevice};
 use crate::bus::BusDevice;
 use crate::interrupt::Interrupt;
+use crate::state::StateError;
 
 /// Size of the MMIO window of one virtio-mmio device.
 pub const MMIO_WINDOW_LEN: u64 = 0x1000;
@@ -447,6 +448,181 @@ impl MmioTransport {
                 "virtio-mmio: write to an unknown or read-only register"
             ),
         }
+    }
+}
+
+/// One virtqueue in a snapshot (virtio-queue's `QueueState`, serialisable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSnapshot {
+    /// Largest size the device offers.
+    pub max_size: u16,
+    /// Next available-ring entry the device reads.
+    pub next_avail: u16,
+    /// Next used-ring entry the device writes.
+    pub next_used: u16,
+    /// `VIRTIO_F_RING_EVENT_IDX` in use.
+    pub event_idx_enabled: bool,
+    /// Size the driver chose.
+    pub size: u16,
+    /// Ready bit.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc_table: u64,
+    /// Available ring address.
+    pub avail_ring: u64,
+    /// Used ring address.
+    pub used_ring: u64,
+}
+
+/// A virtio-mmio transport in a snapshot: the registers, the negotiated
+/// features and every queue. The device model behind it (virtio-net,
+/// virtio-blk) keeps no other guest-visible state: when the driver had
+/// finished (`DRIVER_OK`), restore activates it again with the acked features,
+/// which checks every queue against guest memory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MmioTransportState {
+    /// The virtio device type id, to refuse a state for another kind of device.
+    pub device_type: u32,
+    /// Device status register.
+    pub status: u32,
+    /// `DeviceFeaturesSel`.
+    pub device_features_sel: u32,
+    /// `DriverFeaturesSel`.
+    pub driver_features_sel: u32,
+    /// Features the driver accepted.
+    pub driver_features: u64,
+    /// `QueueSel`.
+    pub queue_sel: u32,
+    /// Interrupt status bits not yet acknowledged.
+    pub interrupt_status: u32,
+    /// Configuration generation the driver sees.
+    pub config_generation: u32,
+    /// The queues, indexed like the device's.
+    pub queues: Vec<QueueSnapshot>,
+}
+
+impl MmioTransport {
+    /// The state to save (take it with the vCPUs paused and the device's
+    /// I/O thread idle).
+    pub fn state(&self) -> MmioTransportState {
+        MmioTransportState {
+            device_type: self.device.device_type(),
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            interrupt_status: self.interrupt_status,
+            config_generation: self.config_generation,
+            queues: self
+                .queues
+                .iter()
+                .map(|q| {
+                    let s = q.state();
+                    QueueSnapshot {
+                        max_size: s.max_size,
+                        next_avail: s.next_avail,
+                        next_used: s.next_used,
+                        event_idx_enabled: s.event_idx_enabled,
+                        size: s.size,
+                        ready: s.ready,
+                        desc_table: s.desc_table,
+                        avail_ring: s.avail_ring,
+                        used_ring: s.used_ring,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Restores `state` into this freshly built transport. Everything is
+    /// checked before anything changes: the device type, the queue count and
+    /// sizes, features the device never offered, and, for a running device,
+    /// every queue's rings against guest memory (the device is then activated
+    /// again). On error the transport is left as it was.
+    pub fn restore(&mut self, state: &MmioTransportState) -> Result<(), StateError> {
+        let invalid = |reason: String| StateError::Invalid {
+            device: "virtio-mmio",
+            reason,
+        };
+        if state.device_type != self.device.device_type() {
+            return Err(invalid(format!(
+                "the state is for device type {}, this device is type {}",
+                state.device_type,
+                self.device.device_type()
+            )));
+        }
+        if state.queues.len() != self.queues.len() {
+            return Err(StateError::Size {
+                device: "virtio-mmio",
+                what: "queues",
+                expected: self.queues.len(),
+                found: state.queues.len(),
+            });
+        }
+        let extra = state.driver_features & !self.device.device_features();
+        if extra != 0 {
+            return Err(invalid(format!(
+                "driver features {extra:#x} were never offered by the device"
+            )));
+        }
+        let mut queues = Vec::with_capacity(state.queues.len());
+        for (i, (q, own)) in state.queues.iter().zip(&self.queues).enumerate() {
+            if q.max_size != own.max_size() {
+                return Err(invalid(format!(
+                    "queue {i}: maximum size {} in the state, {} on the device",
+                    q.max_size,
+                    own.max_size()
+                )));
+            }
+            let queue = Queue::try_from(virtio_queue::QueueState {
+                max_size: q.max_size,
+                next_avail: q.next_avail,
+                next_used: q.next_used,
+                event_idx_enabled: q.event_idx_enabled,
+                size: q.size,
+                ready: q.ready,
+                desc_table: q.desc_table,
+                avail_ring: q.avail_ring,
+                used_ring: q.used_ring,
+            })
+            .map_err(|e| invalid(format!("queue {i}: {e}")))?;
+            queues.push(queue);
+        }
+        let running =
+            state.status & status::DRIVER_OK != 0 && state.status & status::DEVICE_NEEDS_RESET == 0;
+        if running {
+            for (i, q) in queues.iter().enumerate() {
+                if q.ready() {
+                    super::validate_queue(&self.mem, q, i as u16)
+                        .map_err(|e| invalid(format!("queue {i}: {e}")))?;
+                }
+            }
+            let ctx = QueueContext {
+                mem: &self.mem,
+                queues: &mut queues,
+            };
+            self.device
+                .activate(state.driver_features, ctx)
+                .map_err(|e| invalid(format!("activating the device: {e}")))?;
+        }
+        self.queues = queues;
+        self.status = state.status;
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.driver_features = state.driver_features;
+        self.queue_sel = state.queue_sel;
+        self.interrupt_status = state.interrupt_status;
+        self.config_generation = state.config_generation;
+        self.seen_device_generation = self.device.config_generation();
+        self.last_error = None;
+        if self.interrupt_status != 0 {
+            // The guest has not acknowledged these yet: its line must be up again.
+            if let Err(err) = self.interrupt.trigger() {
+                tracing::warn!(%err, "virtio-mmio: re-raising a restored interrupt failed");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 //! | `PUT /vms/{id}`            | create a VM ([`spec::VmSpec`], Firecracker names) |
 //! | `GET /vms/{id}`            | state, config, uptime, exit counts, serial tail   |
 //! | `PUT /vms/{id}/actions`    | `start`, `pause`, `resume`, `stop`, `ctrl-alt-del`|
+//! | `PUT /vms/{id}/snapshot`   | snapshot a paused VM (`snapshot_path`, `mem_file_path`; 409 unless paused) |
 //! | `DELETE /vms/{id}`         | delete a VM that is not running                   |
 //! | `GET /vms/{id}/serial`     | the serial console: tail, then live until it stops|
 //! | `GET /metrics`             | Prometheus text format                            |
@@ -104,6 +105,19 @@ impl From<VmSnapshot> for VmResource {
 pub struct ActionRequest {
     /// The action; Firecracker's `InstanceStart` and `SendCtrlAltDel` are accepted too.
     pub action_type: Action,
+}
+
+/// Body of `PUT /vms/{id}/snapshot` (Firecracker's `PUT /snapshot/create` fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRequest {
+    /// Where the state file goes (written by the VM's process).
+    pub snapshot_path: std::path::PathBuf,
+    /// Where the memory file goes.
+    pub mem_file_path: std::path::PathBuf,
+    /// Firecracker's snapshot type: only `Full` exists here.
+    #[serde(default)]
+    pub snapshot_type: Option<String>,
 }
 
 fn vm_id(path: Result<Path<String>, PathRejection>) -> Result<VmId, ApiError> {
@@ -231,6 +245,26 @@ async fn act(
     Ok(Json(s.vms.act(&id, req.action_type).await?.into()))
 }
 
+async fn snapshot(
+    State(s): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(req): ApiJson<SnapshotRequest>,
+) -> Result<Json<VmResource>, ApiError> {
+    let id = vm_id(path)?;
+    if let Some(kind) = req.snapshot_type.as_deref().filter(|k| *k != "Full") {
+        return Err(ApiError::bad_request(
+            "invalid_snapshot_type",
+            format!("snapshot_type {kind:?}: only \"Full\" snapshots exist"),
+        ));
+    }
+    Ok(Json(
+        s.vms
+            .snapshot(&id, req.snapshot_path, req.mem_file_path)
+            .await?
+            .into(),
+    ))
+}
+
 async fn delete(
     State(s): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -306,6 +340,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/vms", get(list))
         .route("/vms/{id}", put(create).get(show).delete(delete))
         .route("/vms/{id}/actions", put(act))
+        .route("/vms/{id}/snapshot", put(snapshot))
         .route("/vms/{id}/serial", get(serial))
         .route("/metrics", get(metrics))
         .fallback(not_found)

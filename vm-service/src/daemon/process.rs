@@ -260,7 +260,10 @@ impl VmProcess {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        let frame = ToVmm::Command { id, command };
+        let frame = ToVmm::Command {
+            id,
+            command: command.clone(),
+        };
         let exchange = async {
             protocol::write_frame_async(&mut *self.writer.lock().await, &frame)
                 .await

@@ -64,7 +64,7 @@ pub enum ToVmm {
 }
 
 /// A request to a running VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VmmCommand {
     /// Park every vCPU (returns once they are parked).
@@ -77,6 +77,13 @@ pub enum VmmCommand {
     CtrlAltDel,
     /// Report the run state and per-vCPU exit counts.
     Status,
+    /// Write a snapshot of the paused VM (see [`crate::snapshot`]).
+    Snapshot {
+        /// Where the state file goes.
+        snapshot_path: PathBuf,
+        /// Where the memory file goes.
+        mem_file_path: PathBuf,
+    },
 }
 
 /// The VMM process's view of its VM.

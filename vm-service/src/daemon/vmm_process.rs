@@ -127,10 +127,23 @@ fn status(control: &ExecutorControl) -> VmmStatus {
 
 fn execute(
     control: &ExecutorControl,
+    snapshotter: &crate::Snapshotter,
     command: VmmCommand,
     ctrl_alt_del: &AtomicBool,
 ) -> Result<VmmStatus, String> {
     match command {
+        VmmCommand::Snapshot {
+            snapshot_path,
+            mem_file_path,
+        } => {
+            let paths = crate::snapshot::SnapshotPaths {
+                state: snapshot_path,
+                memory: mem_file_path,
+            };
+            snapshotter
+                .snapshot_to(&paths)
+                .map_err(|e| super::error_chain(&e))?;
+        }
         VmmCommand::Pause => control.pause().map_err(|e| e.to_string())?,
         VmmCommand::Resume => control.resume().map_err(|e| e.to_string())?,
         VmmCommand::Stop => control.stop(),
@@ -198,13 +211,14 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
     let ctrl_alt_del = Arc::new(AtomicBool::new(false));
     {
         let (control, tx, ctrl_alt_del) = (control.clone(), tx.clone(), ctrl_alt_del.clone());
+        let snapshotter = running.snapshotter();
         // Not joined: once the VM has stopped, the process ends and takes it along.
         std::thread::Builder::new()
             .name("vmm-commands".into())
             .spawn(move || loop {
                 match protocol::read_frame::<ToVmm>(&mut reader) {
                     Ok(Some(ToVmm::Command { id, command })) => {
-                        let result = execute(&control, command, &ctrl_alt_del);
+                        let result = execute(&control, &snapshotter, command, &ctrl_alt_del);
                         let _ = tx.send(FromVmm::Reply { id, result });
                     }
                     Ok(Some(ToVmm::Boot { .. })) => {

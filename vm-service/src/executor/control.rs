@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use vm_accel::KickHandle;
+use vm_accel::{KickHandle, Vcpu};
 
 use super::StopReason;
 
@@ -34,6 +34,25 @@ pub enum ControlError {
     /// The VM has stopped (or is stopping); it cannot be paused or resumed.
     #[error("the VM is stopped ({0})")]
     Stopped(StopReason),
+    /// A request that needs every vCPU parked by a pause came while some were not.
+    #[error("the VM is not paused")]
+    NotPaused,
+}
+
+/// Work a controller runs on each parked vCPU, on that vCPU's own thread.
+type ParkedJob = Arc<dyn Fn(usize, &mut dyn Vcpu) + Send + Sync>;
+
+struct Visit {
+    job: ParkedJob,
+    done: Vec<bool>,
+}
+
+impl std::fmt::Debug for Visit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Visit")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +65,8 @@ struct Inner {
     halted: usize,
     /// vCPU loops that have ended.
     exited: usize,
+    /// Work for the parked vCPUs (snapshot state capture).
+    visit: Option<Visit>,
 }
 
 /// A counter on its own cache line, so vCPU threads never share one.
@@ -161,6 +182,67 @@ impl ExecutorControl {
         }
     }
 
+    /// Runs `job` on every vCPU while the VM is paused, each on its own vCPU
+    /// thread (a vCPU is only ever touched by the thread that runs it), and
+    /// returns the results in vCPU order. Fails unless every vCPU is parked
+    /// by a pause.
+    pub fn with_parked_vcpus<T: Send + 'static>(
+        &self,
+        job: impl Fn(&mut dyn Vcpu) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, ControlError> {
+        let n = self.vcpu_count();
+        let results: Arc<Mutex<Vec<Option<T>>>> =
+            Arc::new(Mutex::new((0..n).map(|_| None).collect()));
+        let sink = results.clone();
+        let job: ParkedJob = Arc::new(move |index, vcpu| {
+            let value = job(vcpu);
+            if let Some(slot) = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(index)
+            {
+                *slot = Some(value);
+            }
+        });
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.stop_reason {
+            return Err(ControlError::Stopped(reason.clone()));
+        }
+        if !inner.pause_requested || inner.paused != n || inner.visit.is_some() {
+            return Err(ControlError::NotPaused);
+        }
+        inner.visit = Some(Visit {
+            job,
+            done: vec![false; n],
+        });
+        self.0.changed.notify_all();
+        loop {
+            if inner
+                .visit
+                .as_ref()
+                .is_some_and(|v| v.done.iter().all(|d| *d))
+            {
+                inner.visit = None;
+                break;
+            }
+            if let Some(reason) = inner.stop_reason.clone() {
+                inner.visit = None;
+                return Err(ControlError::Stopped(reason));
+            }
+            inner = self
+                .0
+                .changed
+                .wait_timeout(inner, REKICK_INTERVAL)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        drop(inner);
+        let mut results = results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(results.drain(..).flatten().collect())
+    }
+
     /// Resumes paused vCPUs.
     pub fn resume(&self) -> Result<(), ControlError> {
         let mut inner = self.lock();
@@ -219,8 +301,9 @@ impl ExecutorControl {
         }
     }
 
-    /// Parks a vCPU while a pause is pending. Returns false if it must stop.
-    pub(super) fn park(&self, _index: usize) -> bool {
+    /// Parks a vCPU while a pause is pending, running any work a controller
+    /// leaves for it ([`Self::with_parked_vcpus`]). Returns false if it must stop.
+    pub(super) fn park(&self, index: usize, vcpu: &mut dyn Vcpu) -> bool {
         let mut inner = self.lock();
         if inner.stop_reason.is_some() {
             return false;
@@ -231,6 +314,21 @@ impl ExecutorControl {
         inner.paused += 1;
         self.0.changed.notify_all();
         while inner.pause_requested && inner.stop_reason.is_none() {
+            let pending = inner
+                .visit
+                .as_ref()
+                .filter(|v| v.done.get(index) == Some(&false))
+                .map(|v| v.job.clone());
+            if let Some(job) = pending {
+                drop(inner);
+                job(index, vcpu);
+                inner = self.lock();
+                if let Some(done) = inner.visit.as_mut().and_then(|v| v.done.get_mut(index)) {
+                    *done = true;
+                }
+                self.0.changed.notify_all();
+                continue;
+            }
             inner = self
                 .0
                 .changed
@@ -267,7 +365,38 @@ impl ExecutorControl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_accel::KickFlag;
+    use vm_accel::{AccelError, BootState, GuestArch, KickFlag, Registers, VcpuExit, VcpuId};
+
+    /// A vCPU that only parks (the loop that would run it is the test).
+    #[derive(Debug)]
+    struct Parked(u32);
+
+    impl Vcpu for Parked {
+        fn id(&self) -> VcpuId {
+            VcpuId(self.0)
+        }
+        fn arch(&self) -> GuestArch {
+            GuestArch::Riscv64
+        }
+        fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
+            Ok(VcpuExit::Interrupted)
+        }
+        fn kick_handle(&self) -> KickHandle {
+            KickHandle::new(Arc::new(KickFlag::default()))
+        }
+        fn registers(&self) -> Result<Registers, AccelError> {
+            Err(AccelError::Unsupported {
+                what: "registers",
+                backend: "test",
+            })
+        }
+        fn set_registers(&mut self, _regs: &Registers) -> Result<(), AccelError> {
+            Ok(())
+        }
+        fn apply_boot_state(&mut self, _boot: &BootState) -> Result<(), AccelError> {
+            Ok(())
+        }
+    }
 
     fn control(n: usize) -> (ExecutorControl, Vec<Arc<KickFlag>>) {
         let flags: Vec<_> = (0..n).map(|_| Arc::new(KickFlag::default())).collect();
@@ -299,12 +428,19 @@ mod tests {
                     while !c.should_yield() {
                         std::thread::yield_now();
                     }
-                    c.park(i)
+                    c.park(i, &mut Parked(i as u32))
                 })
             })
             .collect();
+        assert_eq!(
+            c.with_parked_vcpus(|v| v.id()).unwrap_err(),
+            ControlError::NotPaused
+        );
         c.pause().unwrap();
         assert_eq!(c.state(), RunState::Paused);
+        // Work runs on each parked vCPU, results in vCPU order.
+        let ids = c.with_parked_vcpus(|v| v.id().0).unwrap();
+        assert_eq!(ids, [0, 1]);
         c.resume().unwrap();
         for t in parked {
             assert!(t.join().unwrap(), "resumed vCPUs keep running");

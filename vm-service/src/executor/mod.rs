@@ -162,7 +162,7 @@ impl VcpuLoop {
             return;
         }
         loop {
-            if self.control.should_yield() && !self.control.park(self.index) {
+            if self.control.should_yield() && !self.control.park(self.index, self.vcpu.as_mut()) {
                 break;
             }
             let action = match self.vcpu.run() {

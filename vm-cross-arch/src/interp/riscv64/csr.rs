@@ -93,10 +93,10 @@ pub const MISA: u64 = (2 << 62)
     | (1 << 20);
 
 /// Exceptions M-mode may delegate (all but ecall from M).
-const MEDELEG_MASK: u64 = 0xb3ff;
+pub(super) const MEDELEG_MASK: u64 = 0xb3ff;
 
 /// The CSR file of one hart.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Csrs {
     pub mstatus: u64,
     pub medeleg: u64,
@@ -527,7 +527,7 @@ impl Hart {
     }
 }
 
-fn legal_tvec(value: u64) -> u64 {
+pub(super) fn legal_tvec(value: u64) -> u64 {
     if value & 3 >= 2 {
         value & !3
     } else {

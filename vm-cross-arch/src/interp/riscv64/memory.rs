@@ -171,6 +171,15 @@ impl Ram {
         self.regions.iter().find_map(|r| r.host(pa, len))
     }
 
+    /// The guest physical address of host address `host`, if it lies in RAM
+    /// (the inverse of [`Ram::host`]; snapshots store guest addresses).
+    pub fn guest_addr(&self, host: u64) -> Option<u64> {
+        self.regions.iter().find_map(|r| {
+            let off = host.wrapping_sub(r.host as u64);
+            (off < r.size).then(|| r.base + off)
+        })
+    }
+
     /// The first region (the one the instruction cache covers).
     pub fn primary(&self) -> Option<&RamRegion> {
         self.regions.first()

@@ -30,6 +30,7 @@ pub(crate) mod machine;
 pub(crate) mod memory;
 pub(crate) mod mmu;
 mod sbi;
+pub mod state;
 #[allow(missing_docs)]
 pub(crate) mod trap;
 pub(crate) mod vcpu;

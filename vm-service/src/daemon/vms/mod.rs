@@ -62,6 +62,9 @@ pub struct VmsConfig {
     pub max_memory_mib: u64,
 }
 
+/// Longest a VMM process may take to write a snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_mins(5);
+
 /// A lifecycle request from the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -504,6 +507,54 @@ impl Vms {
         }
         drop(op);
         self.get(id).await
+    }
+
+    /// Writes a snapshot of paused VM `id`: the state file to `snapshot_path`,
+    /// guest memory to `mem_file_path` (both written by the VM's process).
+    /// A VM that is not paused is refused ([`VmsError::Busy`]).
+    pub async fn snapshot(
+        &self,
+        id: &VmId,
+        snapshot_path: std::path::PathBuf,
+        mem_file_path: std::path::PathBuf,
+    ) -> Result<VmSnapshot, VmsError> {
+        let (vms, id) = (self.clone(), id.clone());
+        detached(async move {
+            vms.check_open()?;
+            let slot = vms.slot(&id)?;
+            let op = slot.op.lock().await;
+            vms.check_current(&slot)?;
+            let state = slot.view().state;
+            let busy = VmsError::Busy {
+                id: id.to_string(),
+                state,
+                what: "pause it before taking a snapshot",
+            };
+            if state != VmState::Paused {
+                return Err(busy);
+            }
+            let (Some(process), _) = live(&slot) else {
+                return Err(busy);
+            };
+            // Writing guest memory takes longer than a lifecycle command.
+            let timeout = vms.inner.config.command_timeout.max(SNAPSHOT_TIMEOUT);
+            process
+                .command(
+                    VmmCommand::Snapshot {
+                        snapshot_path,
+                        mem_file_path,
+                    },
+                    timeout,
+                )
+                .await
+                .map_err(|source| VmsError::Command {
+                    id: id.to_string(),
+                    source,
+                })?;
+            drop(op);
+            vms.get(&id).await
+        })
+        .await
     }
 
     /// Asks the process to stop (or ctrl-alt-del) and waits for it, killing it
