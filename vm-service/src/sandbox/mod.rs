@@ -96,6 +96,15 @@ pub enum ThreadKind {
 }
 
 impl ThreadKind {
+    /// The name `--seccomp-probe` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vmm => "main",
+            Self::Vcpu => "vcpu",
+            Self::DeviceIo => "io",
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             Self::Vmm => 1,
@@ -134,6 +143,24 @@ pub struct SandboxConfig {
     /// Tests only: the thread of this kind makes a forbidden syscall right
     /// after its filter is installed.
     pub probe: Option<ThreadKind>,
+}
+
+impl SandboxConfig {
+    /// The `vm-service vmm` flags that give a child VMM process this
+    /// confinement (the daemon's VMM processes): the level, `--uid`/`--gid`
+    /// and the test probe. `keep_fds` is the child's own business.
+    pub fn vmm_args(&self) -> Vec<String> {
+        let mut args = vec!["--seccomp-level".to_string(), self.seccomp.to_string()];
+        for (flag, id) in [("--uid", self.uid), ("--gid", self.gid)] {
+            if let Some(id) = id {
+                args.extend([flag.to_string(), id.to_string()]);
+            }
+        }
+        if let Some(kind) = self.probe {
+            args.extend(["--seccomp-probe".to_string(), kind.name().to_string()]);
+        }
+        args
+    }
 }
 
 /// Why the sandbox could not be set up.
@@ -234,6 +261,37 @@ mod tests {
         assert_eq!("io".parse(), Ok(ThreadKind::DeviceIo));
         assert_eq!("main".parse(), Ok(ThreadKind::Vmm));
         assert!("gpu".parse::<ThreadKind>().is_err());
+        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu, ThreadKind::DeviceIo] {
+            assert_eq!(kind.name().parse(), Ok(kind));
+        }
+    }
+
+    #[test]
+    fn a_child_vmm_gets_the_level_ids_and_probe_as_flags() {
+        assert_eq!(
+            SandboxConfig::default().vmm_args(),
+            ["--seccomp-level", "2"]
+        );
+        let config = SandboxConfig {
+            seccomp: SeccompLevel::Log,
+            uid: Some(65534),
+            gid: Some(65533),
+            keep_fds: vec![3],
+            probe: Some(ThreadKind::Vcpu),
+        };
+        assert_eq!(
+            config.vmm_args(),
+            [
+                "--seccomp-level",
+                "1",
+                "--uid",
+                "65534",
+                "--gid",
+                "65533",
+                "--seccomp-probe",
+                "vcpu"
+            ]
+        );
     }
 
     #[test]
