@@ -72,9 +72,23 @@ impl Write for SerialForwarder {
     }
 }
 
+/// Stacks the control-socket filter on this thread (README: "Sandbox").
+fn confine_control_thread() -> bool {
+    match crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Control) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "control thread not confined; it stops");
+            false
+        }
+    }
+}
+
 /// Writes every outgoing frame, merging runs of serial bytes into one frame;
 /// returns after the last frame (`exited` or `boot_failed`).
 fn frame_writer(mut sock: UnixStream, rx: &mpsc::Receiver<FromVmm>) {
+    if !confine_control_thread() {
+        return;
+    }
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -201,19 +215,25 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
         // Not joined: once the VM has stopped, the process ends and takes it along.
         std::thread::Builder::new()
             .name("vmm-commands".into())
-            .spawn(move || loop {
-                match protocol::read_frame::<ToVmm>(&mut reader) {
-                    Ok(Some(ToVmm::Command { id, command })) => {
-                        let result = execute(&control, command, &ctrl_alt_del);
-                        let _ = tx.send(FromVmm::Reply { id, result });
-                    }
-                    Ok(Some(ToVmm::Boot { .. })) => {
-                        tracing::warn!("ignoring a second boot frame");
-                    }
-                    Ok(None) | Err(_) => {
-                        tracing::info!("daemon gone: stopping the VM");
-                        control.stop();
-                        return;
+            .spawn(move || {
+                if !confine_control_thread() {
+                    control.stop();
+                    return;
+                }
+                loop {
+                    match protocol::read_frame::<ToVmm>(&mut reader) {
+                        Ok(Some(ToVmm::Command { id, command })) => {
+                            let result = execute(&control, command, &ctrl_alt_del);
+                            let _ = tx.send(FromVmm::Reply { id, result });
+                        }
+                        Ok(Some(ToVmm::Boot { .. })) => {
+                            tracing::warn!("ignoring a second boot frame");
+                        }
+                        Ok(None) | Err(_) => {
+                            tracing::info!("daemon gone: stopping the VM");
+                            control.stop();
+                            return;
+                        }
                     }
                 }
             })

@@ -29,6 +29,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use vm_core::thread_role::ThreadRole;
+
 /// What a seccomp filter does to a syscall outside its thread's allow list
 /// (Firecracker's `--seccomp-level` scheme).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,23 +87,50 @@ impl FromStr for SeccompLevel {
 /// The kinds of thread a VMM process has; each gets its own allow list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadKind {
-    /// The main/control thread and every thread without a kind of its own
-    /// (tokio runtime threads, API, console, switch and frame threads). Its
-    /// filter is installed for the whole process and inherited by all threads.
+    /// The main thread and every thread without a kind of its own (tokio
+    /// runtime threads: Firecracker mode's API; `vm-wait`; the exit-count
+    /// logger). Its filter is installed for the whole process and inherited
+    /// by all threads.
     Vmm,
     /// A vCPU thread (sync executor thread or async blocking-pool thread).
     Vcpu,
     /// A device I/O thread (`net-rx`, `blk-io`).
     DeviceIo,
+    /// An irqfd relay (`irqfd-<line>`): waits on an eventfd, raises a line.
+    IrqRelay,
+    /// A virtual switch's bridge to its cross-process segment
+    /// (`switch-<name>`): datagrams to and from the members' sockets, and
+    /// listing the segment's directory.
+    SwitchBridge,
+    /// Console input into the serial port (`serial-input`).
+    SerialInput,
+    /// The daemon's VMM child talking to the daemon (`vmm-frames`,
+    /// `vmm-commands`): frames on the inherited control socket.
+    Control,
 }
 
 impl ThreadKind {
+    /// Every kind, in the README's order.
+    pub const ALL: [Self; 7] = [
+        Self::Vmm,
+        Self::Vcpu,
+        Self::DeviceIo,
+        Self::IrqRelay,
+        Self::SwitchBridge,
+        Self::SerialInput,
+        Self::Control,
+    ];
+
     /// The name `--seccomp-probe` takes.
     pub fn name(self) -> &'static str {
         match self {
             Self::Vmm => "main",
             Self::Vcpu => "vcpu",
             Self::DeviceIo => "io",
+            Self::IrqRelay => "irqfd",
+            Self::SwitchBridge => "switch",
+            Self::SerialInput => "serial",
+            Self::Control => "control",
         }
     }
 
@@ -110,6 +139,19 @@ impl ThreadKind {
             Self::Vmm => 1,
             Self::Vcpu => 2,
             Self::DeviceIo => 3,
+            Self::IrqRelay => 4,
+            Self::SwitchBridge => 5,
+            Self::SerialInput => 6,
+            Self::Control => 7,
+        }
+    }
+
+    /// The kind of a thread the library crates start.
+    fn of_role(role: ThreadRole) -> Self {
+        match role {
+            ThreadRole::IrqRelay => Self::IrqRelay,
+            ThreadRole::SwitchBridge => Self::SwitchBridge,
+            ThreadRole::SerialInput => Self::SerialInput,
         }
     }
 }
@@ -118,14 +160,16 @@ impl FromStr for ThreadKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "main" => Ok(Self::Vmm),
-            "vcpu" => Ok(Self::Vcpu),
-            "io" => Ok(Self::DeviceIo),
-            other => Err(format!(
-                "unknown thread kind `{other}` (expected main, vcpu or io)"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown thread kind `{s}` (expected one of {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -210,6 +254,11 @@ pub fn enter_process(config: &SandboxConfig) -> Result<(), SandboxError> {
     imp::enter_process(config)?;
     PROBE.store(config.probe.map_or(0, ThreadKind::code), Ordering::Release);
     LEVEL.store(config.seccomp.code(), Ordering::Release);
+    // Threads the library crates start (irqfd relays, switch bridges, serial
+    // input) stack their kind's filter through this hook.
+    vm_core::thread_role::set_hook(|role| {
+        enter_thread(ThreadKind::of_role(role)).map_err(|e| e.to_string())
+    });
     tracing::info!(seccomp = %config.seccomp, uid = ?config.uid, gid = ?config.gid, "sandbox entered");
     probe(ThreadKind::Vmm);
     Ok(())
@@ -261,8 +310,9 @@ mod tests {
         assert_eq!("io".parse(), Ok(ThreadKind::DeviceIo));
         assert_eq!("main".parse(), Ok(ThreadKind::Vmm));
         assert!("gpu".parse::<ThreadKind>().is_err());
-        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu, ThreadKind::DeviceIo] {
+        for kind in ThreadKind::ALL {
             assert_eq!(kind.name().parse(), Ok(kind));
+            assert_eq!(ThreadKind::ALL[usize::from(kind.code()) - 1], kind);
         }
     }
 
