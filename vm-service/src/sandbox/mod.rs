@@ -276,6 +276,24 @@ pub fn enter_thread(kind: ThreadKind) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Stacks the filters of `kinds`, in order, on the calling thread only, at
+/// `level`, whether or not the process is sandboxed (no privilege change, no
+/// other thread affected). For measuring what the filters cost: a bench runs
+/// the same work on a thread confined as a vCPU (`[Vmm, Vcpu]`) and on one
+/// without filters. Irreversible for the thread, as every filter is.
+pub fn filter_current_thread(
+    kinds: &[ThreadKind],
+    level: SeccompLevel,
+) -> Result<(), SandboxError> {
+    if level == SeccompLevel::Off {
+        return Ok(());
+    }
+    for &kind in kinds {
+        imp::install_thread_filter(kind, level)?;
+    }
+    Ok(())
+}
+
 /// Names the calling thread (at most 15 bytes are kept), so that logs and the
 /// level-1 SIGSYS line name it: tokio's blocking-pool threads that host vCPUs
 /// take their vCPU's name. Best effort; a no-op outside Linux.
