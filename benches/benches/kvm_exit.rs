@@ -2,7 +2,9 @@
 //! `Vcpu::run()` versus a minimal raw `kvm-ioctls` loop, on the same guest in
 //! the same run: a real-mode `out 0x80, al; jmp` loop, one exit per iteration.
 //! Goal: ours <= 1.10x raw. Besides criterion's report, `main` prints medians
-//! of alternated batches and their ratio.
+//! of alternated batches and their ratio, and the same for our vCPU loop on a
+//! thread with the sandbox's seccomp filters against one without (written to
+//! `target/bench/extra/kvm_exit_seccomp.json` for `cargo xtask bench`).
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod pio {
