@@ -79,6 +79,7 @@ async fn start_daemon(dir: &Path) -> ApiClient {
             switch_dir: None,
             max_vms: 10_000,
             max_memory_mib: u64::MAX,
+            sandbox: vm_service::sandbox::SandboxConfig::default(),
         },
         limits: Limits::default(),
     };

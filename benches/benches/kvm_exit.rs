@@ -2,7 +2,9 @@
 //! `Vcpu::run()` versus a minimal raw `kvm-ioctls` loop, on the same guest in
 //! the same run: a real-mode `out 0x80, al; jmp` loop, one exit per iteration.
 //! Goal: ours <= 1.10x raw. Besides criterion's report, `main` prints medians
-//! of alternated batches and their ratio.
+//! of alternated batches and their ratio, and the same for our vCPU loop on a
+//! thread with the sandbox's seccomp filters against one without (written to
+//! `target/bench/extra/kvm_exit_seccomp.json` for `cargo xtask bench`).
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod pio {
@@ -178,6 +180,79 @@ mod pio {
              median raw kvm-ioctls {r:?}, median vm-accel Vcpu::run {o:?}, \
              median per-pair ratio ours/raw {:.3} (goal <= 1.10)",
             ratios[pairs / 2]
+        );
+        filters_ratio(&ours_kvm, pairs, per_batch);
+    }
+
+    /// A thread that owns one of our vCPUs and runs batches of exits on request.
+    struct Runner {
+        work: std::sync::mpsc::Sender<u32>,
+        done: std::sync::mpsc::Receiver<Duration>,
+    }
+
+    impl Runner {
+        /// `filtered`: the thread first stacks the VMM and vCPU seccomp filters
+        /// (level 2), as a sandboxed VMM's vCPU thread does.
+        fn spawn(kvm: &KvmAccelerator, filtered: bool) -> Self {
+            let mut vcpu = Ours::new(kvm);
+            let (work, work_rx) = std::sync::mpsc::channel::<u32>();
+            let (done_tx, done) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                if filtered {
+                    use vm_service::sandbox::{filter_current_thread, SeccompLevel, ThreadKind};
+                    filter_current_thread(&[ThreadKind::Vmm, ThreadKind::Vcpu], SeccompLevel::Kill)
+                        .expect("seccomp filters");
+                }
+                while let Ok(n) = work_rx.recv() {
+                    if done_tx.send(batch(|| vcpu.exit(), n)).is_err() {
+                        break;
+                    }
+                }
+            });
+            Self { work, done }
+        }
+
+        fn batch(&self, n: u32) -> Duration {
+            self.work.send(n).expect("runner alive");
+            self.done.recv().expect("runner alive")
+        }
+    }
+
+    /// The same exit loop on a vCPU thread with the sandbox's filters and on
+    /// one without, alternated in one run: what the filters cost per exit.
+    fn filters_ratio(kvm: &KvmAccelerator, pairs: usize, per_batch: u32) {
+        let (with, without) = (Runner::spawn(kvm, true), Runner::spawn(kvm, false));
+        let mut ratios = Vec::with_capacity(pairs);
+        let (mut with_t, mut without_t) = (Vec::new(), Vec::new());
+        for i in 0..pairs {
+            let (w, o) = if i % 2 == 0 {
+                let o = without.batch(per_batch);
+                (with.batch(per_batch), o)
+            } else {
+                let w = with.batch(per_batch);
+                (w, without.batch(per_batch))
+            };
+            ratios.push(w.as_secs_f64() / o.as_secs_f64());
+            with_t.push(w);
+            without_t.push(o);
+        }
+        ratios.sort_by(f64::total_cmp);
+        let (w, o, ratio) = (median(with_t), median(without_t), ratios[pairs / 2]);
+        println!(
+            "kvm_exit: seccomp filters (VMM + vCPU, level 2) vs none, {pairs} alternated pairs: \
+             median {w:?} vs {o:?} per exit, median per-pair ratio {ratio:.3}"
+        );
+        benches::write_extra(
+            "kvm_exit_seccomp.json",
+            &serde_json::json!({
+                "area": "kvm_exit",
+                "name": "PIO exit with seccomp filters (vs none)",
+                "ours_ns": w.as_secs_f64() * 1e9,
+                "peer_name": "same vCPU loop without filters",
+                "peer_ns": o.as_secs_f64() * 1e9,
+                "runs": pairs,
+                "goal": "<= 1.05x the unfiltered time",
+            }),
         );
     }
 }

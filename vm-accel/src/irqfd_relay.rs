@@ -9,6 +9,7 @@ use crate::vm::IrqLine;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use vm_core::thread_role::ThreadRole;
 
 /// Sets an interrupt line's level (`true` = asserted).
 pub type SetLine = Arc<dyn Fn(IrqLine, bool) -> Result<(), AccelError> + Send + Sync>;
@@ -70,16 +71,22 @@ impl IrqfdRelay {
         let thread_stop = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name(format!("irqfd-{}", irq.0))
-            .spawn(move || loop {
-                if let Err(error) = waiter.wait() {
-                    tracing::warn!(irq = irq.0, %error, "irqfd wait failed; relay stops");
-                    break;
+            .spawn(move || {
+                if let Err(error) = vm_core::thread_role::enter(ThreadRole::IrqRelay) {
+                    tracing::error!(irq = irq.0, %error, "irqfd relay not confined; relay stops");
+                    return;
                 }
-                if thread_stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Err(error) = set_line(irq, true).and_then(|()| set_line(irq, false)) {
-                    tracing::warn!(irq = irq.0, %error, "irqfd could not pulse the line");
+                loop {
+                    if let Err(error) = waiter.wait() {
+                        tracing::warn!(irq = irq.0, %error, "irqfd wait failed; relay stops");
+                        break;
+                    }
+                    if thread_stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Err(error) = set_line(irq, true).and_then(|()| set_line(irq, false)) {
+                        tracing::warn!(irq = irq.0, %error, "irqfd could not pulse the line");
+                    }
                 }
             })
             .map_err(|e| AccelError::hypervisor("spawning an irqfd relay thread", e))?;

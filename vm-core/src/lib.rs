@@ -27,6 +27,7 @@ pub mod config;
 pub mod event;
 pub mod id;
 pub mod state;
+pub mod thread_role;
 
 pub use config::{
     ConfigError, DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,

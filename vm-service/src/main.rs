@@ -105,6 +105,13 @@ struct DaemonArgs {
     /// connection is closed.
     #[arg(long, default_value_t = 10.0)]
     write_timeout: f64,
+    /// How each VM process confines itself: `--seccomp-level`, `--uid` and
+    /// `--gid` here apply to the VMM processes (the daemon itself keeps its
+    /// privileges to start them). A VMM with `--uid` must be able to open
+    /// what its VM uses (/dev/kvm, TAP devices, disks, the state directory's
+    /// `switches/`).
+    #[command(flatten)]
+    vmm_sandbox: SandboxArgs,
 }
 
 /// How a VMM process confines itself (README: "Sandbox").
@@ -649,6 +656,7 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
             switch_dir: Some(args.state_dir.join("switches")),
             max_vms: args.max_vms,
             max_memory_mib: args.max_memory_mib.unwrap_or_else(host_memory_mib),
+            sandbox: args.vmm_sandbox.config(Vec::new()),
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,

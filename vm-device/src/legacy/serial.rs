@@ -179,6 +179,12 @@ pub fn spawn_input_forwarder<R: Read + Send + 'static>(
     std::thread::Builder::new()
         .name("serial-input".into())
         .spawn(move || {
+            if let Err(e) =
+                vm_core::thread_role::enter(vm_core::thread_role::ThreadRole::SerialInput)
+            {
+                tracing::error!(%e, "serial input not confined; input stops");
+                return;
+            }
             let mut buf = [0u8; 64];
             loop {
                 let n = match input.read(&mut buf) {

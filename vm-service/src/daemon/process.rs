@@ -24,7 +24,7 @@ use super::protocol::{
     self, BootReport, ExitKind, FromVmm, ProtocolError, ToVmm, VmmCommand, VmmStatus,
 };
 use super::serial_log::SerialLog;
-use crate::ExecutorKind;
+use super::vms::VmsConfig;
 
 /// The fd number the VMM process finds its control socket on.
 pub const CONTROL_FD: i32 = 3;
@@ -115,16 +115,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl VmProcess {
-    /// Starts `exe vmm` for `config` and waits for its boot report.
+    /// Starts `vms.exe vmm` for `config` and waits for its boot report. The
+    /// child confines itself as `vms.sandbox` says (README: "Sandbox").
     pub async fn spawn(
-        exe: &Path,
+        vms: &VmsConfig,
         config: &VmConfig,
-        executor: ExecutorKind,
-        switch_dir: Option<&Path>,
         serial: Arc<SerialLog>,
-        boot_timeout: Duration,
-        log_filter: &str,
     ) -> Result<Self, SpawnError> {
+        let exe = vms.exe.as_path();
+        let (executor, boot_timeout) = (vms.executor, vms.boot_timeout);
+        let switch_dir = vms.switch_dir.as_deref();
         let os_err = |source| SpawnError::Os {
             exe: exe.display().to_string(),
             source,
@@ -135,10 +135,11 @@ impl VmProcess {
         cmd.arg("vmm")
             .arg("--fd")
             .arg(CONTROL_FD.to_string())
+            .args(vms.sandbox.vmm_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .env("VM_SERVICE_LOG", log_filter)
+            .env("VM_SERVICE_LOG", &vms.log_filter)
             // Terminal signals (Ctrl-C) go to the daemon, which stops VMs in order.
             .process_group(0)
             // Dropped before it is reaped (a boot given up on): it must not linger.

@@ -72,9 +72,23 @@ impl Write for SerialForwarder {
     }
 }
 
+/// Stacks the control-socket filter on this thread (README: "Sandbox").
+fn confine_control_thread() -> bool {
+    match crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Control) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "control thread not confined; it stops");
+            false
+        }
+    }
+}
+
 /// Writes every outgoing frame, merging runs of serial bytes into one frame;
 /// returns after the last frame (`exited` or `boot_failed`).
 fn frame_writer(mut sock: UnixStream, rx: &mpsc::Receiver<FromVmm>) {
+    if !confine_control_thread() {
+        return;
+    }
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -125,9 +139,33 @@ fn status(control: &ExecutorControl) -> VmmStatus {
     }
 }
 
+/// A snapshot request for the snapshot thread, and where its result goes.
+type SnapshotJob = (
+    crate::snapshot::SnapshotPaths,
+    mpsc::Sender<Result<(), String>>,
+);
+
+/// Starts the thread that writes snapshots. It keeps this (the VMM) thread's
+/// filter, under which files can be created, synced and renamed; the command
+/// thread's own filter allows none of that, so it hands snapshots over here.
+fn snapshot_thread(snapshotter: crate::Snapshotter) -> std::io::Result<mpsc::Sender<SnapshotJob>> {
+    let (jobs, rx) = mpsc::channel::<SnapshotJob>();
+    std::thread::Builder::new()
+        .name("vmm-snapshots".into())
+        .spawn(move || {
+            for (paths, reply) in rx {
+                let result = snapshotter
+                    .snapshot_to(&paths)
+                    .map_err(|e| super::error_chain(&e));
+                let _ = reply.send(result);
+            }
+        })?;
+    Ok(jobs)
+}
+
 fn execute(
     control: &ExecutorControl,
-    snapshotter: &crate::Snapshotter,
+    snapshots: &mpsc::Sender<SnapshotJob>,
     command: VmmCommand,
     ctrl_alt_del: &AtomicBool,
 ) -> Result<VmmStatus, String> {
@@ -140,9 +178,13 @@ fn execute(
                 state: snapshot_path,
                 memory: mem_file_path,
             };
-            snapshotter
-                .snapshot_to(&paths)
-                .map_err(|e| super::error_chain(&e))?;
+            let (reply, result) = mpsc::channel();
+            snapshots
+                .send((paths, reply))
+                .map_err(|_| "the snapshot thread is gone".to_string())?;
+            result
+                .recv()
+                .map_err(|_| "the snapshot thread is gone".to_string())??;
         }
         VmmCommand::Pause => control.pause().map_err(|e| e.to_string())?,
         VmmCommand::Resume => control.resume().map_err(|e| e.to_string())?,
@@ -211,23 +253,29 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
     let ctrl_alt_del = Arc::new(AtomicBool::new(false));
     {
         let (control, tx, ctrl_alt_del) = (control.clone(), tx.clone(), ctrl_alt_del.clone());
-        let snapshotter = running.snapshotter();
+        let snapshots = snapshot_thread(running.snapshotter()).map_err(ProtocolError::Io)?;
         // Not joined: once the VM has stopped, the process ends and takes it along.
         std::thread::Builder::new()
             .name("vmm-commands".into())
-            .spawn(move || loop {
-                match protocol::read_frame::<ToVmm>(&mut reader) {
-                    Ok(Some(ToVmm::Command { id, command })) => {
-                        let result = execute(&control, &snapshotter, command, &ctrl_alt_del);
-                        let _ = tx.send(FromVmm::Reply { id, result });
-                    }
-                    Ok(Some(ToVmm::Boot { .. })) => {
-                        tracing::warn!("ignoring a second boot frame");
-                    }
-                    Ok(None) | Err(_) => {
-                        tracing::info!("daemon gone: stopping the VM");
-                        control.stop();
-                        return;
+            .spawn(move || {
+                if !confine_control_thread() {
+                    control.stop();
+                    return;
+                }
+                loop {
+                    match protocol::read_frame::<ToVmm>(&mut reader) {
+                        Ok(Some(ToVmm::Command { id, command })) => {
+                            let result = execute(&control, &snapshots, command, &ctrl_alt_del);
+                            let _ = tx.send(FromVmm::Reply { id, result });
+                        }
+                        Ok(Some(ToVmm::Boot { .. })) => {
+                            tracing::warn!("ignoring a second boot frame");
+                        }
+                        Ok(None) | Err(_) => {
+                            tracing::info!("daemon gone: stopping the VM");
+                            control.stop();
+                            return;
+                        }
                     }
                 }
             })

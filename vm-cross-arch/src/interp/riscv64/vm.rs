@@ -198,10 +198,17 @@ impl Vm for RiscvVm {
         let line = irq.0;
         std::thread::Builder::new()
             .name(format!("irqfd-{line}"))
-            .spawn(move || loop {
-                match waiter.wait() {
-                    Ok(_) if !thread_stop.load(Ordering::Acquire) => plic.raise(line),
-                    _ => break,
+            .spawn(move || {
+                let role = vm_core::thread_role::ThreadRole::IrqRelay;
+                if let Err(error) = vm_core::thread_role::enter(role) {
+                    tracing::error!(irq = line, %error, "irqfd thread not confined; it stops");
+                    return;
+                }
+                loop {
+                    match waiter.wait() {
+                        Ok(_) if !thread_stop.load(Ordering::Acquire) => plic.raise(line),
+                        _ => break,
+                    }
                 }
             })
             .map_err(|e| AccelError::hypervisor("spawning the irqfd thread", e))?;

@@ -60,6 +60,9 @@ pub struct VmsConfig {
     /// Most guest memory, in MiB, summed over every defined VM; creates
     /// beyond it are refused.
     pub max_memory_mib: u64,
+    /// How each VM process confines itself: its seccomp level and the
+    /// unprivileged uid/gid it drops to (README: "Sandbox").
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 /// Longest a VMM process may take to write a snapshot.
@@ -592,16 +595,7 @@ impl Vms {
         };
         let cfg = &self.inner.config;
         slot.serial.open_live();
-        let spawned = VmProcess::spawn(
-            &cfg.exe,
-            &config,
-            cfg.executor,
-            cfg.switch_dir.as_deref(),
-            slot.serial.clone(),
-            cfg.boot_timeout,
-            &cfg.log_filter,
-        )
-        .await;
+        let spawned = VmProcess::spawn(cfg, &config, slot.serial.clone()).await;
         let process = match spawned {
             Ok(p) => Arc::new(p),
             Err(source) => {

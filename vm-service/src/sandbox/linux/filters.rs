@@ -157,25 +157,19 @@ fn allow(rules: &mut Rules, syscalls: &[i64]) {
     }
 }
 
-/// What every thread needs: memory, futexes, signals, time, exit, and I/O on
-/// descriptors it already has.
-fn common(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
+/// What any thread needs to live and end: memory (never executable),
+/// futexes, signal returns, time, `read`/`write` on descriptors it already
+/// has (eventfds, stderr for logs), `close` and `fcntl` (a thread that drops
+/// the last handle on a device runs its clean-up), thread names, and signals
+/// to this process's own threads.
+fn minimal(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
     allow(
         rules,
         &[
             libc::SYS_read,
-            libc::SYS_readv,
             libc::SYS_write,
-            libc::SYS_writev,
-            libc::SYS_pread64,
-            libc::SYS_pwrite64,
-            libc::SYS_preadv,
-            libc::SYS_pwritev,
-            libc::SYS_lseek,
             libc::SYS_close,
             libc::SYS_fcntl,
-            libc::SYS_poll,
-            libc::SYS_ppoll,
             libc::SYS_futex,
             libc::SYS_munmap,
             libc::SYS_madvise,
@@ -185,7 +179,6 @@ fn common(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
             libc::SYS_rt_sigprocmask,
             libc::SYS_sigaltstack,
             libc::SYS_sched_yield,
-            libc::SYS_sched_getaffinity,
             libc::SYS_clock_gettime,
             libc::SYS_clock_nanosleep,
             libc::SYS_nanosleep,
@@ -194,13 +187,7 @@ fn common(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
             libc::SYS_restart_syscall,
             libc::SYS_exit,
             libc::SYS_exit_group,
-            libc::SYS_set_robust_list,
-            libc::SYS_rseq,
             libc::SYS_getrandom,
-            libc::SYS_fsync,
-            libc::SYS_fdatasync,
-            // Denied softly by the second program (see the module docs).
-            libc::SYS_openat,
         ],
     );
     rules.insert(libc::SYS_mmap, no_exec()?);
@@ -218,6 +205,102 @@ fn common(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
         )?])?],
     );
     Ok(())
+}
+
+/// [`minimal`] and what vCPU, device I/O and VMM threads share: vectored and
+/// positioned I/O, `poll`, `fcntl`, syncing files, and `openat` (denied softly
+/// on vCPU and I/O threads, see the module docs).
+fn common(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
+    minimal(rules)?;
+    allow(
+        rules,
+        &[
+            libc::SYS_readv,
+            libc::SYS_writev,
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_preadv,
+            libc::SYS_pwritev,
+            libc::SYS_lseek,
+            libc::SYS_poll,
+            libc::SYS_ppoll,
+            libc::SYS_sched_getaffinity,
+            libc::SYS_set_robust_list,
+            libc::SYS_rseq,
+            libc::SYS_fsync,
+            libc::SYS_fdatasync,
+            libc::SYS_openat,
+        ],
+    );
+    Ok(())
+}
+
+/// An irqfd relay: [`minimal`] (the eventfd `read`, the interrupt
+/// controller's lock and wake-ups) and the KVM interrupt-line ioctls.
+fn irq_relay_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = Rules::new();
+    minimal(&mut rules)?;
+    rules.insert(libc::SYS_ioctl, ioctl_rules(&[KVM_IRQ_IOCTLS])?);
+    Ok(rules)
+}
+
+/// A switch bridge: [`minimal`], `poll`, datagrams on its bound socket,
+/// removing dead members' sockets, and listing the segment directory
+/// (`openat` of a directory, read-only, no `O_CREAT`; `stat`, `getdents64`).
+fn switch_bridge_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = Rules::new();
+    minimal(&mut rules)?;
+    allow(
+        &mut rules,
+        &[
+            libc::SYS_poll,
+            libc::SYS_ppoll,
+            libc::SYS_sendto,
+            libc::SYS_recvfrom,
+            libc::SYS_unlink,
+            libc::SYS_statx,
+            libc::SYS_newfstatat,
+            libc::SYS_fstat,
+            libc::SYS_getdents64,
+        ],
+    );
+    let flags = (libc::O_DIRECTORY | libc::O_ACCMODE | libc::O_CREAT) as u64;
+    rules.insert(
+        libc::SYS_openat,
+        vec![rule(vec![cond(
+            2,
+            SeccompCmpOp::MaskedEq(flags),
+            libc::O_DIRECTORY as u64,
+        )?])?],
+    );
+    Ok(rules)
+}
+
+/// Serial console input: [`minimal`] (`read` on stdin, the port's lock, a
+/// short sleep while the guest's FIFO is full).
+fn serial_input_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = Rules::new();
+    minimal(&mut rules)?;
+    Ok(rules)
+}
+
+/// The daemon's VMM child on its control socket: [`minimal`] and socket
+/// I/O on it (std and glibc use these on stream sockets).
+fn control_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = Rules::new();
+    minimal(&mut rules)?;
+    allow(
+        &mut rules,
+        &[
+            libc::SYS_sendto,
+            libc::SYS_recvfrom,
+            libc::SYS_sendmsg,
+            libc::SYS_recvmsg,
+            libc::SYS_poll,
+            libc::SYS_writev,
+        ],
+    );
+    Ok(rules)
 }
 
 fn vmm_rules() -> Result<Rules, seccompiler::BackendError> {
@@ -366,6 +449,19 @@ fn device_io_rules() -> Result<Rules, seccompiler::BackendError> {
     Ok(rules)
 }
 
+/// The allow list of `kind` (syscall number: argument rules, none = any).
+fn rules_for(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
+    match kind {
+        ThreadKind::Vmm => vmm_rules(),
+        ThreadKind::Vcpu => vcpu_rules(),
+        ThreadKind::DeviceIo => device_io_rules(),
+        ThreadKind::IrqRelay => irq_relay_rules(),
+        ThreadKind::SwitchBridge => switch_bridge_rules(),
+        ThreadKind::SerialInput => serial_input_rules(),
+        ThreadKind::Control => control_rules(),
+    }
+}
+
 /// The allow-list program and the "deny softly" program for `kind`.
 pub(super) fn programs(
     kind: ThreadKind,
@@ -376,17 +472,25 @@ pub(super) fn programs(
         SeccompLevel::Log => SeccompAction::Trap,
         SeccompLevel::Off | SeccompLevel::Kill => SeccompAction::KillProcess,
     };
-    let (rules, soft) = match kind {
-        ThreadKind::Vmm => (vmm_rules()?, vec![(libc::SYS_clone3, libc::ENOSYS)]),
-        ThreadKind::Vcpu => (vcpu_rules()?, vec![(libc::SYS_openat, libc::ENOENT)]),
-        ThreadKind::DeviceIo => (device_io_rules()?, vec![(libc::SYS_openat, libc::ENOENT)]),
+    // glibc's malloc may open `/proc/sys/vm/overcommit_memory` on any
+    // thread: a file `openat` answers ENOENT everywhere but on the VMM thread.
+    let files = vec![rule(vec![cond(
+        2,
+        SeccompCmpOp::MaskedEq(libc::O_DIRECTORY as u64),
+        0,
+    )?])?];
+    let soft = match kind {
+        ThreadKind::Vmm => vec![(libc::SYS_clone3, libc::ENOSYS, vec![])],
+        ThreadKind::SwitchBridge => vec![(libc::SYS_openat, libc::ENOENT, files)],
+        _ => vec![(libc::SYS_openat, libc::ENOENT, vec![])],
     };
+    let rules = rules_for(kind)?;
     // Installed in this order: the allow list last, so it need not allow
     // installing filters (seccompiler sets PR_SET_NO_NEW_PRIVS each time).
     let mut programs = Vec::new();
-    for (nr, errno) in soft {
+    for (nr, errno, conditions) in soft {
         let errno = u32::try_from(errno).unwrap_or(1);
-        let rules = Rules::from([(nr, Vec::new())]);
+        let rules = Rules::from([(nr, conditions)]);
         programs.push(
             SeccompFilter::new(
                 rules,
@@ -407,7 +511,7 @@ mod tests {
 
     #[test]
     fn every_kind_compiles_at_every_filtering_level() {
-        for kind in [ThreadKind::Vmm, ThreadKind::Vcpu, ThreadKind::DeviceIo] {
+        for kind in ThreadKind::ALL {
             for level in [SeccompLevel::Log, SeccompLevel::Kill] {
                 let programs = programs(kind, level).expect("compiles");
                 // The soft-deny program first, the allow list last.
@@ -418,16 +522,14 @@ mod tests {
     }
 
     #[test]
-    fn vcpu_and_io_lists_are_subsets_of_the_vmm_list() {
+    fn every_thread_list_is_a_subset_of_the_vmm_list() {
         let vmm = vmm_rules().expect("vmm");
-        for (kind, rules) in [
-            ("vcpu", vcpu_rules().expect("vcpu")),
-            ("io", device_io_rules().expect("io")),
-        ] {
+        for kind in ThreadKind::ALL.into_iter().skip(1) {
+            let rules = rules_for(kind).expect("compiles");
             for nr in rules.keys() {
                 assert!(
                     vmm.contains_key(nr),
-                    "{kind} allows syscall {nr}, the VMM does not"
+                    "{kind:?} allows syscall {nr}, the VMM does not"
                 );
             }
             for nr in [
@@ -437,7 +539,7 @@ mod tests {
                 libc::SYS_execve,
                 libc::SYS_seccomp,
             ] {
-                assert!(!rules.contains_key(&nr), "{kind} allows syscall {nr}");
+                assert!(!rules.contains_key(&nr), "{kind:?} allows syscall {nr}");
             }
         }
         for nr in [

@@ -73,7 +73,7 @@ pub(super) fn name_current_thread(name: &str) {
 }
 
 /// Makes a syscall `kind`'s filter forbids: `execve` on the VMM thread,
-/// `socket` (allowed there) on vCPU and device I/O threads.
+/// `socket` (allowed there) on every other kind.
 pub(super) fn forbidden_syscall(kind: ThreadKind) {
     match kind {
         ThreadKind::Vmm => {
@@ -84,7 +84,12 @@ pub(super) fn forbidden_syscall(kind: ThreadKind) {
             // call; the filter ends the process before the kernel looks.
             unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         }
-        ThreadKind::Vcpu | ThreadKind::DeviceIo => {
+        ThreadKind::Vcpu
+        | ThreadKind::DeviceIo
+        | ThreadKind::IrqRelay
+        | ThreadKind::SwitchBridge
+        | ThreadKind::SerialInput
+        | ThreadKind::Control => {
             // SAFETY: socket takes integers only; a returned fd is closed below.
             let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) };
             if fd >= 0 {

@@ -93,6 +93,11 @@ impl Worker {
     }
 
     pub(super) fn run(mut self) {
+        if let Err(e) = vm_core::thread_role::enter(vm_core::thread_role::ThreadRole::SwitchBridge)
+        {
+            tracing::error!(%e, "switch bridge not confined; the segment link stops");
+            return;
+        }
         let mut fds = [
             libc::pollfd {
                 fd: self.sock.as_raw_fd(),
