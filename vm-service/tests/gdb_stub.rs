@@ -297,7 +297,24 @@ fn gdb_interrupts_and_breaks_in_the_riscv64_debian_kernel() {
     ])
     .args(["--net", "none", "--guest-dir"])
     .arg(&dir);
-    let vm = start_vm_with(cmd, &socket, &["echo", "hello-from-gdb-test"]);
+    let mut vm = start_vm_with(cmd, &socket, &["echo", "hello-from-gdb-test"]);
+    // The console, read as it comes: the interrupt waits for the kernel's
+    // first line, printed once it runs with its MMU on.
+    let mut console = vm.stdout.take().expect("piped stdout");
+    let (booting_tx, booting) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut told = false;
+        while let Ok(n @ 1..) = std::io::Read::read(&mut console, &mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+            if !told && seen.windows(13).any(|w| w == b"Booting Linux") {
+                told = true;
+                let _ = booting_tx.send(());
+            }
+        }
+        seen
+    });
     let mut gdb_cmd = Command::new(gdb);
     gdb_cmd.args(["-batch", "-nx"]);
     for c in [
@@ -321,16 +338,19 @@ fn gdb_interrupts_and_breaks_in_the_riscv64_debian_kernel() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run gdb-multiarch");
-    // Let the kernel run (and turn its MMU on), then press Ctrl-C.
-    std::thread::sleep(Duration::from_secs(15));
+    // Let the kernel run (and turn its MMU on), then press Ctrl-C. The
+    // bound only keeps a broken boot from hanging the test.
+    let booted = booting.recv_timeout(Duration::from_mins(10)).is_ok();
     let pid = i32::try_from(gdb_child.id()).expect("pid");
     // SAFETY: kill has no memory preconditions; the pid is our own child's.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let gdb_out = gdb_child.wait_with_output().expect("wait for gdb");
     let vm_out = vm.wait_with_output().expect("wait for vm-service");
     let (gdb_stdout, gdb_stderr) = text(&gdb_out);
-    let (vm_stdout, vm_stderr) = text(&vm_out);
+    let vm_stdout = String::from_utf8_lossy(&reader.join().expect("console reader")).into_owned();
+    let (_, vm_stderr) = text(&vm_out);
     let all = format!("gdb:\n{gdb_stdout}\n{gdb_stderr}\nvm-service:\n{vm_stdout}\n{vm_stderr}");
+    assert!(booted, "the kernel never printed its first line: {all}");
     assert!(gdb_stdout.contains("$1 = 0x80200000"), "{all}");
     assert!(gdb_stdout.contains("received signal SIGINT"), "{all}");
     assert!(
