@@ -22,8 +22,7 @@ mod nested_tcg;
 
 pub use nested_tcg::run as run_nested_tcg;
 
-/// How long `cargo xtask ci` gives the nested-TCG e2e (three inner boots, two of
-/// them at once: 2-3 min when well on a busy 2-core machine).
+/// How long `cargo xtask ci` gives the nested-TCG e2e (about 20 s when well).
 pub const NESTED_TCG_TIMEOUT: Duration = Duration::from_mins(5);
 
 use std::collections::BTreeMap;
