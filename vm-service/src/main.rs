@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 use vm_core::config::{
     DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode, VmConfig,
 };
+use vm_core::stop::EXIT_FAILED;
 use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
@@ -299,11 +300,6 @@ impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
     }
 }
 
-/// Exit status for a VM that could not be built or failed while running.
-const EXIT_FAILED: u8 = 1;
-/// Exit status for a guest that triple-faulted.
-const EXIT_TRIPLE_FAULT: u8 = 2;
-
 fn parse_net(spec: &str, mac: Option<MacAddr>) -> Result<Option<DeviceConfig>, String> {
     let backend = match spec {
         "none" => return Ok(None),
@@ -535,7 +531,7 @@ fn run(args: &RunArgs) -> ExitCode {
     match (snapshot_taken, reason) {
         (Some(true), StopReason::Requested) => ExitCode::SUCCESS,
         (Some(false), _) => ExitCode::from(EXIT_FAILED),
-        (_, reason) => exit_status(reason, guest_status),
+        (_, reason) => exit_status(&reason, guest_status),
     }
 }
 
@@ -612,15 +608,14 @@ fn restore_builder(
     }
 }
 
-fn exit_status(reason: StopReason, guest_status: Option<i32>) -> ExitCode {
-    match reason {
-        r if r.is_clean() => match guest_status {
-            // The guest's command ended with this status (its init said so).
-            Some(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
-            None => ExitCode::SUCCESS,
-        },
-        StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
-        _ => ExitCode::from(EXIT_FAILED),
+/// The process's exit status: the stop reason's ([`StopReason::exit_code`]),
+/// or after a clean stop the status of the guest's command, if its init said.
+fn exit_status(reason: &StopReason, guest_status: Option<i32>) -> ExitCode {
+    match guest_status {
+        Some(status) if reason.is_clean() => {
+            ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED))
+        }
+        _ => ExitCode::from(reason.exit_code()),
     }
 }
 

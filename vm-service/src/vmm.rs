@@ -14,9 +14,7 @@ use std::time::Instant;
 use vm_accel::{AccelError, Accelerator, AcceleratorKind, IrqLine, VcpuId, Vm};
 use vm_core::config::{DeviceConfig, GuestArch, SerialMode, VmConfig};
 use vm_core::ConfigError;
-use vm_cross_arch::platform::{
-    self, BootInfo, MachineConfig, MemoryMap, PlatformError, SerialPort,
-};
+use vm_cross_arch::platform::{self, BootInfo, MachineSize, MemoryMap, PlatformError, SerialPort};
 use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
 use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
 use vm_device::virtio::mmio::MmioTransport;
@@ -281,7 +279,7 @@ impl VmmBuilder {
 
         let phase = Instant::now();
         let platform = platform::for_arch(config.arch);
-        let map = platform.memory_map(&MachineConfig {
+        let map = platform.memory_map(&MachineSize {
             vcpus: config.vcpus,
             mem_size: config.memory_bytes(),
             virtio_devices: config.devices.len() as u32,
@@ -291,7 +289,7 @@ impl VmmBuilder {
             None => map.create_guest_memory()?,
         };
         let vm = accel
-            .create_vm(&vm_accel::VmConfig {
+            .create_vm(&vm_accel::VmOptions {
                 vcpu_count: config.vcpus,
                 ..Default::default()
             })
