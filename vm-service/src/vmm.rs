@@ -14,6 +14,7 @@ use std::time::Instant;
 use vm_accel::{AccelError, Accelerator, AcceleratorKind, IrqLine, VcpuId, Vm};
 use vm_core::config::{DeviceConfig, GuestArch, SerialMode, VmConfig};
 use vm_core::ConfigError;
+use vm_cross_arch::interp::riscv64::RiscvVcpu;
 use vm_cross_arch::platform::{self, BootInfo, MachineSize, MemoryMap, PlatformError, SerialPort};
 use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
 use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
@@ -96,6 +97,12 @@ pub enum VmmError {
     /// A snapshot could not be read or did not fit.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// An instruction limit was asked of an engine that does not count instructions.
+    #[error("an instruction limit needs the riscv64 interpreter; {engine} runs this guest")]
+    InstructionLimit {
+        /// The engine chosen.
+        engine: String,
+    },
     /// Starting the executor failed.
     #[error("starting the {kind} executor: {source}")]
     Executor {
@@ -141,6 +148,8 @@ pub struct VmmBuilder {
     switches: SwitchRegistry,
     /// Set by [`VmmBuilder::restore`]: the VM comes from this snapshot.
     restore: Option<(VmState, SnapshotPaths)>,
+    /// Set by [`VmmBuilder::instruction_limit`].
+    instruction_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for VmmBuilder {
@@ -180,6 +189,7 @@ impl VmmBuilder {
             serial_in: None,
             switches: SwitchRegistry::new(),
             restore: None,
+            instruction_limit: None,
         }
     }
 
@@ -226,6 +236,16 @@ impl VmmBuilder {
     #[must_use]
     pub fn serial_output(mut self, out: Box<dyn Write + Send>) -> Self {
         self.serial_out = Some(out);
+        self
+    }
+
+    /// Ends each vCPU's run with an error once it has run `limit`
+    /// instructions (`vm-service run --max-instructions`, for riscv64 test
+    /// programs). Only the riscv64 interpreter counts instructions: `build`
+    /// refuses the limit for any other engine.
+    #[must_use]
+    pub fn instruction_limit(mut self, limit: u64) -> Self {
+        self.instruction_limit = Some(limit);
         self
     }
 
@@ -341,7 +361,7 @@ impl VmmBuilder {
                 .map_err(|e| device_err("the serial console input", e))?;
         }
 
-        let vcpus = match (&boot, restoring) {
+        let mut vcpus = match (&boot, restoring) {
             (Some(boot), _) => create_vcpus(vm.as_ref(), platform, &map, boot)?,
             (None, Some((state, _))) => {
                 restore_devices(&transports, state)?;
@@ -349,6 +369,17 @@ impl VmmBuilder {
             }
             (None, None) => unreachable!("a VM is either booted or restored"),
         };
+        if let Some(limit) = self.instruction_limit {
+            for vcpu in &mut vcpus {
+                let any: &mut dyn std::any::Any = vcpu.as_mut();
+                let Some(hart) = any.downcast_mut::<RiscvVcpu>() else {
+                    return Err(VmmError::InstructionLimit {
+                        engine: accel.kind().to_string(),
+                    });
+                };
+                hart.set_instruction_limit(limit);
+            }
+        }
         tracing::info!(
             elapsed_us = started.elapsed().as_micros() as u64,
             "VM built"
