@@ -157,6 +157,11 @@ pub(super) fn apply_boot_state(
                 mp_state: KVM_MP_STATE_STOPPED,
             })
             .map_err(|e| AccelError::hypervisor("KVM_SET_MP_STATE", e)),
+        // KVM runs guests in S-mode under its own SBI; M-mode is not the guest's.
+        BootState::Riscv64Bare { .. } => Err(AccelError::Unsupported {
+            what: "bare-metal M-mode programs",
+            backend: "KVM",
+        }),
         other => Err(AccelError::ArchMismatch {
             what: "boot state",
             given: other.arch(),
