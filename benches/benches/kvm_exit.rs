@@ -15,7 +15,7 @@ mod pio {
     use std::time::{Duration, Instant};
     use vm_accel::kvm::KvmAccelerator;
     use vm_accel::{
-        Accelerator, GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, VmConfig,
+        Accelerator, GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, VmOptions,
     };
     use vm_memory::Bytes;
 
@@ -33,9 +33,9 @@ mod pio {
     impl Ours {
         fn new(kvm: &KvmAccelerator) -> Self {
             let vm = kvm
-                .create_vm(&VmConfig {
+                .create_vm(&VmOptions {
                     in_kernel_irqchip: false,
-                    ..VmConfig::default()
+                    ..VmOptions::default()
                 })
                 .expect("create VM");
             let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).expect("RAM");

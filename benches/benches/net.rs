@@ -20,7 +20,7 @@ use vm_device::interrupt::CountingInterrupt;
 use vm_device::virtio::guest_driver::GuestDriver;
 use vm_device::virtio::mmio::MmioTransport;
 use vm_device::virtio::net::r#virtual::VirtualSwitch;
-use vm_device::virtio::net::{NetBackend, NetBackendConfig, NetConfig, NetDevice, VNET_HDR_LEN};
+use vm_device::virtio::net::{NetBackend, NetDevice, VNET_HDR_LEN};
 use vm_device::virtio::{GuestMemory, VIRTIO_F_VERSION_1};
 use vm_memory::{Address, Bytes, GuestAddress};
 
@@ -40,7 +40,7 @@ struct Guest {
 impl Guest {
     fn new(mac: [u8; 6], backend: Box<dyn NetBackend>, frame_len: usize) -> Self {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
-        let dev = NetDevice::new(NetConfig::new(mac), backend);
+        let dev = NetDevice::new(mac, backend);
         let mut t = MmioTransport::new(
             Box::new(dev),
             mem.clone(),
@@ -106,11 +106,7 @@ fn virtual_switch(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     for frame_len in [64usize, 1500] {
         let sw = VirtualSwitch::new();
-        let open = || {
-            NetBackendConfig::Virtual { switch: sw.clone() }
-                .open()
-                .unwrap()
-        };
+        let open = || -> Box<dyn NetBackend> { Box::new(sw.add_port()) };
         let mut a = Guest::new([2, 0, 0, 0, 0, 0xa], open(), frame_len);
         let mut b = Guest::new([2, 0, 0, 0, 0, 0xb], open(), frame_len);
         // Let the switch learn B so frames are unicast, not flooded.
@@ -150,7 +146,7 @@ fn virtual_switch(c: &mut Criterion) {
 /// would be: guest A on one, guest B on the other.
 #[cfg(unix)]
 mod segment {
-    use super::{BenchmarkId, Guest, NetBackendConfig, VirtualSwitch, BATCH};
+    use super::{BenchmarkId, Guest, NetBackend, VirtualSwitch, BATCH};
     use std::time::{Duration, Instant};
     use vm_device::virtio::net::segment::SegmentBridge;
 
@@ -176,11 +172,7 @@ mod segment {
         let (sw_a, sw_b) = (VirtualSwitch::new(), VirtualSwitch::new());
         let bridge_a = SegmentBridge::join(&sw_a, dir.path(), "bench").unwrap();
         let _bridge_b = SegmentBridge::join(&sw_b, dir.path(), "bench").unwrap();
-        let open = |sw: &VirtualSwitch| {
-            NetBackendConfig::Virtual { switch: sw.clone() }
-                .open()
-                .unwrap()
-        };
+        let open = |sw: &VirtualSwitch| -> Box<dyn NetBackend> { Box::new(sw.add_port()) };
         let mut a = Guest::new([2, 0, 0, 0, 0, 0xa], open(&sw_a), frame_len);
         let mut b = Guest::new([2, 0, 0, 0, 0, 0xb], open(&sw_b), frame_len);
         // B broadcasts once so A's bridge learns which member B is: frames are then unicast.
@@ -220,7 +212,7 @@ mod segment {
 
 #[cfg(target_os = "linux")]
 mod tap_path {
-    use super::{BenchmarkId, Bytes, Criterion, Guest, NetBackendConfig, Throughput, BATCH};
+    use super::{BenchmarkId, Bytes, Criterion, Guest, NetBackend, Throughput, BATCH};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::process::Command;
 
@@ -296,7 +288,8 @@ mod tap_path {
         let mut g = c.benchmark_group("net_tap");
         g.throughput(Throughput::Elements(BATCH as u64));
         for frame_len in [64usize, 1500] {
-            let tap = NetBackendConfig::Tap { name: TAP.into() }.open().unwrap();
+            let tap: Box<dyn NetBackend> =
+                Box::new(vm_device::virtio::net::tap::Tap::open(TAP).unwrap());
             let tap_fd = tap.raw_fd().expect("a TAP backend has a descriptor");
             let mut guest = Guest::new([2, 0, 0, 0, 0, 0xa], tap, frame_len);
             let _ = Command::new("ip")

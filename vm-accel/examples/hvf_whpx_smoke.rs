@@ -25,7 +25,7 @@ use std::time::Duration;
 use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use vm_accel::{
     detect, AccelError, BootState, GuestAddress, GuestArch, GuestMemoryMmap, SystemEvent, VcpuExit,
-    VcpuId, VmConfig,
+    VcpuId, VmOptions,
 };
 use vm_memory::Bytes;
 
@@ -177,7 +177,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     };
     let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(guest.ram_base), RAM_SIZE)])?;
     memory.write_slice(&guest.code, GuestAddress(guest.code_addr))?;
-    let vm = accel.create_vm(&VmConfig::default())?;
+    let vm = accel.create_vm(&VmOptions::default())?;
     vm.map_memory(&memory)?;
     let mut vcpu = vm.create_vcpu(VcpuId(0))?;
     vcpu.apply_boot_state(&(guest.boot)(&memory)?)?;

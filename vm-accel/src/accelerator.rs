@@ -2,7 +2,7 @@
 
 use crate::error::AccelError;
 use crate::regs::GuestArch;
-use crate::vm::{Vm, VmConfig};
+use crate::vm::{Vm, VmOptions};
 use std::fmt;
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ pub trait Accelerator: Send + Sync + fmt::Debug {
     fn max_vcpus(&self) -> u32;
 
     /// Creates a VM.
-    fn create_vm(&self, config: &VmConfig) -> Result<Arc<dyn Vm>, AccelError>;
+    fn create_vm(&self, config: &VmOptions) -> Result<Arc<dyn Vm>, AccelError>;
 }
 
 /// The accelerator [`detect`] chose, and why the others were passed over.

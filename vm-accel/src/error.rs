@@ -80,6 +80,12 @@ pub enum AccelError {
         /// The duplicate id.
         id: u32,
     },
+    /// A software vCPU was given all the instructions it was allowed.
+    #[error("the instruction limit ({limit}) was reached")]
+    InstructionLimit {
+        /// The limit.
+        limit: u64,
+    },
     /// The VM configuration is unusable.
     #[error("invalid VM configuration: {reason}")]
     InvalidConfig {

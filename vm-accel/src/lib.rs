@@ -16,11 +16,11 @@
 //! every host for the same reason.
 //!
 //! ```
-//! use vm_accel::{detect, VmConfig};
+//! use vm_accel::{detect, VmOptions};
 //!
 //! match detect() {
 //!     Ok(found) => {
-//!         let vm = found.accelerator.create_vm(&VmConfig::default()).expect("create VM");
+//!         let vm = found.accelerator.create_vm(&VmOptions::default()).expect("create VM");
 //!         println!("{} VM for {}", found.accelerator.kind(), vm.arch());
 //!     }
 //!     // No usable hypervisor: the error lists why each candidate was rejected.
@@ -86,7 +86,7 @@ pub use notifier::EventNotifier;
 pub use regs::{GuestArch, Registers};
 pub use state::{VcpuState, VmState};
 pub use vcpu::{Vcpu, VcpuId};
-pub use vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmConfig};
+pub use vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmOptions};
 pub use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 /// The backend probes for this host, best first.

@@ -9,15 +9,7 @@ use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
 use crate::state::VcpuState;
 use std::fmt;
 
-/// A vCPU index within its VM (the x86 APIC id, arm64 MPIDR affinity, riscv hart id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VcpuId(pub u32);
-
-impl fmt::Display for VcpuId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "vcpu{}", self.0)
-    }
-}
+pub use vm_core::VcpuId;
 
 /// One virtual CPU, hardware-backed or interpreted. Driven by one thread at a
 /// time (`Send`, not `Sync`); other threads stop it through a [`KickHandle`].

@@ -12,7 +12,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 /// How a VM is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmConfig {
+pub struct VmOptions {
     /// Number of vCPUs; ids `0..vcpu_count` may be created.
     pub vcpu_count: u32,
     /// The CPU model x86 vCPUs show the guest.
@@ -26,7 +26,7 @@ pub struct VmConfig {
     pub in_kernel_irqchip: bool,
 }
 
-impl Default for VmConfig {
+impl Default for VmOptions {
     fn default() -> Self {
         Self {
             vcpu_count: 1,
@@ -101,7 +101,7 @@ pub trait Vm: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Creates vCPU `id` (`0..VmConfig::vcpu_count`).
+    /// Creates vCPU `id` (`0..VmOptions::vcpu_count`).
     fn create_vcpu(&self, id: VcpuId) -> Result<Box<dyn Vcpu>, AccelError>;
 
     /// Drives an interrupt line high (`true`) or low.
@@ -142,7 +142,7 @@ pub trait Vm: Send + Sync + fmt::Debug {
     }
 
     /// Restores a state from [`Vm::save_state`] into this VM, normally a fresh
-    /// one created with the same [`VmConfig`], before its vCPUs' states.
+    /// one created with the same [`VmOptions`], before its vCPUs' states.
     fn restore_state(&self, state: &VmState) -> Result<(), AccelError> {
         Err(AccelError::StateUnsupported {
             what: "restoring VM state",

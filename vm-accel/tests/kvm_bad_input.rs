@@ -10,7 +10,7 @@ use vm_accel::boot::test_support::long_mode_entry;
 use vm_accel::regs::Arm64CoreRegisters;
 use vm_accel::{
     AccelError, Accelerator, BootState, GuestAddress, GuestMemoryMmap, GuestRegionMmap, Registers,
-    VcpuId, VmConfig,
+    VcpuId, VmOptions,
 };
 
 fn region(addr: u64, size: usize) -> Arc<GuestRegionMmap> {
@@ -109,9 +109,9 @@ fn vcpu_counts_outside_the_kvm_limit_are_refused() {
     };
     for vcpu_count in [0, kvm.max_vcpus() + 1] {
         let err = kvm
-            .create_vm(&VmConfig {
+            .create_vm(&VmOptions {
                 vcpu_count,
-                ..VmConfig::default()
+                ..VmOptions::default()
             })
             .unwrap_err();
         assert!(matches!(err, AccelError::InvalidConfig { .. }), "{err}");

@@ -8,7 +8,7 @@ use common::{asm, kvm_or_skip, out_u32, run, Exit, CODE, RAM_SIZE};
 use iced_x86::code_asm::{eax, ecx};
 use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use vm_accel::kvm::KvmAccelerator;
-use vm_accel::{Accelerator, CpuTemplate, GuestAddress, GuestMemoryMmap, VcpuId, VmConfig};
+use vm_accel::{Accelerator, CpuTemplate, GuestAddress, GuestMemoryMmap, VcpuId, VmOptions};
 use vm_memory::Bytes;
 
 const CX16: u32 = 1 << 13;
@@ -17,10 +17,10 @@ const HYPERVISOR: u32 = 1 << 31;
 /// CPUID.1:ECX as the guest sees it under `template`.
 fn guest_leaf1_ecx(kvm: &KvmAccelerator, template: CpuTemplate) -> u32 {
     let vm = kvm
-        .create_vm(&VmConfig {
+        .create_vm(&VmOptions {
             cpu_template: template,
             in_kernel_irqchip: false,
-            ..VmConfig::default()
+            ..VmOptions::default()
         })
         .unwrap();
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM_SIZE)]).unwrap();

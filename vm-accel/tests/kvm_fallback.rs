@@ -12,7 +12,7 @@ use iced_x86::code_asm::{
 use iced_x86::IcedError;
 use vm_accel::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use vm_accel::kvm::{FallbackError, KvmVcpu};
-use vm_accel::{GuestAddress, Registers, Vcpu, VcpuId, VmConfig};
+use vm_accel::{GuestAddress, Registers, Vcpu, VcpuId, VmOptions};
 use vm_memory::Bytes;
 
 const ZF: u64 = 1 << 6;
@@ -20,11 +20,11 @@ const ZF: u64 = 1 << 6;
 /// A 1-vCPU VM with 2 MiB at 0 and a vCPU in long mode at `entry`.
 fn setup(kvm: &vm_accel::kvm::KvmAccelerator, entry: u64) -> (Guest, KvmVcpu) {
     let vm = kvm
-        .create_kvm_vm(&VmConfig {
+        .create_kvm_vm(&VmOptions {
             vcpu_count: 1,
             // Without the in-kernel irqchip, so `hlt` exits to the test.
             in_kernel_irqchip: false,
-            ..VmConfig::default()
+            ..VmOptions::default()
         })
         .expect("create VM");
     let mem =

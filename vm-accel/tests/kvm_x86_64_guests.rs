@@ -541,9 +541,9 @@ fn memory_with_a_hole_maps_every_region_and_the_hole_is_mmio() {
     };
     let vm = vm_accel::Accelerator::create_vm(
         &kvm,
-        &vm_accel::VmConfig {
+        &vm_accel::VmOptions {
             in_kernel_irqchip: false,
-            ..vm_accel::VmConfig::default()
+            ..vm_accel::VmOptions::default()
         },
     )
     .unwrap();

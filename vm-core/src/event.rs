@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DeviceConfig, VmConfig};
 use crate::id::VmId;
 use crate::state::Transition;
+use crate::stop::StopReason;
 
 /// Wall-clock time of an event, in nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -27,24 +28,6 @@ impl Timestamp {
     pub fn from_millis(ms: u64) -> Self {
         Self(ms.saturating_mul(1_000_000))
     }
-}
-
-/// Why a VM stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// An operator or API client asked for it.
-    Requested,
-    /// The guest powered itself off.
-    GuestShutdown,
-    /// The guest asked for a reset, which this VMM treats as a stop.
-    GuestReset,
-    /// The daemon was shutting down.
-    HostShutdown,
-    /// The daemon restarted and found the VM's process gone.
-    DaemonRestarted,
-    /// Not recorded (events from the v1 journal carried no reason).
-    Unknown,
 }
 
 /// What happened to the VM.

@@ -1,4 +1,5 @@
-//! `VmId`: the validated name of a VM, which is also the key of its event stream.
+//! `VmId`: the validated name of a VM, which is also the key of its event stream;
+//! `VcpuId`: a vCPU's index within its VM.
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,6 +38,17 @@ pub enum VmIdError {
         /// The offending first character.
         ch: char,
     },
+}
+
+/// A vCPU index within its VM (the x86 APIC id, arm64 MPIDR affinity, riscv hart id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VcpuId(pub u32);
+
+impl fmt::Display for VcpuId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vcpu{}", self.0)
+    }
 }
 
 /// Identifier of a VM: 1 to 64 characters from `[A-Za-z0-9_.-]`, not starting with '.' or '-'.

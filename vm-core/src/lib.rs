@@ -27,15 +27,17 @@ pub mod config;
 pub mod event;
 pub mod id;
 pub mod state;
+pub mod stop;
 pub mod thread_role;
 
 pub use config::{
     ConfigError, DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,
     VmConfig,
 };
-pub use event::{EventKind, StopReason, Timestamp, VmEvent};
-pub use id::{VmId, VmIdError};
+pub use event::{EventKind, Timestamp, VmEvent};
+pub use id::{VcpuId, VmId, VmIdError};
 pub use state::{Transition, TransitionError, VmState};
+pub use stop::StopReason;
 
 pub mod projection;
 pub mod store;

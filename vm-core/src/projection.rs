@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::config::{DeviceConfig, VmConfig};
-use crate::event::{EventKind, StopReason, Timestamp, VmEvent};
+use crate::event::{EventKind, Timestamp, VmEvent};
 use crate::id::VmId;
 use crate::state::{TransitionError, VmState};
+use crate::stop::StopReason;
 use crate::store::{EventStore, StoreError};
 
 /// What the journal says about one VM.
@@ -187,7 +188,7 @@ impl VmRegistry {
                     rec.state = rec.state.apply(t).map_err(transition_err)?;
                 }
                 match kind {
-                    EventKind::Stopped { reason } => rec.stop_reason = Some(*reason),
+                    EventKind::Stopped { reason } => rec.stop_reason = Some(reason.clone()),
                     EventKind::Failed { error } => rec.error = Some(error.clone()),
                     _ => {}
                 }

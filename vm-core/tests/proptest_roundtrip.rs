@@ -8,7 +8,7 @@ use vm_core::store::codec::{encode_event, EventDecoder};
 use vm_core::store::{EventStore, MemoryStore, V2Store};
 use vm_core::{
     DeviceConfig, EventKind, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,
-    StopReason, Timestamp, VmConfig, VmEvent, VmId,
+    StopReason, Timestamp, VcpuId, VmConfig, VmEvent, VmId,
 };
 
 fn arch() -> impl Strategy<Value = GuestArch> {
@@ -72,6 +72,15 @@ fn kind() -> impl Strategy<Value = EventKind> {
             Just(StopReason::GuestReset),
             Just(StopReason::HostShutdown),
             Just(StopReason::Unknown),
+            Just(StopReason::DaemonRestarted),
+            Just(StopReason::CtrlAltDel),
+            any::<u32>().prop_map(|v| StopReason::TripleFault { vcpu: VcpuId(v) }),
+            (proptest::option::of(any::<u32>()), ".{0,32}").prop_map(|(v, message)| {
+                StopReason::Failed {
+                    vcpu: v.map(VcpuId),
+                    message,
+                }
+            }),
         ]
         .prop_map(|reason| EventKind::Stopped { reason }),
         device().prop_map(EventKind::device_attached),

@@ -15,20 +15,20 @@
 //! ([`interp::riscv64::elf::run`]).
 //!
 //! ```
-//! use vm_accel::{Accelerator, AcceleratorKind, GuestArch, VmConfig};
+//! use vm_accel::{Accelerator, AcceleratorKind, GuestArch, VmOptions};
 //! use vm_cross_arch::interp::riscv64::SoftwareAccelerator;
 //!
 //! let engine = SoftwareAccelerator;
 //! assert_eq!(engine.kind(), AcceleratorKind::Software);
-//! let vm = engine.create_vm(&VmConfig { vcpu_count: 2, ..VmConfig::default() }).unwrap();
+//! let vm = engine.create_vm(&VmOptions { vcpu_count: 2, ..VmOptions::default() }).unwrap();
 //! assert_eq!(vm.arch(), GuestArch::Riscv64);
 //! ```
 //!
 //! ```
-//! use vm_cross_arch::platform::{for_arch, BootData, BootState, GuestArch, MachineConfig};
+//! use vm_cross_arch::platform::{for_arch, BootData, BootState, GuestArch, MachineSize};
 //!
 //! let platform = for_arch(GuestArch::Riscv64);
-//! let config = MachineConfig { vcpus: 2, mem_size: 64 << 20, virtio_devices: 2 };
+//! let config = MachineSize { vcpus: 2, mem_size: 64 << 20, virtio_devices: 2 };
 //! let map = platform.memory_map(&config).unwrap();
 //! let mem = map.create_guest_memory().unwrap();
 //!

@@ -8,7 +8,7 @@ mod support;
 
 use support::machine;
 use vm_accel::kvm::KvmAccelerator;
-use vm_accel::{Accelerator, VcpuExit, VcpuId, VmConfig};
+use vm_accel::{Accelerator, VcpuExit, VcpuId, VmOptions};
 use vm_cross_arch::platform::{for_arch, BootState, GuestArch};
 
 const PORT: u16 = 0x80;
@@ -81,10 +81,10 @@ fn kvm_guest_reads_the_zero_page_the_platform_wrote() {
         )
         .expect("boot");
     let vm = kvm
-        .create_vm(&VmConfig {
+        .create_vm(&VmOptions {
             vcpu_count: 1,
             in_kernel_irqchip: false,
-            ..VmConfig::default()
+            ..VmOptions::default()
         })
         .expect("VM");
     vm.map_memory(&mem).expect("map guest memory");

@@ -19,7 +19,7 @@ use std::time::Instant;
 use support::guest_file;
 use vm_accel::{SystemEvent, VcpuExit, VcpuId, Vm};
 use vm_cross_arch::interp::riscv64::RiscvVm;
-use vm_cross_arch::platform::{for_arch, GuestArch, MachineConfig, SerialPort};
+use vm_cross_arch::platform::{for_arch, GuestArch, MachineSize, SerialPort};
 use vm_device::interrupt::CallbackInterrupt;
 use vm_device::legacy::serial::{CaptureBuffer, Serial};
 use vm_device::Bus;
@@ -43,7 +43,7 @@ fn boot(vcpus: u32) {
 
     let platform = for_arch(GuestArch::Riscv64);
     let map = platform
-        .memory_map(&MachineConfig {
+        .memory_map(&MachineSize {
             vcpus,
             mem_size: 256 << 20,
             virtio_devices: 0,

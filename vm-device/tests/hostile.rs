@@ -9,7 +9,7 @@ use vm_device::bus::BusDevice;
 use vm_device::virtio::guest_driver::{GuestDriver, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_device::virtio::mmio::{reg, INT_CONFIG};
 use vm_device::virtio::net::r#virtual::{VirtualPort, VirtualSwitch};
-use vm_device::virtio::net::{NetBackend, NetConfig, VNET_HDR_LEN};
+use vm_device::virtio::net::{NetBackend, VNET_HDR_LEN};
 use vm_device::virtio::status;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -174,12 +174,8 @@ fn total_length_overflowing_32_bits() {
         vm_device::virtio::GuestMemory::from_ranges(&[(GuestAddress(0), 0x1_0001_0000)]).unwrap();
     let sw = VirtualSwitch::new();
     let peer = sw.add_port();
-    let mut nic = Nic::with_memory(
-        mem,
-        NetConfig::new(MAC_A),
-        Box::new(sw.add_port()),
-        BASE_FEATURES,
-    );
+    let dev = vm_device::virtio::net::NetDevice::new(MAC_A, Box::new(sw.add_port()));
+    let mut nic = Nic::with_memory(mem, dev, BASE_FEATURES);
     offer(
         &mut nic,
         TX,
@@ -253,8 +249,7 @@ fn rings_outside_guest_memory_fail_activation() {
     let sw = VirtualSwitch::new();
     let mem = guest_memory();
     let irq = std::sync::Arc::new(vm_device::interrupt::CountingInterrupt::new());
-    let dev =
-        vm_device::virtio::net::NetDevice::new(NetConfig::new(MAC_A), Box::new(sw.add_port()));
+    let dev = vm_device::virtio::net::NetDevice::new(MAC_A, Box::new(sw.add_port()));
     let mut t = vm_device::virtio::mmio::MmioTransport::new(Box::new(dev), mem, irq).unwrap();
     let s = status::ACKNOWLEDGE | status::DRIVER;
     GuestDriver::write_reg(&mut t, reg::STATUS, status::ACKNOWLEDGE);

@@ -11,7 +11,7 @@ use vm_device::interrupt::CountingInterrupt;
 use vm_device::virtio::guest_driver::GuestDriver;
 use vm_device::virtio::mmio::MmioTransport;
 use vm_device::virtio::net::r#virtual::VirtualSwitch;
-use vm_device::virtio::net::{NetConfig, NetDevice, VNET_HDR_LEN};
+use vm_device::virtio::net::{NetDevice, VNET_HDR_LEN};
 use vm_device::virtio::{GuestMemory, VIRTIO_F_VERSION_1};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -48,7 +48,7 @@ struct Guest {
 
 fn guest(sw: &VirtualSwitch, mac: [u8; 6]) -> Guest {
     let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
-    let dev = NetDevice::new(NetConfig::new(mac), Box::new(sw.add_port()));
+    let dev = NetDevice::new(mac, Box::new(sw.add_port()));
     let mut t = MmioTransport::new(
         Box::new(dev),
         mem.clone(),

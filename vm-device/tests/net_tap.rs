@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use vm_device::virtio::net::{features, NetBackendConfig};
+use vm_device::virtio::net::features;
+use vm_device::virtio::net::tap::Tap;
 
 const ETH_P_ALL: u16 = 0x0003;
 const TAP_NAME: &str = "vmdtap0";
@@ -157,12 +158,8 @@ impl PacketSocket {
 fn run_in_netns() -> Result<(), String> {
     let ns = Netns::create(format!("vmdev-tap-{}", std::process::id()))?;
     ns.enter()?;
-    let backend = NetBackendConfig::Tap {
-        name: TAP_NAME.into(),
-    }
-    .open();
-    let backend = match backend {
-        Ok(b) => b,
+    let backend = match Tap::open(TAP_NAME) {
+        Ok(b) => Box::new(b),
         // Only "not allowed / not present" is a reason to skip; anything else is a bug.
         Err(vm_device::virtio::net::NetBackendError::Io { op, source })
             if matches!(

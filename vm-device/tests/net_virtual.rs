@@ -7,16 +7,11 @@ use vm_device::bus::BusDevice;
 use vm_device::virtio::guest_driver::GuestDriver;
 use vm_device::virtio::mmio::{reg, INT_CONFIG, INT_VRING, MMIO_MAGIC};
 use vm_device::virtio::net::r#virtual::VirtualSwitch;
-use vm_device::virtio::net::{features, NetBackendConfig, NetDevice};
+use vm_device::virtio::net::{features, NetDevice};
 use vm_device::virtio::{status, VIRTIO_F_VERSION_1};
 
 fn nic(switch: &VirtualSwitch, mac: [u8; 6], wanted: u64) -> Nic {
-    let backend = NetBackendConfig::Virtual {
-        switch: switch.clone(),
-    }
-    .open()
-    .unwrap();
-    Nic::new(mac, backend, wanted)
+    Nic::new(mac, Box::new(switch.add_port()), wanted)
 }
 
 #[test]
@@ -137,10 +132,7 @@ fn link_change_bumps_config_generation_and_raises_config_interrupt() {
     let sw = VirtualSwitch::new();
     let mem = guest_memory();
     let irq = std::sync::Arc::new(vm_device::interrupt::CountingInterrupt::new());
-    let dev = NetDevice::new(
-        vm_device::virtio::net::NetConfig::new(MAC_A),
-        Box::new(sw.add_port()),
-    );
+    let dev = NetDevice::new(MAC_A, Box::new(sw.add_port()));
     let link = dev.link_control();
     let mut t =
         vm_device::virtio::mmio::MmioTransport::new(Box::new(dev), mem.clone(), irq.clone())
@@ -177,10 +169,7 @@ fn features_not_offered_or_without_version_1_are_refused() {
     let sw = VirtualSwitch::new();
     let mem = guest_memory();
     let irq = std::sync::Arc::new(vm_device::interrupt::CountingInterrupt::new());
-    let dev = NetDevice::new(
-        vm_device::virtio::net::NetConfig::new(MAC_A),
-        Box::new(sw.add_port()),
-    );
+    let dev = NetDevice::new(MAC_A, Box::new(sw.add_port()));
     let mut t =
         vm_device::virtio::mmio::MmioTransport::new(Box::new(dev), mem.clone(), irq).unwrap();
     let mut drv = GuestDriver::new(mem.clone(), vm_memory::GuestAddress(SCRATCH), 1 << 20);
@@ -230,11 +219,11 @@ fn tx_rate_limiter_holds_frames_beyond_the_bucket() {
     use vm_memory::Bytes;
     let sw = VirtualSwitch::new();
     let mut peer = sw.add_port();
-    let mut config = vm_device::virtio::net::NetConfig::new(MAC_A);
     // Two packets of credit that never refills: exactly two frames may leave.
-    config.tx_rate_limiter = RateLimiter::new(None, Some((2, 0)));
     let backend: Box<dyn NetBackend> = Box::new(sw.add_port());
-    let mut a = Nic::with_config(config, backend, BASE_FEATURES);
+    let dev =
+        NetDevice::new(MAC_A, backend).with_tx_rate_limiter(RateLimiter::new(None, Some((2, 0))));
+    let mut a = Nic::with_device(dev, BASE_FEATURES);
     let mut frame = vec![0u8; vm_device::virtio::net::VNET_HDR_LEN];
     frame.extend(eth_frame(BROADCAST, MAC_A, 60, 0));
     let addr = a.driver.alloc(frame.len() as u64, 16).unwrap();
@@ -301,10 +290,10 @@ fn throttled_tx_resumes_on_poll_once_tokens_refill() {
     use vm_memory::Bytes;
     let sw = VirtualSwitch::new();
     let mut peer = sw.add_port();
-    let mut config = vm_device::virtio::net::NetConfig::new(MAC_A);
     // Two packets of burst, 1000 packets/s refill.
-    config.tx_rate_limiter = RateLimiter::new(None, Some((2, 1000)));
-    let mut a = Nic::with_config(config, Box::new(sw.add_port()), BASE_FEATURES);
+    let dev = NetDevice::new(MAC_A, Box::new(sw.add_port()))
+        .with_tx_rate_limiter(RateLimiter::new(None, Some((2, 1000))));
+    let mut a = Nic::with_device(dev, BASE_FEATURES);
     let mut frame = vec![0u8; vm_device::virtio::net::VNET_HDR_LEN];
     frame.extend(eth_frame(BROADCAST, MAC_A, 60, 0));
     let addr = a.driver.alloc(frame.len() as u64, 16).unwrap();

@@ -11,6 +11,7 @@
 //! when it asked to stop, 1 when the VM could not be built or failed, 2 when a
 //! vCPU triple-faulted.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use tracing_subscriber::EnvFilter;
 use vm_core::config::{
     DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode, VmConfig,
 };
+use vm_core::stop::EXIT_FAILED;
 use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
@@ -299,11 +301,6 @@ impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
     }
 }
 
-/// Exit status for a VM that could not be built or failed while running.
-const EXIT_FAILED: u8 = 1;
-/// Exit status for a guest that triple-faulted.
-const EXIT_TRIPLE_FAULT: u8 = 2;
-
 fn parse_net(spec: &str, mac: Option<MacAddr>) -> Result<Option<DeviceConfig>, String> {
     let backend = match spec {
         "none" => return Ok(None),
@@ -382,36 +379,12 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
     })
 }
 
-/// Runs a bare-metal riscv64 test program (riscv-tests `tohost` convention)
-/// on the interpreter: exit status 0 when it passes, 1 when it fails or
-/// runs out of instructions.
-fn run_riscv_elf(args: &RunArgs, program: &[u8]) -> ExitCode {
-    use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
-    let report = match elf::run(program, args.memory << 20, args.max_instructions) {
-        Ok(r) => r,
-        Err(e) => return fail(&e.to_string()),
-    };
-    let mut out = std::io::stdout();
-    let _ = std::io::Write::write_all(&mut out, &report.console);
-    let secs = report.elapsed.as_secs_f64();
-    eprintln!(
-        "vm-service: riscv64 test program: {:?} after {} instructions in {:.3} s ({:.1} MIPS)",
-        report.outcome,
-        report.instructions,
-        secs,
-        mips(report.instructions, secs)
-    );
-    match report.outcome {
-        Outcome::Pass | Outcome::PowerEvent(vm_accel::SystemEvent::Shutdown) => ExitCode::SUCCESS,
-        _ => ExitCode::from(EXIT_FAILED),
-    }
-}
-
-/// Millions of instructions per second, for display.
-// Display only: instruction counts stay far below 2^52, where f64 is exact.
-#[allow(clippy::cast_precision_loss)]
-fn mips(instructions: u64, secs: f64) -> f64 {
-    instructions as f64 / secs.max(1e-9) / 1e6
+/// Whether the riscv64 `--kernel` is a bare-metal test program (an ELF file,
+/// not an `Image`), which runs within `--max-instructions`.
+fn is_test_program(path: &std::path::Path) -> std::io::Result<bool> {
+    let mut magic = Vec::with_capacity(4);
+    std::fs::File::open(path)?.take(4).read_to_end(&mut magic)?;
+    Ok(vm_cross_arch::platform::riscv64::program::is_elf(&magic))
 }
 
 fn run(args: &RunArgs) -> ExitCode {
@@ -443,17 +416,17 @@ fn run(args: &RunArgs) -> ExitCode {
         (None, Ok(c)) => c,
         (None, Err(e)) => return fail(&e),
     };
-    if config.arch == GuestArch::Riscv64 && args.guest.is_none() && restore.is_none() {
-        if let Some(path) = &config.kernel {
-            match std::fs::read(path) {
-                Ok(bytes) if bytes.starts_with(b"\x7fELF") && gdb.is_some() => {
-                    return fail("--gdb needs a kernel Image; ELF test programs run without it");
-                }
-                Ok(bytes) if bytes.starts_with(b"\x7fELF") => return run_riscv_elf(args, &bytes),
-                Ok(_) => {}
+    let test_program = match &config.kernel {
+        Some(path) if config.arch == GuestArch::Riscv64 && restore.is_none() => {
+            match is_test_program(path) {
+                Ok(yes) => yes,
                 Err(e) => return fail(&format!("cannot read kernel {}: {e}", path.display())),
             }
         }
+        _ => false,
+    };
+    if test_program && gdb.is_some() {
+        return fail("--gdb needs a kernel Image; ELF test programs run without it");
     }
     // Only a named switch is shared; plain `virtual` stays private to this process.
     let shared = match &restore {
@@ -484,8 +457,13 @@ fn run(args: &RunArgs) -> ExitCode {
         fired: args.snapshot_on_output.as_ref().map(|_| snapshot_tx),
     };
     let (console, guest_status) = guest::ExitWatch::new(trigger);
-    let builder = restore
-        .unwrap_or_else(|| VmmBuilder::new(config))
+    let builder = restore.unwrap_or_else(|| VmmBuilder::new(config));
+    let builder = if test_program {
+        builder.instruction_limit(args.max_instructions)
+    } else {
+        builder
+    };
+    let builder = builder
         .executor(args.executor)
         .switches(switches)
         .serial_output(Box::new(console))
@@ -535,7 +513,7 @@ fn run(args: &RunArgs) -> ExitCode {
     match (snapshot_taken, reason) {
         (Some(true), StopReason::Requested) => ExitCode::SUCCESS,
         (Some(false), _) => ExitCode::from(EXIT_FAILED),
-        (_, reason) => exit_status(reason, guest_status),
+        (_, reason) => exit_status(&reason, guest_status),
     }
 }
 
@@ -612,15 +590,14 @@ fn restore_builder(
     }
 }
 
-fn exit_status(reason: StopReason, guest_status: Option<i32>) -> ExitCode {
-    match reason {
-        r if r.is_clean() => match guest_status {
-            // The guest's command ended with this status (its init said so).
-            Some(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
-            None => ExitCode::SUCCESS,
-        },
-        StopReason::TripleFault { .. } => ExitCode::from(EXIT_TRIPLE_FAULT),
-        _ => ExitCode::from(EXIT_FAILED),
+/// The process's exit status: the stop reason's ([`StopReason::exit_code`]),
+/// or after a clean stop the status of the guest's command, if its init said.
+fn exit_status(reason: &StopReason, guest_status: Option<i32>) -> ExitCode {
+    match guest_status {
+        Some(status) if reason.is_clean() => {
+            ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED))
+        }
+        _ => ExitCode::from(reason.exit_code()),
     }
 }
 

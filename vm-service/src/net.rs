@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use vm_accel::EventNotifier;
-use vm_core::config::{NetBackendConfig, NetConfig as NetDeviceConfig};
+use vm_core::config::{NetBackendConfig, NetConfig};
 use vm_device::interrupt::{CallbackInterrupt, Interrupt};
 use vm_device::virtio::mmio::MmioTransport;
 use vm_device::virtio::net::r#virtual::VirtualSwitch;
 use vm_device::virtio::net::segment::{SegmentBridge, SegmentError};
-use vm_device::virtio::net::{NetBackendConfig as Backend, NetConfig, NetDevice};
+use vm_device::virtio::net::tap::Tap;
+use vm_device::virtio::net::{NetBackend, NetDevice};
 use vm_device::virtio::GuestMemory;
 
 use crate::poller::PolledDevice;
@@ -125,22 +126,17 @@ pub fn generated_mac() -> [u8; 6] {
 
 /// Opens the backend for `config` and puts the device behind a transport.
 pub(crate) fn attach(
-    config: &NetDeviceConfig,
+    config: &NetConfig,
     mem: GuestMemory,
     interrupt: Arc<dyn Interrupt>,
     switches: &SwitchRegistry,
 ) -> Result<PolledDevice, Box<dyn std::error::Error + Send + Sync>> {
-    let backend = match &config.backend {
-        NetBackendConfig::Virtual { switch } => Backend::Virtual {
-            switch: switches.get(switch)?,
-        },
-        NetBackendConfig::Tap { ifname } => Backend::Tap {
-            name: ifname.clone(),
-        },
-    }
-    .open()?;
+    let backend: Box<dyn NetBackend> = match &config.backend {
+        NetBackendConfig::Virtual { switch } => Box::new(switches.get(switch)?.add_port()),
+        NetBackendConfig::Tap { ifname } => Box::new(Tap::open(ifname)?),
+    };
     let mac = config.mac.map_or_else(generated_mac, |m| m.0);
-    let mut device = NetDevice::new(NetConfig::new(mac), backend);
+    let mut device = NetDevice::new(mac, backend);
     let (wake_fd, notifier) = if let Some(fd) = device.backend().raw_fd() {
         (fd, None)
     } else {

@@ -14,9 +14,8 @@ use std::time::Instant;
 use vm_accel::{AccelError, Accelerator, AcceleratorKind, IrqLine, VcpuId, Vm};
 use vm_core::config::{DeviceConfig, GuestArch, SerialMode, VmConfig};
 use vm_core::ConfigError;
-use vm_cross_arch::platform::{
-    self, BootInfo, MachineConfig, MemoryMap, PlatformError, SerialPort,
-};
+use vm_cross_arch::interp::riscv64::RiscvVcpu;
+use vm_cross_arch::platform::{self, BootInfo, MachineSize, MemoryMap, PlatformError, SerialPort};
 use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
 use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
 use vm_device::virtio::mmio::MmioTransport;
@@ -98,6 +97,12 @@ pub enum VmmError {
     /// A snapshot could not be read or did not fit.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// An instruction limit was asked of an engine that does not count instructions.
+    #[error("an instruction limit needs the riscv64 interpreter; {engine} runs this guest")]
+    InstructionLimit {
+        /// The engine chosen.
+        engine: String,
+    },
     /// Starting the executor failed.
     #[error("starting the {kind} executor: {source}")]
     Executor {
@@ -143,6 +148,8 @@ pub struct VmmBuilder {
     switches: SwitchRegistry,
     /// Set by [`VmmBuilder::restore`]: the VM comes from this snapshot.
     restore: Option<(VmState, SnapshotPaths)>,
+    /// Set by [`VmmBuilder::instruction_limit`].
+    instruction_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for VmmBuilder {
@@ -182,6 +189,7 @@ impl VmmBuilder {
             serial_in: None,
             switches: SwitchRegistry::new(),
             restore: None,
+            instruction_limit: None,
         }
     }
 
@@ -228,6 +236,16 @@ impl VmmBuilder {
     #[must_use]
     pub fn serial_output(mut self, out: Box<dyn Write + Send>) -> Self {
         self.serial_out = Some(out);
+        self
+    }
+
+    /// Ends each vCPU's run with an error once it has run `limit`
+    /// instructions (`vm-service run --max-instructions`, for riscv64 test
+    /// programs). Only the riscv64 interpreter counts instructions: `build`
+    /// refuses the limit for any other engine.
+    #[must_use]
+    pub fn instruction_limit(mut self, limit: u64) -> Self {
+        self.instruction_limit = Some(limit);
         self
     }
 
@@ -281,7 +299,7 @@ impl VmmBuilder {
 
         let phase = Instant::now();
         let platform = platform::for_arch(config.arch);
-        let map = platform.memory_map(&MachineConfig {
+        let map = platform.memory_map(&MachineSize {
             vcpus: config.vcpus,
             mem_size: config.memory_bytes(),
             virtio_devices: config.devices.len() as u32,
@@ -291,7 +309,7 @@ impl VmmBuilder {
             None => map.create_guest_memory()?,
         };
         let vm = accel
-            .create_vm(&vm_accel::VmConfig {
+            .create_vm(&vm_accel::VmOptions {
                 vcpu_count: config.vcpus,
                 ..Default::default()
             })
@@ -343,7 +361,7 @@ impl VmmBuilder {
                 .map_err(|e| device_err("the serial console input", e))?;
         }
 
-        let vcpus = match (&boot, restoring) {
+        let mut vcpus = match (&boot, restoring) {
             (Some(boot), _) => create_vcpus(vm.as_ref(), platform, &map, boot)?,
             (None, Some((state, _))) => {
                 restore_devices(&transports, state)?;
@@ -351,6 +369,17 @@ impl VmmBuilder {
             }
             (None, None) => unreachable!("a VM is either booted or restored"),
         };
+        if let Some(limit) = self.instruction_limit {
+            for vcpu in &mut vcpus {
+                let any: &mut dyn std::any::Any = vcpu.as_mut();
+                let Some(hart) = any.downcast_mut::<RiscvVcpu>() else {
+                    return Err(VmmError::InstructionLimit {
+                        engine: accel.kind().to_string(),
+                    });
+                };
+                hart.set_instruction_limit(limit);
+            }
+        }
         tracing::info!(
             elapsed_us = started.elapsed().as_micros() as u64,
             "VM built"

@@ -119,6 +119,12 @@ async fn spinning_guest_pause_resume_stop_and_ctrl_alt_del() {
     d.action("spin", "InstanceStart", 200).await;
     let vm = d.action("spin", "SendCtrlAltDel", 200).await;
     assert_eq!(vm["stop_reason"], "ctrl-alt-del");
+    assert_eq!(vm["last_exit"]["kind"], "ctrl_alt_del");
+    // The journal keeps the reason, so a restarted daemon says the same.
+    drop(d);
+    let d = Daemon::start(dir.path()).await;
+    let vm = d.expect("GET", "/vms/spin", None, 200).await;
+    assert_eq!(vm["stop_reason"], "ctrl-alt-del", "{vm:#}");
     d.expect("DELETE", "/vms/spin", None, 204).await;
 }
 

@@ -244,3 +244,18 @@ fn pause_resume_stop_spinning_guest_sync() {
 fn pause_resume_stop_spinning_guest_async() {
     run_spinning_guest_controls(ExecutorKind::Async);
 }
+
+#[test]
+fn an_instruction_limit_is_refused_on_kvm() {
+    if !test_prerequisites::kvm_available() {
+        return;
+    }
+    let err = VmmBuilder::new(VmConfig::default())
+        .instruction_limit(1000)
+        .build()
+        .expect_err("KVM does not count instructions");
+    assert!(
+        matches!(&err, VmmError::InstructionLimit { engine } if engine == "KVM"),
+        "{err}"
+    );
+}

@@ -44,6 +44,16 @@ pub enum BootState {
         /// Device tree blob.
         fdt: GuestAddress,
     },
+    /// A bare-metal riscv64 program (the riscv-tests convention) entered in
+    /// M-mode at `entry`, with no firmware; its write of a non-zero value to
+    /// `tohost` ends it (1: passed, `(n << 1) | 1`: test `n` failed). Only the
+    /// software engine runs these.
+    Riscv64Bare {
+        /// Entry point.
+        entry: GuestAddress,
+        /// Address of the program's `tohost` symbol, if it has one.
+        tohost: Option<GuestAddress>,
+    },
     /// A secondary vCPU that waits to be started by the boot vCPU
     /// (x86 INIT/SIPI, arm64 PSCI `CPU_ON`, riscv64 SBI HSM `hart_start`).
     Secondary {
@@ -58,7 +68,7 @@ impl BootState {
         match self {
             Self::X86_64Linux { .. } => GuestArch::X86_64,
             Self::Arm64Linux { .. } => GuestArch::Arm64,
-            Self::Riscv64 { .. } => GuestArch::Riscv64,
+            Self::Riscv64 { .. } | Self::Riscv64Bare { .. } => GuestArch::Riscv64,
             Self::Secondary { arch } => *arch,
         }
     }

@@ -17,7 +17,7 @@ use crate::kvm::exit::{Fixup, InternalErrorData};
 use crate::kvm::vm::VmShared;
 use crate::regs::{Arm64CoreRegisters, GuestArch, Registers, X86_64SpecialRegisters};
 use crate::vcpu::VcpuId;
-use crate::vm::{IrqLine, VmConfig};
+use crate::vm::{IrqLine, VmOptions};
 use kvm_bindings::{
     kvm_mp_state, kvm_regs, kvm_vcpu_init, user_pt_regs, PSR_MODE_EL1h, KVM_ARM_IRQ_TYPE_SHIFT,
     KVM_ARM_IRQ_TYPE_SPI, KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2, KVM_MP_STATE_STOPPED,
@@ -44,7 +44,7 @@ impl VmArch {
     pub(super) fn new(
         _kvm: &kvm_ioctls::Kvm,
         fd: &VmFd,
-        _config: &VmConfig,
+        _config: &VmOptions,
     ) -> Result<Self, AccelError> {
         let mut preferred = kvm_vcpu_init::default();
         fd.get_preferred_target(&mut preferred)

@@ -46,7 +46,7 @@ pub use x86_64::FallbackError;
 use crate::accelerator::{Accelerator, AcceleratorKind, Probe, Unavailable};
 use crate::error::AccelError;
 use crate::regs::GuestArch;
-use crate::vm::{Vm, VmConfig};
+use crate::vm::{Vm, VmOptions};
 use kvm_ioctls::{Cap, Kvm};
 use std::path::Path;
 use std::sync::Arc;
@@ -140,14 +140,14 @@ impl Accelerator for KvmAccelerator {
         self.max_vcpus
     }
 
-    fn create_vm(&self, config: &VmConfig) -> Result<Arc<dyn Vm>, AccelError> {
+    fn create_vm(&self, config: &VmOptions) -> Result<Arc<dyn Vm>, AccelError> {
         Ok(Arc::new(KvmVm::new(&self.kvm, config, self.max_vcpus)?))
     }
 }
 
 impl KvmAccelerator {
     /// Creates a VM as the concrete KVM type (see [`Accelerator::create_vm`]).
-    pub fn create_kvm_vm(&self, config: &VmConfig) -> Result<KvmVm, AccelError> {
+    pub fn create_kvm_vm(&self, config: &VmOptions) -> Result<KvmVm, AccelError> {
         KvmVm::new(&self.kvm, config, self.max_vcpus)
     }
 }

@@ -18,7 +18,7 @@ use crate::regs::{
     GuestArch, Registers, Riscv64CoreRegisters, RiscvPrivilege, X86_64SpecialRegisters,
 };
 use crate::vcpu::VcpuId;
-use crate::vm::{IrqLine, VmConfig};
+use crate::vm::{IrqLine, VmOptions};
 use kvm_bindings::{
     kvm_mp_state, kvm_riscv_core, kvm_riscv_csr, KVM_MP_STATE_STOPPED, KVM_REG_RISCV,
     KVM_REG_RISCV_CORE, KVM_REG_RISCV_CSR, KVM_REG_SIZE_U64, KVM_RISCV_MODE_S, KVM_RISCV_MODE_U,
@@ -39,7 +39,7 @@ impl VmArch {
     pub(super) fn new(
         _kvm: &kvm_ioctls::Kvm,
         _fd: &VmFd,
-        _config: &VmConfig,
+        _config: &VmOptions,
     ) -> Result<Self, AccelError> {
         Ok(Self)
     }
@@ -157,6 +157,11 @@ pub(super) fn apply_boot_state(
                 mp_state: KVM_MP_STATE_STOPPED,
             })
             .map_err(|e| AccelError::hypervisor("KVM_SET_MP_STATE", e)),
+        // KVM runs guests in S-mode under its own SBI; M-mode is not the guest's.
+        BootState::Riscv64Bare { .. } => Err(AccelError::Unsupported {
+            what: "bare-metal M-mode programs",
+            backend: "KVM",
+        }),
         other => Err(AccelError::ArchMismatch {
             what: "boot state",
             given: other.arch(),

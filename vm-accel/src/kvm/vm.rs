@@ -7,7 +7,7 @@ use crate::notifier::EventNotifier;
 use crate::regs::GuestArch;
 use crate::state::VmState;
 use crate::vcpu::{Vcpu, VcpuId};
-use crate::vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmConfig};
+use crate::vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmOptions};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{NoDatamatch, VmFd};
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,7 +77,7 @@ pub struct KvmVm {
 impl KvmVm {
     pub(super) fn new(
         kvm: &kvm_ioctls::Kvm,
-        config: &VmConfig,
+        config: &VmOptions,
         max_vcpus: u32,
     ) -> Result<Self, AccelError> {
         if config.vcpu_count == 0 || config.vcpu_count > max_vcpus {

@@ -56,7 +56,7 @@ pub use vm::WhpxVm;
 use crate::accelerator::{Accelerator, AcceleratorKind, Probe, Unavailable};
 use crate::error::AccelError;
 use crate::regs::GuestArch;
-use crate::vm::{Vm, VmConfig};
+use crate::vm::{Vm, VmOptions};
 use std::sync::Arc;
 use windows_sys::Win32::System::Hypervisor::{
     WHvCapabilityCodeFeatures, WHvCapabilityCodeHypervisorPresent, WHV_CAPABILITY,
@@ -115,7 +115,7 @@ impl WhpxAccelerator {
     }
 
     /// Creates a VM as the concrete WHPX type (see [`Accelerator::create_vm`]).
-    pub fn create_whpx_vm(&self, config: &VmConfig) -> Result<WhpxVm, AccelError> {
+    pub fn create_whpx_vm(&self, config: &VmOptions) -> Result<WhpxVm, AccelError> {
         // The emulated local APIC is WHPX's in-kernel interrupt controller.
         WhpxVm::new(
             config,
@@ -138,7 +138,7 @@ impl Accelerator for WhpxAccelerator {
         MAX_VCPUS
     }
 
-    fn create_vm(&self, config: &VmConfig) -> Result<Arc<dyn Vm>, AccelError> {
+    fn create_vm(&self, config: &VmOptions) -> Result<Arc<dyn Vm>, AccelError> {
         Ok(Arc::new(self.create_whpx_vm(config)?))
     }
 }

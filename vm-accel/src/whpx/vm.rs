@@ -11,7 +11,7 @@ use crate::memory::MemorySlots;
 use crate::notifier::EventNotifier;
 use crate::regs::GuestArch;
 use crate::vcpu::{Vcpu, VcpuId};
-use crate::vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmConfig};
+use crate::vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -152,7 +152,7 @@ fn set_property<T>(
 
 impl WhpxVm {
     pub(super) fn new(
-        config: &VmConfig,
+        config: &VmOptions,
         max_vcpus: u32,
         apic_emulation: bool,
     ) -> Result<Self, AccelError> {

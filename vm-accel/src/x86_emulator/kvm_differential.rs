@@ -14,7 +14,7 @@ use super::port_io::decode_string_io;
 use crate::boot::test_support::{long_mode_entry, BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use crate::kvm::KvmAccelerator;
 use crate::regs::X86_64Registers;
-use crate::{GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, Vm, VmConfig};
+use crate::{GuestAddress, GuestMemoryMmap, Registers, Vcpu, VcpuExit, VcpuId, Vm, VmOptions};
 use iced_x86::code_asm::{
     ah, al, ax, bh, bl, bx, byte_ptr, ch, cl, cx, dh, di, dil, dl, dword_ptr, dx, eax, ebp, ecx,
     edx, esi, esp, qword_ptr, r10, r10d, r11w, r12b, r13, r14d, r15, r8, r8b, r9d, r9w, rax, rbp,
@@ -43,7 +43,7 @@ fn harness() -> Option<Harness> {
     };
     let vm: std::sync::Arc<dyn Vm> = std::sync::Arc::new(
         accel
-            .create_kvm_vm(&VmConfig::default())
+            .create_kvm_vm(&VmOptions::default())
             .expect("create VM"),
     );
     let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 2 << 20)]).expect("memory");

@@ -12,7 +12,7 @@ use vm_accel::boot::test_support::{
     long_mode_entry, BOOT_STACK_POINTER, CODE_SELECTOR, ZERO_PAGE_ADDR,
 };
 use vm_accel::kvm::KvmAccelerator;
-use vm_accel::{Accelerator, GuestAddress, GuestMemoryMmap, Vcpu, VcpuExit, VcpuId, Vm, VmConfig};
+use vm_accel::{Accelerator, GuestAddress, GuestMemoryMmap, Vcpu, VcpuExit, VcpuId, Vm, VmOptions};
 use vm_memory::Bytes;
 
 pub const RAM_SIZE: usize = 2 << 20;
@@ -50,10 +50,10 @@ impl Guest {
 
     pub fn with_irqchip(kvm: &KvmAccelerator, vcpus: u32, in_kernel_irqchip: bool) -> Self {
         let vm = kvm
-            .create_vm(&VmConfig {
+            .create_vm(&VmOptions {
                 vcpu_count: vcpus,
                 in_kernel_irqchip,
-                ..VmConfig::default()
+                ..VmOptions::default()
             })
             .expect("create VM");
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM_SIZE)]).expect("guest RAM");

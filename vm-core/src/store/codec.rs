@@ -5,12 +5,15 @@
 //! through the upcaster in [`super::legacy`].
 //!
 //! Schema 2 body: `u8 id_len | id | u64 sequence | u64 timestamp_ns | u8 kind | payload`, where
-//! the payload is empty (started, paused, resumed, deleted), a `u8` stop reason, or a `u32`-length
-//! prefixed UTF-8 string (JSON of the config or device; error text; device id).
+//! the payload is empty (started, paused, resumed, deleted), a stop reason (a `u8` code; a
+//! triple fault adds its `u32` vCPU, a failure a `u8` vCPU flag, the `u32` vCPU if the flag is
+//! 1, and its message), or a `u32`-length prefixed UTF-8 string (JSON of the config or device;
+//! error text; device id). Codes only ever get added: journals written before stay readable.
 
 use crate::config::{DeviceConfig, VmConfig};
-use crate::event::{EventKind, StopReason, Timestamp, VmEvent};
-use crate::id::VmId;
+use crate::event::{EventKind, Timestamp, VmEvent};
+use crate::id::{VcpuId, VmId};
+use crate::stop::StopReason;
 
 use super::legacy;
 
@@ -66,25 +69,71 @@ const TAG_DETACHED: u8 = 6;
 const TAG_FAILED: u8 = 7;
 const TAG_DELETED: u8 = 8;
 
-fn reason_code(r: StopReason) -> u8 {
+// Stop reason codes: fixed forever (journals written with them must replay).
+const REASON_REQUESTED: u8 = 0;
+const REASON_GUEST_SHUTDOWN: u8 = 1;
+const REASON_GUEST_RESET: u8 = 2;
+const REASON_HOST_SHUTDOWN: u8 = 3;
+const REASON_UNKNOWN: u8 = 4;
+const REASON_DAEMON_RESTARTED: u8 = 5;
+const REASON_CTRL_ALT_DEL: u8 = 6;
+const REASON_TRIPLE_FAULT: u8 = 7;
+const REASON_FAILED: u8 = 8;
+
+/// Appends a stop reason: its `u8` code, then for a triple fault the `u32`
+/// vCPU, for a failure a `u8` flag (1: a `u32` vCPU follows) and the message.
+fn put_reason(out: &mut Vec<u8>, r: &StopReason) {
+    let code = match r {
+        StopReason::Requested => REASON_REQUESTED,
+        StopReason::GuestShutdown => REASON_GUEST_SHUTDOWN,
+        StopReason::GuestReset => REASON_GUEST_RESET,
+        StopReason::HostShutdown => REASON_HOST_SHUTDOWN,
+        StopReason::Unknown => REASON_UNKNOWN,
+        StopReason::DaemonRestarted => REASON_DAEMON_RESTARTED,
+        StopReason::CtrlAltDel => REASON_CTRL_ALT_DEL,
+        StopReason::TripleFault { .. } => REASON_TRIPLE_FAULT,
+        StopReason::Failed { .. } => REASON_FAILED,
+    };
+    out.push(code);
     match r {
-        StopReason::Requested => 0,
-        StopReason::GuestShutdown => 1,
-        StopReason::GuestReset => 2,
-        StopReason::HostShutdown => 3,
-        StopReason::Unknown => 4,
-        StopReason::DaemonRestarted => 5,
+        StopReason::TripleFault { vcpu } => out.extend_from_slice(&vcpu.0.to_le_bytes()),
+        StopReason::Failed { vcpu, message } => {
+            match vcpu {
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(&v.0.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+            put_str(out, message.as_bytes());
+        }
+        _ => {}
     }
 }
 
-fn reason_from(code: u8) -> Result<StopReason, DecodeError> {
-    Ok(match code {
-        0 => StopReason::Requested,
-        1 => StopReason::GuestShutdown,
-        2 => StopReason::GuestReset,
-        3 => StopReason::HostShutdown,
-        4 => StopReason::Unknown,
-        5 => StopReason::DaemonRestarted,
+fn take_reason(c: &mut Cursor<'_>) -> Result<StopReason, DecodeError> {
+    Ok(match c.u8()? {
+        REASON_REQUESTED => StopReason::Requested,
+        REASON_GUEST_SHUTDOWN => StopReason::GuestShutdown,
+        REASON_GUEST_RESET => StopReason::GuestReset,
+        REASON_HOST_SHUTDOWN => StopReason::HostShutdown,
+        REASON_UNKNOWN => StopReason::Unknown,
+        REASON_DAEMON_RESTARTED => StopReason::DaemonRestarted,
+        REASON_CTRL_ALT_DEL => StopReason::CtrlAltDel,
+        REASON_TRIPLE_FAULT => StopReason::TripleFault {
+            vcpu: VcpuId(c.u32()?),
+        },
+        REASON_FAILED => {
+            let vcpu = match c.u8()? {
+                0 => None,
+                1 => Some(VcpuId(c.u32()?)),
+                other => return Err(invalid("stop reason vcpu flag", other)),
+            };
+            StopReason::Failed {
+                vcpu,
+                message: c.string("stop reason message")?,
+            }
+        }
         other => return Err(invalid("stop reason", format!("code {other}"))),
     })
 }
@@ -115,7 +164,7 @@ pub fn encode_event(ev: &VmEvent, out: &mut Vec<u8>) -> Result<(), serde_json::E
         EventKind::Resumed => out.push(TAG_RESUMED),
         EventKind::Stopped { reason } => {
             out.push(TAG_STOPPED);
-            out.push(reason_code(*reason));
+            put_reason(out, reason);
         }
         EventKind::DeviceAttached { device } => {
             out.push(TAG_ATTACHED);
@@ -287,7 +336,7 @@ impl EventDecoder {
             TAG_PAUSED => EventKind::Paused,
             TAG_RESUMED => EventKind::Resumed,
             TAG_STOPPED => EventKind::Stopped {
-                reason: reason_from(c.u8()?)?,
+                reason: take_reason(&mut c)?,
             },
             TAG_ATTACHED => {
                 let device: Box<DeviceConfig> =
@@ -350,6 +399,24 @@ mod tests {
                 reason: StopReason::DaemonRestarted,
             },
             EventKind::Deleted,
+            EventKind::Stopped {
+                reason: StopReason::CtrlAltDel,
+            },
+            EventKind::Stopped {
+                reason: StopReason::TripleFault { vcpu: VcpuId(3) },
+            },
+            EventKind::Stopped {
+                reason: StopReason::Failed {
+                    vcpu: Some(VcpuId(1)),
+                    message: "KVM_RUN failed".into(),
+                },
+            },
+            EventKind::Stopped {
+                reason: StopReason::Failed {
+                    vcpu: None,
+                    message: String::new(),
+                },
+            },
         ];
         kinds
             .into_iter()
@@ -421,6 +488,62 @@ mod tests {
         assert!(matches!(
             EventDecoder::new().decode_one(&buf),
             Err(DecodeError::Invalid { field: "vm_id", .. })
+        ));
+    }
+
+    /// Bytes written by builds from before the stop reason carried data
+    /// (one `u8` code per `stopped` event) still decode to the same reasons.
+    #[test]
+    fn old_stop_reason_records_still_decode() {
+        let record = |code: u8| -> Vec<u8> {
+            let mut body = vec![1, b'a'];
+            body.extend_from_slice(&7u64.to_le_bytes());
+            body.extend_from_slice(&5_000_000u64.to_le_bytes());
+            body.extend_from_slice(&[TAG_STOPPED, code]);
+            let mut rec = vec![2, 0];
+            rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            rec.extend_from_slice(&body);
+            rec
+        };
+        // The exact bytes of `stopped`/`guest_shutdown`, sequence 7, vm `a`.
+        assert_eq!(
+            record(1),
+            [
+                2, 0, 20, 0, 0, 0, 1, b'a', 7, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x4b, 0x4c, 0, 0, 0, 0,
+                0, 4, 1
+            ]
+        );
+        let old = [
+            (0, StopReason::Requested),
+            (1, StopReason::GuestShutdown),
+            (2, StopReason::GuestReset),
+            (3, StopReason::HostShutdown),
+            (4, StopReason::Unknown),
+            (5, StopReason::DaemonRestarted),
+        ];
+        for (code, reason) in old {
+            let ev = EventDecoder::new().decode_one(&record(code)).unwrap();
+            assert_eq!(
+                ev.kind,
+                EventKind::Stopped {
+                    reason: reason.clone()
+                }
+            );
+            assert_eq!(ev.sequence, 7);
+            // ... and the current encoder writes them the same way.
+            let mut again = Vec::new();
+            encode_event(&ev, &mut again).unwrap();
+            assert_eq!(again, record(code), "{reason:?}");
+        }
+        let mut bad_flag = record(REASON_FAILED);
+        bad_flag.push(7);
+        bad_flag[2] += 1;
+        assert!(matches!(
+            EventDecoder::new().decode_one(&bad_flag),
+            Err(DecodeError::Invalid {
+                field: "stop reason vcpu flag",
+                ..
+            })
         ));
     }
 

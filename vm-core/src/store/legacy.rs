@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::config::{DeviceConfig, NetBackendConfig, NetConfig, SerialMode, VmConfig};
-use crate::event::{EventKind, StopReason, Timestamp, VmEvent};
+use crate::event::{EventKind, Timestamp, VmEvent};
 use crate::id::VmId;
+use crate::stop::StopReason;
 
 use super::codec::DecodeError;
 

@@ -19,6 +19,8 @@ pub enum KernelFormat {
     Arm64Image,
     /// riscv64 `Image` (with or without an EFI stub).
     Riscv64Image,
+    /// A bare-metal riscv64 ELF test program (riscv-tests `tohost` convention).
+    Riscv64Program,
 }
 
 /// Where a kernel was loaded and how to enter it.
@@ -41,6 +43,8 @@ pub struct LoadedKernel {
     pub cmdline_max: Option<usize>,
     /// The bzImage setup header as read from the image (copied into the zero page).
     pub x86_setup_header: Option<SetupHeaderBytes>,
+    /// A riscv64 test program's `tohost` symbol, if it has one.
+    pub tohost: Option<GuestAddress>,
 }
 
 /// Length of the x86 Linux boot protocol setup header (offsets 0x1f1..0x26c).

@@ -194,14 +194,14 @@ mod tests {
 
     use super::*;
     use crate::platform::image::tests::fake_image;
-    use crate::platform::layout::MachineConfig;
+    use crate::platform::layout::MachineSize;
     use crate::platform::{for_arch, KernelFormat};
 
     const FDT_ARCHES: [GuestArch; 2] = [GuestArch::Arm64, GuestArch::Riscv64];
 
     fn machine(arch: GuestArch, mem: u64) -> (MemoryMap, GuestMemoryMmap) {
         let map = for_arch(arch)
-            .memory_map(&MachineConfig {
+            .memory_map(&MachineSize {
                 vcpus: 3,
                 mem_size: mem,
                 virtio_devices: 2,

@@ -152,6 +152,7 @@ pub fn load(
         initrd_addr_max: None,
         cmdline_max: None,
         x86_setup_header: None,
+        tohost: None,
     })
 }
 

@@ -12,7 +12,7 @@ pub const PAGE_SIZE: u64 = 0x1000;
 
 /// What the VMM asks of a machine: vCPUs, RAM and devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MachineConfig {
+pub struct MachineSize {
     /// Number of vCPUs (harts on riscv64).
     pub vcpus: u32,
     /// Guest RAM in bytes.
@@ -248,7 +248,7 @@ pub(crate) fn align_down(v: u64, align: u64) -> u64 {
 /// Checks the vCPU and device counts against a platform's limits.
 pub(crate) fn check_counts(
     arch: GuestArch,
-    config: &MachineConfig,
+    config: &MachineSize,
     max_vcpus: u32,
     max_devices: u32,
 ) -> Result<()> {

@@ -22,7 +22,7 @@ use vm_memory::GuestMemoryMmap;
 pub use boot::{BootData, BootInfo, BootState, KernelFormat, LoadedKernel};
 pub use error::{PlatformError, Result};
 pub use layout::{
-    DeviceSlot, InterruptController, IrqLine, MachineConfig, MemoryMap, Range, SerialPort,
+    DeviceSlot, InterruptController, IrqLine, MachineSize, MemoryMap, Range, SerialPort,
 };
 
 /// The platform implementation for `arch`.
@@ -46,7 +46,7 @@ pub trait PlatformTraits: fmt::Debug + Send + Sync {
     fn max_cmdline_len(&self) -> usize;
 
     /// Lays out RAM, the MMIO window, device slots and interrupt lines.
-    fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap>;
+    fn memory_map(&self, config: &MachineSize) -> Result<MemoryMap>;
 
     /// Validates `image` for this architecture and copies it into guest memory.
     fn load_kernel(

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vm_cross_arch::platform::{for_arch, BootInfo, GuestArch, MachineConfig, MemoryMap};
+use vm_cross_arch::platform::{for_arch, BootInfo, GuestArch, MachineSize, MemoryMap};
 use vm_memory::GuestMemoryMmap;
 
 pub use test_prerequisites::tool;
@@ -33,7 +33,7 @@ pub fn machine(
     virtio_devices: u32,
 ) -> (MemoryMap, GuestMemoryMmap) {
     let map = for_arch(arch)
-        .memory_map(&MachineConfig {
+        .memory_map(&MachineSize {
             vcpus,
             mem_size,
             virtio_devices,

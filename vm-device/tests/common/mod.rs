@@ -11,7 +11,7 @@ use std::sync::Arc;
 use vm_device::interrupt::CountingInterrupt;
 use vm_device::virtio::guest_driver::GuestDriver;
 use vm_device::virtio::mmio::MmioTransport;
-use vm_device::virtio::net::{features, NetBackend, NetConfig, NetDevice, VNET_HDR_LEN};
+use vm_device::virtio::net::{features, NetBackend, NetDevice, VNET_HDR_LEN};
 use vm_device::virtio::{GuestMemory, VIRTIO_F_VERSION_1};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -34,21 +34,15 @@ pub struct Nic {
 
 impl Nic {
     pub fn new(mac: [u8; 6], backend: Box<dyn NetBackend>, wanted: u64) -> Self {
-        Self::with_config(NetConfig::new(mac), backend, wanted)
+        Self::with_device(NetDevice::new(mac, backend), wanted)
     }
 
-    pub fn with_config(config: NetConfig, backend: Box<dyn NetBackend>, wanted: u64) -> Self {
-        Self::with_memory(guest_memory(), config, backend, wanted)
+    pub fn with_device(dev: NetDevice, wanted: u64) -> Self {
+        Self::with_memory(guest_memory(), dev, wanted)
     }
 
-    pub fn with_memory(
-        mem: GuestMemory,
-        config: NetConfig,
-        backend: Box<dyn NetBackend>,
-        wanted: u64,
-    ) -> Self {
+    pub fn with_memory(mem: GuestMemory, dev: NetDevice, wanted: u64) -> Self {
         let irq = Arc::new(CountingInterrupt::new());
-        let dev = NetDevice::new(config, backend);
         let mut transport = MmioTransport::new(Box::new(dev), mem.clone(), irq.clone()).unwrap();
         let mut driver = GuestDriver::new(mem, GuestAddress(SCRATCH), 8 << 20);
         let features = driver.init(&mut transport, wanted, &[256, 256]).unwrap();

@@ -217,7 +217,7 @@ fn check_bootable(config: &VmConfig) -> Result<(), ApiError> {
             )
         })?;
     }
-    let map = vm_cross_arch::platform::MachineConfig {
+    let map = vm_cross_arch::platform::MachineSize {
         vcpus: config.vcpus,
         mem_size: config.memory_bytes(),
         virtio_devices: u32::try_from(config.devices.len()).unwrap_or(u32::MAX),

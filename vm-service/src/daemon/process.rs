@@ -19,10 +19,9 @@ use std::time::Duration;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{oneshot, watch};
 use vm_core::config::VmConfig;
+use vm_core::StopReason;
 
-use super::protocol::{
-    self, BootReport, ExitKind, FromVmm, ProtocolError, ToVmm, VmmCommand, VmmStatus,
-};
+use super::protocol::{self, BootReport, FromVmm, ProtocolError, ToVmm, VmmCommand, VmmStatus};
 use super::serial_log::SerialLog;
 use super::vms::VmsConfig;
 
@@ -74,15 +73,27 @@ pub enum CommandError {
     Rejected(String),
 }
 
-/// How a VM process ended.
+/// How a VM process ended. Shown by the API as `kind` (the reason's
+/// [`StopReason::kind`] name, `null` when the VMM did not say), `message`
+/// and `status`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProcessExit {
-    /// How the VM ended, if the VMM said so before exiting.
-    pub kind: Option<ExitKind>,
+    /// Why the VM stopped, if the VMM said so before exiting.
+    #[serde(rename = "kind", serialize_with = "reason_kind")]
+    pub reason: Option<StopReason>,
     /// The VMM's description, or what the daemon saw.
     pub message: String,
     /// The process's end: `exit status 0`, `killed by signal 9`.
     pub status: String,
+}
+
+// The signature `serialize_with` requires.
+#[allow(clippy::ref_option)]
+fn reason_kind<S: serde::Serializer>(reason: &Option<StopReason>, s: S) -> Result<S::Ok, S::Error> {
+    match reason {
+        Some(r) => s.serialize_str(r.kind()),
+        None => s.serialize_none(),
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<VmmStatus, String>>>>>;
@@ -290,7 +301,7 @@ impl VmProcess {
             if rx.changed().await.is_err() {
                 // The monitor always sends before it ends; be safe anyway.
                 return rx.borrow().clone().unwrap_or(ProcessExit {
-                    kind: None,
+                    reason: None,
                     message: "the process monitor ended".into(),
                     status: "unknown".into(),
                 });
@@ -320,7 +331,7 @@ async fn monitor(
     mut kill_rx: oneshot::Receiver<()>,
     exit_tx: watch::Sender<Option<ProcessExit>>,
 ) {
-    let mut reported: Option<(ExitKind, String)> = None;
+    let mut reported: Option<StopReason> = None;
     loop {
         tokio::select! {
             frame = protocol::read_frame_async::<FromVmm>(&mut reader) => match frame {
@@ -330,7 +341,7 @@ async fn monitor(
                         let _ = tx.send(result);
                     }
                 }
-                Ok(Some(FromVmm::Exited { kind, message })) => reported = Some((kind, message)),
+                Ok(Some(FromVmm::Exited { reason })) => reported = Some(reason),
                 Ok(Some(other)) => tracing::warn!(pid, ?other, "unexpected frame from VMM process"),
                 Ok(None) => break,
                 Err(e) => {
@@ -351,13 +362,13 @@ async fn monitor(
     lock(&pending).clear();
     let status = describe_status(&child.wait().await);
     let exit = match reported {
-        Some((kind, message)) => ProcessExit {
-            kind: Some(kind),
-            message,
+        Some(reason) => ProcessExit {
+            message: reason.to_string(),
+            reason: Some(reason),
             status,
         },
         None => ProcessExit {
-            kind: None,
+            reason: None,
             message: format!("the VMM process ended without reporting why ({status})"),
             status,
         },

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use vm_core::config::VmConfig;
 
-use crate::ExecutorKind;
+use crate::{ExecutorKind, StopReason};
 
 /// Largest frame either side accepts, in bytes.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -110,24 +110,6 @@ pub struct BootReport {
     pub kernel: String,
 }
 
-/// How a VM ended, as the VMM process saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExitKind {
-    /// A `stop` command (or the daemon going away).
-    Requested,
-    /// A `ctrl-alt-del` command.
-    CtrlAltDel,
-    /// The guest powered off.
-    GuestShutdown,
-    /// The guest asked for a reset.
-    GuestReset,
-    /// A vCPU triple-faulted.
-    TripleFault,
-    /// The hypervisor or a device failed.
-    Failed,
-}
-
 /// VMM process → daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -156,10 +138,8 @@ pub enum FromVmm {
     },
     /// The VM stopped; the last frame before the process ends.
     Exited {
-        /// How it ended.
-        kind: ExitKind,
-        /// A readable description.
-        message: String,
+        /// Why it stopped.
+        reason: StopReason,
     },
 }
 
@@ -267,8 +247,13 @@ mod tests {
                 result: Err("no".into()),
             },
             FromVmm::Exited {
-                kind: ExitKind::GuestReset,
-                message: "reset".into(),
+                reason: StopReason::GuestReset,
+            },
+            FromVmm::Exited {
+                reason: StopReason::Failed {
+                    vcpu: Some(vm_core::VcpuId(1)),
+                    message: "KVM_RUN failed".into(),
+                },
             },
         ];
         let mut wire = Vec::new();

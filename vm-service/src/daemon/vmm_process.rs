@@ -8,13 +8,9 @@
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 
-use super::protocol::{
-    self, BootReport, ExitKind, FromVmm, ProtocolError, ToVmm, VmmCommand, VmmStatus,
-};
+use super::protocol::{self, BootReport, FromVmm, ProtocolError, ToVmm, VmmCommand, VmmStatus};
 use crate::executor::{ExecutorControl, RunState};
 use crate::net::SwitchRegistry;
 use crate::{StopReason, VmmBuilder};
@@ -167,7 +163,6 @@ fn execute(
     control: &ExecutorControl,
     snapshots: &mpsc::Sender<SnapshotJob>,
     command: VmmCommand,
-    ctrl_alt_del: &AtomicBool,
 ) -> Result<VmmStatus, String> {
     match command {
         VmmCommand::Snapshot {
@@ -194,8 +189,7 @@ fn execute(
             // key sequence through, so the guest cannot react to it; what a
             // Linux guest does on Ctrl-Alt-Del with `reboot=k` is a reset,
             // which this VMM treats as a stop. Do that directly.
-            ctrl_alt_del.store(true, Ordering::Release);
-            control.stop();
+            control.stop_with(StopReason::CtrlAltDel);
         }
         VmmCommand::Status => {}
     }
@@ -250,9 +244,8 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
     let _ = tx.send(FromVmm::Booted { report });
 
     let control = running.control();
-    let ctrl_alt_del = Arc::new(AtomicBool::new(false));
     {
-        let (control, tx, ctrl_alt_del) = (control.clone(), tx.clone(), ctrl_alt_del.clone());
+        let (control, tx) = (control.clone(), tx.clone());
         let snapshots = snapshot_thread(running.snapshotter()).map_err(ProtocolError::Io)?;
         // Not joined: once the VM has stopped, the process ends and takes it along.
         std::thread::Builder::new()
@@ -265,7 +258,7 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
                 loop {
                     match protocol::read_frame::<ToVmm>(&mut reader) {
                         Ok(Some(ToVmm::Command { id, command })) => {
-                            let result = execute(&control, &snapshots, command, &ctrl_alt_del);
+                            let result = execute(&control, &snapshots, command);
                             let _ = tx.send(FromVmm::Reply { id, result });
                         }
                         Ok(Some(ToVmm::Boot { .. })) => {
@@ -283,20 +276,7 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
     }
 
     let reason = running.wait();
-    let kind = match &reason {
-        StopReason::Requested if ctrl_alt_del.load(Ordering::Acquire) => ExitKind::CtrlAltDel,
-        StopReason::Requested => ExitKind::Requested,
-        StopReason::GuestShutdown => ExitKind::GuestShutdown,
-        StopReason::GuestReset => ExitKind::GuestReset,
-        StopReason::TripleFault { .. } => ExitKind::TripleFault,
-        StopReason::Failed { .. } => ExitKind::Failed,
-    };
-    let message = if kind == ExitKind::CtrlAltDel {
-        "ctrl-alt-del: stopped (no keyboard injection; treated as the guest's reset)".to_string()
-    } else {
-        reason.to_string()
-    };
-    let _ = tx.send(FromVmm::Exited { kind, message });
+    let _ = tx.send(FromVmm::Exited { reason });
     drop(tx);
     let _ = writer.join();
     Ok(())

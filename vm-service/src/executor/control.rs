@@ -260,8 +260,9 @@ impl ExecutorControl {
         self.stop_with(StopReason::Requested);
     }
 
-    /// Stops the VM for `reason` (the first reason given wins).
-    pub(super) fn stop_with(&self, reason: StopReason) {
+    /// Stops the VM for `reason` (the first reason given wins): what
+    /// [`super::MultiVcpuExecutor::wait`] then returns.
+    pub fn stop_with(&self, reason: StopReason) {
         let mut inner = self.lock();
         if inner.stop_reason.is_none() {
             inner.stop_reason = Some(reason);

@@ -27,6 +27,9 @@ use std::sync::Arc;
 use vm_accel::{AccelError, Vcpu, VcpuExit, VcpuId};
 
 pub use control::{ExecutorControl, RunState};
+/// Why the VM stopped: the one type shared with the daemon's protocol, the
+/// journal and the process exit status.
+pub use vm_core::StopReason;
 
 /// Which executor strategy runs the vCPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -58,59 +61,6 @@ impl FromStr for ExecutorKind {
             other => Err(format!(
                 "unknown executor `{other}` (expected `sync` or `async`)"
             )),
-        }
-    }
-}
-
-/// Why a VM stopped running.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// A controller called [`ExecutorControl::stop`].
-    Requested,
-    /// The guest asked to power off.
-    GuestShutdown,
-    /// The guest asked to reset (i8042 pulse, ACPI/PSCI reset), which this VMM
-    /// treats as a request to stop.
-    GuestReset,
-    /// A vCPU shut down (x86 triple fault).
-    TripleFault {
-        /// The vCPU that faulted.
-        vcpu: VcpuId,
-    },
-    /// The hypervisor or a device failed; the message says what and where.
-    Failed {
-        /// The vCPU whose exit failed, if one did.
-        vcpu: Option<VcpuId>,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-impl StopReason {
-    /// True when the guest itself asked to stop, or a controller did.
-    pub fn is_clean(&self) -> bool {
-        matches!(
-            self,
-            Self::Requested | Self::GuestShutdown | Self::GuestReset
-        )
-    }
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Requested => f.write_str("stopped on request"),
-            Self::GuestShutdown => f.write_str("guest powered off"),
-            Self::GuestReset => f.write_str("guest requested a reset"),
-            Self::TripleFault { vcpu } => write!(f, "{vcpu} shut down (triple fault)"),
-            Self::Failed {
-                vcpu: Some(vcpu),
-                message,
-            } => write!(f, "{vcpu} failed: {message}"),
-            Self::Failed {
-                vcpu: None,
-                message,
-            } => write!(f, "failed: {message}"),
         }
     }
 }

@@ -46,12 +46,11 @@ use crate::api::{connection, Limits};
 use crate::daemon::error_chain;
 use crate::sandbox::{SandboxConfig, SeccompLevel};
 use crate::StopReason;
+// The exit status when the process could not start or the VM failed.
+use vm_core::stop::EXIT_FAILED;
 
 /// How long answers in flight get once the VM has stopped.
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(200);
-
-/// Exit status when the process could not start or the VM failed.
-const EXIT_FAILED: u8 = 1;
 
 fn fail(message: &str) -> ExitCode {
     eprintln!("firecracker (vm-service): error: {message}");

@@ -14,7 +14,7 @@ use crate::accelerator::{Accelerator, AcceleratorKind, Unavailable};
 use crate::decode::hvf_abi::{describe_status, status};
 use crate::error::AccelError;
 use crate::regs::GuestArch;
-use crate::vm::{Vm, VmConfig};
+use crate::vm::{Vm, VmOptions};
 use std::sync::Arc;
 
 /// Guest-physical base of the in-kernel GICv3 distributor (64 KiB), where
@@ -106,7 +106,7 @@ impl HvfAccelerator {
     }
 
     /// Creates a VM as the concrete HVF type (see [`Accelerator::create_vm`]).
-    pub fn create_hvf_vm(&self, config: &VmConfig) -> Result<HvfVm, AccelError> {
+    pub fn create_hvf_vm(&self, config: &VmOptions) -> Result<HvfVm, AccelError> {
         HvfVm::new(config, self.max_vcpus)
     }
 }
@@ -124,7 +124,7 @@ impl Accelerator for HvfAccelerator {
         self.max_vcpus
     }
 
-    fn create_vm(&self, config: &VmConfig) -> Result<Arc<dyn Vm>, AccelError> {
+    fn create_vm(&self, config: &VmOptions) -> Result<Arc<dyn Vm>, AccelError> {
         Ok(Arc::new(self.create_hvf_vm(config)?))
     }
 }

@@ -13,7 +13,7 @@ use crate::notifier::EventNotifier;
 use crate::psci::PsciPower;
 use crate::regs::GuestArch;
 use crate::vcpu::{Vcpu, VcpuId};
-use crate::vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmConfig};
+use crate::vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -82,7 +82,7 @@ fn host_page_size() -> u64 {
 }
 
 impl HvfVm {
-    pub(super) fn new(config: &VmConfig, max_vcpus: u32) -> Result<Self, AccelError> {
+    pub(super) fn new(config: &VmOptions, max_vcpus: u32) -> Result<Self, AccelError> {
         if config.vcpu_count == 0 || config.vcpu_count > max_vcpus {
             return Err(AccelError::InvalidConfig {
                 reason: format!(

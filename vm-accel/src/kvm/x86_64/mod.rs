@@ -21,7 +21,7 @@ use crate::kvm::vm::VmShared;
 use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
 use crate::state::{VcpuState, VmState};
 use crate::vcpu::VcpuId;
-use crate::vm::{IrqLine, VmConfig};
+use crate::vm::{IrqLine, VmOptions};
 use kvm_bindings::{kvm_pit_config, CpuId, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{VcpuFd, VmFd};
 
@@ -56,7 +56,7 @@ impl VmArch {
     pub(super) fn new(
         kvm: &kvm_ioctls::Kvm,
         fd: &VmFd,
-        config: &VmConfig,
+        config: &VmOptions,
     ) -> Result<Self, AccelError> {
         fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
             .map_err(|e| AccelError::hypervisor("KVM_SET_IDENTITY_MAP_ADDR", e))?;

@@ -587,3 +587,15 @@ fn offset_in(pa: u64, (base, size): (u64, u64)) -> Option<u64> {
 fn is_mmio_candidate(pa: u64) -> bool {
     pa >> 56 == 0
 }
+/// How many steps a run of `slice` steps that ended with `exit` and retired
+/// `retired` instructions costs against an instruction limit: the whole
+/// slice, so a program that traps on every instruction (and so retires none)
+/// still ends; but an MMIO exit ends a slice early and costs what it retired
+/// (at least one step), so a program printing a lot is not charged whole
+/// slices per byte.
+pub(super) fn steps_charged(exit: &HartExit, retired: u64, slice: u64) -> u64 {
+    match exit {
+        HartExit::MmioWrite { .. } | HartExit::MmioRead { .. } => retired.clamp(1, slice),
+        _ => slice,
+    }
+}

@@ -12,7 +12,7 @@ use vm_accel::{
 };
 
 use super::csr::{envcfg, irq, mstatus};
-use super::hart::{Hart, HartExit, MODE_M, MODE_S, MODE_U};
+use super::hart::{steps_charged, Hart, HartExit, MODE_M, MODE_S, MODE_U};
 use super::machine::{hsm, HartSignal};
 
 /// Instructions per `run()` call before it returns `Interrupted`.
@@ -24,6 +24,10 @@ pub struct RiscvVcpu {
     hart: Hart,
     signal: Arc<HartSignal>,
     budget: u64,
+    /// Steps this vCPU may run in all ([`RiscvVcpu::set_instruction_limit`]).
+    limit: Option<u64>,
+    /// Steps charged against `limit` so far.
+    spent: u64,
 }
 
 impl RiscvVcpu {
@@ -33,7 +37,17 @@ impl RiscvVcpu {
             hart,
             signal,
             budget: RUN_BUDGET,
+            limit: None,
+            spent: 0,
         }
+    }
+
+    /// Ends this vCPU's run once it has been given `limit` instruction steps
+    /// in all: `run()` then fails with [`AccelError::InstructionLimit`]. A step
+    /// that traps counts too, so a program that traps on every instruction
+    /// still ends.
+    pub fn set_instruction_limit(&mut self, limit: u64) {
+        self.limit = Some(limit);
     }
 
     /// Sets the instruction budget of one `run()`.
@@ -88,7 +102,20 @@ impl Vcpu for RiscvVcpu {
     }
 
     fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
-        Ok(match self.hart.run(self.budget) {
+        let slice = match self.limit {
+            Some(limit) if self.spent >= limit => {
+                return Err(AccelError::InstructionLimit { limit });
+            }
+            Some(limit) => self.budget.min(limit - self.spent),
+            None => self.budget,
+        };
+        let retired = self.hart.instret();
+        let exit = self.hart.run(slice);
+        if self.limit.is_some() {
+            let charged = steps_charged(&exit, self.hart.instret().wrapping_sub(retired), slice);
+            self.spent = self.spent.saturating_add(charged);
+        }
+        Ok(match exit {
             HartExit::Interrupted => VcpuExit::Interrupted,
             HartExit::MmioRead { addr, len } => VcpuExit::MmioRead {
                 addr,
@@ -100,13 +127,17 @@ impl Vcpu for RiscvVcpu {
             },
             HartExit::System(event) => VcpuExit::SystemEvent(event),
             HartExit::Debug => VcpuExit::Debug { pc: self.hart.pc },
+            HartExit::ToHost(1) => {
+                tracing::info!(hart = self.hart.id(), "test program passed (tohost = 1)");
+                VcpuExit::SystemEvent(SystemEvent::Shutdown)
+            }
             HartExit::ToHost(value) => {
-                tracing::info!(hart = self.hart.id(), value, "tohost written");
-                VcpuExit::SystemEvent(if value == 1 {
-                    SystemEvent::Shutdown
-                } else {
-                    SystemEvent::Crash
-                })
+                tracing::warn!(
+                    hart = self.hart.id(),
+                    "test program failed: test {} (tohost = {value:#x})",
+                    value >> 1
+                );
+                VcpuExit::SystemEvent(SystemEvent::Crash)
             }
             HartExit::Fatal(message) => {
                 tracing::error!(hart = self.hart.id(), %message, "software vCPU stopped");
@@ -168,6 +199,18 @@ impl Vcpu for RiscvVcpu {
                 h.x = [0; 32];
                 h.x[10] = hart_id;
                 h.x[11] = fdt.0;
+                self.signal.hsm.store(hsm::STARTED, Ordering::Release);
+                Ok(())
+            }
+            BootState::Riscv64Bare { entry, tohost } => {
+                // As the hart comes out of reset: M-mode, no firmware.
+                let h = &mut self.hart;
+                h.sbi = false;
+                h.mode = MODE_M;
+                h.pc = entry.0;
+                h.x = [0; 32];
+                h.tohost = tohost.map(|a| a.0);
+                h.fetch_invalidate();
                 self.signal.hsm.store(hsm::STARTED, Ordering::Release);
                 Ok(())
             }

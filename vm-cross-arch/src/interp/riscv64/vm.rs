@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use vm_accel::{
     AccelError, Accelerator, AcceleratorKind, EventNotifier, GuestAddress, GuestArch,
     GuestRegionMmap, IoEventAddress, IoEventMatch, IrqLine, MemorySlots, Vcpu, VcpuId, Vm,
-    VmConfig,
+    VmOptions,
 };
 use vm_memory::GuestMemoryRegion;
 
@@ -39,7 +39,7 @@ impl Accelerator for SoftwareAccelerator {
         layout::MAX_VCPUS
     }
 
-    fn create_vm(&self, config: &VmConfig) -> Result<Arc<dyn Vm>, AccelError> {
+    fn create_vm(&self, config: &VmOptions) -> Result<Arc<dyn Vm>, AccelError> {
         Ok(Arc::new(RiscvVm::new(config.vcpu_count)?))
     }
 }

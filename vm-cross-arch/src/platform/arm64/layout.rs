@@ -3,7 +3,7 @@
 
 use crate::platform::error::{PlatformError, Result};
 use crate::platform::layout::{
-    check_counts, DeviceSlot, InterruptController, IrqLine, MachineConfig, MemoryMap, Range,
+    check_counts, DeviceSlot, InterruptController, IrqLine, MachineSize, MemoryMap, Range,
     SerialPort,
 };
 use crate::platform::GuestArch;
@@ -40,7 +40,7 @@ pub const MIN_MEM: u64 = 0x200_0000;
 pub const MAX_MEM: u64 = 512 << 30;
 
 /// Lays out an arm64 machine.
-pub fn memory_map(config: &MachineConfig) -> Result<MemoryMap> {
+pub fn memory_map(config: &MachineSize) -> Result<MemoryMap> {
     let arch = GuestArch::Arm64;
     check_counts(arch, config, MAX_VCPUS, MAX_VIRTIO_DEVICES)?;
     if config.mem_size < MIN_MEM {
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn layout_is_consistent() {
-        let map = memory_map(&MachineConfig {
+        let map = memory_map(&MachineSize {
             vcpus: MAX_VCPUS,
             mem_size: 1 << 30,
             virtio_devices: MAX_VIRTIO_DEVICES,
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn limits() {
-        let c = |vcpus, mem, dev| MachineConfig {
+        let c = |vcpus, mem, dev| MachineSize {
             vcpus,
             mem_size: mem,
             virtio_devices: dev,

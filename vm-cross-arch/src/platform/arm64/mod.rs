@@ -8,7 +8,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::boot::{BootInfo, BootState, LoadedKernel};
 use super::error::Result;
-use super::layout::{MachineConfig, MemoryMap, Range};
+use super::layout::{MachineSize, MemoryMap, Range};
 use super::{image, GuestArch, PlatformTraits};
 
 /// arm64 guests.
@@ -28,7 +28,7 @@ impl PlatformTraits for Arm64Platform {
         super::fdt::FDT_CMDLINE_MAX - 1
     }
 
-    fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap> {
+    fn memory_map(&self, config: &MachineSize) -> Result<MemoryMap> {
         layout::memory_map(config)
     }
 

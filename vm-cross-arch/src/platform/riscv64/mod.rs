@@ -1,15 +1,18 @@
 //! The riscv64 platform: QEMU-`virt`-like layout, CLINT + PLIC, a 16550 UART,
 //! virtio-mmio, syscon poweroff/reboot, `Image` loading and a device tree.
-//! Harts enter the kernel in S-mode with `a0 = hartid`, `a1 = DTB`.
+//! Harts enter the kernel in S-mode with `a0 = hartid`, `a1 = DTB`. An ELF
+//! instead of an `Image` is a bare-metal test program (`program.rs`),
+//! entered in M-mode.
 
 pub mod fdt;
 pub mod layout;
+pub mod program;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::boot::{BootInfo, BootState, LoadedKernel};
-use super::error::Result;
-use super::layout::{MachineConfig, MemoryMap, Range};
+use super::boot::{BootInfo, BootState, KernelFormat, LoadedKernel};
+use super::error::{PlatformError, Result};
+use super::layout::{MachineSize, MemoryMap, Range};
 use super::{image, GuestArch, PlatformTraits};
 
 /// riscv64 guests.
@@ -29,7 +32,7 @@ impl PlatformTraits for Riscv64Platform {
         super::fdt::FDT_CMDLINE_MAX - 1
     }
 
-    fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap> {
+    fn memory_map(&self, config: &MachineSize) -> Result<MemoryMap> {
         layout::memory_map(config)
     }
 
@@ -39,6 +42,9 @@ impl PlatformTraits for Riscv64Platform {
         map: &MemoryMap,
         image: &[u8],
     ) -> Result<LoadedKernel> {
+        if program::is_elf(image) {
+            return load_program(mem, image);
+        }
         // The Image's text_offset (2 MiB for Debian's kernels) leaves the
         // first 2 MiB of RAM to SBI firmware when one is used.
         image::load(GuestArch::Riscv64, mem, map, layout::RAM_BASE, image)
@@ -64,10 +70,45 @@ impl super::fdt::FdtPlatform for Riscv64Platform {
     }
 
     fn boot_state(kernel: &LoadedKernel, dtb: GuestAddress) -> BootState {
-        BootState::Riscv64 {
-            entry: kernel.entry,
-            hart_id: 0,
-            fdt: dtb,
+        match kernel.format {
+            KernelFormat::Riscv64Program => BootState::Riscv64Bare {
+                entry: kernel.entry,
+                tohost: kernel.tohost,
+            },
+            _ => BootState::Riscv64 {
+                entry: kernel.entry,
+                hart_id: 0,
+                fdt: dtb,
+            },
         }
     }
+}
+
+/// Loads a bare-metal test program: its segments at their physical addresses.
+fn load_program(mem: &GuestMemoryMmap, bytes: &[u8]) -> Result<LoadedKernel> {
+    let program = program::load(mem, bytes).map_err(|e| PlatformError::InvalidKernel {
+        arch: GuestArch::Riscv64,
+        reason: e.to_string(),
+    })?;
+    let segments = program.segments.iter();
+    let load = segments
+        .clone()
+        .map(|s| s.paddr)
+        .min()
+        .unwrap_or(program.entry);
+    let end = segments
+        .map(|s| s.paddr.saturating_add(s.mem_size))
+        .max()
+        .unwrap_or(load);
+    Ok(LoadedKernel {
+        format: KernelFormat::Riscv64Program,
+        load: GuestAddress(load),
+        end,
+        entry: GuestAddress(program.entry),
+        pvh_entry: None,
+        initrd_addr_max: None,
+        cmdline_max: None,
+        x86_setup_header: None,
+        tohost: program.tohost.map(GuestAddress),
+    })
 }

@@ -249,7 +249,7 @@ pub fn build(map: &MemoryMap, base: u64, room: u64) -> Result<AcpiTables> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::layout::MachineConfig;
+    use crate::platform::layout::MachineSize;
     use crate::platform::x86_64::layout::{self, ACPI};
 
     fn sum(b: &[u8]) -> u8 {
@@ -257,7 +257,7 @@ mod tests {
     }
 
     fn tables(vcpus: u32, devices: u32) -> AcpiTables {
-        let map = layout::memory_map(&MachineConfig {
+        let map = layout::memory_map(&MachineSize {
             vcpus,
             mem_size: 512 << 20,
             virtio_devices: devices,
@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn too_little_room_is_an_error() {
-        let map = layout::memory_map(&MachineConfig {
+        let map = layout::memory_map(&MachineSize {
             vcpus: 1,
             mem_size: 512 << 20,
             virtio_devices: 2,

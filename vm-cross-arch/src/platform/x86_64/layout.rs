@@ -6,7 +6,7 @@ use vm_memory::GuestAddress;
 
 use crate::platform::error::{PlatformError, Result};
 use crate::platform::layout::{
-    check_counts, DeviceSlot, InterruptController, IrqLine, MachineConfig, MemoryMap, Range,
+    check_counts, DeviceSlot, InterruptController, IrqLine, MachineSize, MemoryMap, Range,
     Reserved, SerialPort,
 };
 use crate::platform::GuestArch;
@@ -76,7 +76,7 @@ pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
 
 /// Lays out an x86_64 machine.
-pub fn memory_map(config: &MachineConfig) -> Result<MemoryMap> {
+pub fn memory_map(config: &MachineSize) -> Result<MemoryMap> {
     let arch = GuestArch::X86_64;
     check_counts(arch, config, MAX_VCPUS, MAX_VIRTIO_DEVICES)?;
     if config.mem_size < MIN_MEM {
@@ -175,8 +175,8 @@ pub const fn zero_page() -> GuestAddress {
 mod tests {
     use super::*;
 
-    fn config(mem: u64) -> MachineConfig {
-        MachineConfig {
+    fn config(mem: u64) -> MachineSize {
+        MachineSize {
             vcpus: 2,
             mem_size: mem,
             virtio_devices: 4,

@@ -104,6 +104,7 @@ fn load_bzimage(mem: &GuestMemoryMmap, ram_end: u64, image: &[u8]) -> Result<Loa
         initrd_addr_max: Some(u64::from(hdr.initrd_addr_max)),
         cmdline_max: Some(hdr.cmdline_size as usize),
         x86_setup_header: Some(SetupHeaderBytes(bytes)),
+        tohost: None,
     })
 }
 
@@ -154,6 +155,7 @@ fn load_elf(mem: &GuestMemoryMmap, ram_end: u64, image: &[u8]) -> Result<LoadedK
         initrd_addr_max: Some(DEFAULT_INITRD_ADDR_MAX),
         cmdline_max: Some(DEFAULT_CMDLINE_MAX),
         x86_setup_header: None,
+        tohost: None,
     })
 }
 

@@ -17,7 +17,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::boot::{check_cmdline, place_top_down, write_blob, BootData, BootInfo, LoadedKernel};
 use super::error::{PlatformError, Result};
-use super::layout::{MachineConfig, MemoryMap, Range};
+use super::layout::{MachineSize, MemoryMap, Range};
 use super::{GuestArch, PlatformTraits};
 
 /// x86_64 guests.
@@ -37,7 +37,7 @@ impl PlatformTraits for X86_64Platform {
         layout::CMDLINE.size as usize - 1
     }
 
-    fn memory_map(&self, config: &MachineConfig) -> Result<MemoryMap> {
+    fn memory_map(&self, config: &MachineSize) -> Result<MemoryMap> {
         layout::memory_map(config)
     }
 

@@ -6,7 +6,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::layout::{self, ACPI, CMDLINE, E820_RAM, HIGH_RAM_START, ZERO_PAGE};
 use super::X86_64Platform;
 use crate::platform::{
-    BootData, BootState, KernelFormat, MachineConfig, MemoryMap, PlatformError, PlatformTraits,
+    BootData, BootState, KernelFormat, MachineSize, MemoryMap, PlatformError, PlatformTraits,
 };
 
 /// A bzImage with boot protocol 2.15, a 64-bit entry and `payload` bytes of kernel.
@@ -85,7 +85,7 @@ pub(crate) fn fake_elf(machine: u16, pvh_entry: Option<u32>) -> Vec<u8> {
 
 fn machine(mem: u64) -> (MemoryMap, GuestMemoryMmap) {
     let map = X86_64Platform
-        .memory_map(&MachineConfig {
+        .memory_map(&MachineSize {
             vcpus: 2,
             mem_size: mem,
             virtio_devices: 3,

@@ -4,7 +4,6 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use super::r#virtual::VirtualSwitch;
 use crate::interrupt::Interrupt;
 
 /// Errors from a network backend.
@@ -67,31 +66,5 @@ pub trait NetBackend: Send + fmt::Debug {
     /// The file descriptor an event loop should poll for readability, if any.
     fn raw_fd(&self) -> Option<i32> {
         None
-    }
-}
-
-/// Which backend a NIC uses, picked at runtime from configuration.
-#[derive(Debug, Clone)]
-pub enum NetBackendConfig {
-    /// A Linux TAP interface with this name (created if missing).
-    Tap {
-        /// Interface name (at most 15 bytes).
-        name: String,
-    },
-    /// A new port on a virtual switch (in-process; bridge it across processes
-    /// with [`super::segment::SegmentBridge`]).
-    Virtual {
-        /// The switch to plug into.
-        switch: VirtualSwitch,
-    },
-}
-
-impl NetBackendConfig {
-    /// Open the backend.
-    pub fn open(&self) -> Result<Box<dyn NetBackend>, NetBackendError> {
-        match self {
-            Self::Tap { name } => Ok(Box::new(super::tap::Tap::open(name)?)),
-            Self::Virtual { switch } => Ok(Box::new(switch.add_port())),
-        }
     }
 }

@@ -42,25 +42,6 @@ const CONFIG_LEN: usize = 10;
 /// `VIRTIO_NET_S_LINK_UP`.
 const LINK_UP: u16 = 1;
 
-/// Static configuration of a NIC.
-#[derive(Debug, Clone)]
-pub struct NetConfig {
-    /// MAC address shown to the guest.
-    pub mac: [u8; 6],
-    /// Transmit limiter (bytes and packets), unlimited by default.
-    pub tx_rate_limiter: RateLimiter,
-}
-
-impl NetConfig {
-    /// A NIC with `mac` and no rate limiting.
-    pub fn new(mac: [u8; 6]) -> Self {
-        Self {
-            mac,
-            tx_rate_limiter: RateLimiter::default(),
-        }
-    }
-}
-
 /// Counters of one NIC.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct NetStats {
@@ -137,15 +118,16 @@ pub struct NetDevice {
 }
 
 impl NetDevice {
-    /// A NIC with `config` sending and receiving through `backend`.
-    pub fn new(config: NetConfig, backend: Box<dyn NetBackend>) -> Self {
+    /// A NIC showing the guest `mac`, sending and receiving through
+    /// `backend`, with no transmit limit.
+    pub fn new(mac: [u8; 6], backend: Box<dyn NetBackend>) -> Self {
         Self {
-            mac: config.mac,
+            mac,
             link: LinkControl::default(),
             backend,
             acked: 0,
             active: false,
-            tx_limiter: config.tx_rate_limiter,
+            tx_limiter: RateLimiter::default(),
             tx_throttled: None,
             tx_backlog: false,
             rx_backlog: false,
@@ -157,6 +139,13 @@ impl NetDevice {
             stats: NetStats::default(),
             queue_sizes: [QUEUE_SIZE; 2],
         }
+    }
+
+    /// The same NIC with its transmissions limited by `limiter` (bytes and packets).
+    #[must_use]
+    pub fn with_tx_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.tx_limiter = limiter;
+        self
     }
 
     /// Counters so far.

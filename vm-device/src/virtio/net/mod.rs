@@ -4,21 +4,20 @@
 //!
 //! Frames cross the [`NetBackend`] boundary with the 12-byte
 //! `virtio_net_hdr_v1` in front, the layout a TAP device with `IFF_VNET_HDR`
-//! uses, so offload metadata reaches the host untouched. Backends are chosen
-//! at runtime with [`NetBackendConfig`].
+//! uses, so offload metadata reaches the host untouched. The backend is a
+//! runtime value: a [`tap::Tap`] or a port of a [`r#virtual::VirtualSwitch`].
 //!
 //! ```
 //! use std::sync::Arc;
 //! use vm_device::interrupt::CountingInterrupt;
 //! use vm_device::virtio::mmio::MmioTransport;
 //! use vm_device::virtio::net::r#virtual::VirtualSwitch;
-//! use vm_device::virtio::net::{NetBackendConfig, NetConfig, NetDevice};
+//! use vm_device::virtio::net::NetDevice;
 //! use vm_device::virtio::GuestMemory;
 //! use vm_memory::GuestAddress;
 //!
 //! let switch = VirtualSwitch::new();
-//! let backend = NetBackendConfig::Virtual { switch: switch.clone() }.open()?;
-//! let nic = NetDevice::new(NetConfig::new([0x02, 0, 0, 0, 0, 1]), backend);
+//! let nic = NetDevice::new([0x02, 0, 0, 0, 0, 1], Box::new(switch.add_port()));
 //! let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
 //! let irq = Arc::new(CountingInterrupt::new()); // an irqfd on KVM
 //! let transport = MmioTransport::new(Box::new(nic), mem, irq).unwrap();
@@ -40,8 +39,8 @@ pub mod tap;
 pub mod tap;
 pub mod r#virtual;
 
-pub use backend::{NetBackend, NetBackendConfig, NetBackendError};
-pub use device::{LinkControl, NetConfig, NetDevice, NetStats};
+pub use backend::{NetBackend, NetBackendError};
+pub use device::{LinkControl, NetDevice, NetStats};
 
 /// Length of `virtio_net_hdr_v1` (with `num_buffers`), in front of every frame.
 pub const VNET_HDR_LEN: usize = 12;

@@ -32,7 +32,7 @@ pub use snapshot::{ProcessInfo, VmSnapshot};
 
 use super::journal::Journal;
 use super::process::{ProcessExit, SpawnError, VmProcess};
-use super::protocol::{ExitKind, VmmCommand};
+use super::protocol::VmmCommand;
 use super::serial_log::SerialLog;
 use crate::ExecutorKind;
 
@@ -145,17 +145,6 @@ pub struct Vms {
     inner: Arc<Inner>,
 }
 
-fn stop_text(reason: StopReason) -> &'static str {
-    match reason {
-        StopReason::Requested => "stopped on request",
-        StopReason::GuestShutdown => "guest powered off",
-        StopReason::GuestReset => "guest requested a reset",
-        StopReason::HostShutdown => "daemon shut down",
-        StopReason::DaemonRestarted => "daemon restarted",
-        StopReason::Unknown => "unknown",
-    }
-}
-
 /// Runs `op` as a task of its own and waits for it: once begun, the
 /// operation runs to its end even if the caller's future is dropped.
 async fn detached<T: Send + 'static>(
@@ -182,7 +171,7 @@ impl Vms {
                 config: rec.config.clone(),
                 state: rec.state,
                 sequence: rec.last_sequence,
-                stop_reason: rec.stop_reason.map(|r| stop_text(r).to_string()),
+                stop_reason: rec.stop_reason.as_ref().map(StopReason::to_string),
                 error: rec.error.clone(),
                 started: None,
                 process: None,
@@ -192,7 +181,7 @@ impl Vms {
             if matches!(rec.state, VmState::Running | VmState::Paused) {
                 view.sequence += 1;
                 view.state = VmState::Stopped;
-                view.stop_reason = Some(stop_text(StopReason::DaemonRestarted).into());
+                view.stop_reason = Some(StopReason::DaemonRestarted.to_string());
                 orphaned.push(VmEvent::new(
                     rec.id.clone(),
                     view.sequence,
@@ -491,12 +480,13 @@ impl Vms {
                     }
                     None if action == Action::Stop => {
                         let reason = StopReason::Requested;
+                        let text = reason.to_string();
                         self.journal(id, sequence + 1, EventKind::Stopped { reason })
                             .await?;
                         let mut v = slot.view();
                         v.state = VmState::Stopped;
                         v.sequence = sequence + 1;
-                        v.stop_reason = Some(stop_text(reason).into());
+                        v.stop_reason = Some(text);
                     }
                     None => {
                         return Err(VmsError::Busy {
@@ -580,9 +570,9 @@ impl Vms {
         );
         process.kill();
         let mut exit = process.wait_exit().await;
-        if exit.kind.is_none() {
+        if exit.reason.is_none() {
             // It was asked to stop and now has: a stop, forced.
-            exit.kind = Some(ExitKind::Requested);
+            exit.reason = Some(StopReason::Requested);
             exit.message = format!("killed after the {grace:?} grace period");
         }
         exit
@@ -678,28 +668,18 @@ impl Vms {
     /// Journals how the VM's process ended and clears it. Holds the op lock.
     async fn finish_locked(&self, slot: &Slot, exit: ProcessExit) -> Result<(), VmsError> {
         let sequence = slot.view().sequence + 1;
-        let kind = match exit.kind {
-            Some(ExitKind::Requested | ExitKind::CtrlAltDel) => EventKind::Stopped {
-                reason: StopReason::Requested,
-            },
-            Some(ExitKind::GuestShutdown) => EventKind::Stopped {
-                reason: StopReason::GuestShutdown,
-            },
-            Some(ExitKind::GuestReset) => EventKind::Stopped {
-                reason: StopReason::GuestReset,
-            },
-            Some(ExitKind::TripleFault | ExitKind::Failed) | None => EventKind::Failed {
-                error: exit.message.clone(),
-            },
-        };
         let shutting_down = self.inner.shutting_down.load(Ordering::Acquire);
-        let kind = match kind {
-            EventKind::Stopped {
-                reason: StopReason::Requested,
-            } if shutting_down => EventKind::Stopped {
+        let kind = match &exit.reason {
+            Some(StopReason::Requested) if shutting_down => EventKind::Stopped {
                 reason: StopReason::HostShutdown,
             },
-            k => k,
+            Some(reason) if reason.is_clean() => EventKind::Stopped {
+                reason: reason.clone(),
+            },
+            // A failure, or an end the VMM did not report.
+            Some(_) | None => EventKind::Failed {
+                error: exit.message.clone(),
+            },
         };
         self.journal(&slot.id, sequence, kind.clone()).await?;
         slot.serial.close_live();
@@ -712,11 +692,7 @@ impl Vms {
             v.error = Some(error);
         } else {
             v.state = VmState::Stopped;
-            v.stop_reason = Some(if exit.kind == Some(ExitKind::CtrlAltDel) {
-                "ctrl-alt-del".to_string()
-            } else {
-                exit.message.clone()
-            });
+            v.stop_reason = Some(exit.message.clone());
         }
         tracing::info!(vm_id = %slot.id, state = %v.state, status = %exit.status, "VM ended");
         v.last_exit = Some(exit);
