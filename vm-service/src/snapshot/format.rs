@@ -148,6 +148,17 @@ pub enum SnapshotError {
         /// The engine.
         engine: String,
     },
+    /// The engine could not save a vCPU's or the VM's state, or refused a
+    /// saved one (another engine's, another layout version, a host whose
+    /// CPU does not match).
+    #[error("{what}: {source}")]
+    Engine {
+        /// What was being saved or restored.
+        what: String,
+        /// What the engine reported.
+        #[source]
+        source: vm_accel::AccelError,
+    },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SnapshotError + 'a {
