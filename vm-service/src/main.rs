@@ -388,6 +388,7 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
             .chain(drives.into_iter().map(DeviceConfig::Block))
             .collect(),
         serial: SerialMode::Stdout,
+        restore: None,
     })
 }
 

@@ -248,6 +248,13 @@ impl VmmBuilder {
 
         // Files first: a wrong path is the most common mistake, report it at once.
         let restoring = self.restore.as_ref();
+        if restoring.is_none() && config.restore.is_some() {
+            return Err(SnapshotError::Mismatch(
+                "the configuration names a snapshot to restore: build it with VmmBuilder::restore_from"
+                    .into(),
+            )
+            .into());
+        }
         let (kernel, kernel_name) = match &config.kernel {
             _ if restoring.is_some() => (
                 Vec::new(),
@@ -545,6 +552,8 @@ impl Snapshotter {
         transports: &[std::sync::MutexGuard<'_, MmioTransport>],
     ) -> VmConfig {
         let mut config = self.config.clone();
+        // The snapshot is the VM's source from now on, not the one it came from.
+        config.restore = None;
         let mut macs = Vec::new();
         for (device, transport) in block::slot_order(&self.config.devices)
             .into_iter()
