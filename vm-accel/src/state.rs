@@ -2,7 +2,8 @@
 //! and [`Vm::save_state`](crate::Vm::save_state) return and their `restore_state`
 //! counterparts accept, as plain serde data a snapshot file can hold.
 //!
-//! One variant per engine. The KVM x86-64 state keeps each kernel structure
+//! One variant per engine: the one saved-vCPU type of the workspace, which a
+//! snapshot file holds as it is. The KVM x86-64 state keeps each kernel structure
 //! (`kvm_regs`, `kvm_sregs`, `kvm_xsave`, `kvm_lapic_state`, ...) as its bytes
 //! in the kernel's ABI layout, checked for size when restored, and the lists
 //! (MSRs, CPUID) as named fields. The types compile on every host, so a
@@ -10,6 +11,8 @@
 //! restored.
 
 use serde::{Deserialize, Serialize};
+
+pub mod riscv64;
 
 /// Layout version of [`X86_64KvmVcpuState`] and [`X86_64KvmVmState`]; a state
 /// with another version is refused on restore.
@@ -21,6 +24,8 @@ pub const X86_64_KVM_STATE_VERSION: u32 = 1;
 pub enum VcpuState {
     /// An x86-64 vCPU of the KVM backend.
     X86_64Kvm(Box<X86_64KvmVcpuState>),
+    /// A hart of the riscv64 interpreter.
+    Riscv64Interp(Box<riscv64::HartState>),
 }
 
 /// VM-wide state that lives in the hypervisor rather than in guest memory or
@@ -37,6 +42,16 @@ impl VcpuState {
     pub fn engine(&self) -> &'static str {
         match self {
             Self::X86_64Kvm(_) => "KVM x86_64",
+            Self::Riscv64Interp(_) => "the riscv64 interpreter",
+        }
+    }
+
+    /// The guest architecture of the vCPU this state belongs to.
+    pub fn arch(&self) -> crate::GuestArch {
+        use crate::GuestArch;
+        match self {
+            Self::X86_64Kvm(_) => GuestArch::X86_64,
+            Self::Riscv64Interp(_) => GuestArch::Riscv64,
         }
     }
 }

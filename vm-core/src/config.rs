@@ -316,6 +316,20 @@ pub struct VmConfig {
     /// Serial console routing.
     #[serde(default)]
     pub serial: SerialMode,
+    /// Where the VM comes from when it is not booted: a snapshot, restored
+    /// at every start (the other fields are the snapshot's configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<SnapshotSource>,
+}
+
+/// A snapshot's two files (see the VMM's snapshot module for their format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSource {
+    /// The state file.
+    pub snapshot_path: PathBuf,
+    /// The memory file.
+    pub mem_file_path: PathBuf,
 }
 
 impl Default for VmConfig {
@@ -329,6 +343,7 @@ impl Default for VmConfig {
             cmdline: String::new(),
             devices: Vec::new(),
             serial: SerialMode::default(),
+            restore: None,
         }
     }
 }

@@ -56,6 +56,7 @@ fn config() -> impl Strategy<Value = VmConfig> {
                 cmdline,
                 devices,
                 serial,
+                restore: None,
             },
         )
 }

@@ -1,6 +1,6 @@
 //! Errors shared by the devices' snapshot state: each device has a plain
 //! serialisable state struct (`ClintState`, `PlicState`, `SerialState`,
-//! `MmioTransportState`) with a `state()` to save it and a restore that checks
+//! `RtcState`, `MmioTransportState`) with a `state()` to save it and a restore that checks
 //! what it reads against the device it is restored into, so a hostile or
 //! mismatched snapshot is refused instead of leaving a device that indexes
 //! outside its tables or outside guest memory later.

@@ -267,12 +267,15 @@ struct RunArgs {
     sandbox: SandboxArgs,
 }
 
-/// Passes console output through and reports, once, when `pattern` appears.
+/// Passes console output through and reports, once, when `pattern` appears;
+/// the VM is then asked to pause at once (the console is written by the vCPU
+/// thread whose exit printed it), so it stops right after that output.
 struct OutputTrigger<W> {
     inner: W,
     pattern: Vec<u8>,
     window: Vec<u8>,
     fired: Option<std::sync::mpsc::Sender<()>>,
+    pause: PauseOnOutput,
 }
 
 impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
@@ -286,6 +289,9 @@ impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
                 .any(|w| w == self.pattern.as_slice())
             {
                 if let Some(tx) = self.fired.take() {
+                    if let Some(control) = self.pause.get() {
+                        control.request_pause();
+                    }
                     let _ = tx.send(());
                 }
             }
@@ -300,6 +306,9 @@ impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
         self.inner.flush()
     }
 }
+
+/// Where `--snapshot-on-output` finds the running VM's control.
+type PauseOnOutput = Arc<std::sync::OnceLock<vm_service::executor::ExecutorControl>>;
 
 fn parse_net(spec: &str, mac: Option<MacAddr>) -> Result<Option<DeviceConfig>, String> {
     let backend = match spec {
@@ -376,6 +385,7 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
             .chain(drives.into_iter().map(DeviceConfig::Block))
             .collect(),
         serial: SerialMode::Stdout,
+        restore: None,
     })
 }
 
@@ -445,7 +455,9 @@ fn run(args: &RunArgs) -> ExitCode {
         SwitchRegistry::new()
     };
     let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel();
+    let pause_on_output = Arc::new(std::sync::OnceLock::new());
     let trigger = OutputTrigger {
+        pause: pause_on_output.clone(),
         inner: std::io::stdout(),
         pattern: args
             .snapshot_on_output
@@ -500,7 +512,10 @@ fn run(args: &RunArgs) -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         }
     } else {
-        let snapshot = args.snapshot_dir.clone().map(|dir| (dir, snapshot_rx));
+        let snapshot = args
+            .snapshot_dir
+            .clone()
+            .map(|dir| (dir, snapshot_rx, pause_on_output));
         match run_on_executor(vmm, snapshot) {
             Ok(outcome) => outcome,
             Err(code) => return code,
@@ -519,11 +534,12 @@ fn run(args: &RunArgs) -> ExitCode {
 
 /// Starts the vCPUs on the configured executor and waits for the VM to stop;
 /// with `snapshot`, a snapshot is written to its directory when its channel
-/// fires (`--snapshot-on-output`), and the VM then stops. Returns why the VM
-/// stopped and whether a snapshot was taken (`None`: none was asked for).
+/// fires (`--snapshot-on-output`, which pauses the VM through the control
+/// set here), and the VM then stops. Returns why the VM stopped and whether
+/// a snapshot was taken (`None`: none was asked for).
 fn run_on_executor(
     vmm: vm_service::Vmm,
-    snapshot: Option<(PathBuf, std::sync::mpsc::Receiver<()>)>,
+    snapshot: Option<(PathBuf, std::sync::mpsc::Receiver<()>, PauseOnOutput)>,
 ) -> Result<(StopReason, Option<bool>), ExitCode> {
     let running = match vmm.start() {
         Ok(r) => r,
@@ -531,7 +547,8 @@ fn run_on_executor(
     };
     let control = running.control();
     let snapshot_result = Arc::new(Mutex::new(None));
-    if let Some((dir, snapshot_rx)) = snapshot {
+    if let Some((dir, snapshot_rx, pause_on_output)) = snapshot {
+        let _ = pause_on_output.set(control.clone());
         let (snapshotter, control, result) = (
             running.snapshotter(),
             control.clone(),

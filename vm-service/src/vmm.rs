@@ -266,6 +266,13 @@ impl VmmBuilder {
 
         // Files first: a wrong path is the most common mistake, report it at once.
         let restoring = self.restore.as_ref();
+        if restoring.is_none() && config.restore.is_some() {
+            return Err(SnapshotError::Mismatch(
+                "the configuration names a snapshot to restore: build it with VmmBuilder::restore_from"
+                    .into(),
+            )
+            .into());
+        }
         let (kernel, kernel_name) = match &config.kernel {
             _ if restoring.is_some() => (
                 Vec::new(),
@@ -340,7 +347,7 @@ impl VmmBuilder {
             Some(out) => out,
             None => serial_writer(&config.serial)?,
         };
-        let (pio, mut mmio, serial) = attach_devices(
+        let (pio, mut mmio, serial, rtc) = attach_devices(
             vm.as_ref(),
             &map,
             serial_out,
@@ -364,7 +371,14 @@ impl VmmBuilder {
         let mut vcpus = match (&boot, restoring) {
             (Some(boot), _) => create_vcpus(vm.as_ref(), platform, &map, boot)?,
             (None, Some((state, _))) => {
-                restore_devices(&transports, state)?;
+                restore_devices(&transports, rtc.as_ref(), state)?;
+                if let Some(saved) = &state.vm {
+                    vm.restore_state(saved)
+                        .map_err(|source| SnapshotError::Engine {
+                            what: "restoring the VM's hypervisor state".into(),
+                            source,
+                        })?;
+                }
                 restore_vcpus(vm.as_ref(), &map, state)?
             }
             (None, None) => unreachable!("a VM is either booted or restored"),
@@ -395,6 +409,7 @@ impl VmmBuilder {
         Ok(Vmm {
             config: self.config.clone(),
             serial,
+            rtc,
             transports,
             vm,
             memory,
@@ -412,6 +427,7 @@ impl VmmBuilder {
 pub struct Vmm {
     config: VmConfig,
     serial: Option<SharedSerial>,
+    rtc: Option<SharedRtc>,
     /// The virtio-mmio transports, in slot order.
     transports: Vec<SharedTransport>,
     vm: Arc<dyn Vm>,
@@ -447,32 +463,41 @@ impl Vmm {
 
     /// Starts every vCPU on the configured executor.
     pub fn start(self) -> Result<RunningVmm, VmmError> {
+        self.start_with(false)
+    }
+
+    /// Starts the vCPU threads with every vCPU parked before its first
+    /// instruction (e.g. a restored VM that stays paused until resumed).
+    pub fn start_paused(self) -> Result<RunningVmm, VmmError> {
+        self.start_with(true)
+    }
+
+    fn start_with(self, paused: bool) -> Result<RunningVmm, VmmError> {
         let handler: Arc<dyn crate::executor::ExitHandler> = self.handler;
         let first_entry = Instant::now();
-        let executor =
-            MultiVcpuExecutor::start(self.executor, self.vcpus, &handler).map_err(|source| {
-                VmmError::Executor {
-                    kind: self.executor,
-                    source,
-                }
-            })?;
+        let executor = MultiVcpuExecutor::start_with(self.executor, self.vcpus, &handler, paused)
+            .map_err(|source| VmmError::Executor {
+            kind: self.executor,
+            source,
+        })?;
         tracing::info!(
             elapsed_us = first_entry.elapsed().as_micros() as u64,
             "vCPUs entered"
         );
         let snapshotter = Snapshotter {
             control: executor.control(),
+            vm: self.vm,
             memory: self.memory,
             info: self.info.clone(),
             config: self.config,
             serial: self.serial,
+            rtc: self.rtc,
             transports: self.transports,
         };
         Ok(RunningVmm {
             executor,
             _pollers: self.pollers,
             _switches: self.switches,
-            _vm: self.vm,
             info: self.info,
             snapshotter,
         })
@@ -519,10 +544,9 @@ pub struct RunningVmm {
     executor: MultiVcpuExecutor,
     _pollers: Vec<Poller>,
     _switches: SwitchRegistry,
-    // The VM and its memory (in `snapshotter`) must outlive the vCPUs, which
-    // the executor owns.
-    _vm: Arc<dyn Vm>,
     info: VmmInfo,
+    // Holds the VM and its memory, which must outlive the vCPUs the executor
+    // owns.
     snapshotter: Snapshotter,
 }
 
@@ -531,10 +555,12 @@ pub struct RunningVmm {
 #[derive(Clone)]
 pub struct Snapshotter {
     control: ExecutorControl,
+    vm: Arc<dyn Vm>,
     memory: GuestMemoryMmap,
     info: VmmInfo,
     config: VmConfig,
     serial: Option<SharedSerial>,
+    rtc: Option<SharedRtc>,
     transports: Vec<SharedTransport>,
 }
 
@@ -555,6 +581,8 @@ impl Snapshotter {
         transports: &[std::sync::MutexGuard<'_, MmioTransport>],
     ) -> VmConfig {
         let mut config = self.config.clone();
+        // The snapshot is the VM's source from now on, not the one it came from.
+        config.restore = None;
         let mut macs = Vec::new();
         for (device, transport) in block::slot_order(&self.config.devices)
             .into_iter()
@@ -611,21 +639,27 @@ impl Snapshotter {
                 state: e.to_string(),
             })?;
         let mut vcpus = Vec::with_capacity(captured.len());
-        let mut engine = None;
+        let mut riscv = None;
         for c in captured {
-            let (vcpu, shared) = c.map_err(|e| match e {
+            let (vcpu, machine) = c.map_err(|e| match e {
                 SnapshotError::UnsupportedEngine { .. } => SnapshotError::UnsupportedEngine {
                     engine: self.info.engine.clone(),
                 },
                 other => other,
             })?;
             vcpus.push(vcpu);
-            engine = engine.or(shared);
+            riscv = riscv.or(machine);
         }
-        let Some(engine) = engine else {
-            return Err(SnapshotError::UnsupportedEngine {
-                engine: self.info.engine.clone(),
-            });
+        // Every vCPU is parked: the hypervisor's VM state holds still.
+        let vm = match self.vm.save_state() {
+            Ok(s) => Some(s),
+            Err(AccelError::StateUnsupported { .. }) => None,
+            Err(source) => {
+                return Err(SnapshotError::Engine {
+                    what: "saving the VM's hypervisor state".into(),
+                    source,
+                })
+            }
         };
         // Device threads wait on these locks until memory is written.
         let serial = SnapshotSerial(
@@ -633,6 +667,10 @@ impl Snapshotter {
                 .as_ref()
                 .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
         );
+        let rtc = self
+            .rtc
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let transports: Vec<_> = self
             .transports
             .iter()
@@ -656,10 +694,13 @@ impl Snapshotter {
                 .collect(),
             memory_file_len,
             vcpus,
-            engine,
+            vm,
             devices: snapshot::DevicesState {
                 serial: serial.0.as_ref().map(|s| s.state()),
+                rtc: rtc.as_ref().map(|r| r.state()),
+                riscv,
                 virtio: transports.iter().map(|t| t.state()).collect(),
+                disks: snapshot::disk_states(&self.config, transports.iter().map(|t| &**t)),
             },
         };
         let bytes = vm_state.to_file_bytes()?;
@@ -676,6 +717,7 @@ impl Snapshotter {
             file.write_all(&bytes)
         })?;
         drop(transports);
+        drop(rtc);
         drop(serial);
         tracing::info!(
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -887,6 +929,7 @@ fn irq(vm: &dyn Vm, line: u32) -> Result<Arc<dyn Interrupt>, VmmError> {
 
 type SharedSerial = Arc<Mutex<Serial>>;
 type SharedTransport = Arc<Mutex<MmioTransport>>;
+type SharedRtc = Arc<Mutex<vm_device::legacy::CmosRtc>>;
 
 fn new_serial(
     line: u32,
@@ -914,7 +957,7 @@ fn attach_devices(
     serial_state: Option<&vm_device::legacy::serial::SerialState>,
     reset: Arc<CountingInterrupt>,
     poweroff: Arc<CountingInterrupt>,
-) -> Result<(Bus, Bus, Option<SharedSerial>), VmmError> {
+) -> Result<(Bus, Bus, Option<SharedSerial>, Option<SharedRtc>), VmmError> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
     let bus_err = |device: &'static str| move |e: BusError| device_err(device, e);
@@ -936,11 +979,15 @@ fn attach_devices(
             Some(serial)
         }
     };
-    if map.arch == GuestArch::X86_64 {
-        vm_device::legacy::insert_pc_devices(&mut pio, reset, poweroff)
-            .map_err(bus_err("the PC platform devices"))?;
-    }
-    Ok((pio, mmio, serial))
+    let rtc = if map.arch == GuestArch::X86_64 {
+        Some(
+            vm_device::legacy::insert_pc_devices(&mut pio, reset, poweroff)
+                .map_err(bus_err("the PC platform devices"))?,
+        )
+    } else {
+        None
+    };
+    Ok((pio, mmio, serial, rtc))
 }
 
 /// Puts every virtio device on its slot (see [`block::slot_order`]) and starts
@@ -1060,9 +1107,47 @@ fn restored_memory(
         .map_err(|e| SnapshotError::Mismatch(format!("RAM regions: {e}")).into())
 }
 
-/// Restores every virtio transport's state (in slot order) and gives each
-/// device one poll, so work the guest queued before the snapshot is picked up.
-fn restore_devices(transports: &[SharedTransport], state: &VmState) -> Result<(), VmmError> {
+/// Restores the RTC and every virtio transport's state (in slot order) and
+/// gives each virtio device one poll, so work the guest queued before the
+/// snapshot is picked up.
+fn restore_devices(
+    transports: &[SharedTransport],
+    rtc: Option<&SharedRtc>,
+    state: &VmState,
+) -> Result<(), VmmError> {
+    match (rtc, &state.devices.rtc) {
+        (Some(rtc), Some(s)) => rtc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .restore(s)
+            .map_err(|source| SnapshotError::State {
+                what: "the CMOS RTC".into(),
+                source,
+            })?,
+        (None, None) => {}
+        (have, _) => {
+            return Err(SnapshotError::Mismatch(format!(
+                "the VM {} a CMOS RTC, the snapshot {}",
+                if have.is_some() { "has" } else { "has no" },
+                if have.is_some() {
+                    "has none"
+                } else {
+                    "has one"
+                },
+            ))
+            .into())
+        }
+    }
+    let locked: Vec<_> = transports
+        .iter()
+        .map(|t| t.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        .collect();
+    snapshot::check_disks(
+        &state.devices.disks,
+        &state.config,
+        locked.iter().map(|t| &**t),
+    )?;
+    drop(locked);
     for (i, (t, s)) in transports.iter().zip(&state.devices.virtio).enumerate() {
         let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         t.restore(s).map_err(|source| SnapshotError::State {
@@ -1085,8 +1170,8 @@ fn restore_vcpus(
         let mut vcpu = vm
             .create_vcpu(VcpuId(index))
             .map_err(accel_err("creating a vCPU"))?;
-        let engine = (index == 0).then_some(&state.engine);
-        snapshot::restore_vcpu(vcpu.as_mut(), saved, engine)?;
+        let machine = state.devices.riscv.as_ref().filter(|_| index == 0);
+        snapshot::restore_vcpu(vcpu.as_mut(), saved, machine)?;
         vcpus.push(vcpu);
     }
     Ok(vcpus)

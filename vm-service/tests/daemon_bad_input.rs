@@ -506,6 +506,8 @@ async fn socket_is_private_and_openapi_is_served() {
         "/vms",
         "/vms/{id}",
         "/vms/{id}/actions",
+        "/vms/{id}/snapshot",
+        "/vms/{id}/snapshot/load",
         "/vms/{id}/serial",
         "/metrics",
     ] {

@@ -114,6 +114,7 @@ pub fn upcast_json(json: &[u8]) -> Result<VmEvent, DecodeError> {
                 .map(upcast_net)
                 .collect::<Result<_, _>>()?,
             serial: SerialMode::Stdout,
+            restore: None,
         }),
         LegacyKind::Started => EventKind::Started,
         LegacyKind::Paused => EventKind::Paused,

@@ -34,6 +34,7 @@ pub fn v1_expressible_config(vcpus: u32) -> VmConfig {
         cmdline: "console=ttyS0".into(),
         devices: vec![tap("eth0", "tap0", Some("52:54:00:00:00:01"))],
         serial: SerialMode::Stdout,
+        restore: None,
     }
 }
 

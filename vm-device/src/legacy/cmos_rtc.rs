@@ -306,6 +306,73 @@ impl<C: Clock> CmosRtc<C> {
     }
 }
 
+/// Largest saved time (offset or frozen time) a restore accepts, in seconds:
+/// ±10,000 years, far inside what the date arithmetic handles.
+const MAX_SAVED_SECONDS: u64 = 10_000 * 366 * 86_400;
+
+/// The RTC in a snapshot. The time is kept as the guest's offset from the
+/// host's clock, so a restored guest's clock shows the host's time plus the
+/// same offset (a battery-backed clock kept running while the VM was saved).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RtcState {
+    /// Guest time minus host time, in seconds.
+    pub offset: i64,
+    /// The selected CMOS byte.
+    pub index: u8,
+    /// The 128 CMOS bytes.
+    pub ram: Vec<u8>,
+    /// While register B's SET bit is on: the time the guest is writing (Unix seconds).
+    pub frozen: Option<i64>,
+}
+
+impl<C: Clock> CmosRtc<C> {
+    /// The RTC's state.
+    pub fn state(&self) -> RtcState {
+        RtcState {
+            offset: self.offset,
+            index: self.index,
+            ram: self.ram.to_vec(),
+            frozen: self.frozen.map(DateTime::to_unix),
+        }
+    }
+
+    /// Checks `state` and, only if all of it fits, makes it this RTC's state.
+    pub fn restore(&mut self, state: &RtcState) -> Result<(), crate::state::StateError> {
+        let ram: [u8; 128] =
+            state
+                .ram
+                .as_slice()
+                .try_into()
+                .map_err(|_| crate::state::StateError::Size {
+                    device: "CMOS RTC",
+                    what: "CMOS bytes",
+                    expected: 128,
+                    found: state.ram.len(),
+                })?;
+        if state.index > 0x7f {
+            return Err(crate::state::StateError::Invalid {
+                device: "CMOS RTC",
+                reason: format!("CMOS index {:#x} is past the 128 bytes", state.index),
+            });
+        }
+        if state.offset.unsigned_abs() > MAX_SAVED_SECONDS
+            || state
+                .frozen
+                .is_some_and(|t| t.unsigned_abs() > MAX_SAVED_SECONDS)
+        {
+            return Err(crate::state::StateError::Invalid {
+                device: "CMOS RTC",
+                reason: "the saved time is more than 10,000 years away".into(),
+            });
+        }
+        self.offset = state.offset;
+        self.index = state.index;
+        self.ram = ram;
+        self.frozen = state.frozen.map(DateTime::from_unix);
+        Ok(())
+    }
+}
+
 impl<C: Clock> BusDevice for CmosRtc<C> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
@@ -336,6 +403,30 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn state_round_trips_and_a_short_or_wild_state_is_refused() {
+        let clock = FixedClock::default();
+        clock.set(1_709_211_909, 0);
+        let mut rtc = CmosRtc::with_clock(clock.clone());
+        rtc.write(0, &[0x40]);
+        rtc.write(1, &[0xa5]);
+        rtc.write(0, &[REG_B]);
+        rtc.write(1, &[B_24H | B_SET]);
+        let state = rtc.state();
+        let mut restored = CmosRtc::with_clock(clock);
+        restored.restore(&state).unwrap();
+        assert_eq!(restored.state(), state);
+        let mut short = state.clone();
+        short.ram.pop();
+        assert!(restored.restore(&short).is_err());
+        let mut wild = state.clone();
+        wild.offset = i64::MAX;
+        assert!(restored.restore(&wild).is_err());
+        let mut index = state;
+        index.index = 0x80;
+        assert!(restored.restore(&index).is_err());
+    }
 
     /// A clock the test moves by hand.
     #[derive(Debug, Default, Clone)]

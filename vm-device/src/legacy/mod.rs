@@ -19,19 +19,21 @@ use crate::interrupt::Interrupt;
 /// Puts the PC platform devices an x86_64 guest expects at their fixed ports
 /// on `pio`: the i8042 (fires `reset` on the CPU-reset command), the CMOS
 /// RTC and the ACPI sleep control register (fires `poweroff` on S5). The
-/// ACPI tables describe the same ports.
+/// ACPI tables describe the same ports. Returns the RTC, the one of them
+/// with state a snapshot keeps.
 pub fn insert_pc_devices(
     pio: &mut Bus,
     reset: Arc<dyn Interrupt>,
     poweroff: Arc<dyn Interrupt>,
-) -> Result<(), BusError> {
+) -> Result<Arc<Mutex<CmosRtc>>, BusError> {
     pio.insert(
         Arc::new(Mutex::new(I8042::new(reset))),
         i8042::I8042_PORT_BASE,
         i8042::I8042_PORT_LEN,
     )?;
+    let rtc = Arc::new(Mutex::new(CmosRtc::new()));
     pio.insert(
-        Arc::new(Mutex::new(CmosRtc::new())),
+        rtc.clone(),
         cmos_rtc::CMOS_PORT_BASE,
         cmos_rtc::CMOS_PORT_LEN,
     )?;
@@ -39,5 +41,6 @@ pub fn insert_pc_devices(
         Arc::new(Mutex::new(AcpiSleepControl::new(poweroff))),
         acpi_sleep::ACPI_SLEEP_PORT_BASE,
         acpi_sleep::ACPI_SLEEP_PORT_LEN,
-    )
+    )?;
+    Ok(rtc)
 }

@@ -8,6 +8,7 @@
 //! | `GET /vms/{id}`            | state, config, uptime, exit counts, serial tail   |
 //! | `PUT /vms/{id}/actions`    | `start`, `pause`, `resume`, `stop`, `ctrl-alt-del`|
 //! | `PUT /vms/{id}/snapshot`   | snapshot a paused VM (`snapshot_path`, `mem_file_path`; 409 unless paused) |
+//! | `PUT /vms/{id}/snapshot/load` | create a VM from a snapshot (`snapshot_path`, `mem_file_path`); every start restores it |
 //! | `DELETE /vms/{id}`         | delete a VM that is not running                   |
 //! | `GET /vms/{id}/serial`     | the serial console: tail, then live until it stops|
 //! | `GET /metrics`             | Prometheus text format                            |
@@ -36,7 +37,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use vm_core::config::VmConfig;
+use vm_core::config::{SnapshotSource, VmConfig};
 use vm_core::VmId;
 
 use crate::daemon::vms::{Action, VmSnapshot, Vms};
@@ -265,6 +266,61 @@ async fn snapshot(
     ))
 }
 
+/// Creates a VM whose source is a snapshot: the state file is read and
+/// checked now (a bad one is a 400 naming what is wrong), the memory file's
+/// size too, and the VM gets the snapshot's configuration, journaled like
+/// any create; each start restores the snapshot in a new VMM process.
+async fn load_snapshot(
+    State(s): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    ApiJson(source): ApiJson<SnapshotSource>,
+) -> Result<(StatusCode, Json<VmResource>), ApiError> {
+    let id = vm_id(path)?;
+    for (field, p) in [
+        ("snapshot_path", &source.snapshot_path),
+        ("mem_file_path", &source.mem_file_path),
+    ] {
+        if !p.is_absolute() {
+            return Err(ApiError::bad_request(
+                "invalid_snapshot",
+                format!("{field} {} is relative; give an absolute path", p.display()),
+            ));
+        }
+    }
+    let checked = source.clone();
+    let state = tokio::task::spawn_blocking(move || {
+        let state = crate::snapshot::VmState::read(&checked.snapshot_path)?;
+        let memory = std::fs::File::open(&checked.mem_file_path).map_err(|e| {
+            crate::snapshot::SnapshotError::Io {
+                what: "memory file",
+                path: checked.mem_file_path.clone(),
+                source: e,
+            }
+        })?;
+        crate::snapshot::format::check_memory_file(
+            &checked.mem_file_path,
+            &memory,
+            state.memory_file_len,
+        )?;
+        Ok::<_, crate::snapshot::SnapshotError>(state)
+    })
+    .await
+    .map_err(|e| ApiError::bad_request("invalid_snapshot", e.to_string()))?
+    .map_err(|e| ApiError::bad_request("invalid_snapshot", crate::daemon::error_chain(&e)))?;
+    let mut config = state.config;
+    config.restore = Some(source);
+    config
+        .validate()
+        .map_err(|e| ApiError::bad_request("invalid_snapshot", e.to_string()))?;
+    let (vm, created) = s.vms.create(id, config).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(vm.into())))
+}
+
 async fn delete(
     State(s): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -341,6 +397,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/vms/{id}", put(create).get(show).delete(delete))
         .route("/vms/{id}/actions", put(act))
         .route("/vms/{id}/snapshot", put(snapshot))
+        .route("/vms/{id}/snapshot/load", put(load_snapshot))
         .route("/vms/{id}/serial", get(serial))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -215,12 +215,21 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
         None => return Err(VmmProcessError::NoBoot),
     };
     let switches = switch_dir.map_or_else(SwitchRegistry::new, SwitchRegistry::with_segment_dir);
-    let booted = VmmBuilder::new(config)
-        .executor(executor)
-        .switches(switches)
-        .serial_output(Box::new(SerialForwarder(tx.clone())))
-        .build()
-        .and_then(crate::Vmm::start);
+    // A VM created from a snapshot restores it at every start.
+    let builder = match &config.restore {
+        Some(source) => VmmBuilder::restore_from(crate::snapshot::SnapshotPaths {
+            state: source.snapshot_path.clone(),
+            memory: source.mem_file_path.clone(),
+        }),
+        None => Ok(VmmBuilder::new(config)),
+    };
+    let booted = builder.and_then(|b| {
+        b.executor(executor)
+            .switches(switches)
+            .serial_output(Box::new(SerialForwarder(tx.clone())))
+            .build()
+            .and_then(crate::Vmm::start)
+    });
     let running = match booted {
         Ok(r) => r,
         Err(e) => {

@@ -243,6 +243,20 @@ impl ExecutorControl {
         Ok(results.drain(..).flatten().collect())
     }
 
+    /// Asks every vCPU to park at its next exit (or, before the vCPUs run,
+    /// before its first instruction) without waiting or kicking: callable
+    /// from a vCPU thread handling an exit, so that vCPU stops right after
+    /// it; a later [`Self::pause`] kicks the others and waits until every
+    /// vCPU is parked. No effect once the VM is stopping.
+    pub fn request_pause(&self) {
+        let mut inner = self.lock();
+        if inner.stop_reason.is_some() {
+            return;
+        }
+        inner.pause_requested = true;
+        self.0.yield_flag.store(true, Ordering::Release);
+    }
+
     /// Resumes paused vCPUs.
     pub fn resume(&self) -> Result<(), ControlError> {
         let mut inner = self.lock();

@@ -184,8 +184,22 @@ impl MultiVcpuExecutor {
         vcpus: Vec<Box<dyn Vcpu>>,
         handler: &Arc<dyn ExitHandler>,
     ) -> std::io::Result<Self> {
+        Self::start_with(kind, vcpus, handler, false)
+    }
+
+    /// [`Self::start`], with every vCPU parked before its first instruction
+    /// when `paused` (resume through [`ExecutorControl::resume`]).
+    pub fn start_with(
+        kind: ExecutorKind,
+        vcpus: Vec<Box<dyn Vcpu>>,
+        handler: &Arc<dyn ExitHandler>,
+        paused: bool,
+    ) -> std::io::Result<Self> {
         let kicks = vcpus.iter().map(|v| v.kick_handle()).collect();
         let control = ExecutorControl::new(kicks);
+        if paused {
+            control.request_pause();
+        }
         let loops = vcpus
             .into_iter()
             .enumerate()

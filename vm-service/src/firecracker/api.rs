@@ -12,7 +12,9 @@
 //! | `PATCH /vm` | `Paused`, `Resumed` |
 //! | `GET /vm/config` | every resource |
 //! | `PUT /logger`, `PUT /metrics` | log and metrics files (pre-boot) |
-//! | `PUT /snapshot/*`, `/mmds*`, `/vsock`, `/balloon*`, `/entropy`, `/cpu-config`, `/serial`, `/hotplug*`, `/pmem*` | 400: not supported, with the reason |
+//! | `PUT /snapshot/create` | a full snapshot of the paused microVM (`snapshot_path`, `mem_file_path`); 400 unless paused |
+//! | `PUT /snapshot/load` | a fresh process's microVM from a snapshot (`snapshot_path`, `mem_backend` of type `File` or `mem_file_path`, `resume_vm`) |
+//! | `/mmds*`, `/vsock`, `/balloon*`, `/entropy`, `/cpu-config`, `/serial`, `/hotplug*`, `/pmem*` | 400: not supported, with the reason |
 //!
 //! Every successful `PUT`/`PATCH` answers 204 with an empty body; every
 //! error a JSON `{"fault_message"}`: 400 for bad requests and unknown
@@ -34,6 +36,7 @@ use super::model::{
     Action, ActionType, BootSource, Drive, DrivePatch, Logger, MachineConfig, MachineConfigPatch,
     Metrics, NetworkInterface, NetworkInterfacePatch, VmState, VmStateRequest,
 };
+use super::snapshot::{SnapshotCreateParams, SnapshotLoadParams};
 use crate::api::body::{parse_json, read_body};
 use crate::api::error::ApiError;
 use crate::api::Limits;
@@ -116,9 +119,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("hotplug", "memory hot-plug is not supported by this VMM"),
     ("pmem", "pmem devices are not supported by this VMM"),
 ];
-
-/// `PUT /snapshot/create` and `/snapshot/load`.
-const NO_SNAPSHOTS: &str = "snapshots are not supported yet";
 
 /// The API's routes over `state`.
 pub fn router(state: FcState) -> Router {
@@ -275,9 +275,18 @@ async fn dispatch(
                 .await
                 .map(no_content)
         }
-        ["snapshot", ..] => Err(Fault::bad_request(format!(
-            "{method} {path}: {NO_SNAPSHOTS}"
-        ))),
+        ["snapshot", "create"] if put => {
+            let p: SnapshotCreateParams = body(s, req).await?;
+            with_instance(s, move |i| i.snapshot_create(&p))
+                .await
+                .map(no_content)
+        }
+        ["snapshot", "load"] if put => {
+            let p: SnapshotLoadParams = body(s, req).await?;
+            with_instance(s, move |i| i.snapshot_load(&p))
+                .await
+                .map(no_content)
+        }
         [first, ..] => match UNSUPPORTED.iter().find(|(route, _)| route == first) {
             Some((_, why)) => Err(Fault::bad_request(format!("{method} {path}: {why}"))),
             None => Err(invalid_route(method, path)),

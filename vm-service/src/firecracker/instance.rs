@@ -17,9 +17,10 @@ use super::model::{
     MachineConfigPatch, Metrics, NetworkInterface, NetworkInterfacePatch, Unsupported,
 };
 use super::resources::Resources;
+use super::snapshot::{SnapshotCreateParams, SnapshotLoadParams};
 use crate::daemon::error_chain;
 use crate::executor::{ExecutorControl, RunState};
-use crate::{ExecutorKind, StopReason, VmmBuilder};
+use crate::{ExecutorKind, Snapshotter, StopReason, VmmBuilder};
 
 /// The Firecracker API version whose paths and bodies this mode follows.
 pub const FIRECRACKER_API_VERSION: &str = "1.7.0";
@@ -76,6 +77,12 @@ pub enum InstanceError {
     /// The VM could not be built or started.
     #[error("starting the microVM failed: {0}")]
     Start(String),
+    /// A snapshot could not be created or loaded.
+    #[error("{0}")]
+    Snapshot(String),
+    /// `PUT /snapshot/load` after other resources were configured.
+    #[error("loading a snapshot is only allowed on a fresh microVM: no boot source, machine config, drive or network interface may be configured first")]
+    LoadNotFresh,
     /// Pause or resume on a VM that has stopped.
     #[error("the microVM has stopped: {0}")]
     Stopped(String),
@@ -99,7 +106,7 @@ pub type OnStop = Box<dyn FnOnce(StopReason) + Send>;
 
 enum Phase {
     NotStarted,
-    Started(ExecutorControl),
+    Started(ExecutorControl, Box<Snapshotter>),
 }
 
 /// The microVM and its resources.
@@ -143,7 +150,7 @@ impl Instance {
     }
 
     fn started(&self) -> bool {
-        matches!(self.phase, Phase::Started(_))
+        matches!(self.phase, Phase::Started(..))
     }
 
     fn pre_boot(&self, what: &'static str) -> Result<(), InstanceError> {
@@ -156,7 +163,7 @@ impl Instance {
 
     fn control(&self, what: &'static str) -> Result<&ExecutorControl, InstanceError> {
         match &self.phase {
-            Phase::Started(c) => Ok(c),
+            Phase::Started(c, _) => Ok(c),
             Phase::NotStarted => Err(InstanceError::BeforeStart { what }),
         }
     }
@@ -164,7 +171,7 @@ impl Instance {
     fn state_name(&self) -> &'static str {
         match &self.phase {
             Phase::NotStarted => "Not started",
-            Phase::Started(c) => match c.state() {
+            Phase::Started(c, _) => match c.state() {
                 RunState::Paused => "Paused",
                 _ => "Running",
             },
@@ -360,18 +367,69 @@ impl Instance {
         self.pre_boot("InstanceStart")?;
         let config = self.res.vm_config(true)?;
         tracing::info!(id = %self.id, arch = %config.arch, vcpus = config.vcpus, memory_mib = config.memory_mib, "starting the microVM");
+        self.launch(VmmBuilder::new(config), false)
+    }
+
+    /// `PUT /snapshot/create`: the microVM must be paused (400 otherwise, as
+    /// in Firecracker); it stays paused.
+    pub fn snapshot_create(&self, params: &SnapshotCreateParams) -> Result<(), InstanceError> {
+        let Phase::Started(_, snapshotter) = &self.phase else {
+            return Err(InstanceError::BeforeStart {
+                what: "PUT /snapshot/create",
+            });
+        };
+        let paths = params.paths()?;
+        snapshotter
+            .snapshot_to(&paths)
+            .map_err(|e| InstanceError::Snapshot(error_chain(&e)))
+    }
+
+    /// `PUT /snapshot/load`: only on a fresh microVM; builds the VM from the
+    /// snapshot and leaves it paused unless `resume_vm`.
+    pub fn snapshot_load(&mut self, params: &SnapshotLoadParams) -> Result<(), InstanceError> {
+        self.pre_boot("PUT /snapshot/load")?;
+        if self.res != Resources::default() {
+            return Err(InstanceError::LoadNotFresh);
+        }
+        let paths = params.paths()?;
+        let builder = VmmBuilder::restore_from(paths)
+            .map_err(|e| InstanceError::Snapshot(error_chain(&e)))?;
+        let config = builder.config();
+        self.res.machine.vcpu_count = config.vcpus;
+        self.res.machine.mem_size_mib = config.memory_mib;
+        tracing::info!(id = %self.id, arch = %config.arch, vcpus = config.vcpus, resume = params.resume_vm, "loading the microVM from a snapshot");
+        let launched = self.launch(builder, !params.resume_vm);
+        if launched.is_err() {
+            self.res = Resources::default();
+        }
+        launched
+    }
+
+    /// Builds the VM and starts its vCPUs (parked before their first
+    /// instruction when `paused`).
+    fn launch(&mut self, builder: VmmBuilder, paused: bool) -> Result<(), InstanceError> {
         let console = CountingWriter::new(std::io::stdout(), self.metrics.serial_bytes());
-        let vmm = VmmBuilder::new(config)
+        let vmm = builder
             .executor(ExecutorKind::Sync)
             .serial_output(Box::new(console))
             .serial_input(Box::new(std::io::stdin()))
             .build()
             .map_err(|e| InstanceError::Start(error_chain(&e)))?;
         let info = vmm.info().clone();
-        let running = vmm
-            .start()
-            .map_err(|e| InstanceError::Start(error_chain(&e)))?;
+        let running = if paused {
+            vmm.start_paused()
+        } else {
+            vmm.start()
+        }
+        .map_err(|e| InstanceError::Start(error_chain(&e)))?;
         let control = running.control();
+        let snapshotter = running.snapshotter();
+        if paused {
+            // Returns once every vCPU has parked, before any guest instruction.
+            control
+                .pause()
+                .map_err(|e| InstanceError::Stopped(e.to_string()))?;
+        }
         self.metrics.watch_vcpus(control.clone());
         let on_stop = self.on_stop.take();
         std::thread::Builder::new()
@@ -384,7 +442,7 @@ impl Instance {
             })
             .map_err(|e| InstanceError::Start(format!("cannot start the wait thread: {e}")))?;
         tracing::info!(id = %self.id, engine = %info.engine, reason = %info.engine_reason, "microVM started");
-        self.phase = Phase::Started(control);
+        self.phase = Phase::Started(control, Box::new(snapshotter));
         Ok(())
     }
 

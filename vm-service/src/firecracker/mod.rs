@@ -27,6 +27,7 @@ pub mod logger;
 pub mod metrics;
 pub mod model;
 pub mod resources;
+pub mod snapshot;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};

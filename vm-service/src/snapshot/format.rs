@@ -22,7 +22,14 @@ use std::path::{Path, PathBuf};
 /// First bytes of every state file.
 pub const MAGIC: [u8; 8] = *b"VMSNAPST";
 /// The state-file format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 holds one vCPU-state type for every engine, the KVM VM state,
+/// the RTC and each drive's size.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest state-file format this build reads: version 1 bodies (the
+/// riscv64 interpreter only, before the state types were merged) cannot be
+/// decoded into today's state, so they are refused by version, not by a
+/// body mismatch.
+pub const OLDEST_VERSION: u32 = 2;
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 24;
 /// Largest state body accepted (the body is small: registers and device state).
@@ -60,8 +67,8 @@ pub enum SnapshotError {
         /// The version in the file.
         found: u32,
     },
-    /// The file's version is not one this build knows (0).
-    #[error("{path} has snapshot format version {found}, which does not exist")]
+    /// The file's version is older than this build reads (or 0, which never existed).
+    #[error("{path} has snapshot format version {found}; this build reads versions {OLDEST_VERSION} to {FORMAT_VERSION} (take the snapshot again with this build)")]
     UnknownVersion {
         /// The file.
         path: PathBuf,
@@ -148,6 +155,17 @@ pub enum SnapshotError {
         /// The engine.
         engine: String,
     },
+    /// The engine could not save a vCPU's or the VM's state, or refused a
+    /// saved one (another engine's, another layout version, a host whose
+    /// CPU does not match).
+    #[error("{what}: {source}")]
+    Engine {
+        /// What was being saved or restored.
+        what: String,
+        /// What the engine reported.
+        #[source]
+        source: vm_accel::AccelError,
+    },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SnapshotError + 'a {
@@ -207,7 +225,7 @@ pub fn decode<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], SnapshotErro
             found: version,
         });
     }
-    if version == 0 {
+    if version < OLDEST_VERSION {
         return Err(SnapshotError::UnknownVersion {
             path: path_buf(),
             found: version,
@@ -356,6 +374,13 @@ mod tests {
             matches!(err, SnapshotError::NewerVersion { found, .. } if found == FORMAT_VERSION + 1)
         );
         assert!(err.to_string().contains("reads versions up to"), "{err}");
+        for old in [0u32, 1] {
+            bytes[8..12].copy_from_slice(&old.to_le_bytes());
+            assert!(matches!(
+                decode(p(), &bytes),
+                Err(SnapshotError::UnknownVersion { .. })
+            ));
+        }
         bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
         assert!(matches!(
             decode(p(), &bytes),

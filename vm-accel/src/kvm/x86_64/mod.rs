@@ -177,6 +177,13 @@ pub(super) fn restore_vcpu_state(
 ) -> Result<(), AccelError> {
     match saved {
         VcpuState::X86_64Kvm(s) => state::restore_vcpu(vm, fd, s),
+        other => Err(AccelError::InvalidState {
+            what: "the vCPU state",
+            reason: format!(
+                "it was saved by {}, this is a KVM x86_64 vCPU",
+                other.engine()
+            ),
+        }),
     }
 }
 

@@ -95,44 +95,8 @@ pub const MISA: u64 = (2 << 62)
 /// Exceptions M-mode may delegate (all but ecall from M).
 pub(super) const MEDELEG_MASK: u64 = 0xb3ff;
 
-/// The CSR file of one hart.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Csrs {
-    pub mstatus: u64,
-    pub medeleg: u64,
-    pub mideleg: u64,
-    pub mie: u64,
-    /// Software-writable pending bits (SSIP, STIP, SEIP); device lines are ORed in on read.
-    pub mip: u64,
-    pub mtvec: u64,
-    pub mcounteren: u64,
-    pub mscratch: u64,
-    pub mepc: u64,
-    pub mcause: u64,
-    pub mtval: u64,
-    pub menvcfg: u64,
-    pub mcountinhibit: u64,
-    pub stvec: u64,
-    pub scounteren: u64,
-    pub sscratch: u64,
-    pub sepc: u64,
-    pub scause: u64,
-    pub stval: u64,
-    pub senvcfg: u64,
-    pub satp: u64,
-    pub fflags: u64,
-    pub frm: u64,
-    pub pmpcfg: [u64; 16],
-    pub pmpaddr: Vec<u64>,
-    /// Added to the instruction count for `mcycle`/`minstret` writes.
-    pub cycle_offset: u64,
-    pub instret_offset: u64,
-    /// Values of `mcycle`/`minstret` while `mcountinhibit` stops them.
-    pub cycle_frozen: u64,
-    pub instret_frozen: u64,
-    /// Sstc supervisor timer compare.
-    pub stimecmp: u64,
-}
+/// The CSR file of one hart: the saved-state type is the live one.
+pub use vm_accel::state::riscv64::Csrs;
 
 /// What a CSR write changed, so the hart can flush what depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,8 @@ use vm_device::riscv::clint::ClintState;
 use vm_device::riscv::plic::PlicState;
 use vm_device::state::StateError;
 
+pub use vm_accel::state::riscv64::{HartState, MmioLoadState};
+
 use super::csr::{
     envcfg, irq, legal_tvec, mstatus, valid_mode, Csrs, COUNTINHIBIT_MASK, MEDELEG_MASK,
 };
@@ -32,66 +34,6 @@ use super::vcpu::RiscvVcpu;
 const MAX_CONSOLE_BACKLOG: usize = 1 << 20;
 /// Most PMP address registers a hart has.
 const PMP_ADDRS: usize = 64;
-
-/// An MMIO load that exited to the VMM and completes on the next run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MmioLoadState {
-    /// Destination register.
-    pub rd: u8,
-    /// Access size in bytes (1, 2, 4 or 8).
-    pub size: u8,
-    /// Zero-extended rather than sign-extended.
-    pub unsigned: bool,
-    /// An FP register rather than an integer one.
-    pub fp: bool,
-    /// Bytes the VMM was asked for.
-    pub len: u8,
-}
-
-/// One hart in a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HartState {
-    /// Hart id.
-    pub id: u32,
-    /// Integer registers (`x0` is always zero).
-    pub x: [u64; 32],
-    /// FP registers (NaN-boxed bit patterns).
-    pub f: [u64; 32],
-    /// Program counter.
-    pub pc: u64,
-    /// Privilege mode (0 U, 1 S, 3 M).
-    pub mode: u8,
-    /// The CSR file.
-    pub csr: Csrs,
-    /// Instructions retired (the base of `cycle`/`instret`).
-    pub instret: u64,
-    /// LR reservation: guest physical address and the value loaded.
-    pub reservation: Option<(u64, u64)>,
-    /// The built-in SBI is this hart's firmware.
-    pub sbi: bool,
-    /// The SBI timer's compare value.
-    pub sbi_timecmp: u64,
-    /// The MMIO data buffer.
-    pub mmio_buf: [u8; 8],
-    /// An MMIO load waiting for its data.
-    pub mmio_load: Option<MmioLoadState>,
-    /// SBI console bytes not yet given to the UART.
-    pub console: Vec<u8>,
-    /// `tohost` address of a test program.
-    pub tohost: Option<u64>,
-    /// Sleeping in `wfi`.
-    pub waiting: bool,
-    /// `mip` bits other harts posted (IPIs) and not yet taken.
-    pub ipi: u64,
-    /// Remote fence requests not yet taken.
-    pub requests: u32,
-    /// SBI HSM state (started, stopped, start pending).
-    pub hsm: u8,
-    /// `hart_start` address.
-    pub start_addr: u64,
-    /// `hart_start` opaque argument.
-    pub start_arg: u64,
-}
 
 /// What the harts of one VM share, in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vm_accel::regs::{Riscv64CoreRegisters, RiscvPrivilege};
 use vm_accel::{
     AccelError, BootState, DebugRegister, GuestArch, GuestDebug, InternalError, InternalErrorKind,
-    KickHandle, Registers, SystemEvent, Vcpu, VcpuExit, VcpuId,
+    KickHandle, Registers, SystemEvent, Vcpu, VcpuExit, VcpuId, VcpuState,
 };
 
 use super::csr::{envcfg, irq, mstatus};
@@ -227,6 +227,26 @@ impl Vcpu for RiscvVcpu {
                 vcpu: GuestArch::Riscv64,
             }),
         }
+    }
+
+    fn save_state(&mut self) -> Result<VcpuState, AccelError> {
+        Ok(VcpuState::Riscv64Interp(Box::new(self.state())))
+    }
+
+    fn restore_state(&mut self, state: &VcpuState) -> Result<(), AccelError> {
+        let VcpuState::Riscv64Interp(hart) = state else {
+            return Err(AccelError::InvalidState {
+                what: "the vCPU state",
+                reason: format!(
+                    "it was saved by {}, this is a riscv64 interpreter hart",
+                    state.engine()
+                ),
+            });
+        };
+        self.restore(hart).map_err(|e| AccelError::InvalidState {
+            what: "the riscv64 hart",
+            reason: e.to_string(),
+        })
     }
 
     fn debug_register(&mut self, reg: DebugRegister) -> Result<u64, AccelError> {

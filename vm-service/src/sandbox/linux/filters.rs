@@ -40,8 +40,17 @@ const KVM_SETUP_IOCTLS: &[u64] = &[
     0x4008_ae89, // KVM_SET_MSRS
     0x4008_ae90, // KVM_SET_CPUID2
     0x4004_ae99, // KVM_SET_MP_STATE
-    0x8400_ae8e, // KVM_GET_LAPIC
     0x4400_ae8f, // KVM_SET_LAPIC
+    // Snapshots: the VM's state saved (snapshot thread) and restored (build).
+    0xc208_ae62, // KVM_GET_IRQCHIP
+    0x8208_ae63, // KVM_SET_IRQCHIP
+    0x8070_ae9f, // KVM_GET_PIT2
+    0x4070_aea0, // KVM_SET_PIT2
+    0x8030_ae7c, // KVM_GET_CLOCK
+    0x4030_ae7b, // KVM_SET_CLOCK
+    0xaea2,      // KVM_SET_TSC_KHZ
+    0x4080_aea2, // KVM_SET_DEBUGREGS
+    0x4188_aea7, // KVM_SET_XCRS
 ];
 
 /// The KVM ioctls a vCPU thread issues: `KVM_RUN` and what exit handling and
@@ -64,6 +73,12 @@ const KVM_VCPU_IOCTLS: &[u64] = &[
     0x9000_aea4, // KVM_GET_XSAVE (the fallback writes XMM registers through it)
     0x5000_aea5, // KVM_SET_XSAVE
     0x9000_aecf, // KVM_GET_XSAVE2
+    // A snapshot saves each vCPU on its own thread.
+    0xc008_ae91, // KVM_GET_CPUID2
+    0xaea3,      // KVM_GET_TSC_KHZ
+    0x8080_aea1, // KVM_GET_DEBUGREGS
+    0x8400_ae8e, // KVM_GET_LAPIC
+    0xc008_ae88, // KVM_GET_MSRS
 ];
 
 /// Raising a level-triggered interrupt line from a device (any thread).
