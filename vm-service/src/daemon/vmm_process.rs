@@ -42,14 +42,62 @@ pub enum VmmProcessError {
 /// Serves one VM over the inherited control socket `fd` (the `vmm`
 /// subcommand; also usable by any binary the daemon is told to run).
 pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
+    serve_fd_with(fd, |_| Ok(()))
+}
+
+/// [`serve_fd`], calling `prepare` with the boot frame once it has been read
+/// and before any thread starts: the process jails and confines itself
+/// there (`vm-service vmm`). An error from it is reported to the daemon as
+/// the boot's failure.
+pub fn serve_fd_with(
+    fd: i32,
+    prepare: impl FnOnce(&Boot) -> Result<(), String>,
+) -> Result<(), VmmProcessError> {
     // SAFETY: F_GETFD only queries the descriptor's flags; it fails on a closed fd.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(VmmProcessError::BadFd(fd));
     }
     // SAFETY: the fd is open (checked above) and was handed to this process by
     // the daemon for this purpose alone; nothing else in the process uses it.
-    let sock = unsafe { UnixStream::from_raw_fd(fd) };
-    serve(sock)
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    let boot = read_boot(&mut sock)?;
+    if let Err(error) = prepare(&boot) {
+        let _ = protocol::write_frame(
+            &mut sock,
+            &FromVmm::BootFailed {
+                error: error.clone(),
+            },
+        );
+        return Err(VmmProcessError::Boot(error));
+    }
+    serve_booted(sock, boot)
+}
+
+/// The daemon's `boot` frame: what to run.
+#[derive(Debug)]
+pub struct Boot {
+    /// The VM's configuration.
+    pub config: vm_core::config::VmConfig,
+    /// How its vCPUs get threads.
+    pub executor: crate::ExecutorKind,
+    /// Where its switches meet other processes' (absent: private switches).
+    pub switch_dir: Option<std::path::PathBuf>,
+}
+
+fn read_boot(sock: &mut UnixStream) -> Result<Boot, VmmProcessError> {
+    match protocol::read_frame::<ToVmm>(sock)? {
+        Some(ToVmm::Boot {
+            config,
+            executor,
+            switch_dir,
+        }) => Ok(Boot {
+            config,
+            executor,
+            switch_dir,
+        }),
+        Some(ToVmm::Command { .. }) => Err(VmmProcessError::UnexpectedCommand),
+        None => Err(VmmProcessError::NoBoot),
+    }
 }
 
 /// Frames waiting for the writer thread. Bounded, so a guest that floods its
@@ -203,7 +251,17 @@ fn execute(
 }
 
 /// Serves one VM over the control socket `sock` until it stops.
-pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
+pub fn serve(mut sock: UnixStream) -> Result<(), VmmProcessError> {
+    let boot = read_boot(&mut sock)?;
+    serve_booted(sock, boot)
+}
+
+fn serve_booted(sock: UnixStream, boot: Boot) -> Result<(), VmmProcessError> {
+    let Boot {
+        config,
+        executor,
+        switch_dir,
+    } = boot;
     let mut reader = sock.try_clone().map_err(ProtocolError::Io)?;
     let (tx, rx) = mpsc::sync_channel::<FromVmm>(OUTBOX_FRAMES);
     let writer = std::thread::Builder::new()
@@ -211,15 +269,6 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
         .spawn(move || frame_writer(sock, &rx))
         .map_err(ProtocolError::Io)?;
 
-    let (config, executor, switch_dir) = match protocol::read_frame::<ToVmm>(&mut reader)? {
-        Some(ToVmm::Boot {
-            config,
-            executor,
-            switch_dir,
-        }) => (config, executor, switch_dir),
-        Some(ToVmm::Command { .. }) => return Err(VmmProcessError::UnexpectedCommand),
-        None => return Err(VmmProcessError::NoBoot),
-    };
     let switches = switch_dir.map_or_else(SwitchRegistry::new, SwitchRegistry::with_segment_dir);
     let booted = VmmBuilder::new(config)
         .executor(executor)
