@@ -416,11 +416,6 @@ mod tap_path {
         }
     }
 
-    fn median(mut v: Vec<Duration>) -> Duration {
-        v.sort();
-        v[v.len() / 2]
-    }
-
     /// Guest TX into a TAP device with and without the filters, alternated
     /// batch by batch in one run.
     fn filters_ratio(ns: &str, frame_len: usize) {
@@ -432,23 +427,13 @@ mod tap_path {
             201
         };
         let per_pair = 8;
-        let mut ratios = Vec::with_capacity(pairs);
-        let (mut with_t, mut without_t) = (Vec::new(), Vec::new());
-        for i in 0..pairs {
-            let (w, o) = if i % 2 == 0 {
-                let o = without.batches(per_pair);
-                (with.batches(per_pair), o)
-            } else {
-                let w = with.batches(per_pair);
-                (w, without.batches(per_pair))
-            };
-            ratios.push(w.as_secs_f64() / o.as_secs_f64());
-            with_t.push(w);
-            without_t.push(o);
-        }
-        ratios.sort_by(f64::total_cmp);
+        let m = benches::alternate(
+            pairs,
+            || with.batches(per_pair),
+            || without.batches(per_pair),
+        );
         let frames = f64::from(per_pair * u32::try_from(BATCH).expect("a small batch"));
-        let (w, o, ratio) = (median(with_t), median(without_t), ratios[pairs / 2]);
+        let (w, o, ratio) = (m.ours, m.peer, m.ratio);
         println!(
             "net: guest TX to TAP ({frame_len} B) with seccomp filters (VMM + vCPU, level 2) vs \
              none, {pairs} alternated pairs of {frames} frames: median {w:?} vs {o:?}, median \

@@ -662,6 +662,11 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
         (Ok(g), Ok(t), Ok(w)) => (g, t, w),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
     };
+    if let Some(dir) = &args.jail_dir {
+        if let Err(e) = jail::absolute("--jail-dir", dir) {
+            return fail(&e.to_string());
+        }
+    }
     let opts = DaemonOptions {
         api_sock: args.api_sock.clone(),
         state_dir: args.state_dir.clone(),

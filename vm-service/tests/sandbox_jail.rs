@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use daemon_support::Daemon;
+use daemon_support::{spinning_riscv_vm, Daemon};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vm-service");
 
@@ -160,23 +160,6 @@ fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// A riscv64 `Image` header over a `j .` loop: a guest that spins.
-fn spinning_riscv_vm(kernel: &Path) -> String {
-    let mut image = vec![0u8; 4096];
-    image[0..4].copy_from_slice(&0x0000_006f_u32.to_le_bytes());
-    image[8..16].copy_from_slice(&0x20_0000_u64.to_le_bytes());
-    image[16..24].copy_from_slice(&4096_u64.to_le_bytes());
-    image[0x30..0x38].copy_from_slice(b"RISCV\0\0\0");
-    image[0x38..0x3c].copy_from_slice(b"RSC\x05");
-    std::fs::write(kernel, image).expect("write kernel");
-    serde_json::json!({
-        "arch": "riscv64",
-        "boot-source": {"kernel_image_path": kernel},
-        "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
-    })
-    .to_string()
-}
-
 /// The cgroup directory of `pid` in the v1 hierarchy of `controller` or, when
 /// it is not there, in the v2 hierarchy.
 fn cgroup_dir(pid: u64, controller: &str) -> (PathBuf, bool) {
@@ -295,12 +278,7 @@ async fn a_jailed_daemon_vm_sees_only_its_files_and_has_its_limits() {
     // A VM whose files cannot be placed in a jail does not start, and says why.
     std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
     let dotted = dir.path().join("sub/../spin-kernel");
-    let body = serde_json::json!({
-        "arch": "riscv64",
-        "boot-source": {"kernel_image_path": dotted},
-        "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
-    })
-    .to_string();
+    let body = spinning_riscv_vm(&dotted);
     d.expect("PUT", "/vms/r", Some(&body), 201).await;
     let r = d
         .req("PUT", "/vms/r/actions", Some(r#"{"action_type":"start"}"#))
