@@ -721,11 +721,15 @@ fn host_memory_mib() -> u64 {
 }
 
 fn vmm(fd: i32, sandbox: &SandboxArgs, jailed: Option<(&std::path::Path, &str)>) -> ExitCode {
-    // Once the boot frame is read, before any thread starts: the jail (which
-    // needs the VM's files) and then the filters.
-    let prepare = |boot: &vm_service::daemon::vmm_process::Boot| {
-        let mut config = sandbox.config(vec![fd]);
-        if let Some((dir, id)) = jailed {
+    let mut config = sandbox.config(vec![fd]);
+    let served = match jailed {
+        None => match vm_service::sandbox::enter_process(&config) {
+            Ok(()) => vm_service::daemon::vmm_process::serve_fd(fd),
+            Err(e) => return fail(&e.to_string()),
+        },
+        // The jail needs the VM's files: it is entered once the boot frame
+        // is read, before any thread starts; the filters come after it.
+        Some((dir, id)) => vm_service::daemon::vmm_process::serve_fd_with(fd, |boot| {
             let (Some(uid), Some(gid)) = (config.uid, config.gid) else {
                 return Err("--jail-dir needs --uid and --gid".to_string());
             };
@@ -735,10 +739,10 @@ fn vmm(fd: i32, sandbox: &SandboxArgs, jailed: Option<(&std::path::Path, &str)>)
                 .map_err(|e| error_chain(&e))?;
             // The jail has dropped to them already.
             (config.uid, config.gid) = (None, None);
-        }
-        vm_service::sandbox::enter_process(&config).map_err(|e| e.to_string())
+            vm_service::sandbox::enter_process(&config).map_err(|e| e.to_string())
+        }),
     };
-    match vm_service::daemon::vmm_process::serve_fd_with(fd, prepare) {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_chain(&e)),
     }

@@ -39,27 +39,32 @@ pub enum VmmProcessError {
     BadFd(i32),
 }
 
-/// Serves one VM over the inherited control socket `fd` (the `vmm`
-/// subcommand; also usable by any binary the daemon is told to run).
-pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
-    serve_fd_with(fd, |_| Ok(()))
-}
-
-/// [`serve_fd`], calling `prepare` with the boot frame once it has been read
-/// and before any thread starts: the process jails and confines itself
-/// there (`vm-service vmm`). An error from it is reported to the daemon as
-/// the boot's failure.
-pub fn serve_fd_with(
-    fd: i32,
-    prepare: impl FnOnce(&Boot) -> Result<(), String>,
-) -> Result<(), VmmProcessError> {
+/// The control socket the daemon handed over as `fd`.
+fn control_socket(fd: i32) -> Result<UnixStream, VmmProcessError> {
     // SAFETY: F_GETFD only queries the descriptor's flags; it fails on a closed fd.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(VmmProcessError::BadFd(fd));
     }
     // SAFETY: the fd is open (checked above) and was handed to this process by
     // the daemon for this purpose alone; nothing else in the process uses it.
-    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    Ok(unsafe { UnixStream::from_raw_fd(fd) })
+}
+
+/// Serves one VM over the inherited control socket `fd` (the `vmm`
+/// subcommand; also usable by any binary the daemon is told to run).
+pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
+    serve(control_socket(fd)?)
+}
+
+/// [`serve_fd`] for a VMM that must see its VM's configuration before it
+/// confines itself (a jailed one: the jail holds the VM's files): reads the
+/// boot frame first and calls `prepare` with it before any thread starts.
+/// An error from `prepare` is reported to the daemon as the boot's failure.
+pub fn serve_fd_with(
+    fd: i32,
+    prepare: impl FnOnce(&Boot) -> Result<(), String>,
+) -> Result<(), VmmProcessError> {
+    let mut sock = control_socket(fd)?;
     let boot = read_boot(&mut sock)?;
     if let Err(error) = prepare(&boot) {
         let _ = protocol::write_frame(
@@ -70,7 +75,7 @@ pub fn serve_fd_with(
         );
         return Err(VmmProcessError::Boot(error));
     }
-    serve_booted(sock, boot)
+    serve_with(sock, Some(boot))
 }
 
 /// The daemon's `boot` frame: what to run.
@@ -251,17 +256,13 @@ fn execute(
 }
 
 /// Serves one VM over the control socket `sock` until it stops.
-pub fn serve(mut sock: UnixStream) -> Result<(), VmmProcessError> {
-    let boot = read_boot(&mut sock)?;
-    serve_booted(sock, boot)
+pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
+    serve_with(sock, None)
 }
 
-fn serve_booted(sock: UnixStream, boot: Boot) -> Result<(), VmmProcessError> {
-    let Boot {
-        config,
-        executor,
-        switch_dir,
-    } = boot;
+/// Starts the frame writer, reads the boot frame unless it was read already,
+/// builds and runs the VM.
+fn serve_with(sock: UnixStream, boot: Option<Boot>) -> Result<(), VmmProcessError> {
     let mut reader = sock.try_clone().map_err(ProtocolError::Io)?;
     let (tx, rx) = mpsc::sync_channel::<FromVmm>(OUTBOX_FRAMES);
     let writer = std::thread::Builder::new()
@@ -269,6 +270,14 @@ fn serve_booted(sock: UnixStream, boot: Boot) -> Result<(), VmmProcessError> {
         .spawn(move || frame_writer(sock, &rx))
         .map_err(ProtocolError::Io)?;
 
+    let Boot {
+        config,
+        executor,
+        switch_dir,
+    } = match boot {
+        Some(boot) => boot,
+        None => read_boot(&mut reader)?,
+    };
     let switches = switch_dir.map_or_else(SwitchRegistry::new, SwitchRegistry::with_segment_dir);
     let booted = VmmBuilder::new(config)
         .executor(executor)

@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::cgroup::Hierarchies;
@@ -317,7 +317,16 @@ fn enter_pid_namespace(pid_file: &Path) -> Result<(), JailError> {
     if pid == 0 {
         return Ok(());
     }
-    let code = match std::fs::write(pid_file, pid.to_string()) {
+    // The root may be writable by the previous jail's user: never follow a
+    // link it may have left in the pid file's place.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(pid_file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, pid.to_string().as_bytes()));
+    let code = match written {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("vm-service: jail: writing {}: {e}", pid_file.display());
