@@ -129,11 +129,6 @@ mod pio {
         start.elapsed() / n
     }
 
-    fn median(mut v: Vec<Duration>) -> Duration {
-        v.sort();
-        v[v.len() / 2]
-    }
-
     /// Criterion groups plus an alternated-batch ratio, or KVM reported missing.
     pub(crate) fn run(c: &mut Criterion) {
         let (ours_kvm, raw_kvm) = match (KvmAccelerator::new(), Kvm::new()) {
@@ -158,28 +153,16 @@ mod pio {
         // Alternate short batches (swapping which goes first) so drift on this
         // shared machine hits both alike; the ratio is the median of per-pair ratios.
         let (pairs, per_batch) = (201, 500);
-        let mut ours_t = Vec::with_capacity(pairs);
-        let mut raw_t = Vec::with_capacity(pairs);
-        let mut ratios = Vec::with_capacity(pairs);
-        for i in 0..pairs {
-            let (o, r) = if i % 2 == 0 {
-                let r = batch(|| raw.exit(), per_batch);
-                (batch(|| ours.exit(), per_batch), r)
-            } else {
-                let o = batch(|| ours.exit(), per_batch);
-                (o, batch(|| raw.exit(), per_batch))
-            };
-            ours_t.push(o);
-            raw_t.push(r);
-            ratios.push(o.as_secs_f64() / r.as_secs_f64());
-        }
-        ratios.sort_by(f64::total_cmp);
-        let (o, r) = (median(ours_t), median(raw_t));
+        let m = benches::alternate(
+            pairs,
+            || batch(|| ours.exit(), per_batch),
+            || batch(|| raw.exit(), per_batch),
+        );
         println!(
             "kvm_exit: PIO round trip, {pairs} alternated pairs of {per_batch}-exit batches: \
-             median raw kvm-ioctls {r:?}, median vm-accel Vcpu::run {o:?}, \
+             median raw kvm-ioctls {:?}, median vm-accel Vcpu::run {:?}, \
              median per-pair ratio ours/raw {:.3} (goal <= 1.10)",
-            ratios[pairs / 2]
+            m.peer, m.ours, m.ratio
         );
         filters_ratio(&ours_kvm, pairs, per_batch);
     }
@@ -222,22 +205,8 @@ mod pio {
     /// one without, alternated in one run: what the filters cost per exit.
     fn filters_ratio(kvm: &KvmAccelerator, pairs: usize, per_batch: u32) {
         let (with, without) = (Runner::spawn(kvm, true), Runner::spawn(kvm, false));
-        let mut ratios = Vec::with_capacity(pairs);
-        let (mut with_t, mut without_t) = (Vec::new(), Vec::new());
-        for i in 0..pairs {
-            let (w, o) = if i % 2 == 0 {
-                let o = without.batch(per_batch);
-                (with.batch(per_batch), o)
-            } else {
-                let w = with.batch(per_batch);
-                (w, without.batch(per_batch))
-            };
-            ratios.push(w.as_secs_f64() / o.as_secs_f64());
-            with_t.push(w);
-            without_t.push(o);
-        }
-        ratios.sort_by(f64::total_cmp);
-        let (w, o, ratio) = (median(with_t), median(without_t), ratios[pairs / 2]);
+        let m = benches::alternate(pairs, || with.batch(per_batch), || without.batch(per_batch));
+        let (w, o, ratio) = (m.ours, m.peer, m.ratio);
         println!(
             "kvm_exit: seccomp filters (VMM + vCPU, level 2) vs none, {pairs} alternated pairs: \
              median {w:?} vs {o:?} per exit, median per-pair ratio {ratio:.3}"

@@ -6,7 +6,12 @@
 //! the TAP path (guest -> tap, host -> guest) inside a private network
 //! namespace when the host allows one, guest TX against a plain `write(2)` of
 //! the same frames to the same TAP descriptor (the kernel's share of the
-//! work, which any VMM pays; the difference is our device's).
+//! work, which any VMM pays; the difference is our device's). The same TAP
+//! transmit also runs on a thread confined as a sandboxed vCPU thread is
+//! (VMM and vCPU seccomp filters, level 2) and on one without filters,
+//! alternated: the median per-pair ratio is what the filters cost on the
+//! network path (written to `target/bench/extra/net_seccomp_<size>.json`
+//! for `cargo xtask bench`).
 //!
 //! Each iteration moves a batch of frames the way guests would: the sending
 //! driver publishes TX buffers and notifies, the receiving NIC polls its
@@ -215,8 +220,13 @@ mod tap_path {
     use super::{BenchmarkId, Bytes, Criterion, Guest, NetBackend, Throughput, BATCH};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::process::Command;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
 
     const TAP: &str = "vmdbench0";
+    /// The TAP devices of the filtered and unfiltered transmit threads.
+    const TAP_FILTERED: &str = "vmdbench1";
+    const TAP_PLAIN: &str = "vmdbench2";
 
     fn setup() -> Result<(String, OwnedFd), String> {
         let ns = format!("vmdev-bench-{}", std::process::id());
@@ -346,9 +356,95 @@ mod tap_path {
                 });
             });
             drop(guest);
+            filters_ratio(&ns, frame_len);
         }
         g.finish();
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    }
+
+    /// A thread that owns a guest NIC on its own TAP device and transmits
+    /// batches on request; `filtered`: it first stacks the VMM and vCPU
+    /// seccomp filters (level 2), as the vCPU thread that notifies a
+    /// sandboxed VMM's TX queue has.
+    struct Runner {
+        work: mpsc::Sender<u32>,
+        done: mpsc::Receiver<Duration>,
+    }
+
+    impl Runner {
+        fn spawn(tap: &'static str, ns: &str, frame_len: usize, filtered: bool) -> Self {
+            let (work, work_rx) = mpsc::channel::<u32>();
+            let (done_tx, done) = mpsc::channel();
+            let (ready_tx, ready) = mpsc::channel();
+            // Threads start in the creating thread's network namespace (the bench's).
+            std::thread::spawn(move || {
+                let backend: Box<dyn NetBackend> =
+                    Box::new(vm_device::virtio::net::tap::Tap::open(tap).unwrap());
+                let mut guest = Guest::new([2, 0, 0, 0, 0, 0xa], backend, frame_len);
+                if filtered {
+                    use vm_service::sandbox::{filter_current_thread, SeccompLevel, ThreadKind};
+                    filter_current_thread(&[ThreadKind::Vmm, ThreadKind::Vcpu], SeccompLevel::Kill)
+                        .expect("seccomp filters");
+                }
+                let _ = ready_tx.send(());
+                while let Ok(n) = work_rx.recv() {
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        guest.transmit_batch();
+                    }
+                    if done_tx.send(start.elapsed()).is_err() {
+                        break;
+                    }
+                }
+            });
+            ready.recv().expect("TX thread set up");
+            let _ = Command::new("ip")
+                .args(["-n", ns, "link", "set", tap, "up"])
+                .status();
+            Self { work, done }
+        }
+
+        fn batches(&self, n: u32) -> Duration {
+            self.work.send(n).expect("TX thread alive");
+            self.done.recv().expect("TX thread alive")
+        }
+    }
+
+    /// Guest TX into a TAP device with and without the filters, alternated
+    /// batch by batch in one run.
+    fn filters_ratio(ns: &str, frame_len: usize) {
+        let with = Runner::spawn(TAP_FILTERED, ns, frame_len, true);
+        let without = Runner::spawn(TAP_PLAIN, ns, frame_len, false);
+        let pairs = if std::env::var_os("VM_BENCH_QUICK").is_some() {
+            51
+        } else {
+            201
+        };
+        let per_pair = 8;
+        let m = benches::alternate(
+            pairs,
+            || with.batches(per_pair),
+            || without.batches(per_pair),
+        );
+        let frames = f64::from(per_pair * u32::try_from(BATCH).expect("a small batch"));
+        let (w, o, ratio) = (m.ours, m.peer, m.ratio);
+        println!(
+            "net: guest TX to TAP ({frame_len} B) with seccomp filters (VMM + vCPU, level 2) vs \
+             none, {pairs} alternated pairs of {frames} frames: median {w:?} vs {o:?}, median \
+             per-pair ratio {ratio:.3}"
+        );
+        benches::write_extra(
+            &format!("net_seccomp_{frame_len}.json"),
+            &serde_json::json!({
+                "area": "net",
+                "name": format!("guest TX to TAP, {frame_len} B, with seccomp filters (vs none), per frame"),
+                "ours_ns": w.as_secs_f64() * 1e9 / frames,
+                "peer_name": "same TX without filters",
+                "peer_ns": o.as_secs_f64() * 1e9 / frames,
+                "runs": pairs,
+                "goal": "<= 1.05x the unfiltered time",
+            }),
+        );
     }
 }
 

@@ -27,6 +27,7 @@ use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
 use vm_service::net::{default_switch_dir, SwitchRegistry};
+use vm_service::sandbox::jail::{self, JailConfig};
 use vm_service::sandbox::{SandboxConfig, SeccompLevel, ThreadKind};
 use vm_service::{drive_arg, guest, ExecutorKind, StopReason, VmmBuilder};
 
@@ -68,7 +69,18 @@ enum Command {
         fd: i32,
         #[command(flatten)]
         sandbox: SandboxArgs,
+        /// Jail the VMM below this directory (see `daemon --jail-dir`).
+        #[arg(long, requires = "jail_id")]
+        jail_dir: Option<PathBuf>,
+        /// The VM's id, naming its jail.
+        #[arg(long, requires = "jail_dir")]
+        jail_id: Option<String>,
     },
+    /// Firecracker's jailer: confine a VMM in a jail (a private root under
+    /// --chroot-base-dir, cgroups, namespaces, --uid/--gid), then run it in
+    /// this same process: Firecracker mode when --exec-file's name contains
+    /// `firecracker`, else the vm-service command after `--`.
+    Jailer(vm_service::firecracker::jailer::JailerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +126,12 @@ struct DaemonArgs {
     /// `switches/`).
     #[command(flatten)]
     vmm_sandbox: SandboxArgs,
+    /// Jail each VMM below this directory (`DIR/vm-service/<vm id>/root`):
+    /// a private, read-only root with only the VM's files, a new network
+    /// namespace unless a NIC is a TAP device, cgroup limits from the VM's
+    /// memory and vCPUs (README: "Sandbox"). Needs --uid and --gid.
+    #[arg(long, requires_all = ["uid", "gid"])]
+    jail_dir: Option<PathBuf>,
 }
 
 /// How a VMM process confines itself (README: "Sandbox").
@@ -152,6 +170,7 @@ impl SandboxArgs {
             gid: self.gid,
             keep_fds,
             probe: self.seccomp_probe,
+            jail_dir: None,
         }
     }
 }
@@ -637,6 +656,11 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
         (Ok(g), Ok(t), Ok(w)) => (g, t, w),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return fail(&e),
     };
+    if let Some(dir) = &args.jail_dir {
+        if let Err(e) = jail::absolute("--jail-dir", dir) {
+            return fail(&e.to_string());
+        }
+    }
     let opts = DaemonOptions {
         api_sock: args.api_sock.clone(),
         state_dir: args.state_dir.clone(),
@@ -650,7 +674,10 @@ fn daemon(args: &DaemonArgs, log_filter: &str) -> ExitCode {
             switch_dir: Some(args.state_dir.join("switches")),
             max_vms: args.max_vms,
             max_memory_mib: args.max_memory_mib.unwrap_or_else(host_memory_mib),
-            sandbox: args.vmm_sandbox.config(Vec::new()),
+            sandbox: SandboxConfig {
+                jail_dir: args.jail_dir.clone(),
+                ..args.vmm_sandbox.config(Vec::new())
+            },
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
@@ -687,13 +714,69 @@ fn host_memory_mib() -> u64 {
     }
 }
 
-fn vmm(fd: i32, sandbox: &SandboxArgs) -> ExitCode {
-    if let Err(e) = vm_service::sandbox::enter_process(&sandbox.config(vec![fd])) {
-        return fail(&e.to_string());
-    }
-    match vm_service::daemon::vmm_process::serve_fd(fd) {
+fn vmm(fd: i32, sandbox: &SandboxArgs, jailed: Option<(&std::path::Path, &str)>) -> ExitCode {
+    let mut config = sandbox.config(vec![fd]);
+    let served = match jailed {
+        None => match vm_service::sandbox::enter_process(&config) {
+            Ok(()) => vm_service::daemon::vmm_process::serve_fd(fd),
+            Err(e) => return fail(&e.to_string()),
+        },
+        // The jail needs the VM's files: it is entered once the boot frame
+        // is read, before any thread starts; the filters come after it.
+        Some((dir, id)) => vm_service::daemon::vmm_process::serve_fd_with(fd, |boot| {
+            let (Some(uid), Some(gid)) = (config.uid, config.gid) else {
+                return Err("--jail-dir needs --uid and --gid".to_string());
+            };
+            let switch_dir = boot.switch_dir.as_deref();
+            JailConfig::for_vm(&boot.config, switch_dir, dir, id, uid, gid)
+                .and_then(|jail| jail::enter_jail(&jail))
+                .map_err(|e| error_chain(&e))?;
+            // The jail has dropped to them already.
+            (config.uid, config.gid) = (None, None);
+            vm_service::sandbox::enter_process(&config).map_err(|e| e.to_string())
+        }),
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_chain(&e)),
+    }
+}
+
+/// `vm-service jailer`: enters the jail, then runs what it was asked to in
+/// this process.
+fn jailer(args: &vm_service::firecracker::jailer::JailerArgs) -> ExitCode {
+    let inner = match args.inner_command() {
+        Ok(i) => i,
+        Err(e) => return fail(&e.to_string()),
+    };
+    // Parsed before the jail is entered, so a bad command changes nothing.
+    let command = match &inner {
+        vm_service::firecracker::jailer::Inner::Firecracker(argv) => {
+            match FirecrackerCli::try_parse_from(argv) {
+                Ok(cli) => Ok(cli.args),
+                Err(e) => e.exit(),
+            }
+        }
+        vm_service::firecracker::jailer::Inner::VmService(argv) => {
+            match Cli::try_parse_from(argv) {
+                Ok(cli) if matches!(cli.command, Command::Jailer(_) | Command::Daemon(_)) => {
+                    return fail("a jailer runs a VMM (`run`, `vmm`, `firecracker`), not a daemon or another jailer");
+                }
+                Ok(cli) => Err(cli),
+                Err(e) => e.exit(),
+            }
+        }
+    };
+    let config = match args.jail_config() {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Err(e) = jail::enter_jail(&config) {
+        return fail(&error_chain(&e));
+    }
+    match command {
+        Ok(firecracker) => vm_service::firecracker::run(&firecracker),
+        Err(cli) => dispatch(&cli),
     }
 }
 
@@ -726,9 +809,13 @@ fn main() -> ExitCode {
     if invoked_as_firecracker() {
         return vm_service::firecracker::run(&FirecrackerCli::parse().args);
     }
-    let cli = Cli::parse();
-    // Firecracker mode installs its own (reconfigurable) logger.
-    if !matches!(cli.command, Command::Firecracker(_)) {
+    dispatch(&Cli::parse())
+}
+
+fn dispatch(cli: &Cli) -> ExitCode {
+    // Firecracker mode installs its own (reconfigurable) logger; the jailer
+    // leaves it to what it runs.
+    if !matches!(cli.command, Command::Firecracker(_) | Command::Jailer(_)) {
         let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("warn"));
         tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -738,8 +825,14 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Run(args) => run(args),
         Command::Daemon(args) => daemon(args, &cli.log_level),
-        Command::Vmm { fd, sandbox } => vmm(*fd, sandbox),
+        Command::Vmm {
+            fd,
+            sandbox,
+            jail_dir,
+            jail_id,
+        } => vmm(*fd, sandbox, jail_dir.as_deref().zip(jail_id.as_deref())),
         Command::Firecracker(args) => vm_service::firecracker::run(args),
+        Command::Jailer(args) => jailer(args),
         Command::Ctl(args) => match vm_service::daemon::ctl::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&error_chain(&e)),

@@ -8,29 +8,9 @@
 mod daemon_support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_support::Daemon;
-
-/// A riscv64 Linux `Image` header over a `j .` loop: a guest that spins on
-/// the interpreter (no /dev/kvm, which the dropped user cannot open).
-fn spinning_riscv_vm(dir: &Path) -> String {
-    let mut image = vec![0u8; 4096];
-    image[0..4].copy_from_slice(&0x0000_006f_u32.to_le_bytes());
-    image[8..16].copy_from_slice(&0x20_0000_u64.to_le_bytes());
-    image[16..24].copy_from_slice(&4096_u64.to_le_bytes());
-    image[0x30..0x38].copy_from_slice(b"RISCV\0\0\0");
-    image[0x38..0x3c].copy_from_slice(b"RSC\x05");
-    let kernel = dir.join("spin-kernel");
-    std::fs::write(&kernel, image).expect("write kernel");
-    serde_json::json!({
-        "arch": "riscv64",
-        "boot-source": {"kernel_image_path": kernel},
-        "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
-    })
-    .to_string()
-}
+use daemon_support::{spinning_riscv_vm, Daemon};
 
 fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
     status
@@ -93,8 +73,13 @@ async fn a_root_daemon_runs_each_vmm_unprivileged_and_filtered() {
         "{status}"
     );
 
-    d.expect("PUT", "/vms/v", Some(&spinning_riscv_vm(dir.path())), 201)
-        .await;
+    d.expect(
+        "PUT",
+        "/vms/v",
+        Some(&spinning_riscv_vm(&dir.path().join("spin-kernel"))),
+        201,
+    )
+    .await;
     let pid = d.action("v", "start", 200).await["process"]["pid"]
         .as_u64()
         .expect("pid");
@@ -121,8 +106,13 @@ async fn a_root_daemon_runs_each_vmm_unprivileged_and_filtered() {
 async fn the_daemon_forwards_no_seccomp_to_its_vmms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with(dir.path(), &["--no-seccomp"]).await;
-    d.expect("PUT", "/vms/v", Some(&spinning_riscv_vm(dir.path())), 201)
-        .await;
+    d.expect(
+        "PUT",
+        "/vms/v",
+        Some(&spinning_riscv_vm(&dir.path().join("spin-kernel"))),
+        201,
+    )
+    .await;
     let pid = d.action("v", "start", 200).await["process"]["pid"]
         .as_u64()
         .expect("pid");

@@ -126,10 +126,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl VmProcess {
-    /// Starts `vms.exe vmm` for `config` and waits for its boot report. The
-    /// child confines itself as `vms.sandbox` says (README: "Sandbox").
+    /// Starts `vms.exe vmm` for VM `id`'s `config` and waits for its boot
+    /// report. The child confines itself as `vms.sandbox` says (README:
+    /// "Sandbox"); a jailed one's jail is removed once it has been reaped.
     pub async fn spawn(
         vms: &VmsConfig,
+        id: &vm_core::VmId,
         config: &VmConfig,
         serial: Arc<SerialLog>,
     ) -> Result<Self, SpawnError> {
@@ -142,11 +144,21 @@ impl VmProcess {
         };
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(os_err)?;
         let fd = theirs.as_raw_fd();
+        // Declared before the child: dropped (the jail removed) after it is reaped.
+        let jail = vms.sandbox.jail_dir.clone().map(|dir| JailCleanup {
+            dir,
+            id: id.to_string(),
+        });
+        if let Some(jail) = &jail {
+            // Left over by a daemon that did not see its VMM end.
+            jail.remove();
+        }
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("vmm")
             .arg("--fd")
             .arg(CONTROL_FD.to_string())
             .args(vms.sandbox.vmm_args())
+            .args(jail.iter().flat_map(|_| ["--jail-id", id.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -233,7 +245,7 @@ impl VmProcess {
         let (exit_tx, exit_rx) = watch::channel(None);
         let (kill_tx, kill_rx) = oneshot::channel();
         tokio::spawn(monitor(
-            pid,
+            (pid, jail),
             child,
             reader,
             serial,
@@ -322,8 +334,28 @@ impl VmProcess {
     }
 }
 
+/// The jail of a daemon VM, removed on drop (once its process has been reaped).
+struct JailCleanup {
+    dir: std::path::PathBuf,
+    id: String,
+}
+
+impl JailCleanup {
+    fn remove(&self) {
+        crate::sandbox::jail::remove_daemon_jail(&self.dir, &self.id);
+    }
+}
+
+impl Drop for JailCleanup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Forwards the process's frames until it ends, reaps it (then removes its
+/// jail, if it has one) and publishes how it ended.
 async fn monitor(
-    pid: u32,
+    (pid, jail): (u32, Option<JailCleanup>),
     mut child: tokio::process::Child,
     mut reader: tokio::net::unix::OwnedReadHalf,
     serial: Arc<SerialLog>,
@@ -374,5 +406,6 @@ async fn monitor(
         },
     };
     tracing::info!(pid, status = %exit.status, message = %exit.message, "VMM process reaped");
+    drop(jail);
     let _ = exit_tx.send(Some(exit));
 }

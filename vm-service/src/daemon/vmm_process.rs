@@ -35,17 +35,70 @@ pub enum VmmProcessError {
     BadFd(i32),
 }
 
-/// Serves one VM over the inherited control socket `fd` (the `vmm`
-/// subcommand; also usable by any binary the daemon is told to run).
-pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
+/// The control socket the daemon handed over as `fd`.
+fn control_socket(fd: i32) -> Result<UnixStream, VmmProcessError> {
     // SAFETY: F_GETFD only queries the descriptor's flags; it fails on a closed fd.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(VmmProcessError::BadFd(fd));
     }
     // SAFETY: the fd is open (checked above) and was handed to this process by
     // the daemon for this purpose alone; nothing else in the process uses it.
-    let sock = unsafe { UnixStream::from_raw_fd(fd) };
-    serve(sock)
+    Ok(unsafe { UnixStream::from_raw_fd(fd) })
+}
+
+/// Serves one VM over the inherited control socket `fd` (the `vmm`
+/// subcommand; also usable by any binary the daemon is told to run).
+pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
+    serve(control_socket(fd)?)
+}
+
+/// [`serve_fd`] for a VMM that must see its VM's configuration before it
+/// confines itself (a jailed one: the jail holds the VM's files): reads the
+/// boot frame first and calls `prepare` with it before any thread starts.
+/// An error from `prepare` is reported to the daemon as the boot's failure.
+pub fn serve_fd_with(
+    fd: i32,
+    prepare: impl FnOnce(&Boot) -> Result<(), String>,
+) -> Result<(), VmmProcessError> {
+    let mut sock = control_socket(fd)?;
+    let boot = read_boot(&mut sock)?;
+    if let Err(error) = prepare(&boot) {
+        let _ = protocol::write_frame(
+            &mut sock,
+            &FromVmm::BootFailed {
+                error: error.clone(),
+            },
+        );
+        return Err(VmmProcessError::Boot(error));
+    }
+    serve_with(sock, Some(boot))
+}
+
+/// The daemon's `boot` frame: what to run.
+#[derive(Debug)]
+pub struct Boot {
+    /// The VM's configuration.
+    pub config: vm_core::config::VmConfig,
+    /// How its vCPUs get threads.
+    pub executor: crate::ExecutorKind,
+    /// Where its switches meet other processes' (absent: private switches).
+    pub switch_dir: Option<std::path::PathBuf>,
+}
+
+fn read_boot(sock: &mut UnixStream) -> Result<Boot, VmmProcessError> {
+    match protocol::read_frame::<ToVmm>(sock)? {
+        Some(ToVmm::Boot {
+            config,
+            executor,
+            switch_dir,
+        }) => Ok(Boot {
+            config,
+            executor,
+            switch_dir,
+        }),
+        Some(ToVmm::Command { .. }) => Err(VmmProcessError::UnexpectedCommand),
+        None => Err(VmmProcessError::NoBoot),
+    }
 }
 
 /// Frames waiting for the writer thread. Bounded, so a guest that floods its
@@ -198,6 +251,12 @@ fn execute(
 
 /// Serves one VM over the control socket `sock` until it stops.
 pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
+    serve_with(sock, None)
+}
+
+/// Starts the frame writer, reads the boot frame unless it was read already,
+/// builds and runs the VM.
+fn serve_with(sock: UnixStream, boot: Option<Boot>) -> Result<(), VmmProcessError> {
     let mut reader = sock.try_clone().map_err(ProtocolError::Io)?;
     let (tx, rx) = mpsc::sync_channel::<FromVmm>(OUTBOX_FRAMES);
     let writer = std::thread::Builder::new()
@@ -205,14 +264,13 @@ pub fn serve(sock: UnixStream) -> Result<(), VmmProcessError> {
         .spawn(move || frame_writer(sock, &rx))
         .map_err(ProtocolError::Io)?;
 
-    let (config, executor, switch_dir) = match protocol::read_frame::<ToVmm>(&mut reader)? {
-        Some(ToVmm::Boot {
-            config,
-            executor,
-            switch_dir,
-        }) => (config, executor, switch_dir),
-        Some(ToVmm::Command { .. }) => return Err(VmmProcessError::UnexpectedCommand),
-        None => return Err(VmmProcessError::NoBoot),
+    let Boot {
+        config,
+        executor,
+        switch_dir,
+    } = match boot {
+        Some(boot) => boot,
+        None => read_boot(&mut reader)?,
     };
     let switches = switch_dir.map_or_else(SwitchRegistry::new, SwitchRegistry::with_segment_dir);
     // A VM created from a snapshot restores it at every start.

@@ -14,6 +14,7 @@
 //! - [`model`]: request and config-file bodies.
 //! - [`resources`]: what clients configure, and its translation to a `VmConfig`.
 //! - [`instance`]: the microVM's lifecycle.
+//! - [`jailer`]: Firecracker's jailer flags (`vm-service jailer`).
 //! - [`kernel_arch`]: the guest architecture, read from the kernel image.
 //! - [`logger`], [`metrics`]: Firecracker's log and metrics files.
 //! - the API socket and its connections: [`crate::api::connection`], as the daemon's.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod args;
 pub mod config_file;
 pub mod instance;
+pub mod jailer;
 pub mod kernel_arch;
 pub mod logger;
 pub mod metrics;

@@ -11,11 +11,17 @@
 //!   that thread's kind. Seccomp filters only add up: a syscall must pass every
 //!   filter of its thread.
 //!
+//! - [`jail::enter_jail`] (optional, before [`enter_process`]): a mount
+//!   namespace whose root holds only the VM's files, network and PID
+//!   namespaces, cgroup limits, the drop to the jail's user
+//!   (`vm-service jailer`, and the daemon's `--jail-dir`).
+//!
 //! A library embedder that never calls [`enter_process`] gets no filters.
 //! The allow lists live in `linux/filters.rs`; the README's "Sandbox" section
 //! describes them. Only Linux has seccomp: elsewhere [`enter_process`] refuses
 //! any level but [`SeccompLevel::Off`] and privilege changes.
 
+pub mod jail;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -187,12 +193,16 @@ pub struct SandboxConfig {
     /// Tests only: the thread of this kind makes a forbidden syscall right
     /// after its filter is installed.
     pub probe: Option<ThreadKind>,
+    /// The daemon's VMM processes: jail each below this directory (needs
+    /// `uid` and `gid`; see [`jail::JailConfig::for_vm`]).
+    pub jail_dir: Option<std::path::PathBuf>,
 }
 
 impl SandboxConfig {
     /// The `vm-service vmm` flags that give a child VMM process this
-    /// confinement (the daemon's VMM processes): the level, `--uid`/`--gid`
-    /// and the test probe. `keep_fds` is the child's own business.
+    /// confinement (the daemon's VMM processes): the level, `--uid`/`--gid`,
+    /// the test probe and `--jail-dir` (the caller adds the VM's
+    /// `--jail-id`). `keep_fds` is the child's own business.
     pub fn vmm_args(&self) -> Vec<String> {
         let mut args = vec!["--seccomp-level".to_string(), self.seccomp.to_string()];
         for (flag, id) in [("--uid", self.uid), ("--gid", self.gid)] {
@@ -202,6 +212,9 @@ impl SandboxConfig {
         }
         if let Some(kind) = self.probe {
             args.extend(["--seccomp-probe".to_string(), kind.name().to_string()]);
+        }
+        if let Some(dir) = &self.jail_dir {
+            args.extend(["--jail-dir".to_string(), dir.display().to_string()]);
         }
         args
     }
@@ -346,6 +359,7 @@ mod tests {
             gid: Some(65533),
             keep_fds: vec![3],
             probe: Some(ThreadKind::Vcpu),
+            jail_dir: Some("/srv/j".into()),
         };
         assert_eq!(
             config.vmm_args(),
@@ -357,7 +371,9 @@ mod tests {
                 "--gid",
                 "65533",
                 "--seccomp-probe",
-                "vcpu"
+                "vcpu",
+                "--jail-dir",
+                "/srv/j"
             ]
         );
     }

@@ -204,6 +204,25 @@ pub fn spinning_guest(dir: &Path) -> String {
     )
 }
 
+/// Writes a riscv64 Linux `Image` header over a `j .` loop to `kernel` (a
+/// guest that spins on the interpreter, no KVM needed) and returns the body
+/// that creates a VM booting it.
+pub fn spinning_riscv_vm(kernel: &Path) -> String {
+    let mut image = vec![0u8; 4096];
+    image[0..4].copy_from_slice(&0x0000_006f_u32.to_le_bytes());
+    image[8..16].copy_from_slice(&0x20_0000_u64.to_le_bytes());
+    image[16..24].copy_from_slice(&4096_u64.to_le_bytes());
+    image[0x30..0x38].copy_from_slice(b"RISCV\0\0\0");
+    image[0x38..0x3c].copy_from_slice(b"RSC\x05");
+    std::fs::write(kernel, image).expect("write kernel");
+    serde_json::json!({
+        "arch": "riscv64",
+        "boot-source": {"kernel_image_path": kernel},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
+    })
+    .to_string()
+}
+
 pub fn exit_count(vm: &Value) -> u64 {
     vm["vcpu_exit_counts"][0].as_u64().unwrap_or(0)
 }

@@ -585,7 +585,7 @@ impl Vms {
         };
         let cfg = &self.inner.config;
         slot.serial.open_live();
-        let spawned = VmProcess::spawn(cfg, &config, slot.serial.clone()).await;
+        let spawned = VmProcess::spawn(cfg, &slot.id, &config, slot.serial.clone()).await;
         let process = match spawned {
             Ok(p) => Arc::new(p),
             Err(source) => {

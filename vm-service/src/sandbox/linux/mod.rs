@@ -1,9 +1,14 @@
 //! Linux: seccomp-BPF filters (seccompiler), `PR_SET_NO_NEW_PRIVS`,
-//! inherited descriptors, and the drop to an unprivileged user.
+//! inherited descriptors, the drop to an unprivileged user, and the jail
+//! (namespaces, pivot_root, cgroups).
 
+mod cgroup;
 mod filters;
+mod jail;
 mod privileges;
 mod sigsys;
+
+pub(super) use jail::enter_jail;
 
 use seccompiler::BpfProgram;
 
@@ -19,7 +24,7 @@ fn os_err(what: &'static str) -> SandboxError {
 pub(super) fn enter_process(config: &SandboxConfig) -> Result<(), SandboxError> {
     privileges::close_inherited_fds(&config.keep_fds)?;
     if config.uid.is_some() || config.gid.is_some() {
-        privileges::drop_to(config.uid, config.gid)?;
+        privileges::drop_to(config.uid, config.gid, &privileges::ProcFiles::open()?)?;
     }
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only and affects
     // this process's future execve calls.
@@ -41,6 +46,14 @@ pub(super) fn enter_process(config: &SandboxConfig) -> Result<(), SandboxError> 
         })?;
     }
     Ok(())
+}
+
+/// Removes the cgroups of jail `id` (best effort).
+pub(super) fn remove_cgroups(placement: &super::jail::CgroupPlacement, id: &str) {
+    match cgroup::Hierarchies::probe() {
+        Ok(h) => h.remove(placement, id),
+        Err(e) => tracing::warn!(error = %e, "cannot list the cgroup hierarchies"),
+    }
 }
 
 pub(super) fn install_thread_filter(
