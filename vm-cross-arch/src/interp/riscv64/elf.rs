@@ -11,6 +11,7 @@ use vm_accel::{GuestAddress, GuestRegionMmap, SystemEvent, Vm};
 
 use super::hart::HartExit;
 use super::vm::{platform_devices, RiscvVm};
+use super::Tier;
 use crate::platform::riscv64::layout;
 
 /// Why a program could not be loaded.
@@ -183,8 +184,14 @@ pub struct Report {
 }
 
 /// Loads `bytes` into a fresh machine with `mem_size` bytes of RAM at the
-/// platform's RAM base and runs it for at most `budget` instructions.
+/// platform's RAM base and runs it for at most `budget` instructions, hot
+/// code translated where the host has a code generator.
 pub fn run(bytes: &[u8], mem_size: u64, budget: u64) -> Result<Report, ElfError> {
+    run_with(bytes, mem_size, budget, Tier::default())
+}
+
+/// [`run`] in the execution tier `tier`.
+pub fn run_with(bytes: &[u8], mem_size: u64, budget: u64, tier: Tier) -> Result<Report, ElfError> {
     let program = parse(bytes)?;
     let base = layout::RAM_BASE;
     let end = base + mem_size;
@@ -208,6 +215,7 @@ pub fn run(bytes: &[u8], mem_size: u64, budget: u64) -> Result<Report, ElfError>
         .create_riscv_vcpu(vm_accel::VcpuId(0))
         .map_err(|e| ElfError::Machine(e.to_string()))?;
     let hart = vcpu.hart_mut();
+    hart.set_tier(tier);
     for seg in &program.segments {
         let data = &bytes[seg.offset as usize..(seg.offset + seg.file_size) as usize];
         if !hart.ram.write(seg.paddr, data) {

@@ -78,10 +78,10 @@ pub struct Hart {
     /// TLB context of data accesses (recomputed on mode/mstatus changes).
     pub(super) dctx: usize,
     /// Virtual page and cache slot of the page being executed.
-    cur_vpage: u64,
+    pub(super) cur_vpage: u64,
     /// Guest physical address of that page.
-    cur_page_pa: u64,
-    cur_slot: u32,
+    pub(super) cur_page_pa: u64,
+    pub(super) cur_slot: u32,
     /// Raw bits of an illegal instruction being executed (for `mtval`).
     pub(super) cur_bits: u32,
     /// Length of the instruction being executed.
@@ -104,6 +104,8 @@ pub struct Hart {
     pub(super) waiting: bool,
     /// Breakpoints and single-step of an attached debugger.
     pub(super) debug: super::debug::DebugState,
+    /// Translated blocks (the second tier).
+    pub(super) jit: super::jit::Jit,
 }
 
 impl Hart {
@@ -142,6 +144,7 @@ impl Hart {
             tohost: None,
             waiting: false,
             debug: super::debug::DebugState::default(),
+            jit: super::jit::Jit::default(),
         };
         hart.fetch_invalidate();
         hart
@@ -157,7 +160,20 @@ impl Hart {
             .primary()
             .map_or_else(ICache::default, |r| ICache::new(r.base, r.size));
         self.tlb.flush();
+        self.jit.flush();
         self.fetch_invalidate();
+    }
+
+    /// Chooses the execution tier; returns whether blocks are translated
+    /// (never without a code generator for this host).
+    pub fn set_tier(&mut self, tier: super::Tier) -> bool {
+        self.jit.set_threshold(tier.threshold());
+        self.jit.on()
+    }
+
+    /// Blocks translated to host code since translation was last reset.
+    pub fn translated_blocks(&self) -> usize {
+        self.jit.blocks()
     }
 
     /// Hart id.
@@ -271,7 +287,7 @@ impl Hart {
     /// Fetches and decodes the instruction at virtual `pc` (physical `pa`),
     /// caching it in `slot` (decoded from the slot's snapshot) unless it
     /// crosses a page boundary.
-    fn decode_at(&mut self, pc: u64, pa: u64, slot: Option<u32>) -> Result<Op, Exc> {
+    pub(super) fn decode_at(&mut self, pc: u64, pa: u64, slot: Option<u32>) -> Result<Op, Exc> {
         let fetch_fault = |a| Exc::trap(CAUSE_FETCH_ACCESS, a);
         let low = match slot {
             Some(s) => self.icache.parcel(s, pc),
@@ -406,6 +422,8 @@ impl Hart {
                 }
                 n = CHUNK - 1;
             }
+            // Whether `pc` may start a translated block (a jump target).
+            let mut head = true;
             while n < CHUNK {
                 n += 1;
                 let pc = self.pc;
@@ -419,11 +437,22 @@ impl Hart {
                         Ok(op) => self.execute(op),
                         Err(e) => Err(e),
                     }
+                } else if let Some((done, r)) = head.then(|| self.run_translated()).flatten() {
+                    // Counted in `instret` already.
+                    n += done;
+                    match r {
+                        Ok(()) => continue,
+                        Err(e) => Err(e),
+                    }
                 } else {
                     self.execute(cached)
                 };
+                head = true;
                 match result {
-                    Ok(()) => self.instret += 1,
+                    Ok(()) => {
+                        self.instret += 1;
+                        head = self.pc.wrapping_sub(pc) != u64::from(self.cur_len);
+                    }
                     Err(Exc::Trap { cause, tval }) => {
                         self.take_trap(cause, tval);
                         if let Some(exit) = self.check_no_firmware(cause) {

@@ -87,6 +87,10 @@ impl Vcpu for RiscvVcpu {
         GuestArch::Riscv64
     }
 
+    fn translates(&self) -> bool {
+        self.hart.jit.on()
+    }
+
     fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
         Ok(match self.hart.run(self.budget) {
             HartExit::Interrupted => VcpuExit::Interrupted,
