@@ -437,12 +437,20 @@ impl Hart {
                         Ok(op) => self.execute(op),
                         Err(e) => Err(e),
                     }
-                } else if let Some((done, r)) = head.then(|| self.run_translated()).flatten() {
-                    // Counted in `instret` already.
-                    n += done;
+                } else if let Some((done, r)) =
+                    head.then(|| self.run_translated(CHUNK + 1 - n)).flatten()
+                {
+                    // Retired instructions are in `instret` already; steps
+                    // count as in the interpreter (one per instruction or trap).
                     match r {
-                        Ok(()) => continue,
-                        Err(e) => Err(e),
+                        Ok(()) => {
+                            n += done.saturating_sub(1);
+                            continue;
+                        }
+                        Err(e) => {
+                            n += done;
+                            Err(e)
+                        }
                     }
                 } else {
                     self.execute(cached)

@@ -36,7 +36,7 @@ impl Jit {
 impl Hart {
     /// Never a block: interpret.
     #[inline(always)]
-    pub(super) fn run_translated(&mut self) -> Option<(u32, Result<(), Exc>)> {
+    pub(super) fn run_translated(&mut self, _steps: u32) -> Option<(u32, Result<(), Exc>)> {
         None
     }
 }

@@ -12,8 +12,8 @@
 //! block; any other instruction ends it before itself.
 //!
 //! A block whose final branch or jump goes back to its own start loops in
-//! host code, at most [`loop_limit`] times per entry, counting the extra
-//! passes in [`BlockOut::loops`].
+//! host code, at most [`BlockOut::max_loops`] extra passes per entry,
+//! counting them in [`BlockOut::loops`].
 //!
 //! The generated function is `extern "sysv64" fn(x, hart, out) -> u64`:
 //! 0 when the block ran to its end (the next pc written to `out.next_pc`),
@@ -33,11 +33,7 @@ use super::{CONTINUE, EXC, STOP};
 
 /// Most guest instructions in one block.
 pub const MAX_OPS: usize = 64;
-/// Guest instructions a looping block retires per entry, at most (about):
-/// interrupts and kicks wait no longer than that.
-const LOOP_BUDGET: usize = 512;
-
-/// What a block reports besides its status.
+/// What a block reports besides its status, and how far it may loop.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct BlockOut {
@@ -45,11 +41,9 @@ pub struct BlockOut {
     pub next_pc: u64,
     /// Passes through the whole block before the last one (looping blocks).
     pub loops: u64,
-}
-
-/// Extra passes a looping block of `len` instructions makes per entry.
-fn loop_limit(len: usize) -> i32 {
-    (LOOP_BUDGET / len.max(1)) as i32
+    /// Input: the most passes before the last one (the run loop's step
+    /// budget, so both tiers retire the same instructions per budget).
+    pub max_loops: u64,
 }
 
 /// How an instruction enters a block.
@@ -197,7 +191,6 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
     let mut epilogue = a.create_label();
     let mut top = a.create_label();
     let start = ops.first().map_or(end_pc, |(pc, _)| *pc);
-    let limit = loop_limit(ops.len());
     a.push(rbx)?;
     a.push(r12)?;
     a.push(r13)?;
@@ -267,7 +260,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                 let target = pc.wrapping_add(imm64);
                 if target == start {
                     // Loop while passes are left.
-                    a.cmp(r14, limit)?;
+                    a.cmp(r14, qword_ptr(r13 + 16))?;
                     let mut leave = a.create_label();
                     a.jae(leave)?;
                     a.inc(r14)?;
@@ -307,7 +300,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                     Cond::Geu => a.jb(fall)?,
                 }
                 let mut leave = a.create_label();
-                a.cmp(r14, limit)?;
+                a.cmp(r14, qword_ptr(r13 + 16))?;
                 a.jae(leave)?;
                 a.inc(r14)?;
                 a.jmp(top)?;

@@ -38,8 +38,10 @@
 //!   set: a fault leaves `pc` at the faulting instruction, every earlier
 //!   instruction's result in `x`, and `instret` counting exactly those.
 //! - A block ends at any CSR access, so `instret`/`cycle` are exact where a
-//!   guest can read them; interrupts and kicks are taken between blocks (at
-//!   most [`lower::MAX_OPS`] instructions late).
+//!   guest can read them; interrupts and kicks are taken between blocks, at
+//!   most one chunk of the run loop late as in the interpreter. A block
+//!   never retires more instructions than the run loop has steps left, so
+//!   both tiers retire the same instructions for the same budget.
 
 mod cache;
 mod code;
@@ -125,7 +127,10 @@ impl Hart {
     /// ended the block early, which leaves the hart exactly as the
     /// interpreter would before handling it (for [`Exc::Resync`], the
     /// instruction that asked is not counted yet, as in the interpreter).
-    pub(super) fn run_translated(&mut self) -> Option<(u32, Result<(), Exc>)> {
+    ///
+    /// The block retires at most `steps` instructions (the run loop's
+    /// budget): it is not entered when it is longer, and loops no further.
+    pub(super) fn run_translated(&mut self, steps: u32) -> Option<(u32, Result<(), Exc>)> {
         if !self.jit.on || self.debug.armed {
             return None;
         }
@@ -142,18 +147,24 @@ impl Hart {
             Lookup::Translate => self.translate_block(key)?,
         };
         let block = self.jit.cache.block(index);
+        if block.len > steps {
+            return None;
+        }
         // SAFETY: `code` is the address of a function of type `BlockFn`
         // placed in the arena, which is not cleared while a block runs (only
         // the run loop clears it).
         let f: BlockFn = unsafe { std::mem::transmute::<usize, BlockFn>(block.code) };
         let len = block.len;
         let hart: *mut Hart = self;
-        let mut out = lower::BlockOut::default();
+        let mut out = lower::BlockOut {
+            max_loops: u64::from((steps - len) / len),
+            ..lower::BlockOut::default()
+        };
         // SAFETY: the block reads and writes `x` through the first pointer and
         // hands the second to call-outs, which make the only reference to the
         // hart while they run; `self` is not used until the block returns.
         let status = unsafe { f(std::ptr::addr_of_mut!((*hart).x).cast(), hart, &raw mut out) };
-        // Bounded by the loop limit: a few hundred instructions.
+        // Bounded by `steps`.
         let looped = (out.loops as u32).saturating_mul(len);
         if status == 0 {
             self.pc = out.next_pc;
