@@ -21,14 +21,17 @@
 //! [`super::STOP`], [`super::EXC`]); `out.loops` is valid either way.
 
 use iced_x86::code_asm::{
-    cl, dl, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, rax, rbx, rcx, rdi, rdx, rsi, rsp,
-    AsmMemoryOperand, AsmRegister64, CodeAssembler, CodeLabel,
+    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, rax, rbx,
+    rcx, rdi, rdx, rsi, rsp, word_ptr, AsmMemoryOperand, AsmRegister64, CodeAssembler, CodeLabel,
 };
+use std::mem::offset_of;
+
 use iced_x86::IcedError;
 
 use super::super::decode::{Alu, Cond, Kind, Op};
 use super::super::exec::{bitmanip, int};
 use super::super::hart::Hart;
+use super::super::mmu::TLB_SIZE;
 use super::{CONTINUE, EXC, STOP};
 
 /// Most guest instructions in one block.
@@ -44,6 +47,10 @@ pub struct BlockOut {
     /// Input: the most passes before the last one (the run loop's step
     /// budget, so both tiers retire the same instructions per budget).
     pub max_loops: u64,
+    /// Input: the hart's TLB set for loads in its data context.
+    pub tlb_read: u64,
+    /// Input: the same for stores.
+    pub tlb_write: u64,
 }
 
 /// How an instruction enters a block.
@@ -113,6 +120,11 @@ pub extern "sysv64" fn exec_op(hart: *mut Hart, op: *const Op, pc: u64) -> u64 {
             EXC
         }
     }
+}
+
+/// A `BlockOut` field's offset as a displacement (a few bytes).
+fn field(offset: usize) -> i32 {
+    offset as i32
 }
 
 fn x(r: u8) -> AsmMemoryOperand {
@@ -260,7 +272,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                 let target = pc.wrapping_add(imm64);
                 if target == start {
                     // Loop while passes are left.
-                    a.cmp(r14, qword_ptr(r13 + 16))?;
+                    a.cmp(r14, qword_ptr(r13 + field(offset_of!(BlockOut, max_loops))))?;
                     let mut leave = a.create_label();
                     a.jae(leave)?;
                     a.inc(r14)?;
@@ -300,7 +312,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                     Cond::Geu => a.jb(fall)?,
                 }
                 let mut leave = a.create_label();
-                a.cmp(r14, qword_ptr(r13 + 16))?;
+                a.cmp(r14, qword_ptr(r13 + field(offset_of!(BlockOut, max_loops))))?;
                 a.jae(leave)?;
                 a.inc(r14)?;
                 a.jmp(top)?;
@@ -333,6 +345,57 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                 ended = true;
                 break;
             }
+            Kind::Load { size, unsigned } => {
+                let mut slow = a.create_label();
+                let mut done = a.create_label();
+                tlb_lookup(
+                    &mut a,
+                    op,
+                    size,
+                    field(offset_of!(BlockOut, tlb_read)),
+                    &mut slow,
+                )?;
+                match (size, unsigned) {
+                    (0, false) => a.movsx(rax, byte_ptr(rax))?,
+                    (0, true) => a.movzx(eax, byte_ptr(rax))?,
+                    (1, false) => a.movsx(rax, word_ptr(rax))?,
+                    (1, true) => a.movzx(eax, word_ptr(rax))?,
+                    (2, false) => a.movsxd(rax, dword_ptr(rax))?,
+                    (2, true) => a.mov(eax, dword_ptr(rax))?,
+                    _ => a.mov(rax, qword_ptr(rax))?,
+                }
+                if op.rd != 0 {
+                    a.mov(x(op.rd), rax)?;
+                }
+                a.jmp(done)?;
+                a.set_label(&mut slow)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?;
+                a.set_label(&mut done)?;
+                a.zero_bytes()?;
+            }
+            Kind::Store { size } => {
+                let mut slow = a.create_label();
+                let mut done = a.create_label();
+                tlb_lookup(
+                    &mut a,
+                    op,
+                    size,
+                    field(offset_of!(BlockOut, tlb_write)),
+                    &mut slow,
+                )?;
+                a.mov(rcx, x(op.rs2))?;
+                match size {
+                    0 => a.mov(byte_ptr(rax), cl)?,
+                    1 => a.mov(word_ptr(rax), cx)?,
+                    2 => a.mov(dword_ptr(rax), ecx)?,
+                    _ => a.mov(qword_ptr(rax), rcx)?,
+                }
+                a.jmp(done)?;
+                a.set_label(&mut slow)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?;
+                a.set_label(&mut done)?;
+                a.zero_bytes()?;
+            }
             _ => call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?,
         }
     }
@@ -342,7 +405,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
     }
     a.xor(eax, eax)?;
     a.set_label(&mut epilogue)?;
-    a.mov(qword_ptr(r13 + 8), r14)?;
+    a.mov(qword_ptr(r13 + field(offset_of!(BlockOut, loops))), r14)?;
     a.add(rsp, 8)?;
     a.pop(r14)?;
     a.pop(r13)?;
@@ -350,6 +413,37 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
     a.pop(rbx)?;
     a.ret()?;
     a.assemble(at)
+}
+
+/// The TLB fast path of a load or store of `1 << size` bytes: `rax` = the
+/// host address when the TLB set at `out + set` holds the page and the
+/// access stays in it; otherwise to `slow` (the interpreter's path, which
+/// fills the TLB, faults or leaves for MMIO). Write entries never map
+/// pages of decoded code, so a store here cannot hit code (see `mmu.rs`).
+fn tlb_lookup(
+    a: &mut CodeAssembler,
+    op: &Op,
+    size: u8,
+    set: i32,
+    slow: &mut CodeLabel,
+) -> Result<(), IcedError> {
+    a.mov(rax, x(op.rs1))?;
+    a.add(rax, op.imm)?;
+    a.mov(rcx, rax)?;
+    a.shr(rcx, 12)?;
+    a.mov(edx, ecx)?;
+    a.and(edx, (TLB_SIZE - 1) as i32)?;
+    // 24-byte entries.
+    a.lea(rdx, qword_ptr(rdx + rdx * 2))?;
+    a.shl(rdx, 3)?;
+    a.add(rdx, qword_ptr(r13 + set))?;
+    a.cmp(rcx, qword_ptr(rdx))?;
+    a.jne(*slow)?;
+    a.mov(ecx, eax)?;
+    a.and(ecx, 0xfff)?;
+    a.cmp(ecx, 0x1000 - (1i32 << size))?;
+    a.ja(*slow)?;
+    a.add(rax, qword_ptr(rdx + 8))
 }
 
 /// `rax = pure_op(rax, rcx, op)`.

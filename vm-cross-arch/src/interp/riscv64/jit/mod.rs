@@ -54,6 +54,7 @@ use code::CodeArena;
 
 use super::decode::{Kind, Op};
 use super::hart::Hart;
+use super::mmu::{READ, WRITE};
 use super::trap::Exc;
 
 /// A call-out finished; the block goes on.
@@ -158,6 +159,8 @@ impl Hart {
         let hart: *mut Hart = self;
         let mut out = lower::BlockOut {
             max_loops: u64::from((steps - len) / len),
+            tlb_read: self.tlb.set_base(self.dctx, READ) as u64,
+            tlb_write: self.tlb.set_base(self.dctx, WRITE) as u64,
             ..lower::BlockOut::default()
         };
         // SAFETY: the block reads and writes `x` through the first pointer and

@@ -247,9 +247,10 @@ fn write_words(hart: &mut Hart, at: u64, words: &[u32]) {
     assert!(hart.ram.write(at, &bytes));
 }
 
-fn run(code: &[u32], regs: &[u64; 32], tier: Tier) -> (Final, usize) {
+fn run(code: &[u32], regs: &[u64; 32], scratch: &[u8], tier: Tier) -> (Final, usize) {
     let (_vm, mut vcpu) = machine();
     let hart = vcpu.hart_mut();
+    assert!(hart.ram.write(SCRATCH - 0x800, scratch));
     assert_eq!(hart.set_tier(tier), tier != Tier::Interpret);
     write_words(hart, RAM, code);
     // csrr x31, mepc; addi x31, x31, 4; csrw mepc, x31; mret
@@ -329,13 +330,14 @@ fn random_programs_leave_the_same_state_in_both_tiers() {
                 _ => g.0.next_u64(),
             };
         }
-        let (interp, none) = run(&code, &regs, Tier::Interpret);
+        let scratch: Vec<u8> = (0..0x1000).map(|_| g.0.next_u32() as u8).collect();
+        let (interp, none) = run(&code, &regs, &scratch, Tier::Interpret);
         assert_eq!(none, 0);
         // Hot blocks translated after a few passes, and every block at once.
-        let (jit, blocks) = run(&code, &regs, Tier::Translate);
+        let (jit, blocks) = run(&code, &regs, &scratch, Tier::Translate);
         translated += blocks;
         assert_eq!(interp, jit, "program {n}: {code:08x?}");
-        let (jit, _) = run(&code, &regs, Tier::TranslateAll);
+        let (jit, _) = run(&code, &regs, &scratch, Tier::TranslateAll);
         assert!(
             interp.exit.contains("ToHost"),
             "program {n}: {} at pc {:#x} after {} instructions, mcause {:#x}: {code:08x?}",
