@@ -31,6 +31,7 @@ mod jit;
 #[allow(missing_docs)]
 pub(crate) mod machine;
 pub(crate) mod memory;
+mod mmio;
 pub(crate) mod mmu;
 mod sbi;
 pub mod state;
