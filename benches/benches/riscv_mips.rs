@@ -1,4 +1,5 @@
-//! Guest MIPS of the riscv64 interpreter against QEMU's user-mode
+//! Guest MIPS of the riscv64 engine, interpreted and with hot blocks
+//! translated (the `jit` tier), against QEMU's user-mode
 //! `qemu-riscv64` (Debian `qemu-user`) on the same programs, in the same run:
 //! an integer loop and a small C program (sieve + CRC32 + insertion sort),
 //! both built at bench time with the riscv64 cross gcc. Each program is
@@ -29,6 +30,7 @@ use benches::write_extra;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use test_prerequisites::{find_program as find, prerequisite_missing};
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
+use vm_cross_arch::interp::riscv64::Tier;
 
 /// Guest disk throughput against QEMU (`riscv_mips/block.rs`).
 #[path = "riscv_mips/block.rs"]
@@ -196,8 +198,9 @@ fn build(dir: &Path, name: &str, source: &str, c: bool, scale: u64) -> Option<Pr
     })
 }
 
-fn interp_run(program: &[u8]) -> u64 {
-    let report = elf::run(program, MEM, 20_000_000_000).expect("run");
+/// Runs a bare-metal program on our engine in `tier`.
+fn engine_run(program: &[u8], tier: Tier) -> u64 {
+    let report = elf::run_with(program, MEM, 20_000_000_000, tier).expect("run");
     assert_eq!(report.outcome, Outcome::Pass, "benchmark program failed");
     report.instructions
 }
@@ -253,7 +256,18 @@ fn bench(c: &mut Criterion) {
         else {
             return;
         };
-        let (small_count, large_count) = (interp_run(&small.bare), interp_run(&large.bare));
+        let (small_count, large_count) = (
+            engine_run(&small.bare, Tier::Interpret),
+            engine_run(&large.bare, Tier::Interpret),
+        );
+        assert_eq!(
+            (small_count, large_count),
+            (
+                engine_run(&small.bare, Tier::Translate),
+                engine_run(&large.bare, Tier::Translate)
+            ),
+            "{name}: both tiers retire the same instructions"
+        );
         assert!(
             large_count > small_count,
             "{name}: the large workload ran {large_count} instructions, the small one {small_count}"
@@ -264,15 +278,17 @@ fn bench(c: &mut Criterion) {
         group.measurement_time(benches::measurement_time(Duration::from_secs(10)));
         // Per iteration: the extra instructions of the large workload.
         group.throughput(Throughput::Elements(instructions));
-        group.bench_function("interpreter", |b| {
-            b.iter_custom(|iters| {
-                marginal(
-                    iters,
-                    || interp_run(&small.bare),
-                    || interp_run(&large.bare),
-                )
+        for (name, tier) in [("interpreter", Tier::Interpret), ("jit", Tier::Translate)] {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    marginal(
+                        iters,
+                        || engine_run(&small.bare, tier),
+                        || engine_run(&large.bare, tier),
+                    )
+                });
             });
-        });
+        }
         if let Some(q) = &qemu {
             group.bench_function("qemu-riscv64", |b| {
                 b.iter_custom(|iters| {
@@ -287,12 +303,14 @@ fn bench(c: &mut Criterion) {
         group.finish();
         // Alternate the two engines for the summary (medians of 5 each), and
         // show what the difference removed: the small run's whole time.
-        let (mut ours, mut theirs, mut ours_small, mut theirs_small) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ours, mut jit, mut theirs, mut ours_small, mut theirs_small) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..5 {
-            let s = timed(|| interp_run(&small.bare));
-            ours.push(timed(|| interp_run(&large.bare)).saturating_sub(s));
+            let s = timed(|| engine_run(&small.bare, Tier::Interpret));
+            ours.push(timed(|| engine_run(&large.bare, Tier::Interpret)).saturating_sub(s));
             ours_small.push(s);
+            let s = timed(|| engine_run(&small.bare, Tier::Translate));
+            jit.push(timed(|| engine_run(&large.bare, Tier::Translate)).saturating_sub(s));
             if let Some(q) = &qemu {
                 let s = timed(|| qemu_run(q, &small.linux));
                 theirs.push(timed(|| qemu_run(q, &large.linux)).saturating_sub(s));
@@ -300,26 +318,32 @@ fn bench(c: &mut Criterion) {
             }
         }
         let ours = median(ours);
+        let jit = median(jit);
         let whole = |v: Vec<Duration>| {
             let d = median(v);
             format!("{d:.2?} ({:.0} MIPS)", mips(small_count, d))
         };
         if theirs.is_empty() {
             eprintln!(
-                "{name}: {instructions} instructions (large - small): interpreter {:.0} MIPS; \
-                 the whole small run took {}",
+                "{name}: {instructions} instructions (large - small): interpreter {:.0} MIPS, \
+                 jit {:.0} MIPS ({:.2}x the interpreter); the whole small run took {}",
                 mips(instructions, ours),
+                mips(instructions, jit),
+                ours.as_secs_f64() / jit.as_secs_f64(),
                 whole(ours_small)
             );
         } else {
             let theirs = median(theirs);
             eprintln!(
                 "{name}: {instructions} instructions (large - small): interpreter {:.0} MIPS, \
-                 qemu-riscv64 {:.0} MIPS, the interpreter at {:.2}x QEMU's MIPS; the whole \
-                 small run (start-up included) took {} on the interpreter, {} on qemu-riscv64",
+                 jit {:.0} MIPS, qemu-riscv64 {:.0} MIPS: the interpreter at {:.2}x and the \
+                 jit at {:.2}x QEMU's MIPS; the whole small run (start-up included) took {} \
+                 on the interpreter, {} on qemu-riscv64",
                 mips(instructions, ours),
+                mips(instructions, jit),
                 mips(instructions, theirs),
                 theirs.as_secs_f64() / ours.as_secs_f64(),
+                theirs.as_secs_f64() / jit.as_secs_f64(),
                 whole(ours_small),
                 whole(theirs_small)
             );

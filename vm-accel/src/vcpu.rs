@@ -29,6 +29,13 @@ pub trait Vcpu: Send + fmt::Debug + std::any::Any {
     /// A handle other threads use to force `run()` to return `Interrupted`.
     fn kick_handle(&self) -> KickHandle;
 
+    /// Whether `run()` writes and runs host code (a translator): the thread
+    /// driving it needs executable mappings (a sandbox allows them only to
+    /// such threads, and never writable and executable at once).
+    fn translates(&self) -> bool {
+        false
+    }
+
     /// Reads the general-purpose registers.
     fn registers(&self) -> Result<Registers, AccelError>;
 

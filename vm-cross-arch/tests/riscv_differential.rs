@@ -31,6 +31,7 @@ use std::process::Command;
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
+use vm_cross_arch::interp::riscv64::Tier;
 use vm_cross_arch::platform::riscv64::layout;
 
 /// Programs per run.
@@ -555,15 +556,31 @@ fn random_programs_match_qemu_user_mode() {
         qemu_run.status,
         String::from_utf8_lossy(&qemu_run.stderr)
     );
-    let report = elf::run(&bare, 64 << 20, 100_000_000).expect("loading the programs");
-    assert_eq!(report.outcome, Outcome::Pass, "our run did not finish");
-    let (ours, theirs) = (&report.console, &qemu_run.stdout);
+    // Interpreted, and with every block translated at its first execution.
+    for tier in [Tier::Interpret, Tier::TranslateAll] {
+        compare(&bare, tier, &listings, &qemu_run.stdout);
+    }
+}
+
+/// Runs the bare-metal build in `tier` and compares its dump with QEMU's.
+fn compare(bare: &[u8], tier: Tier, listings: &[String], theirs: &[u8]) {
+    let report = elf::run_with(bare, 64 << 20, 100_000_000, tier).expect("loading the programs");
+    assert_eq!(
+        report.outcome,
+        Outcome::Pass,
+        "our run did not finish ({tier:?})"
+    );
+    let ours = &report.console;
     assert_eq!(
         theirs.len(),
         PROGRAMS * DUMP,
         "QEMU's dump has the wrong size"
     );
-    assert_eq!(ours.len(), PROGRAMS * DUMP, "our dump has the wrong size");
+    assert_eq!(
+        ours.len(),
+        PROGRAMS * DUMP,
+        "our dump has the wrong size ({tier:?})"
+    );
     let mut failures = String::new();
     let mut failed = 0;
     for (p, listing) in listings.iter().enumerate() {
@@ -580,8 +597,11 @@ fn random_programs_match_qemu_user_mode() {
         }
     }
     eprintln!(
-        "{PROGRAMS} random programs, {} instructions on our interpreter, {failed} differ from QEMU",
+        "{PROGRAMS} random programs, {} instructions on our engine ({tier:?}), {failed} differ from QEMU",
         report.instructions
     );
-    assert_eq!(failed, 0, "{failed} programs differ from QEMU:\n{failures}");
+    assert_eq!(
+        failed, 0,
+        "{failed} programs differ from QEMU ({tier:?}):\n{failures}"
+    );
 }

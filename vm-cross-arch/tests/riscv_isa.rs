@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vm_cross_arch::interp::riscv64::elf::{self, Outcome};
+use vm_cross_arch::interp::riscv64::Tier;
 
 /// Flags of every test build. `-static`: a linux-gnu toolchain links
 /// dynamically by default (an INTERP segment, headers below the RAM base).
@@ -64,19 +65,24 @@ fn run_test(name: &str) {
     run_built(name, build(name));
 }
 
+/// Runs a test program in every tier: interpreted, with hot blocks
+/// translated, and with every block translated at its first execution
+/// (where the host has a code generator).
 fn run_built(name: &str, program: Option<Vec<u8>>) {
     let Some(program) = program else { return };
-    let report = elf::run(&program, 64 << 20, 50_000_000).expect("loading the test");
-    eprintln!(
-        "{name}: {:?} after {} instructions in {:?}",
-        report.outcome, report.instructions, report.elapsed
-    );
-    assert_eq!(
-        report.outcome,
-        Outcome::Pass,
-        "{name}: console {:?}",
-        String::from_utf8_lossy(&report.console)
-    );
+    for tier in [Tier::Interpret, Tier::Translate, Tier::TranslateAll] {
+        let report = elf::run_with(&program, 64 << 20, 50_000_000, tier).expect("loading the test");
+        eprintln!(
+            "{name} ({tier:?}): {:?} after {} instructions in {:?}",
+            report.outcome, report.instructions, report.elapsed
+        );
+        assert_eq!(
+            report.outcome,
+            Outcome::Pass,
+            "{name} ({tier:?}): console {:?}",
+            String::from_utf8_lossy(&report.console)
+        );
+    }
 }
 
 #[test]

@@ -102,7 +102,12 @@ impl VcpuLoop {
         let _span = tracing::info_span!("vcpu", vcpu = id.0).entered();
         // Before the first guest instruction: a sandboxed process stacks the
         // vCPU filter; a vCPU that cannot be confined does not run.
-        if let Err(e) = crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Vcpu) {
+        let kind = if self.vcpu.translates() {
+            crate::sandbox::ThreadKind::TranslatingVcpu
+        } else {
+            crate::sandbox::ThreadKind::Vcpu
+        };
+        if let Err(e) = crate::sandbox::enter_thread(kind) {
             tracing::error!(vcpu = id.0, error = %e, "vCPU thread not confined; stopping the VM");
             self.control.stop_with(StopReason::Failed {
                 vcpu: Some(id),

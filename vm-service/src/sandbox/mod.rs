@@ -100,6 +100,10 @@ pub enum ThreadKind {
     Vmm,
     /// A vCPU thread (sync executor thread or async blocking-pool thread).
     Vcpu,
+    /// A vCPU thread whose engine translates guest code to host code (the
+    /// riscv64 engine with its `jit` tier): a vCPU that may also map and
+    /// protect memory executable (never writable and executable at once).
+    TranslatingVcpu,
     /// A device I/O thread (`net-rx`, `blk-io`).
     DeviceIo,
     /// An irqfd relay (`irqfd-<line>`): waits on an eventfd, raises a line.
@@ -117,7 +121,7 @@ pub enum ThreadKind {
 
 impl ThreadKind {
     /// Every kind, in the README's order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Vmm,
         Self::Vcpu,
         Self::DeviceIo,
@@ -125,6 +129,7 @@ impl ThreadKind {
         Self::SwitchBridge,
         Self::SerialInput,
         Self::Control,
+        Self::TranslatingVcpu,
     ];
 
     /// The name `--seccomp-probe` takes.
@@ -137,6 +142,7 @@ impl ThreadKind {
             Self::SwitchBridge => "switch",
             Self::SerialInput => "serial",
             Self::Control => "control",
+            Self::TranslatingVcpu => "vcpu-jit",
         }
     }
 
@@ -149,6 +155,7 @@ impl ThreadKind {
             Self::SwitchBridge => 5,
             Self::SerialInput => 6,
             Self::Control => 7,
+            Self::TranslatingVcpu => 8,
         }
     }
 

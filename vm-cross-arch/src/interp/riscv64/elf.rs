@@ -13,6 +13,7 @@ use vm_accel::{BootState, GuestAddress, GuestMemoryMmap, SystemEvent, Vcpu, Vcpu
 
 use super::hart::{steps_charged, HartExit};
 use super::vm::{platform_devices, RiscvVm};
+use super::Tier;
 use crate::platform::riscv64::layout;
 pub use crate::platform::riscv64::program::{load, parse, ElfError, ElfProgram, Segment};
 
@@ -45,8 +46,14 @@ pub struct Report {
 }
 
 /// Loads `bytes` into a fresh machine with `mem_size` bytes of RAM at the
-/// platform's RAM base and runs it for at most `budget` instructions.
+/// platform's RAM base and runs it for at most `budget` instructions, hot
+/// code translated where the host has a code generator.
 pub fn run(bytes: &[u8], mem_size: u64, budget: u64) -> Result<Report, ElfError> {
+    run_with(bytes, mem_size, budget, Tier::default())
+}
+
+/// [`run`] in the execution tier `tier`.
+pub fn run_with(bytes: &[u8], mem_size: u64, budget: u64, tier: Tier) -> Result<Report, ElfError> {
     let machine = |e: &dyn std::fmt::Display| ElfError::Machine(e.to_string());
     let size = usize::try_from(mem_size).map_err(|e| machine(&e))?;
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(layout::RAM_BASE), size)])
@@ -61,6 +68,7 @@ pub fn run(bytes: &[u8], mem_size: u64, budget: u64) -> Result<Report, ElfError>
     })
     .map_err(|e| machine(&e))?;
     let hart = vcpu.hart_mut();
+    hart.set_tier(tier);
     let started = Instant::now();
     let mut console = Vec::new();
     let uart = layout::UART.start.0;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vm_accel::SystemEvent;
-use vm_device::riscv::{Syscon, SysconEvent};
 
 use super::csr::{envcfg, irq, Csrs};
 use super::decode::{decode16, decode32, is_compressed, Kind, Op};
@@ -15,9 +14,7 @@ use super::icache::ICache;
 use super::machine::{hsm, request, HartSignal, Machine};
 use super::memory::{HostPtr, Ram};
 use super::mmu::{Tlb, EXEC};
-use super::trap::{
-    Exc, CAUSE_FETCH_ACCESS, CAUSE_LOAD_ACCESS, CAUSE_MISALIGNED_FETCH, CAUSE_STORE_ACCESS,
-};
+use super::trap::{Exc, CAUSE_FETCH_ACCESS, CAUSE_MISALIGNED_FETCH};
 
 /// User mode.
 pub const MODE_U: u8 = 0;
@@ -78,10 +75,10 @@ pub struct Hart {
     /// TLB context of data accesses (recomputed on mode/mstatus changes).
     pub(super) dctx: usize,
     /// Virtual page and cache slot of the page being executed.
-    cur_vpage: u64,
+    pub(super) cur_vpage: u64,
     /// Guest physical address of that page.
-    cur_page_pa: u64,
-    cur_slot: u32,
+    pub(super) cur_page_pa: u64,
+    pub(super) cur_slot: u32,
     /// Raw bits of an illegal instruction being executed (for `mtval`).
     pub(super) cur_bits: u32,
     /// Length of the instruction being executed.
@@ -104,6 +101,8 @@ pub struct Hart {
     pub(super) waiting: bool,
     /// Breakpoints and single-step of an attached debugger.
     pub(super) debug: super::debug::DebugState,
+    /// Translated blocks (the second tier).
+    pub(super) jit: super::jit::Jit,
 }
 
 impl Hart {
@@ -142,6 +141,7 @@ impl Hart {
             tohost: None,
             waiting: false,
             debug: super::debug::DebugState::default(),
+            jit: super::jit::Jit::default(),
         };
         hart.fetch_invalidate();
         hart
@@ -157,7 +157,20 @@ impl Hart {
             .primary()
             .map_or_else(ICache::default, |r| ICache::new(r.base, r.size));
         self.tlb.flush();
+        self.jit.flush();
         self.fetch_invalidate();
+    }
+
+    /// Chooses the execution tier; returns whether blocks are translated
+    /// (never without a code generator for this host).
+    pub fn set_tier(&mut self, tier: super::Tier) -> bool {
+        self.jit.set_threshold(tier.threshold());
+        self.jit.on()
+    }
+
+    /// Blocks translated to host code since translation was last reset.
+    pub fn translated_blocks(&self) -> usize {
+        self.jit.blocks()
     }
 
     /// Hart id.
@@ -271,7 +284,7 @@ impl Hart {
     /// Fetches and decodes the instruction at virtual `pc` (physical `pa`),
     /// caching it in `slot` (decoded from the slot's snapshot) unless it
     /// crosses a page boundary.
-    fn decode_at(&mut self, pc: u64, pa: u64, slot: Option<u32>) -> Result<Op, Exc> {
+    pub(super) fn decode_at(&mut self, pc: u64, pa: u64, slot: Option<u32>) -> Result<Op, Exc> {
         let fetch_fault = |a| Exc::trap(CAUSE_FETCH_ACCESS, a);
         let low = match slot {
             Some(s) => self.icache.parcel(s, pc),
@@ -406,6 +419,8 @@ impl Hart {
                 }
                 n = CHUNK - 1;
             }
+            // Whether `pc` may start a translated block (a jump target).
+            let mut head = true;
             while n < CHUNK {
                 n += 1;
                 let pc = self.pc;
@@ -419,11 +434,30 @@ impl Hart {
                         Ok(op) => self.execute(op),
                         Err(e) => Err(e),
                     }
+                } else if let Some((done, r)) =
+                    head.then(|| self.run_translated(CHUNK + 1 - n)).flatten()
+                {
+                    // Retired instructions are in `instret` already; steps
+                    // count as in the interpreter (one per instruction or trap).
+                    match r {
+                        Ok(()) => {
+                            n += done.saturating_sub(1);
+                            continue;
+                        }
+                        Err(e) => {
+                            n += done;
+                            Err(e)
+                        }
+                    }
                 } else {
                     self.execute(cached)
                 };
+                head = true;
                 match result {
-                    Ok(()) => self.instret += 1,
+                    Ok(()) => {
+                        self.instret += 1;
+                        head = self.pc.wrapping_sub(pc) != u64::from(self.cur_len);
+                    }
                     Err(Exc::Trap { cause, tval }) => {
                         self.take_trap(cause, tval);
                         if let Some(exit) = self.check_no_firmware(cause) {
@@ -478,69 +512,6 @@ impl Hart {
         }
     }
 
-    /// Loads from a non-RAM physical address: engine-internal devices answer
-    /// at once; anything else becomes an `MmioRead` exit.
-    pub(super) fn mmio_load(&mut self, pa: u64, size: u8, va: u64) -> Result<u64, Exc> {
-        let len = 1usize << size;
-        let dev = self.machine.devices;
-        if let Some(off) = offset_in(pa, dev.clint) {
-            let mut buf = [0u8; 8];
-            self.machine.clint.read_at(off, &mut buf[..len]);
-            return Ok(u64::from_le_bytes(buf));
-        }
-        if let Some(off) = offset_in(pa, dev.plic) {
-            let mut buf = [0u8; 8];
-            self.machine.plic.read_at(off, &mut buf[..len]);
-            return Ok(u64::from_le_bytes(buf));
-        }
-        if dev.syscon.and_then(|s| offset_in(pa, s)).is_some() {
-            return Ok(0);
-        }
-        if !is_mmio_candidate(pa) {
-            return Err(Exc::trap(CAUSE_LOAD_ACCESS, va));
-        }
-        self.exit = Some(HartExit::MmioRead { addr: pa, len });
-        Err(Exc::Exit)
-    }
-
-    /// Stores to a non-RAM physical address (see [`Hart::mmio_load`]).
-    pub(super) fn mmio_store(&mut self, pa: u64, size: u8, value: u64, va: u64) -> Result<(), Exc> {
-        let len = 1usize << size;
-        let bytes = value.to_le_bytes();
-        let dev = self.machine.devices;
-        if let Some(off) = offset_in(pa, dev.clint) {
-            self.machine.clint.write_at(off, &bytes[..len]);
-            return Ok(());
-        }
-        if let Some(off) = offset_in(pa, dev.plic) {
-            self.machine.plic.write_at(off, &bytes[..len]);
-            return Ok(());
-        }
-        if let Some(off) = dev.syscon.and_then(|s| offset_in(pa, s)) {
-            let event = match Syscon::decode_write(off, &bytes[..len]) {
-                Some(SysconEvent::PowerOff) => SystemEvent::Shutdown,
-                Some(SysconEvent::Reset) => SystemEvent::Reset,
-                Some(SysconEvent::Fail(code)) => {
-                    tracing::info!(hart = self.id, code, "guest powered off reporting failure");
-                    SystemEvent::Crash
-                }
-                None => return Ok(()),
-            };
-            self.exit = Some(HartExit::System(event));
-            self.pc = self.pc.wrapping_add(u64::from(self.cur_len));
-            return Err(Exc::Exit);
-        }
-        if !is_mmio_candidate(pa) {
-            return Err(Exc::trap(CAUSE_STORE_ACCESS, va));
-        }
-        self.mmio_buf = bytes;
-        self.exit = Some(HartExit::MmioWrite { addr: pa, len });
-        // The store is complete once the VMM has it: move on.
-        self.pc = self.pc.wrapping_add(u64::from(self.cur_len));
-        self.instret += 1;
-        Err(Exc::Exit)
-    }
-
     /// Emits the next queued console byte as a UART write.
     fn console_exit(&mut self) -> Option<HartExit> {
         let uart = self.machine.devices.uart?;
@@ -576,17 +547,6 @@ impl Hart {
     }
 }
 
-/// `pa - base` if `pa` lies in the window.
-fn offset_in(pa: u64, (base, size): (u64, u64)) -> Option<u64> {
-    let off = pa.wrapping_sub(base);
-    (off < size).then_some(off)
-}
-
-/// Physical addresses that may be device registers (below 2^56); anything
-/// else is an access fault without asking the VMM.
-fn is_mmio_candidate(pa: u64) -> bool {
-    pa >> 56 == 0
-}
 /// How many steps a run of `slice` steps that ended with `exit` and retired
 /// `retired` instructions costs against an instruction limit: the whole
 /// slice, so a program that traps on every instruction (and so retires none)

@@ -34,6 +34,9 @@ struct Page {
     checked: u64,
     /// Index of the guest page it holds, or `NONE` when free.
     owner: u32,
+    /// Bumped whenever the ops are emptied or the slot changes hands, so
+    /// code derived from them (the translator's blocks) can tell it is stale.
+    generation: u32,
 }
 
 /// Decoded pages of one hart.
@@ -83,6 +86,7 @@ impl ICache {
             if page.checked != self.epoch {
                 if !same_bytes(&page.bytes, host) {
                     page.ops.fill(Op::UNDECODED);
+                    page.generation = page.generation.wrapping_add(1);
                     copy_bytes(&mut page.bytes, host);
                 }
                 page.checked = self.epoch;
@@ -101,6 +105,7 @@ impl ICache {
                 bytes: vec![0; PAGE / 8].into_boxed_slice(),
                 checked: 0,
                 owner: NONE,
+                generation: 0,
             });
             (self.slots.len() - 1) as u32
         };
@@ -116,6 +121,14 @@ impl ICache {
     #[inline(always)]
     pub fn get(&self, slot: u32, offset: u64) -> Op {
         self.slots[slot as usize].ops[(offset as usize >> 1) & (OPS_PER_PAGE - 1)]
+    }
+
+    /// The generation of `slot`: it changes whenever the slot's ops are
+    /// emptied or it is given to another page.
+    #[inline]
+    #[allow(dead_code, reason = "read by the translator only (feature `jit`)")]
+    pub fn generation(&self, slot: u32) -> u32 {
+        self.slots[slot as usize].generation
     }
 
     /// Stores a decoded op.
@@ -139,7 +152,9 @@ impl ICache {
             return None;
         }
         self.slot_of[idx] = NONE;
-        self.slots[slot as usize].owner = NONE;
+        let page = &mut self.slots[slot as usize];
+        page.owner = NONE;
+        page.generation = page.generation.wrapping_add(1);
         self.free.push(slot);
         Some(slot)
     }
@@ -155,6 +170,7 @@ impl ICache {
             if page.owner != NONE {
                 self.slot_of[page.owner as usize] = NONE;
                 page.owner = NONE;
+                page.generation = page.generation.wrapping_add(1);
                 self.free.push(slot as u32);
             }
         }

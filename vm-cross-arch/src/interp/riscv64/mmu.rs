@@ -22,11 +22,14 @@ pub const WRITE: usize = 1;
 /// An instruction fetch.
 pub const EXEC: usize = 2;
 
-const TLB_SIZE: usize = 256;
+/// Entries per TLB set (a power of two).
+pub const TLB_SIZE: usize = 256;
 const CONTEXTS: usize = 4;
 
 /// One cached translation: `host = addend + va` for the page `tag`.
+/// `repr(C)`: translated code reads `tag` at offset 0 and `addend` at 8.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub struct TlbEntry {
     /// Virtual page number, or `u64::MAX` when empty.
     pub tag: u64,
@@ -57,6 +60,13 @@ impl Default for Tlb {
 }
 
 impl Tlb {
+    /// The first entry of the set of (`ctx`, `acc`): translated code looks
+    /// up entry `vpn % TLB_SIZE` there itself.
+    #[allow(dead_code, reason = "read by the translator only (feature `jit`)")]
+    pub fn set_base(&self, ctx: usize, acc: usize) -> *const TlbEntry {
+        self.sets[ctx * 3 + acc].as_ptr()
+    }
+
     /// The entry a lookup of `vpn` in (`ctx`, `acc`) would hit.
     #[inline(always)]
     pub fn entry(&self, ctx: usize, acc: usize, vpn: u64) -> &TlbEntry {

@@ -25,12 +25,17 @@ pub(crate) mod fpu;
 #[allow(missing_docs)]
 pub(crate) mod hart;
 pub(crate) mod icache;
+// The translator; without a code generator, a stand-in that translates nothing.
+#[cfg_attr(not(all(feature = "jit", target_arch = "x86_64")), path = "jit_off.rs")]
+mod jit;
 #[allow(missing_docs)]
 pub(crate) mod machine;
 pub(crate) mod memory;
+mod mmio;
 pub(crate) mod mmu;
 mod sbi;
 pub mod state;
+mod tier;
 #[allow(missing_docs)]
 pub(crate) mod trap;
 pub(crate) mod vcpu;
@@ -38,5 +43,6 @@ pub(crate) mod vm;
 pub(crate) mod zfa;
 
 pub(crate) use exec::cache::BLOCK as CBO_BLOCK;
+pub use tier::Tier;
 pub use vcpu::RiscvVcpu;
 pub use vm::{RiscvVm, SoftwareAccelerator};

@@ -101,6 +101,10 @@ impl Vcpu for RiscvVcpu {
         GuestArch::Riscv64
     }
 
+    fn translates(&self) -> bool {
+        self.hart.jit.on()
+    }
+
     fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
         let slice = match self.limit {
             Some(limit) if self.spent >= limit => {

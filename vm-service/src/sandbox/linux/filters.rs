@@ -158,6 +158,24 @@ fn no_exec() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     )?])?])
 }
 
+/// `mmap`/`mprotect` with `PROT_EXEC` or `PROT_WRITE` (argument 2), never
+/// both: code a translator writes is made executable only once it is no
+/// longer writable (W^X).
+fn write_xor_exec() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    Ok(vec![
+        rule(vec![cond(
+            2,
+            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+            0,
+        )?])?,
+        rule(vec![cond(
+            2,
+            SeccompCmpOp::MaskedEq(libc::PROT_WRITE as u64),
+            0,
+        )?])?,
+    ])
+}
+
 /// `prctl` for thread names only (std names threads; the SIGSYS handler reads it).
 fn prctl_names() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     Ok(vec![
@@ -428,6 +446,11 @@ fn vmm_rules() -> Result<Rules, seccompiler::BackendError> {
             libc::CLONE_THREAD as u64,
         )?])?],
     );
+    // The process-wide filter lets executable mappings through under W^X
+    // for the one kind that needs them (a translating vCPU, whose own
+    // filter stacks on this one); every other kind's filter refuses them.
+    rules.insert(libc::SYS_mmap, write_xor_exec()?);
+    rules.insert(libc::SYS_mprotect, write_xor_exec()?);
     Ok(rules)
 }
 
@@ -445,6 +468,15 @@ fn vcpu_rules() -> Result<Rules, seccompiler::BackendError> {
             FD_IOCTLS,
         ])?,
     );
+    Ok(rules)
+}
+
+/// A vCPU whose engine translates guest code: [`vcpu_rules`], plus
+/// executable mappings under W^X.
+fn translating_vcpu_rules() -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = vcpu_rules()?;
+    rules.insert(libc::SYS_mmap, write_xor_exec()?);
+    rules.insert(libc::SYS_mprotect, write_xor_exec()?);
     Ok(rules)
 }
 
@@ -469,6 +501,7 @@ fn rules_for(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     match kind {
         ThreadKind::Vmm => vmm_rules(),
         ThreadKind::Vcpu => vcpu_rules(),
+        ThreadKind::TranslatingVcpu => translating_vcpu_rules(),
         ThreadKind::DeviceIo => device_io_rules(),
         ThreadKind::IrqRelay => irq_relay_rules(),
         ThreadKind::SwitchBridge => switch_bridge_rules(),
@@ -533,6 +566,19 @@ mod tests {
                 assert_eq!(programs.len(), 2, "{kind:?}");
                 assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
             }
+        }
+    }
+
+    #[test]
+    fn only_a_translating_vcpu_may_map_code_and_never_writable() {
+        let exec_rules = |kind| rules_for(kind).expect("compiles")[&libc::SYS_mprotect].len();
+        for kind in ThreadKind::ALL {
+            // One rule: no PROT_EXEC; two (either bit clear): W^X.
+            let want = match kind {
+                ThreadKind::Vmm | ThreadKind::TranslatingVcpu => 2,
+                _ => 1,
+            };
+            assert_eq!(exec_rules(kind), want, "{kind:?}");
         }
     }
 

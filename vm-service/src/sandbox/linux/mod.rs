@@ -98,6 +98,7 @@ pub(super) fn forbidden_syscall(kind: ThreadKind) {
             unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         }
         ThreadKind::Vcpu
+        | ThreadKind::TranslatingVcpu
         | ThreadKind::DeviceIo
         | ThreadKind::IrqRelay
         | ThreadKind::SwitchBridge

@@ -1,0 +1,213 @@
+//! The block cache: translated blocks found by guest address, counted until
+//! hot, and dropped when the decoded page they came from changes.
+//! Guest-independent: a front end names a block by its virtual pc, its
+//! physical address and a page token (the decoded-page slot and that slot's
+//! generation), and keeps whatever the code points at in `D`.
+//!
+//! A direct-mapped table (one probe per lookup, no allocation) in front of a
+//! list of blocks. Code is never freed while it may run: a stale entry is
+//! only skipped, and memory comes back when the owner clears everything.
+
+/// Table entries (a power of two).
+const ENTRIES: usize = 8192;
+/// Marks an entry whose head cannot start a block.
+const NO_BLOCK: u32 = u32::MAX;
+
+/// Where a block came from: its page token at translation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Guest virtual address of the first instruction.
+    pub vpc: u64,
+    /// Its guest physical address.
+    pub pa: u64,
+    /// Decoded-page slot.
+    pub slot: u32,
+    /// Generation of that slot.
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: Key,
+    hits: u32,
+    block: u32,
+}
+
+const EMPTY: Entry = Entry {
+    key: Key {
+        vpc: u64::MAX,
+        pa: u64::MAX,
+        slot: u32::MAX,
+        generation: 0,
+    },
+    hits: 0,
+    block: NO_BLOCK,
+};
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A translated block, by index (see [`BlockCache::block`]).
+    Block(u32),
+    /// Not hot yet, or known not to start a block: interpret.
+    Cold,
+    /// Hot and not translated: translate it and [`insert`](BlockCache::insert).
+    Translate,
+}
+
+/// One translated block.
+#[derive(Debug)]
+pub struct Block<D> {
+    /// Entry point (host address).
+    pub code: usize,
+    /// Guest instructions it retires when it runs to its end.
+    pub len: u32,
+    /// What the code refers to, kept alive as long as the block.
+    _keep: D,
+}
+
+impl<D> Block<D> {
+    /// A block at host address `code` of `len` guest instructions, whose
+    /// code points into `keep`.
+    pub fn new(code: usize, len: u32, keep: D) -> Self {
+        Self {
+            code,
+            len,
+            _keep: keep,
+        }
+    }
+}
+
+/// Translated blocks of one vCPU.
+#[derive(Debug)]
+pub struct BlockCache<D> {
+    table: Box<[Entry]>,
+    blocks: Vec<Block<D>>,
+    /// Executions of a head before it is translated (at least 1).
+    hot: u32,
+}
+
+impl<D> Default for BlockCache<D> {
+    fn default() -> Self {
+        Self {
+            table: vec![EMPTY; ENTRIES].into_boxed_slice(),
+            blocks: Vec::new(),
+            hot: super::super::tier::HOT,
+        }
+    }
+}
+
+impl<D> BlockCache<D> {
+    /// Sets the executions of a head before it is translated.
+    pub fn set_threshold(&mut self, hot: u32) {
+        self.hot = hot.max(1);
+    }
+
+    fn index(vpc: u64) -> usize {
+        ((vpc >> 1) ^ (vpc >> 14)) as usize & (ENTRIES - 1)
+    }
+
+    /// Finds the block for `key`, counting one execution of its head.
+    #[inline]
+    pub fn lookup(&mut self, key: Key) -> Lookup {
+        let e = &mut self.table[Self::index(key.vpc)];
+        if e.key != key {
+            // Another head, or this head's page changed: start counting again.
+            *e = Entry {
+                key,
+                hits: 0,
+                block: NO_BLOCK,
+            };
+        } else if e.block != NO_BLOCK {
+            return Lookup::Block(e.block);
+        }
+        if e.hits < self.hot {
+            e.hits += 1;
+            if e.hits == self.hot {
+                return Lookup::Translate;
+            }
+        }
+        Lookup::Cold
+    }
+
+    /// Records the translation of `key` (`None`: no block starts there).
+    pub fn insert(&mut self, key: Key, block: Option<Block<D>>) -> Option<u32> {
+        let index = block.map(|b| {
+            self.blocks.push(b);
+            (self.blocks.len() - 1) as u32
+        });
+        self.table[Self::index(key.vpc)] = Entry {
+            key,
+            hits: u32::MAX,
+            block: index.unwrap_or(NO_BLOCK),
+        };
+        index
+    }
+
+    /// Block number `index`.
+    #[inline]
+    pub fn block(&self, index: u32) -> &Block<D> {
+        &self.blocks[index as usize]
+    }
+
+    /// Number of translated blocks.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Drops every block (their code memory may be reused afterwards).
+    pub fn clear(&mut self) {
+        self.table.fill(EMPTY);
+        self.blocks.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::riscv64::tier::HOT;
+
+    fn key(vpc: u64, generation: u32) -> Key {
+        Key {
+            vpc,
+            pa: vpc + 0x1000,
+            slot: 3,
+            generation,
+        }
+    }
+
+    #[test]
+    fn a_head_turns_hot_then_hits_and_a_new_generation_starts_over() {
+        let mut c = BlockCache::<()>::default();
+        let k = key(0x8000_0040, 7);
+        c.set_threshold(HOT);
+        for _ in 1..HOT {
+            assert_eq!(c.lookup(k), Lookup::Cold);
+        }
+        assert_eq!(c.lookup(k), Lookup::Translate);
+        let b = Block::new(0, 4, ());
+        let i = c.insert(k, Some(b)).unwrap();
+        assert_eq!(c.lookup(k), Lookup::Block(i));
+        assert_eq!(c.block(i).len, 4);
+        // The page was decoded again: the old block is not found.
+        assert_eq!(c.lookup(key(0x8000_0040, 8)), Lookup::Cold);
+        // The same physical code at another virtual address is another block.
+        let mut other = k;
+        other.vpc ^= 0x10_0000;
+        other.pa = k.pa;
+        assert_ne!(c.lookup(other), Lookup::Block(i));
+        c.clear();
+        assert_eq!(c.len(), 0);
+        assert_eq!(c.lookup(k), Lookup::Cold);
+    }
+
+    #[test]
+    fn a_head_without_a_block_stays_interpreted() {
+        let mut c = BlockCache::<()>::default();
+        let k = key(0x8000_0100, 0);
+        c.insert(k, None);
+        for _ in 0..3 * HOT {
+            assert_eq!(c.lookup(k), Lookup::Cold);
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The riscv64 front end: which decoded instructions a block holds, and
+//! their lowering to x86_64 with iced-x86's assembler.
+//!
+//! Guest registers stay in the hart's `x` array (no register allocation yet):
+//! each instruction loads its operands, computes and stores its result, so
+//! the array is exact after every instruction and a call-out sees the state
+//! the interpreter would. Integer ALU work (RV64I, M) is emitted inline;
+//! division, remainder and the bit-manipulation ops call [`pure_op`];
+//! memory, atomic, FP and fence instructions call [`exec_op`], which runs
+//! the interpreter's own `execute` on the hart (same MMU/TLB path, same
+//! traps, MMIO exits and code-page invalidation). Branches and jumps end a
+//! block; any other instruction ends it before itself.
+//!
+//! A block whose final branch or jump goes back to its own start loops in
+//! host code, at most [`BlockOut::max_loops`] extra passes per entry,
+//! counting them in [`BlockOut::loops`].
+//!
+//! The generated function is `extern "sysv64" fn(x, hart, out) -> u64`:
+//! 0 when the block ran to its end (the next pc written to `out.next_pc`),
+//! or `index << 2 | code` when call-out `index` asked to leave (see
+//! [`super::STOP`], [`super::EXC`]); `out.loops` is valid either way.
+
+use iced_x86::code_asm::{
+    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, rax, rbx,
+    rcx, rdi, rdx, rsi, rsp, word_ptr, AsmMemoryOperand, AsmRegister64, CodeAssembler, CodeLabel,
+};
+use std::mem::offset_of;
+
+use iced_x86::IcedError;
+
+use super::super::decode::{Alu, Cond, Kind, Op};
+use super::super::exec::{bitmanip, int};
+use super::super::hart::Hart;
+use super::super::mmu::TLB_SIZE;
+use super::{CONTINUE, EXC, STOP};
+
+/// Most guest instructions in one block.
+pub const MAX_OPS: usize = 64;
+/// What a block reports besides its status, and how far it may loop.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct BlockOut {
+    /// Where the guest goes on (when the block ran to its end).
+    pub next_pc: u64,
+    /// Passes through the whole block before the last one (looping blocks).
+    pub loops: u64,
+    /// Input: the most passes before the last one (the run loop's step
+    /// budget, so both tiers retire the same instructions per budget).
+    pub max_loops: u64,
+    /// Input: the hart's TLB set for loads in its data context.
+    pub tlb_read: u64,
+    /// Input: the same for stores.
+    pub tlb_write: u64,
+}
+
+/// How an instruction enters a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Straight-line work; the block goes on after it.
+    Body,
+    /// A branch or jump: the block's last instruction.
+    Last,
+    /// Not translated: the block ends before it.
+    Stop,
+}
+
+/// How instruction `op` takes part in a block.
+pub fn class(op: &Op) -> Class {
+    match op.kind {
+        Kind::AluImm(_)
+        | Kind::AluReg(_)
+        | Kind::AluImmW(_)
+        | Kind::AluRegW(_)
+        | Kind::BitReg(_)
+        | Kind::BitImm(_)
+        | Kind::Lui
+        | Kind::Auipc
+        | Kind::Load { .. }
+        | Kind::Store { .. }
+        | Kind::Lr { .. }
+        | Kind::Sc { .. }
+        | Kind::AmoOp { .. }
+        | Kind::FLoad { .. }
+        | Kind::FStore { .. }
+        | Kind::FOp { .. }
+        | Kind::Fence => Class::Body,
+        Kind::Jal | Kind::Jalr | Kind::Branch(_) => Class::Last,
+        _ => Class::Stop,
+    }
+}
+
+/// Runs a side-effect-free register op the block does not emit inline.
+pub extern "sysv64" fn pure_op(a: u64, b: u64, op: *const Op) -> u64 {
+    // SAFETY: `op` points into the ops the calling block keeps alive.
+    let op = unsafe { &*op };
+    match op.kind {
+        Kind::AluImm(f) | Kind::AluReg(f) => int::alu(f, a, b),
+        Kind::AluImmW(f) | Kind::AluRegW(f) => int::alu_w(f, a, b),
+        Kind::BitReg(f) | Kind::BitImm(f) => bitmanip::bit(f, a, b),
+        // `lower` sends nothing else here.
+        _ => 0,
+    }
+}
+
+/// Runs one instruction through the interpreter on behalf of a block, with
+/// `pc` set as it would be; returns [`CONTINUE`], [`STOP`] (done, but
+/// decoded code was dropped: leave) or [`EXC`] (the exception is parked in
+/// the hart's translator state).
+pub extern "sysv64" fn exec_op(hart: *mut Hart, op: *const Op, pc: u64) -> u64 {
+    // SAFETY: the block was entered with a pointer to the running hart, which
+    // no other reference uses until the block returns; `op` points into the
+    // ops the block keeps alive.
+    let (hart, op) = unsafe { (&mut *hart, *op) };
+    hart.pc = pc;
+    match hart.execute(op) {
+        Ok(()) if hart.cur_vpage == u64::MAX => STOP,
+        Ok(()) => CONTINUE,
+        Err(e) => {
+            hart.jit.exc = Some(e);
+            EXC
+        }
+    }
+}
+
+/// A `BlockOut` field's offset as a displacement (a few bytes).
+fn field(offset: usize) -> i32 {
+    offset as i32
+}
+
+fn x(r: u8) -> AsmMemoryOperand {
+    qword_ptr(rbx + i32::from(r) * 8)
+}
+
+/// A constant into `reg`.
+fn imm(a: &mut CodeAssembler, reg: AsmRegister64, v: u64) -> Result<(), IcedError> {
+    a.mov(reg, v)
+}
+
+/// Emits `x[rd] = f(rax, rcx)` for a 64-bit ALU op (`false`: not inline).
+fn alu64(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
+    match f {
+        Alu::Add => a.add(rax, rcx)?,
+        Alu::Sub => a.sub(rax, rcx)?,
+        Alu::Xor => a.xor(rax, rcx)?,
+        Alu::Or => a.or(rax, rcx)?,
+        Alu::And => a.and(rax, rcx)?,
+        Alu::Sll => a.shl(rax, cl)?,
+        Alu::Srl => a.shr(rax, cl)?,
+        Alu::Sra => a.sar(rax, cl)?,
+        Alu::Slt | Alu::Sltu => {
+            a.xor(edx, edx)?;
+            a.cmp(rax, rcx)?;
+            if f == Alu::Slt {
+                a.setl(dl)?;
+            } else {
+                a.setb(dl)?;
+            }
+            a.mov(rax, rdx)?;
+        }
+        Alu::Mul => a.imul_2(rax, rcx)?,
+        Alu::Mulh => {
+            a.imul(rcx)?;
+            a.mov(rax, rdx)?;
+        }
+        Alu::Mulhu => {
+            a.mul(rcx)?;
+            a.mov(rax, rdx)?;
+        }
+        Alu::Mulhsu => {
+            // hi(signed a * unsigned b) = hi(unsigned a * b) - (a < 0 ? b : 0)
+            a.mov(r8, rax)?;
+            a.mul(rcx)?;
+            a.sar(r8, 63)?;
+            a.and(r8, rcx)?;
+            a.sub(rdx, r8)?;
+            a.mov(rax, rdx)?;
+        }
+        Alu::Div | Alu::Divu | Alu::Rem | Alu::Remu => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Emits `rax = sext(f(eax, ecx))` for a 32-bit op (`false`: not inline).
+fn alu32(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
+    match f {
+        Alu::Add => a.add(eax, ecx)?,
+        Alu::Sub => a.sub(eax, ecx)?,
+        Alu::Sll => a.shl(eax, cl)?,
+        Alu::Srl => a.shr(eax, cl)?,
+        Alu::Sra => a.sar(eax, cl)?,
+        Alu::Mul => a.imul_2(eax, ecx)?,
+        _ => return Ok(false),
+    }
+    a.movsxd(rax, eax)?;
+    Ok(true)
+}
+
+/// Assembles the block of `ops` (each with its guest pc; `ops[i]` must stay
+/// where it is while the code lives) to run at host address `at`.
+/// `end_pc` is where a block without a final branch goes on.
+pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedError> {
+    let mut a = CodeAssembler::new(64)?;
+    let mut epilogue = a.create_label();
+    let mut top = a.create_label();
+    let start = ops.first().map_or(end_pc, |(pc, _)| *pc);
+    a.push(rbx)?;
+    a.push(r12)?;
+    a.push(r13)?;
+    a.push(r14)?;
+    // Keeps the stack 16-byte aligned at call-outs.
+    a.sub(rsp, 8)?;
+    a.mov(rbx, rdi)?;
+    a.mov(r12, rsi)?;
+    a.mov(r13, rdx)?;
+    a.xor(r14d, r14d)?;
+    a.set_label(&mut top)?;
+    a.zero_bytes()?;
+    let mut ended = false;
+    for (i, (pc, op)) in ops.iter().enumerate() {
+        let op_ptr = std::ptr::from_ref::<Op>(op) as u64;
+        let next = pc.wrapping_add(u64::from(op.len));
+        let imm64 = i64::from(op.imm) as u64;
+        match op.kind {
+            Kind::Lui | Kind::Auipc => {
+                if op.rd != 0 {
+                    let v = if op.kind == Kind::Lui {
+                        imm64
+                    } else {
+                        pc.wrapping_add(imm64)
+                    };
+                    imm(&mut a, rax, v)?;
+                    a.mov(x(op.rd), rax)?;
+                }
+            }
+            Kind::AluImm(f) | Kind::AluReg(f) | Kind::AluImmW(f) | Kind::AluRegW(f) => {
+                if op.rd == 0 {
+                    continue;
+                }
+                a.mov(rax, x(op.rs1))?;
+                match op.kind {
+                    Kind::AluImm(_) | Kind::AluImmW(_) => imm(&mut a, rcx, imm64)?,
+                    _ => a.mov(rcx, x(op.rs2))?,
+                }
+                let wide = matches!(op.kind, Kind::AluImm(_) | Kind::AluReg(_));
+                let inline = if wide {
+                    alu64(&mut a, f)?
+                } else {
+                    alu32(&mut a, f)?
+                };
+                if !inline {
+                    call_pure(&mut a, op_ptr)?;
+                }
+                a.mov(x(op.rd), rax)?;
+            }
+            Kind::BitReg(_) | Kind::BitImm(_) => {
+                if op.rd == 0 {
+                    continue;
+                }
+                a.mov(rax, x(op.rs1))?;
+                match op.kind {
+                    Kind::BitImm(_) => imm(&mut a, rcx, imm64)?,
+                    _ => a.mov(rcx, x(op.rs2))?,
+                }
+                call_pure(&mut a, op_ptr)?;
+                a.mov(x(op.rd), rax)?;
+            }
+            Kind::Jal => {
+                if op.rd != 0 {
+                    imm(&mut a, rax, next)?;
+                    a.mov(x(op.rd), rax)?;
+                }
+                let target = pc.wrapping_add(imm64);
+                if target == start {
+                    // Loop while passes are left.
+                    a.cmp(r14, qword_ptr(r13 + field(offset_of!(BlockOut, max_loops))))?;
+                    let mut leave = a.create_label();
+                    a.jae(leave)?;
+                    a.inc(r14)?;
+                    a.jmp(top)?;
+                    a.set_label(&mut leave)?;
+                    a.zero_bytes()?;
+                }
+                imm(&mut a, rax, target)?;
+                a.mov(qword_ptr(r13), rax)?;
+                ended = true;
+                break;
+            }
+            Kind::Jalr => {
+                a.mov(rax, x(op.rs1))?;
+                a.add(rax, op.imm)?;
+                a.and(rax, -2)?;
+                if op.rd != 0 {
+                    imm(&mut a, rcx, next)?;
+                    a.mov(x(op.rd), rcx)?;
+                }
+                a.mov(qword_ptr(r13), rax)?;
+                ended = true;
+                break;
+            }
+            Kind::Branch(c) if pc.wrapping_add(imm64) == start => {
+                // A loop: back to the top while passes are left.
+                a.mov(rax, x(op.rs1))?;
+                a.cmp(rax, x(op.rs2))?;
+                let mut fall = a.create_label();
+                let mut done = a.create_label();
+                match c {
+                    Cond::Eq => a.jne(fall)?,
+                    Cond::Ne => a.je(fall)?,
+                    Cond::Lt => a.jge(fall)?,
+                    Cond::Ge => a.jl(fall)?,
+                    Cond::Ltu => a.jae(fall)?,
+                    Cond::Geu => a.jb(fall)?,
+                }
+                let mut leave = a.create_label();
+                a.cmp(r14, qword_ptr(r13 + field(offset_of!(BlockOut, max_loops))))?;
+                a.jae(leave)?;
+                a.inc(r14)?;
+                a.jmp(top)?;
+                a.set_label(&mut leave)?;
+                imm(&mut a, rax, start)?;
+                a.mov(qword_ptr(r13), rax)?;
+                a.jmp(done)?;
+                a.set_label(&mut fall)?;
+                imm(&mut a, rax, next)?;
+                a.mov(qword_ptr(r13), rax)?;
+                a.set_label(&mut done)?;
+                a.zero_bytes()?;
+                ended = true;
+                break;
+            }
+            Kind::Branch(c) => {
+                a.mov(rax, x(op.rs1))?;
+                imm(&mut a, rdx, next)?;
+                imm(&mut a, rcx, pc.wrapping_add(imm64))?;
+                a.cmp(rax, x(op.rs2))?;
+                match c {
+                    Cond::Eq => a.cmove(rdx, rcx)?,
+                    Cond::Ne => a.cmovne(rdx, rcx)?,
+                    Cond::Lt => a.cmovl(rdx, rcx)?,
+                    Cond::Ge => a.cmovge(rdx, rcx)?,
+                    Cond::Ltu => a.cmovb(rdx, rcx)?,
+                    Cond::Geu => a.cmovae(rdx, rcx)?,
+                }
+                a.mov(qword_ptr(r13), rdx)?;
+                ended = true;
+                break;
+            }
+            Kind::Load { size, unsigned } => {
+                let mut slow = a.create_label();
+                let mut done = a.create_label();
+                tlb_lookup(
+                    &mut a,
+                    op,
+                    size,
+                    field(offset_of!(BlockOut, tlb_read)),
+                    &mut slow,
+                )?;
+                match (size, unsigned) {
+                    (0, false) => a.movsx(rax, byte_ptr(rax))?,
+                    (0, true) => a.movzx(eax, byte_ptr(rax))?,
+                    (1, false) => a.movsx(rax, word_ptr(rax))?,
+                    (1, true) => a.movzx(eax, word_ptr(rax))?,
+                    (2, false) => a.movsxd(rax, dword_ptr(rax))?,
+                    (2, true) => a.mov(eax, dword_ptr(rax))?,
+                    _ => a.mov(rax, qword_ptr(rax))?,
+                }
+                if op.rd != 0 {
+                    a.mov(x(op.rd), rax)?;
+                }
+                a.jmp(done)?;
+                a.set_label(&mut slow)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?;
+                a.set_label(&mut done)?;
+                a.zero_bytes()?;
+            }
+            Kind::Store { size } => {
+                let mut slow = a.create_label();
+                let mut done = a.create_label();
+                tlb_lookup(
+                    &mut a,
+                    op,
+                    size,
+                    field(offset_of!(BlockOut, tlb_write)),
+                    &mut slow,
+                )?;
+                a.mov(rcx, x(op.rs2))?;
+                match size {
+                    0 => a.mov(byte_ptr(rax), cl)?,
+                    1 => a.mov(word_ptr(rax), cx)?,
+                    2 => a.mov(dword_ptr(rax), ecx)?,
+                    _ => a.mov(qword_ptr(rax), rcx)?,
+                }
+                a.jmp(done)?;
+                a.set_label(&mut slow)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?;
+                a.set_label(&mut done)?;
+                a.zero_bytes()?;
+            }
+            _ => call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?,
+        }
+    }
+    if !ended {
+        imm(&mut a, rax, end_pc)?;
+        a.mov(qword_ptr(r13), rax)?;
+    }
+    a.xor(eax, eax)?;
+    a.set_label(&mut epilogue)?;
+    a.mov(qword_ptr(r13 + field(offset_of!(BlockOut, loops))), r14)?;
+    a.add(rsp, 8)?;
+    a.pop(r14)?;
+    a.pop(r13)?;
+    a.pop(r12)?;
+    a.pop(rbx)?;
+    a.ret()?;
+    a.assemble(at)
+}
+
+/// The TLB fast path of a load or store of `1 << size` bytes: `rax` = the
+/// host address when the TLB set at `out + set` holds the page and the
+/// access stays in it; otherwise to `slow` (the interpreter's path, which
+/// fills the TLB, faults or leaves for MMIO). Write entries never map
+/// pages of decoded code, so a store here cannot hit code (see `mmu.rs`).
+fn tlb_lookup(
+    a: &mut CodeAssembler,
+    op: &Op,
+    size: u8,
+    set: i32,
+    slow: &mut CodeLabel,
+) -> Result<(), IcedError> {
+    a.mov(rax, x(op.rs1))?;
+    a.add(rax, op.imm)?;
+    a.mov(rcx, rax)?;
+    a.shr(rcx, 12)?;
+    a.mov(edx, ecx)?;
+    a.and(edx, (TLB_SIZE - 1) as i32)?;
+    // 24-byte entries.
+    a.lea(rdx, qword_ptr(rdx + rdx * 2))?;
+    a.shl(rdx, 3)?;
+    a.add(rdx, qword_ptr(r13 + set))?;
+    a.cmp(rcx, qword_ptr(rdx))?;
+    a.jne(*slow)?;
+    a.mov(ecx, eax)?;
+    a.and(ecx, 0xfff)?;
+    a.cmp(ecx, 0x1000 - (1i32 << size))?;
+    a.ja(*slow)?;
+    a.add(rax, qword_ptr(rdx + 8))
+}
+
+/// `rax = pure_op(rax, rcx, op)`.
+fn call_pure(a: &mut CodeAssembler, op_ptr: u64) -> Result<(), IcedError> {
+    a.mov(rdi, rax)?;
+    a.mov(rsi, rcx)?;
+    imm(a, rdx, op_ptr)?;
+    imm(
+        a,
+        rax,
+        pure_op as extern "sysv64" fn(u64, u64, *const Op) -> u64 as usize as u64,
+    )?;
+    a.call(rax)
+}
+
+/// `exec_op(hart, op, pc)`, leaving the block with `index << 2 | code` unless it continues.
+fn call_exec(
+    a: &mut CodeAssembler,
+    op_ptr: u64,
+    pc: u64,
+    index: usize,
+    epilogue: &mut CodeLabel,
+) -> Result<(), IcedError> {
+    a.mov(rdi, r12)?;
+    imm(a, rsi, op_ptr)?;
+    imm(a, rdx, pc)?;
+    imm(
+        a,
+        rax,
+        exec_op as extern "sysv64" fn(*mut Hart, *const Op, u64) -> u64 as usize as u64,
+    )?;
+    a.call(rax)?;
+    let mut go_on = a.create_label();
+    a.test(eax, eax)?;
+    a.je(go_on)?;
+    a.or(eax, (index as i32) << 2)?;
+    a.jmp(*epilogue)?;
+    a.set_label(&mut go_on)?;
+    // An instruction with no effect on x86 state; a label needs one to bind to.
+    a.zero_bytes()?;
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! Differential tests: random RV64IM programs (with loads and stores that
+//! fault, MMIO, stores into the code page, forward branches and jumps, and
+//! reads of `instret`/`cycle`) run by the interpreter alone and with the
+//! translator must leave the same state: registers, `pc`, `instret`, the
+//! trap CSRs, memory and the MMIO traffic.
+
+use std::sync::Arc;
+
+use proptest::prelude::Rng;
+use proptest::test_runner::{RngAlgorithm, TestRng};
+use vm_accel::{GuestAddress, GuestRegionMmap, VcpuId, Vm};
+
+use super::super::hart::{Hart, HartExit};
+use super::super::tier::HOT;
+use super::super::vm::{platform_devices, RiscvVm};
+use super::super::{RiscvVcpu, Tier};
+use crate::platform::riscv64::layout;
+
+const RAM: u64 = layout::RAM_BASE;
+const RAM_SIZE: u64 = 1 << 20;
+const HANDLER: u64 = RAM + 0xc00;
+/// Written by stores into the code page (never executed).
+const CODE_DATA: u64 = RAM + 0x800;
+const SCRATCH: u64 = RAM + 0x8_0000;
+const TOHOST: u64 = RAM + 0xf_0000;
+/// Loop iterations of each program's body: more than the hotness threshold.
+const ITERATIONS: u64 = 3 * HOT as u64;
+
+// Registers with a fixed job; the random instructions never write them.
+const X_CODE_DATA: u32 = 23;
+const X_MMIO: u32 = 24;
+const X_TOHOST: u32 = 25;
+const X_JUMP: u32 = 26;
+const X_SCRATCH: u32 = 27;
+const X_FAULT: u32 = 28;
+const X_COUNT: u32 = 30;
+const X_TEMP: u32 = 31;
+
+fn r_type(f7: u32, rs2: u32, rs1: u32, f3: u32, rd: u32, op: u32) -> u32 {
+    f7 << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op
+}
+
+fn i_type(imm: i32, rs1: u32, f3: u32, rd: u32, op: u32) -> u32 {
+    ((imm as u32) & 0xfff) << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op
+}
+
+fn s_type(imm: i32, rs2: u32, rs1: u32, f3: u32) -> u32 {
+    let imm = imm as u32;
+    (imm >> 5 & 0x7f) << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | (imm & 0x1f) << 7 | 0x23
+}
+
+fn b_type(off: i32, rs2: u32, rs1: u32, f3: u32) -> u32 {
+    let o = off as u32;
+    (o >> 12 & 1) << 31
+        | (o >> 5 & 0x3f) << 25
+        | rs2 << 20
+        | rs1 << 15
+        | f3 << 12
+        | (o >> 1 & 0xf) << 8
+        | (o >> 11 & 1) << 7
+        | 0x63
+}
+
+fn jal(off: i32, rd: u32) -> u32 {
+    let o = off as u32;
+    (o >> 20 & 1) << 31
+        | (o >> 1 & 0x3ff) << 21
+        | (o >> 11 & 1) << 20
+        | (o >> 12 & 0xff) << 12
+        | rd << 7
+        | 0x6f
+}
+
+struct Gen(TestRng);
+
+impl Gen {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0.next_u64() % n
+    }
+
+    fn rd(&mut self) -> u32 {
+        loop {
+            let r = self.below(32) as u32;
+            if !(X_CODE_DATA..=X_TEMP).contains(&r) || r == 29 {
+                return r;
+            }
+        }
+    }
+
+    fn rs(&mut self) -> u32 {
+        self.below(32) as u32
+    }
+
+    /// One instruction (or a few) at body position `pos` of `len`.
+    fn instruction(&mut self, out: &mut Vec<u32>, pos: usize, len: usize) {
+        let (rd, rs1, rs2) = (self.rd(), self.rs(), self.rs());
+        // Forward distance to a later body instruction or the loop tail.
+        let fwd = 4 * (1 + self.below((len - pos) as u64) as i32);
+        match self.below(16) {
+            0..=3 => {
+                let (f3, f7) = [
+                    (0, 0),
+                    (0, 0x20),
+                    (1, 0),
+                    (2, 0),
+                    (3, 0),
+                    (4, 0),
+                    (5, 0),
+                    (5, 0x20),
+                    (6, 0),
+                    (7, 0),
+                ][self.below(10) as usize];
+                let (f3, f7) = if self.below(3) == 0 {
+                    (self.below(8) as u32, 1)
+                } else {
+                    (f3, f7)
+                };
+                out.push(r_type(f7, rs2, rs1, f3, rd, 0x33));
+            }
+            4 => {
+                let (f3, f7) = [
+                    (0, 0),
+                    (0, 0x20),
+                    (1, 0),
+                    (5, 0),
+                    (5, 0x20),
+                    (0, 1),
+                    (4, 1),
+                    (5, 1),
+                    (6, 1),
+                    (7, 1),
+                ][self.below(10) as usize];
+                out.push(r_type(f7, rs2, rs1, f3, rd, 0x3b));
+            }
+            5..=6 => {
+                let imm = self.below(4096) as i32 - 2048;
+                let (f3, imm) = match self.below(9) {
+                    0 => (1, imm & 63),
+                    1 => (5, imm & 63),
+                    2 => (5, 0x400 | (imm & 63)),
+                    n => ([0, 2, 3, 4, 6, 7][n as usize - 3], imm),
+                };
+                out.push(i_type(imm, rs1, f3, rd, 0x13));
+            }
+            7 => {
+                let imm = self.below(4096) as i32 - 2048;
+                let (f3, imm) = match self.below(4) {
+                    0 => (1, imm & 31),
+                    1 => (5, imm & 31),
+                    2 => (5, 0x400 | (imm & 31)),
+                    _ => (0, imm),
+                };
+                out.push(i_type(imm, rs1, f3, rd, 0x1b));
+            }
+            8 => {
+                let op = if self.below(2) == 0 { 0x37 } else { 0x17 };
+                out.push((self.0.next_u32() & 0xffff_f000) | rd << 7 | op);
+            }
+            9..=10 => {
+                let (base, off) = self.address();
+                out.push(i_type(off, base, self.below(7) as u32, rd, 0x03));
+            }
+            11..=12 => {
+                let (base, off) = self.address();
+                out.push(s_type(off, rs2, base, self.below(4) as u32));
+            }
+            13 => {
+                let f3 = [0, 1, 4, 5, 6, 7][self.below(6) as usize];
+                out.push(b_type(fwd, rs2, rs1, f3));
+            }
+            14 => match self.below(3) {
+                0 => out.push(jal(fwd, rd)),
+                1 => {
+                    // jalr over the next instruction (`X_JUMP` holds the
+                    // code base, where the body starts).
+                    let at = 4 * out.len() as i32;
+                    out.push(i_type(at + 8, X_JUMP, 0, rd, 0x67));
+                    out.push(i_type(1, 0, 0, rd, 0x13));
+                }
+                _ => out.push(i_type(0x13, 0, 0, rd, 0x13)),
+            },
+            _ => {
+                // csrr rd, instret / cycle / minstret
+                let csr = [0xc02, 0xc00, 0xb02][self.below(3) as usize];
+                out.push(i_type(csr, 0, 2, rd, 0x73));
+            }
+        }
+    }
+
+    /// A load/store base register and offset: mostly scratch RAM, sometimes
+    /// an access fault, MMIO or the code page.
+    fn address(&mut self) -> (u32, i32) {
+        match self.below(20) {
+            0 => (X_FAULT, self.below(64) as i32),
+            1 => (X_MMIO, self.below(8) as i32),
+            2 => (X_CODE_DATA, self.below(256) as i32),
+            _ => (X_SCRATCH, self.below(4096) as i32 - 2048),
+        }
+    }
+
+    /// A program: set-up is done by the harness; the body runs
+    /// [`ITERATIONS`] times, then `tohost` is written.
+    fn program(&mut self) -> Vec<u32> {
+        let len = 1 + self.below(40) as usize;
+        let mut body = Vec::new();
+        let mut pos = 0;
+        // Branch distances are computed on body positions, so every entry
+        // of `body` must be one instruction: generate, then count.
+        while pos < len {
+            let before = body.len();
+            self.instruction(&mut body, pos, len);
+            pos += body.len() - before;
+        }
+        // Forward targets past the end land on the loop tail.
+        let mut code = body;
+        code.push(i_type(-1, X_COUNT, 0, X_COUNT, 0x13));
+        let back = -(4 * (code.len() as i32));
+        code.push(b_type(back, 0, X_COUNT, 1));
+        code.push(i_type(1, 0, 0, X_TEMP, 0x13));
+        code.push(s_type(0, X_TEMP, X_TOHOST, 3));
+        code.push(jal(0, 0));
+        code
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Final {
+    x: [u64; 32],
+    pc: u64,
+    instret: u64,
+    trap: [u64; 3],
+    memory: Vec<u8>,
+    mmio: Vec<(u64, u64, bool)>,
+    exit: String,
+}
+
+fn machine() -> (RiscvVm, RiscvVcpu) {
+    let vm = RiscvVm::with_devices(1, platform_devices()).unwrap();
+    let region = GuestRegionMmap::from_range(GuestAddress(RAM), RAM_SIZE as usize, None).unwrap();
+    vm.map_region(Arc::new(region)).unwrap();
+    let vcpu = vm.create_riscv_vcpu(VcpuId(0)).unwrap();
+    (vm, vcpu)
+}
+
+fn write_words(hart: &mut Hart, at: u64, words: &[u32]) {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    assert!(hart.ram.write(at, &bytes));
+}
+
+fn run(code: &[u32], regs: &[u64; 32], scratch: &[u8], tier: Tier) -> (Final, usize) {
+    let (_vm, mut vcpu) = machine();
+    let hart = vcpu.hart_mut();
+    assert!(hart.ram.write(SCRATCH - 0x800, scratch));
+    assert_eq!(hart.set_tier(tier), tier != Tier::Interpret);
+    write_words(hart, RAM, code);
+    // csrr x31, mepc; addi x31, x31, 4; csrw mepc, x31; mret
+    write_words(
+        hart,
+        HANDLER,
+        &[
+            i_type(0x341, 0, 2, X_TEMP, 0x73),
+            i_type(4, X_TEMP, 0, X_TEMP, 0x13),
+            i_type(0x341, X_TEMP, 1, 0, 0x73),
+            0x3020_0073,
+        ],
+    );
+    hart.x = *regs;
+    hart.x[0] = 0;
+    hart.x[X_CODE_DATA as usize] = CODE_DATA;
+    hart.x[X_MMIO as usize] = layout::UART.start.0;
+    hart.x[X_JUMP as usize] = RAM;
+    hart.x[X_TOHOST as usize] = TOHOST;
+    hart.x[X_SCRATCH as usize] = SCRATCH;
+    hart.x[X_FAULT as usize] = 0xff00_0000_0000_0000;
+    hart.x[X_COUNT as usize] = ITERATIONS;
+    hart.pc = RAM;
+    hart.csr.mtvec = HANDLER;
+    hart.tohost = Some(TOHOST);
+    let mut mmio = Vec::new();
+    let mut exit = String::from("budget");
+    for _ in 0..10_000 {
+        match hart.run(10_000) {
+            HartExit::Interrupted => {}
+            HartExit::MmioRead { addr, len } => {
+                mmio.push((addr, len as u64, false));
+                let data = hart.mmio_data();
+                data.fill(0);
+                data[0] = addr as u8;
+            }
+            HartExit::MmioWrite { addr, len } => {
+                let v = u64::from_le_bytes(*hart.mmio_data());
+                mmio.push((addr, v, true));
+                let _ = len;
+            }
+            other => {
+                exit = format!("{other:?}");
+                break;
+            }
+        }
+    }
+    let mut memory = vec![0; 0x1000];
+    assert!(hart.ram.read(SCRATCH - 0x800, &mut memory));
+    let mut code_page = vec![0; 0x1000];
+    assert!(hart.ram.read(RAM, &mut code_page));
+    memory.extend(code_page);
+    let blocks = hart.translated_blocks();
+    let state = Final {
+        x: hart.x,
+        pc: hart.pc,
+        instret: hart.instret,
+        trap: [hart.csr.mepc, hart.csr.mcause, hart.csr.mtval],
+        memory,
+        mmio,
+        exit,
+    };
+    (state, blocks)
+}
+
+#[test]
+fn random_programs_leave_the_same_state_in_both_tiers() {
+    let mut g = Gen(TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let mut translated = 0;
+    for n in 0..300 {
+        let code = g.program();
+        let mut regs = [0u64; 32];
+        for r in &mut regs {
+            *r = match g.below(4) {
+                0 => g.below(64),
+                1 => (g.0.next_u64() as i32) as u64,
+                _ => g.0.next_u64(),
+            };
+        }
+        let scratch: Vec<u8> = (0..0x1000).map(|_| g.0.next_u32() as u8).collect();
+        let (interp, none) = run(&code, &regs, &scratch, Tier::Interpret);
+        assert_eq!(none, 0);
+        // Hot blocks translated after a few passes, and every block at once.
+        let (jit, blocks) = run(&code, &regs, &scratch, Tier::Translate);
+        translated += blocks;
+        assert_eq!(interp, jit, "program {n}: {code:08x?}");
+        let (jit, _) = run(&code, &regs, &scratch, Tier::TranslateAll);
+        assert!(
+            interp.exit.contains("ToHost"),
+            "program {n}: {} at pc {:#x} after {} instructions, mcause {:#x}: {code:08x?}",
+            interp.exit,
+            interp.pc,
+            interp.instret,
+            interp.trap[1]
+        );
+        assert_eq!(interp, jit, "program {n}: {code:08x?}");
+    }
+    assert!(translated > 300, "only {translated} blocks were translated");
+}
