@@ -375,6 +375,7 @@ impl VmmBuilder {
             info,
             pollers,
             switches: self.switches,
+            profile: None,
         })
     }
 }
@@ -395,6 +396,8 @@ pub struct Vmm {
     pollers: Vec<Poller>,
     /// Keeps the switches (and their segment memberships) as long as the VM.
     switches: SwitchRegistry,
+    /// Where guest PC samples go, when profiled.
+    profile: Option<Arc<crate::profile::Profile>>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -416,17 +419,29 @@ impl Vmm {
         &self.memory
     }
 
+    /// Samples each vCPU's guest PC into `profile` once started (see
+    /// [`crate::profile`]); interpreted harts then run
+    /// [`Profile::period`](crate::profile::Profile::period) instructions per `run()`.
+    pub fn set_profile(&mut self, profile: Arc<crate::profile::Profile>) {
+        for vcpu in &mut self.vcpus {
+            let any: &mut dyn std::any::Any = vcpu.as_mut();
+            if let Some(hart) = any.downcast_mut::<vm_cross_arch::interp::riscv64::RiscvVcpu>() {
+                hart.set_budget(profile.period());
+            }
+        }
+        self.profile = Some(profile);
+    }
+
     /// Starts every vCPU on the configured executor.
     pub fn start(self) -> Result<RunningVmm, VmmError> {
         let handler: Arc<dyn crate::executor::ExitHandler> = self.handler;
         let first_entry = Instant::now();
         let executor =
-            MultiVcpuExecutor::start(self.executor, self.vcpus, &handler).map_err(|source| {
-                VmmError::Executor {
+            MultiVcpuExecutor::start(self.executor, self.vcpus, &handler, self.profile.as_ref())
+                .map_err(|source| VmmError::Executor {
                     kind: self.executor,
                     source,
-                }
-            })?;
+                })?;
         tracing::info!(
             elapsed_us = first_entry.elapsed().as_micros() as u64,
             "vCPUs entered"

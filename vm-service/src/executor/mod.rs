@@ -142,6 +142,8 @@ struct VcpuLoop {
     index: usize,
     handler: Arc<dyn ExitHandler>,
     control: ExecutorControl,
+    /// Guest PC samples, when the VM is profiled.
+    samples: Option<crate::profile::Samples>,
 }
 
 impl VcpuLoop {
@@ -164,6 +166,9 @@ impl VcpuLoop {
         loop {
             if self.control.should_yield() && !self.control.park(self.index, self.vcpu.as_mut()) {
                 break;
+            }
+            if let Some(samples) = &mut self.samples {
+                samples.take(self.vcpu.as_ref());
             }
             let action = match self.vcpu.run() {
                 Ok(VcpuExit::Interrupted) => continue,
@@ -228,11 +233,13 @@ impl fmt::Debug for MultiVcpuExecutor {
 }
 
 impl MultiVcpuExecutor {
-    /// Starts running `vcpus` with the `kind` strategy; exits go to `handler`.
+    /// Starts running `vcpus` with the `kind` strategy; exits go to
+    /// `handler`; with `profile`, each vCPU's PC is sampled before every `run()`.
     pub fn start(
         kind: ExecutorKind,
         vcpus: Vec<Box<dyn Vcpu>>,
         handler: &Arc<dyn ExitHandler>,
+        profile: Option<&Arc<crate::profile::Profile>>,
     ) -> std::io::Result<Self> {
         let kicks = vcpus.iter().map(|v| v.kick_handle()).collect();
         let control = ExecutorControl::new(kicks);
@@ -244,6 +251,7 @@ impl MultiVcpuExecutor {
                 index,
                 handler: Arc::clone(handler),
                 control: control.clone(),
+                samples: profile.map(|p| crate::profile::Samples::new(Arc::clone(p))),
             })
             .collect();
         let join = match kind {

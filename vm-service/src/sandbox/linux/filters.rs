@@ -42,6 +42,7 @@ const KVM_SETUP_IOCTLS: &[u64] = &[
     0x4004_ae99, // KVM_SET_MP_STATE
     0x8400_ae8e, // KVM_GET_LAPIC
     0x4400_ae8f, // KVM_SET_LAPIC
+    0x4048_ae9b, // KVM_SET_GUEST_DEBUG (the gdb stub runs the vCPUs on this thread)
 ];
 
 /// The KVM ioctls a vCPU thread issues: `KVM_RUN` and what exit handling and
