@@ -25,7 +25,7 @@ use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
 use vm_service::net::{default_switch_dir, SwitchRegistry};
-use vm_service::profile::{Profile, Symbols};
+use vm_service::profile::Symbols;
 use vm_service::sandbox::{SandboxConfig, SeccompLevel, ThreadKind};
 use vm_service::{drive_arg, guest, ExecutorKind, StopReason, VmmBuilder};
 
@@ -524,10 +524,7 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     let profile = profile_out
         .as_ref()
-        .map(|_| Profile::new(vm_service::profile::DEFAULT_PERIOD));
-    if let Some(p) = &profile {
-        vmm.set_profile(p.clone());
-    }
+        .map(|_| vmm.profile(vm_service::profile::DEFAULT_PERIOD));
     let info = vmm.info();
     eprintln!(
         "vm-service: {} ({}); booting {} with {} vCPU(s), {} MiB, {} executor",

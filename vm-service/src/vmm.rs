@@ -419,17 +419,22 @@ impl Vmm {
         &self.memory
     }
 
-    /// Samples each vCPU's guest PC into `profile` once started (see
-    /// [`crate::profile`]); interpreted harts then run
-    /// [`Profile::period`](crate::profile::Profile::period) instructions per `run()`.
-    pub fn set_profile(&mut self, profile: Arc<crate::profile::Profile>) {
+    /// Profiles the guest once started (see [`crate::profile`]): interpreted
+    /// harts then run `period` instructions per `run()` and are sampled
+    /// after each; other engines are sampled at every exit. Returns the
+    /// profile, complete once the VM has stopped.
+    pub fn profile(&mut self, period: u64) -> Arc<crate::profile::Profile> {
+        let mut interpreted = false;
         for vcpu in &mut self.vcpus {
             let any: &mut dyn std::any::Any = vcpu.as_mut();
             if let Some(hart) = any.downcast_mut::<vm_cross_arch::interp::riscv64::RiscvVcpu>() {
-                hart.set_budget(profile.period());
+                hart.set_budget(period);
+                interpreted = true;
             }
         }
-        self.profile = Some(profile);
+        let profile = crate::profile::Profile::new(period, !interpreted);
+        self.profile = Some(profile.clone());
+        profile
     }
 
     /// Starts every vCPU on the configured executor.

@@ -171,7 +171,12 @@ impl VcpuLoop {
                 samples.take(self.vcpu.as_ref());
             }
             let action = match self.vcpu.run() {
-                Ok(VcpuExit::Interrupted) => continue,
+                Ok(VcpuExit::Interrupted) => {
+                    if let Some(samples) = &mut self.samples {
+                        samples.interrupted();
+                    }
+                    continue;
+                }
                 Ok(exit) => {
                     self.control.count_exit(self.index);
                     self.handler.handle(id, exit)

@@ -1,14 +1,16 @@
-//! A guest profiler: each vCPU's guest PC is sampled before every `run()`
+//! A guest profiler: each vCPU's guest PC is sampled between `run()`s
 //! (`vm-service run --profile FILE [--profile-symbols ELF]`). On the riscv64
 //! interpreter a `run()` covers a fixed number of instructions
-//! ([`Profile::period`], set on the harts by [`Vmm::set_profile`](crate::Vmm::set_profile))
-//! unless an exit (MMIO, a power event) or an idle `wfi` ends it sooner, so
-//! samples are about one per `period` instructions; on KVM a sample is taken
-//! at every exit, so code that exits often is over-represented.
+//! ([`Profile::period`], set on the harts by [`Vmm::profile`](crate::Vmm::profile)),
+//! and a sample is taken when one ran out (not after MMIO exits, which would
+//! over-count device drivers), so samples are one per `period` instructions
+//! (an idle `wfi` or a kick also ends a `run()`); on KVM, whose `run()`
+//! ends only at exits, a sample is taken at every exit, so code that exits
+//! often is over-represented.
 //!
 //! The result is a flat profile: samples per function when the guest's ELF
 //! (`vmlinux`, a test program) gives symbols, per PC otherwise. Sampling
-//! costs one register read per `run()` and a hash-map update, on the vCPU's
+//! costs one register read per sample and a hash-map update, on the vCPU's
 //! own thread, with no shared lock; the counts are merged when the vCPU's
 //! loop ends. Without a profile the executor pays one branch per `run()`.
 
@@ -29,15 +31,19 @@ pub const DEFAULT_PERIOD: u64 = 10_000;
 #[derive(Debug)]
 pub struct Profile {
     period: u64,
+    /// Sample at every exit (engines whose `run()` has no budget).
+    every_exit: bool,
     counts: Mutex<HashMap<u64, u64>>,
 }
 
 impl Profile {
     /// An empty profile; interpreted vCPUs are sampled every `period`
-    /// instructions (at least 1).
-    pub fn new(period: u64) -> Arc<Self> {
+    /// instructions (at least 1). With `every_exit`, a sample is taken
+    /// before every `run()` (hardware engines, whose `run()` ends at exits).
+    pub fn new(period: u64, every_exit: bool) -> Arc<Self> {
         Arc::new(Self {
             period: period.max(1),
+            every_exit,
             counts: Mutex::new(HashMap::new()),
         })
     }
@@ -100,6 +106,8 @@ impl Profile {
 pub(crate) struct Samples {
     counts: HashMap<u64, u64>,
     profile: Arc<Profile>,
+    /// The last `run()` ran out of budget (or was kicked): sample now.
+    due: bool,
 }
 
 impl Samples {
@@ -107,14 +115,24 @@ impl Samples {
         Self {
             counts: HashMap::new(),
             profile,
+            due: true,
         }
     }
 
-    /// Records where `vcpu` is now.
+    /// Before a `run()`: records where `vcpu` is, if a sample is due (always
+    /// on an engine that only returns at exits).
     pub(crate) fn take(&mut self, vcpu: &dyn Vcpu) {
+        if !std::mem::take(&mut self.due) && !self.profile.every_exit {
+            return;
+        }
         if let Ok(regs) = vcpu.registers() {
             *self.counts.entry(regs.pc()).or_default() += 1;
         }
+    }
+
+    /// The last `run()` returned without an exit.
+    pub(crate) fn interrupted(&mut self) {
+        self.due = true;
     }
 }
 
@@ -137,7 +155,7 @@ mod tests {
 
     #[test]
     fn samples_merge_and_sort_by_count() {
-        let profile = Profile::new(0);
+        let profile = Profile::new(0, true);
         assert_eq!(profile.period(), 1);
         for (pc, n) in [(0x10, 3), (0x20, 5)] {
             let mut s = Samples::new(profile.clone());
