@@ -9,6 +9,11 @@
 
 use std::fmt;
 
+/// The `tracing` target of the per-exit events engines emit at TRACE level
+/// (`vcpu`, guest `pc`, `exit` reason): `--log-level vm_exit=trace` turns
+/// them on; off, each costs one check of the global level filter.
+pub const EXIT_TRACE_TARGET: &str = "vm_exit";
+
 /// The reason [`Vcpu::run`](crate::Vcpu::run) returned.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -76,10 +81,12 @@ pub enum VcpuExit<'a> {
         flags: u64,
     },
     /// The vCPU stopped for its debugger (see [`Vcpu::set_guest_debug`](crate::Vcpu::set_guest_debug)):
-    /// a breakpoint was reached or a single step completed.
+    /// a breakpoint was reached, a single step completed or a watchpoint was hit.
     Debug {
         /// Guest-virtual address of the next instruction.
         pc: u64,
+        /// What stopped it.
+        stop: crate::debug::DebugStop,
     },
     /// An exit this crate recognises but the VMM normally never sees, named.
     Other {

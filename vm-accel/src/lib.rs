@@ -74,10 +74,11 @@ pub mod whpx;
 pub use accelerator::{detect, Accelerator, AcceleratorKind, Detected, Unavailable};
 pub use boot::BootState;
 pub use cpu_template::{CpuTemplate, CpuidEdit, CpuidRegister};
-pub use debug::{DebugRegister, GuestDebug};
+pub use debug::{DebugRegister, DebugStop, GuestDebug, WatchKind, Watchpoint, X86_64FpuRegisters};
 pub use error::AccelError;
 pub use exit::{
     InstructionBytes, InternalError, InternalErrorKind, RiscvSbiCall, SystemEvent, VcpuExit,
+    EXIT_TRACE_TARGET,
 };
 pub use host_profile::{FallbackGroup, HostProfile, HostProfileError, HOST_PROFILE_ENV};
 pub use kick::{Kick, KickFlag, KickHandle};

@@ -1,7 +1,7 @@
 //! The `Vcpu` trait: run a virtual CPU and access its registers.
 
 use crate::boot::BootState;
-use crate::debug::{DebugRegister, GuestDebug};
+use crate::debug::{DebugRegister, GuestDebug, X86_64FpuRegisters};
 use crate::error::AccelError;
 use crate::exit::VcpuExit;
 use crate::kick::KickHandle;
@@ -110,6 +110,11 @@ pub trait Vcpu: Send + fmt::Debug + std::any::Any {
         Err(debug_unsupported(self.arch(), "writing debug registers"))
     }
 
+    /// Reads the x87 and SSE registers of an x86-64 vCPU.
+    fn x86_64_fpu_registers(&mut self) -> Result<X86_64FpuRegisters, AccelError> {
+        Err(debug_unsupported(self.arch(), "reading x87/SSE registers"))
+    }
+
     /// Reads guest memory at a guest-virtual address, translated as the vCPU
     /// would now (an untranslated address is taken as physical); returns how
     /// many bytes could be read (0 when `addr` itself is not readable).
@@ -125,8 +130,10 @@ pub trait Vcpu: Send + fmt::Debug + std::any::Any {
         Err(debug_unsupported(self.arch(), "debugger memory writes"))
     }
 
-    /// Sets breakpoints and single-step; `run()` then returns
-    /// [`VcpuExit::Debug`] where the vCPU stops.
+    /// Sets breakpoints, watchpoints and single-step; `run()` then returns
+    /// [`VcpuExit::Debug`] where the vCPU stops. An engine that cannot give
+    /// what is asked (too many breakpoints, watchpoints at all) refuses the
+    /// whole request and keeps the previous one.
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<(), AccelError> {
         let _ = debug;
         Err(debug_unsupported(self.arch(), "guest debugging"))

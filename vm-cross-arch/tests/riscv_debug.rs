@@ -1,11 +1,13 @@
 //! The riscv64 interpreter's debugger support through `vm_accel::Vcpu`:
-//! breakpoints (passed over once on resume), single-step, registers beyond
-//! the general set, and memory reads and writes that reach decoded code.
+//! breakpoints (passed over once on resume), watchpoints, single-step,
+//! registers beyond the general set, and memory reads and writes that reach
+//! decoded code.
 
 use std::sync::Arc;
 
 use vm_accel::{
-    BootState, DebugRegister, GuestAddress, GuestDebug, Registers, Vcpu, VcpuExit, VcpuId, Vm,
+    BootState, DebugRegister, DebugStop, GuestAddress, GuestDebug, Registers, Vcpu, VcpuExit,
+    VcpuId, Vm, WatchKind, Watchpoint,
 };
 use vm_cross_arch::interp::riscv64::{RiscvVcpu, RiscvVm};
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -44,7 +46,7 @@ fn t0_and_pc(vcpu: &RiscvVcpu) -> (u64, u64) {
 
 fn stop_pc(vcpu: &mut RiscvVcpu) -> Option<u64> {
     match vcpu.run().expect("run") {
-        VcpuExit::Debug { pc } => Some(pc),
+        VcpuExit::Debug { pc, .. } => Some(pc),
         VcpuExit::Interrupted => None,
         other => panic!("unexpected exit {other:?}"),
     }
@@ -57,6 +59,7 @@ fn breakpoints_stop_before_the_instruction_and_are_passed_over_on_resume() {
     let (_vm, mut vcpu) = machine(&CODE);
     let debug = GuestDebug {
         breakpoints: vec![RAM + 8],
+        watchpoints: vec![],
         single_step: false,
     };
     vcpu.set_guest_debug(&debug).expect("debug");
@@ -73,6 +76,7 @@ fn single_step_runs_one_instruction_per_resume() {
     let (_vm, mut vcpu) = machine(&CODE);
     let step = GuestDebug {
         breakpoints: vec![],
+        watchpoints: vec![],
         single_step: true,
     };
     for expected in 1..=3u64 {
@@ -86,6 +90,70 @@ fn single_step_runs_one_instruction_per_resume() {
     assert_eq!(t0_and_pc(&vcpu), (4, RAM + 16));
 }
 
+/// `addi t0, t0, 1; auipc t1, 1; sd t0, 0(t1); ld t2, 0(t1); j .`: a store
+/// and a load of the doubleword at `RAM + 0x1004`.
+const STORE_LOAD: [u32; 5] = [
+    addi_t0(1),
+    (1 << 12) | (6 << 7) | 0x17,
+    (5 << 20) | (6 << 15) | (3 << 12) | 0x23,
+    (6 << 15) | (3 << 12) | (7 << 7) | 0x03,
+    JUMP_SELF,
+];
+const DATA: u64 = RAM + 0x1004;
+
+fn watch(kind: WatchKind, addr: u64, len: u64) -> GuestDebug {
+    GuestDebug {
+        watchpoints: vec![Watchpoint { addr, len, kind }],
+        ..GuestDebug::default()
+    }
+}
+
+fn watch_stop(vcpu: &mut RiscvVcpu) -> Option<(u64, DebugStop)> {
+    match vcpu.run().expect("run") {
+        VcpuExit::Debug { pc, stop } => Some((pc, stop)),
+        VcpuExit::Interrupted => None,
+        other => panic!("unexpected exit {other:?}"),
+    }
+}
+
+#[test]
+fn watchpoints_stop_before_an_access_of_their_kind() {
+    let (_vm, mut vcpu) = machine(&STORE_LOAD);
+    vcpu.set_guest_debug(&watch(WatchKind::Write, DATA + 4, 1))
+        .expect("debug");
+    let write = DebugStop::Watch {
+        addr: DATA + 4,
+        kind: WatchKind::Write,
+    };
+    assert_eq!(watch_stop(&mut vcpu), Some((RAM + 8, write)));
+    // Resumed, the store runs; the load stops for a read watchpoint.
+    vcpu.set_guest_debug(&watch(WatchKind::Read, DATA, 8))
+        .expect("debug");
+    let read = DebugStop::Watch {
+        addr: DATA,
+        kind: WatchKind::Read,
+    };
+    assert_eq!(watch_stop(&mut vcpu), Some((RAM + 12, read)));
+    vcpu.set_guest_debug(&GuestDebug::default()).expect("debug");
+    assert_eq!(watch_stop(&mut vcpu), None);
+
+    // An access watchpoint stops at the store, a read one lets it pass, one
+    // beside the data never stops.
+    let (_vm, mut vcpu) = machine(&STORE_LOAD);
+    vcpu.set_guest_debug(&watch(WatchKind::Access, DATA, 8))
+        .expect("debug");
+    assert_eq!(watch_stop(&mut vcpu).map(|s| s.0), Some(RAM + 8));
+    let (_vm, mut vcpu) = machine(&STORE_LOAD);
+    vcpu.set_guest_debug(&watch(WatchKind::Read, DATA, 8))
+        .expect("debug");
+    assert_eq!(watch_stop(&mut vcpu).map(|s| s.0), Some(RAM + 12));
+    let (_vm, mut vcpu) = machine(&STORE_LOAD);
+    vcpu.set_guest_debug(&watch(WatchKind::Access, DATA + 8, 8))
+        .expect("debug");
+    assert_eq!(watch_stop(&mut vcpu), None);
+    assert_eq!(t0_and_pc(&vcpu), (1, RAM + 16));
+}
+
 #[test]
 fn debugger_memory_writes_reach_code_already_decoded() {
     let (_vm, mut vcpu) = machine(&CODE);
@@ -95,6 +163,7 @@ fn debugger_memory_writes_reach_code_already_decoded() {
     // Decode the page by running to a breakpoint, then patch an instruction ahead.
     let debug = GuestDebug {
         breakpoints: vec![RAM + 8],
+        watchpoints: vec![],
         single_step: false,
     };
     vcpu.set_guest_debug(&debug).expect("debug");

@@ -48,6 +48,7 @@ pub mod gdb;
 pub mod guest;
 pub mod net;
 mod poller;
+pub mod profile;
 pub mod sandbox;
 pub mod snapshot;
 mod vmm;

@@ -12,7 +12,7 @@
 //! vCPU triple-faulted.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,7 @@ use vm_service::api::Limits;
 use vm_service::daemon::server::DaemonOptions;
 use vm_service::daemon::vms::VmsConfig;
 use vm_service::net::{default_switch_dir, SwitchRegistry};
+use vm_service::profile::Symbols;
 use vm_service::sandbox::jail::{self, JailConfig};
 use vm_service::sandbox::{SandboxConfig, SeccompLevel, ThreadKind};
 use vm_service::{drive_arg, guest, ExecutorKind, StopReason, VmmBuilder};
@@ -254,6 +255,16 @@ struct RunArgs {
     /// With --gdb: run no guest instruction before a debugger attaches.
     #[arg(long, requires = "gdb")]
     gdb_wait: bool,
+    /// Profile the guest: sample each vCPU's guest PC (the interpreter every
+    /// 10000 instructions, KVM at each exit) and write a flat profile to FILE
+    /// when the VM stops.
+    #[arg(long, value_name = "FILE", conflicts_with = "gdb")]
+    profile: Option<PathBuf>,
+    /// With --profile: name samples by the functions of this guest ELF
+    /// (`vmlinux`, a test program's ELF) or kernel `System.map` instead of
+    /// by address.
+    #[arg(long, value_name = "ELF", requires = "profile")]
+    profile_symbols: Option<PathBuf>,
     /// Restore the VM saved in PATH instead of booting one: a directory
     /// holding `state.snap` and `memory.snap`, or a state file whose memory
     /// file --restore-mem-file names. Its configuration, disks (reopened by path) and NICs
@@ -426,9 +437,21 @@ fn run(args: &RunArgs) -> ExitCode {
         Some(Ok(l)) => Some(l),
         None => None,
     };
+    // The profile's file and symbols too: the sandbox allows no file opens later.
+    let profile_out = match args.profile.as_deref().map(std::fs::File::create) {
+        Some(Err(e)) => return fail(&format!("cannot create the --profile file: {e}")),
+        Some(Ok(f)) => Some(f),
+        None => None,
+    };
+    let symbols = match args.profile_symbols.as_deref().map(read_symbols) {
+        Some(Err(e)) => return fail(&e),
+        Some(Ok(s)) => Some(s),
+        None => None,
+    };
     let keep_fds = gdb
         .iter()
         .map(vm_service::gdb::GdbListener::as_raw_fd)
+        .chain(profile_out.iter().map(std::os::fd::AsRawFd::as_raw_fd))
         .collect();
     if let Err(e) = vm_service::sandbox::enter_process(&args.sandbox.config(keep_fds)) {
         return fail(&e.to_string());
@@ -499,10 +522,13 @@ fn run(args: &RunArgs) -> ExitCode {
         .switches(switches)
         .serial_output(Box::new(console))
         .serial_input(Box::new(std::io::stdin()));
-    let vmm = match builder.build() {
+    let mut vmm = match builder.build() {
         Ok(v) => v,
         Err(e) => return fail(&error_chain(&e)),
     };
+    let profile = profile_out
+        .as_ref()
+        .map(|_| vmm.profile(vm_service::profile::DEFAULT_PERIOD));
     let info = vmm.info();
     eprintln!(
         "vm-service: {} ({}); booting {} with {} vCPU(s), {} MiB, {} executor",
@@ -541,6 +567,16 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     let (reason, snapshot_taken) = outcome;
+    if let (Some(profile), Some(mut out)) = (profile, profile_out) {
+        // The vCPU loops have ended: every sample is merged.
+        match profile.write_flat(&mut out, symbols.as_ref()) {
+            Ok(()) => eprintln!(
+                "vm-service: profile written to {}",
+                args.profile.as_deref().unwrap_or(Path::new("")).display()
+            ),
+            Err(e) => return fail(&format!("cannot write the profile: {e}")),
+        }
+    }
     let guest_status = *guest_status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -549,6 +585,13 @@ fn run(args: &RunArgs) -> ExitCode {
         (Some(false), _) => ExitCode::from(EXIT_FAILED),
         (_, reason) => exit_status(&reason, guest_status),
     }
+}
+
+/// Reads the function symbols of a guest ELF for --profile-symbols.
+fn read_symbols(path: &Path) -> Result<Symbols, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read --profile-symbols {}: {e}", path.display()))?;
+    Symbols::parse(&bytes).map_err(|e| format!("--profile-symbols {}: {e}", path.display()))
 }
 
 /// Starts the vCPUs on the configured executor and waits for the VM to stop;

@@ -419,6 +419,7 @@ impl VmmBuilder {
             info,
             pollers,
             switches: self.switches,
+            profile: None,
         })
     }
 }
@@ -440,6 +441,8 @@ pub struct Vmm {
     pollers: Vec<Poller>,
     /// Keeps the switches (and their segment memberships) as long as the VM.
     switches: SwitchRegistry,
+    /// Where guest PC samples go, when profiled.
+    profile: Option<Arc<crate::profile::Profile>>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -461,6 +464,24 @@ impl Vmm {
         &self.memory
     }
 
+    /// Profiles the guest once started (see [`crate::profile`]): interpreted
+    /// harts then run `period` instructions per `run()` and are sampled
+    /// after each; other engines are sampled at every exit. Returns the
+    /// profile, complete once the VM has stopped.
+    pub fn profile(&mut self, period: u64) -> Arc<crate::profile::Profile> {
+        let mut interpreted = false;
+        for vcpu in &mut self.vcpus {
+            let any: &mut dyn std::any::Any = vcpu.as_mut();
+            if let Some(hart) = any.downcast_mut::<vm_cross_arch::interp::riscv64::RiscvVcpu>() {
+                hart.set_budget(period);
+                interpreted = true;
+            }
+        }
+        let profile = crate::profile::Profile::new(period, !interpreted);
+        self.profile = Some(profile.clone());
+        profile
+    }
+
     /// Starts every vCPU on the configured executor.
     pub fn start(self) -> Result<RunningVmm, VmmError> {
         self.start_with(false)
@@ -475,8 +496,14 @@ impl Vmm {
     fn start_with(self, paused: bool) -> Result<RunningVmm, VmmError> {
         let handler: Arc<dyn crate::executor::ExitHandler> = self.handler;
         let first_entry = Instant::now();
-        let executor = MultiVcpuExecutor::start_with(self.executor, self.vcpus, &handler, paused)
-            .map_err(|source| VmmError::Executor {
+        let executor = MultiVcpuExecutor::start_with(
+            self.executor,
+            self.vcpus,
+            &handler,
+            self.profile.as_ref(),
+            paused,
+        )
+        .map_err(|source| VmmError::Executor {
             kind: self.executor,
             source,
         })?;

@@ -102,6 +102,7 @@ fn start(kind: ExecutorKind, stop_after: u64) -> (MultiVcpuExecutor, Arc<Counter
         kind,
         vec![PortWriter::boxed(0), PortWriter::boxed(1)],
         &handler,
+        None,
     )
     .expect("start executor");
     (exec, counter)

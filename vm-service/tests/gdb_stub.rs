@@ -1,6 +1,7 @@
 //! `vm-service run --gdb` driven by a real `gdb-multiarch` in batch mode on a
 //! small riscv64 kernel Image (`tests/gdb/image.S`, built with the riscv64
-//! cross gcc; GDB reads its symbols from the ELF) and on the riscv64 Debian
+//! cross gcc; GDB reads its symbols from the ELF), on a small x86_64 guest on
+//! KVM (`tests/gdb/x86_64.S`, built with binutils) and on the riscv64 Debian
 //! guest (`cargo xtask guest`; ignored by default, it boots Linux), and a
 //! hostile packet stream that must not take the VMM down. Built with the
 //! `gdb` feature only.
@@ -13,40 +14,11 @@ use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 
+mod riscv_image;
+
 /// The test Image: (ELF with symbols, flat Image for the VMM).
 fn build_image(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let gcc = test_prerequisites::riscv64_gcc()?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gdb");
-    let elf = dir.join("image.elf");
-    let ok = Command::new(&gcc)
-        .args([
-            "-nostdlib",
-            "-nostartfiles",
-            "-march=rv64gc",
-            "-mabi=lp64d",
-            "-mcmodel=medany",
-            "-Wl,--no-relax",
-        ])
-        .arg("-T")
-        .arg(src.join("image.ld"))
-        .arg("-o")
-        .arg(&elf)
-        .arg(src.join("image.S"))
-        .status()
-        .expect("running gcc");
-    assert!(ok.success(), "assembling the test Image failed");
-    // objcopy of the same toolchain sits beside its gcc.
-    let name = gcc.file_name().and_then(|n| n.to_str()).expect("gcc name");
-    let objcopy = gcc.with_file_name(name.replace("gcc", "objcopy"));
-    let bin = dir.join("image.bin");
-    let ok = Command::new(&objcopy)
-        .args(["-O", "binary"])
-        .arg(&elf)
-        .arg(&bin)
-        .status()
-        .expect("running objcopy");
-    assert!(ok.success(), "objcopy failed");
-    Some((elf, bin))
+    riscv_image::build_image(dir, "gdb/image.S")
 }
 
 /// Starts the VM under the stub, held until a debugger attaches.
@@ -88,6 +60,59 @@ fn start_vm_with(mut cmd: Command, socket: &Path, guest_command: &[&str]) -> Chi
     );
 }
 
+/// Runs `gdb-multiarch -batch` with `commands`; returns its output.
+fn run_gdb(gdb: &Path, commands: &[String]) -> Output {
+    let mut cmd = Command::new(gdb);
+    cmd.args(["-batch", "-nx"]);
+    for c in commands {
+        cmd.arg("-ex").arg(c);
+    }
+    cmd.output().expect("run gdb-multiarch")
+}
+
+/// What a GDB batch session against a VM printed.
+struct Session {
+    gdb_stdout: String,
+    vm_stdout: String,
+    vm_status: Option<i32>,
+    /// Everything, for assertion messages.
+    all: String,
+}
+
+/// Runs GDB with `commands` against `vm`, then waits for the VM to end.
+fn run_session(gdb: &Path, commands: &[String], vm: Child) -> Session {
+    let gdb_out = run_gdb(gdb, commands);
+    let (gdb_stdout, gdb_stderr) = text(&gdb_out);
+    let vm_out = vm.wait_with_output().expect("wait for vm-service");
+    let (vm_stdout, vm_stderr) = text(&vm_out);
+    let all = format!("gdb:\n{gdb_stdout}\n{gdb_stderr}\nvm-service:\n{vm_stdout}\n{vm_stderr}");
+    Session {
+        gdb_stdout,
+        vm_stdout,
+        vm_status: vm_out.status.code(),
+        all,
+    }
+}
+
+/// The test guests print `gdb-test-done` and end cleanly once continued.
+fn assert_ran_to_end(gdb_stdout: &str, vm_stdout: &str, vm_status: Option<i32>, all: &str) {
+    assert!(
+        gdb_stdout.contains("exited normally"),
+        "the guest did not run to its end under gdb: {all}"
+    );
+    assert_eq!(vm_status, Some(0), "{all}");
+    assert!(vm_stdout.contains("gdb-test-done"), "{all}");
+}
+
+/// The values of GDB's `$N = value` lines, in order.
+fn printed_values(gdb_stdout: &str) -> Vec<&str> {
+    gdb_stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('$'))
+        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
+        .collect()
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -96,7 +121,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 #[test]
-fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
+fn gdb_breaks_steps_watches_reads_and_writes_then_the_guest_finishes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some((elf, bin)) = build_image(dir.path()) else {
         return;
@@ -135,18 +160,22 @@ fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
         "continue".into(),
         "p/d $s1".into(),
         "delete".into(),
+        "watch *(long *)&result".into(),
+        "rwatch *(long *)&magic_word".into(),
+        "continue".into(),
+        "info symbol $pc".into(),
+        "continue".into(),
+        "info symbol $pc".into(),
+        "p/x $t2".into(),
+        "delete".into(),
         "continue".into(),
     ];
-    let mut cmd = Command::new(gdb);
-    cmd.args(["-batch", "-nx"]);
-    for c in &commands {
-        cmd.arg("-ex").arg(c);
-    }
-    let gdb_out = cmd.output().expect("run gdb-multiarch");
-    let (gdb_stdout, gdb_stderr) = text(&gdb_out);
-    let vm_out = vm.wait_with_output().expect("wait for vm-service");
-    let (vm_stdout, vm_stderr) = text(&vm_out);
-    let all = format!("gdb:\n{gdb_stdout}\n{gdb_stderr}\nvm-service:\n{vm_stdout}\n{vm_stderr}");
+    let Session {
+        gdb_stdout,
+        vm_stdout,
+        vm_status,
+        all,
+    } = run_session(&gdb, &commands, vm);
 
     // A thread per hart.
     assert!(gdb_stdout.contains("Thread 1.1"), "{all}");
@@ -154,13 +183,8 @@ fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
     // Breakpoint at the symbol, registers at that point.
     assert!(gdb_stdout.contains("Breakpoint 1, 0x"), "{all}");
     assert!(gdb_stdout.contains("in add_one ()"), "{all}");
-    let values: Vec<&str> = gdb_stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix('$'))
-        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
-        .collect();
     assert_eq!(
-        values,
+        printed_values(&gdb_stdout),
         [
             "1",                  // pc == &add_one
             "5",                  // s1 on the first call
@@ -174,7 +198,8 @@ fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
             "0x0",                // mhartid
             "0x0",                // fcsr
             "{float = 0, double = 0}",
-            "4", // hardware breakpoint: the second call
+            "4",      // hardware breakpoint: the second call
+            "0x55aa", // t2 after the watched load
         ],
         "{all}"
     );
@@ -182,12 +207,125 @@ fn gdb_breaks_steps_reads_and_writes_then_the_guest_finishes() {
         gdb_stdout.contains("Hardware assisted breakpoint 2"),
         "{all}"
     );
-    assert!(
-        gdb_stdout.contains("exited normally"),
-        "the guest did not run to its end under gdb: {all}"
+    // GDB compares the watched value itself: the stop after the store.
+    assert!(gdb_stdout.contains("Hardware watchpoint 3"), "{all}");
+    assert!(gdb_stdout.contains("New value = 5"), "{all}");
+    // GDB steps over the access itself: it reports each stop just after it.
+    assert!(gdb_stdout.contains("\nstored in section .text"), "{all}");
+    assert!(gdb_stdout.contains("\nloaded in section .text"), "{all}");
+    assert!(gdb_stdout.contains("Hardware read watchpoint 4"), "{all}");
+    assert_ran_to_end(&gdb_stdout, &vm_stdout, vm_status, &all);
+}
+
+/// The x86_64 test guest, an ELF with symbols that the VMM loads as a vmlinux.
+fn build_x86_64_guest(dir: &Path) -> Option<PathBuf> {
+    let assembler = test_prerequisites::tool("as", "binutils")?;
+    let linker = test_prerequisites::tool("ld", "binutils")?;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gdb");
+    let object = dir.join("x86_64.o");
+    let ok = Command::new(assembler)
+        .arg("--64")
+        .arg("-o")
+        .arg(&object)
+        .arg(src.join("x86_64.S"))
+        .status()
+        .expect("running as");
+    assert!(ok.success(), "assembling the x86_64 guest failed");
+    let elf = dir.join("x86_64.elf");
+    let ok = Command::new(linker)
+        .args([
+            "-m",
+            "elf_x86_64",
+            "-nostdlib",
+            "-static",
+            "-N",
+            "--build-id=none",
+        ])
+        .arg("-T")
+        .arg(src.join("x86_64.ld"))
+        .arg("-o")
+        .arg(&elf)
+        .arg(&object)
+        .status()
+        .expect("running ld");
+    assert!(ok.success(), "linking the x86_64 guest failed");
+    Some(elf)
+}
+
+/// On KVM, every breakpoint is a hardware one (debug registers): `break`
+/// and `hbreak` stop at the symbol, a single step runs one instruction,
+/// registers and memory (through the guest's page tables) read and write,
+/// and the guest then runs to its end.
+#[test]
+fn gdb_debugs_an_x86_64_guest_on_kvm() {
+    if !test_prerequisites::kvm_available() {
+        return;
+    }
+    let Some(gdb) = test_prerequisites::tool("gdb-multiarch", "gdb-multiarch") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(elf) = build_x86_64_guest(dir.path()) else {
+        return;
+    };
+    let socket = dir.path().join("gdb.sock");
+    let mut cmd = Command::cargo_bin("vm-service").expect("binary");
+    cmd.args(["run", "--arch", "x86_64", "--memory", "64", "--vcpus", "1"])
+        .args(["--net", "none", "--kernel"])
+        .arg(&elf);
+    let vm = start_vm_with(cmd, &socket, &[]);
+    let commands = [
+        "set architecture i386:x86-64".to_string(),
+        format!("file {}", elf.display()),
+        format!("target remote {}", socket.display()),
+        "break *add_one".into(),
+        "continue".into(),
+        "p $pc == &add_one".into(),
+        "p/d $r12".into(),
+        "p/d $rbx".into(),
+        "stepi".into(),
+        "p/d $rbx".into(),
+        "p/x *(long *)&magic_word".into(),
+        "set {long}&magic_word = 0x55aa".into(),
+        "p/x *(long *)&magic_word".into(),
+        "set $rax = 77".into(),
+        "p/d $rax".into(),
+        "p/x $cs".into(),
+        "delete".into(),
+        "hbreak *add_one".into(),
+        "continue".into(),
+        "p/d $r12".into(),
+        "delete".into(),
+        "continue".into(),
+    ];
+    let Session {
+        gdb_stdout,
+        vm_stdout,
+        vm_status,
+        all,
+    } = run_session(&gdb, &commands, vm);
+    assert!(gdb_stdout.contains("Breakpoint 1, 0x"), "{all}");
+    assert!(gdb_stdout.contains("in add_one ()"), "{all}");
+    assert_eq!(
+        printed_values(&gdb_stdout),
+        [
+            "1",                  // pc == &add_one
+            "5",                  // r12 on the first call
+            "0",                  // rbx before add_one's inc
+            "1",                  // rbx after one step
+            "0x1122334455667788", // memory read
+            "0x55aa",             // memory write, read back
+            "77",                 // register write, read back
+            "0x8",                // the boot GDT's code segment
+            "4",                  // hardware breakpoint: the second call
+        ],
+        "{all}"
     );
-    assert_eq!(vm_out.status.code(), Some(0), "{all}");
-    assert!(vm_stdout.contains("gdb-test-done"), "{all}");
+    assert!(
+        gdb_stdout.contains("Hardware assisted breakpoint 2"),
+        "{all}"
+    );
+    assert_ran_to_end(&gdb_stdout, &vm_stdout, vm_status, &all);
 }
 
 /// A packet with a correct checksum.

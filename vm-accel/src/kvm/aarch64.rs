@@ -7,6 +7,9 @@
 //! was available. No vGIC is created yet, so `set_irq_line` (which encodes
 //! `IrqLine(n)` as SPI `n`, INTID `n + 32`) fails until one is.
 
+pub(super) use super::no_debug::{
+    debug_exit, fpu_registers, read_memory, set_guest_debug, write_memory,
+};
 pub(super) use super::no_snapshot::{
     restore_vcpu_state, restore_vm_state, save_vcpu_state, save_vm_state,
 };

@@ -231,6 +231,13 @@ pub(super) fn decode(run: &mut kvm_run, run_size: usize) -> Result<VcpuExit<'_>,
             }))
         }
         KVM_EXIT_INTERNAL_ERROR => Ok(VcpuExit::InternalError(InternalErrorData::read(run).bare())),
+        KVM_EXIT_DEBUG => Ok(match super::arch::debug_exit(run) {
+            Some((pc, stop)) => VcpuExit::Debug { pc, stop },
+            None => VcpuExit::Other {
+                name: exit_name(reason),
+                code: reason,
+            },
+        }),
         code => Ok(VcpuExit::Other {
             name: exit_name(code),
             code,

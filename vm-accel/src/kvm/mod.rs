@@ -24,6 +24,8 @@ mod vm;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 #[cfg(not(target_arch = "x86_64"))]
+mod no_debug;
+#[cfg(not(target_arch = "x86_64"))]
 mod no_snapshot;
 #[cfg(target_arch = "riscv64")]
 mod riscv64;

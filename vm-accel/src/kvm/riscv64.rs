@@ -6,6 +6,9 @@
 //! host was available. No AIA irqchip is created yet, so `set_irq_line` fails
 //! until one is.
 
+pub(super) use super::no_debug::{
+    debug_exit, fpu_registers, read_memory, set_guest_debug, write_memory,
+};
 pub(super) use super::no_snapshot::{
     restore_vcpu_state, restore_vm_state, save_vcpu_state, save_vm_state,
 };

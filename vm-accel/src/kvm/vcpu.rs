@@ -1,10 +1,11 @@
 //! `KvmVcpu`: the `KVM_RUN` loop, register access and boot state.
 
 use super::arch;
-use super::exit::{decode, Fixup, InternalErrorData};
+use super::exit::{decode, exit_name, Fixup, InternalErrorData};
 use super::kick::KickState;
 use super::vm::VmShared;
 use crate::boot::BootState;
+use crate::debug::{GuestDebug, X86_64FpuRegisters};
 use crate::error::AccelError;
 use crate::exit::{InternalError, VcpuExit};
 use crate::kick::KickHandle;
@@ -143,7 +144,17 @@ impl Vcpu for KvmVcpu {
         };
         self.kick.leave();
         match outcome? {
-            Outcome::Exit => decode(self.fd.get_kvm_run(), self.run_size),
+            Outcome::Exit => {
+                let reason = self.fd.get_kvm_run().exit_reason;
+                // Off unless `vm_exit=trace` is enabled: then the registers are read.
+                tracing::trace!(
+                    target: crate::exit::EXIT_TRACE_TARGET,
+                    vcpu = self.id.0,
+                    pc = arch::registers(&self.fd).map(|r| r.pc()).unwrap_or_default(),
+                    exit = exit_name(reason),
+                );
+                decode(self.fd.get_kvm_run(), self.run_size)
+            }
             Outcome::Interrupted => {
                 // SAFETY: `field` is the immediate_exit byte of this vCPU's kvm_run
                 // mapping, alive while `self` is; the signal handler, the only other
@@ -204,5 +215,21 @@ impl Vcpu for KvmVcpu {
 
     fn restore_state(&mut self, state: &VcpuState) -> Result<(), AccelError> {
         arch::restore_vcpu_state(&self.vm, &self.fd, state)
+    }
+
+    fn x86_64_fpu_registers(&mut self) -> Result<X86_64FpuRegisters, AccelError> {
+        arch::fpu_registers(&self.fd)
+    }
+
+    fn debug_read_memory(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, AccelError> {
+        arch::read_memory(&self.vm, &self.fd, addr, buf)
+    }
+
+    fn debug_write_memory(&mut self, addr: u64, data: &[u8]) -> Result<usize, AccelError> {
+        arch::write_memory(&self.vm, &self.fd, addr, data)
+    }
+
+    fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<(), AccelError> {
+        arch::set_guest_debug(&self.fd, debug)
     }
 }

@@ -92,6 +92,8 @@ struct VcpuLoop {
     index: usize,
     handler: Arc<dyn ExitHandler>,
     control: ExecutorControl,
+    /// Guest PC samples, when the VM is profiled.
+    samples: Option<crate::profile::Samples>,
 }
 
 impl VcpuLoop {
@@ -120,8 +122,16 @@ impl VcpuLoop {
             if self.control.should_yield() && !self.control.park(self.index, self.vcpu.as_mut()) {
                 break;
             }
+            if let Some(samples) = &mut self.samples {
+                samples.take(self.vcpu.as_ref());
+            }
             let action = match self.vcpu.run() {
-                Ok(VcpuExit::Interrupted) => continue,
+                Ok(VcpuExit::Interrupted) => {
+                    if let Some(samples) = &mut self.samples {
+                        samples.interrupted();
+                    }
+                    continue;
+                }
                 Ok(exit) => {
                     self.control.count_exit(self.index);
                     self.handler.handle(id, exit)
@@ -183,13 +193,15 @@ impl fmt::Debug for MultiVcpuExecutor {
 }
 
 impl MultiVcpuExecutor {
-    /// Starts running `vcpus` with the `kind` strategy; exits go to `handler`.
+    /// Starts running `vcpus` with the `kind` strategy; exits go to
+    /// `handler`; with `profile`, each vCPU's PC is sampled before every `run()`.
     pub fn start(
         kind: ExecutorKind,
         vcpus: Vec<Box<dyn Vcpu>>,
         handler: &Arc<dyn ExitHandler>,
+        profile: Option<&Arc<crate::profile::Profile>>,
     ) -> std::io::Result<Self> {
-        Self::start_with(kind, vcpus, handler, false)
+        Self::start_with(kind, vcpus, handler, profile, false)
     }
 
     /// [`Self::start`], with every vCPU parked before its first instruction
@@ -198,6 +210,7 @@ impl MultiVcpuExecutor {
         kind: ExecutorKind,
         vcpus: Vec<Box<dyn Vcpu>>,
         handler: &Arc<dyn ExitHandler>,
+        profile: Option<&Arc<crate::profile::Profile>>,
         paused: bool,
     ) -> std::io::Result<Self> {
         let kicks = vcpus.iter().map(|v| v.kick_handle()).collect();
@@ -213,6 +226,7 @@ impl MultiVcpuExecutor {
                 index,
                 handler: Arc::clone(handler),
                 control: control.clone(),
+                samples: profile.map(|p| crate::profile::Samples::new(Arc::clone(p))),
             })
             .collect();
         let join = match kind {

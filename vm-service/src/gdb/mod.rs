@@ -9,8 +9,13 @@
 //! Engines: the riscv64 interpreter (registers x0-x31, pc, f0-f31, the FP
 //! and supervisor/machine CSRs, the privilege level; memory through the
 //! hart's current Sv39 translation, else physical; breakpoints, single-step,
-//! Ctrl-C). Other engines are refused with [`GdbError::UnsupportedArch`]:
-//! the `Vcpu` debug methods they lack answer "unsupported".
+//! Ctrl-C) and KVM x86_64 (general registers, rip, eflags, segment
+//! selectors, x87/SSE read-only; memory through the guest's page tables;
+//! single-step and up to four breakpoints, all of them hardware ones in the
+//! debug registers, since on a nested paravirtual KVM an `int3` never comes
+//! back to the VMM as a debug exit). arm64 is refused with
+//! [`GdbError::UnsupportedArch`]; an engine without the `Vcpu` debug methods
+//! answers "unsupported" before a debugger attaches.
 //!
 //! Without `--gdb-wait` the guest runs at once and a debugger may attach at
 //! any time; when it detaches (or its packet stream breaks the protocol),
@@ -144,7 +149,7 @@ pub enum GdbError {
     #[error("this vm-service was built without the `gdb` feature (cargo build --features gdb)")]
     NotBuilt,
     /// The guest's engine has no debugger support yet.
-    #[error("the gdb stub does not support {0} guests yet (riscv64 only)")]
+    #[error("the gdb stub does not support {0} guests yet (riscv64 and x86_64 only)")]
     UnsupportedArch(vm_core::config::GuestArch),
     /// Listening failed.
     #[error("cannot listen for gdb on {addr}: {source}")]

@@ -1,22 +1,8 @@
 # A riscv64 kernel Image for the gdb stub tests: it calls `add_one` five
-# times (s0 counts, s1 counts down), stores the sum in `result`, prints
-# "gdb-test-done" through the SBI console and powers off (SBI SRST).
-# The 64-byte header is the Linux riscv Image header (text_offset 2 MiB).
-    .option norvc
-    .section .text.head, "ax"
-    .globl _start
-_start:
-    j entry
-    .word 0
-    .dword 0x200000          # text_offset
-    .dword _end - _start
-    .dword 0
-    .word 2
-    .word 0
-    .dword 0
-    .ascii "RISCV\0\0\0"
-    .ascii "RSC\x05"
-    .word 0
+# times (s0 counts, s1 counts down), stores the sum in `result`, loads
+# `magic_word` into t2, prints "gdb-test-done" through the SBI console and
+# powers off (SBI SRST).
+#include "image_header.S"
 
     .text
     .globl entry
@@ -29,6 +15,12 @@ entry:
     bnez s1, 1b
     la t0, result
     sd s0, 0(t0)
+    .globl stored
+stored:
+    la t1, magic_word
+    ld t2, 0(t1)
+    .globl loaded
+loaded:
     la s2, msg
 2:  lbu a0, 0(s2)
     beqz a0, 3f

@@ -3,6 +3,7 @@
 
 mod boot;
 mod cpuid;
+mod debug;
 mod fallback;
 mod fixup;
 mod regs;
@@ -10,6 +11,7 @@ mod state;
 
 pub use fallback::FallbackError;
 
+pub(super) use debug::{debug_exit, fpu_registers, read_memory, set_guest_debug, write_memory};
 pub(super) use fixup::handle_internal_error;
 
 use crate::accelerator::AcceleratorKind;

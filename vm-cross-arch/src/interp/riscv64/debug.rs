@@ -1,16 +1,22 @@
-//! Debugger support for a hart: breakpoints and single-step checked in the
-//! run loop, register access beyond the general set, and memory access
-//! through the hart's current translation without side effects.
+//! Debugger support for a hart: breakpoints, watchpoints and single-step
+//! checked in the run loop, register access beyond the general set, and
+//! memory access through the hart's current translation without side effects.
 //!
 //! The run loop pays for this only while a debugger has armed the hart: then
 //! it runs one instruction per chunk and calls [`Hart::debug_stop`] before
 //! each (a `run()` budget then covers fewer instructions); otherwise the cost
 //! is one predictable branch per chunk of instructions. Breakpoints compare the PC, so the guest's
 //! memory is never patched (software and hardware breakpoints are the same).
+//! Watchpoints decode the instruction about to run (loads, stores, LR/SC,
+//! AMOs; integer and FP) and compare its guest-virtual address range with
+//! the watched ones; the hart stops before the access, as RISC-V debug
+//! triggers do and as GDB expects on riscv64 (it steps over the instruction
+//! itself, then compares the values). The stop is passed over once on resume.
 
-use vm_accel::{DebugRegister, GuestDebug};
+use vm_accel::{DebugRegister, DebugStop, GuestDebug, Watchpoint};
 
 use super::csr::CsrEffect;
+use super::decode::{decode16, decode32, is_compressed, Kind};
 use super::hart::{Hart, HartExit, MODE_M};
 
 /// A hart's debugger state.
@@ -19,6 +25,7 @@ pub struct DebugState {
     /// Breakpoints or single-step are set: the run loop checks every instruction.
     pub(super) armed: bool,
     breakpoints: Vec<u64>,
+    watchpoints: Vec<Watchpoint>,
     single_step: bool,
     /// One instruction has run since the last resume (single-step).
     stepped: bool,
@@ -26,6 +33,8 @@ pub struct DebugState {
     stopped_at: Option<u64>,
     /// Breakpoint to pass over once, at the first instruction after a resume.
     skip: Option<u64>,
+    /// What the last debug stop was.
+    pub(super) last_stop: DebugStop,
 }
 
 impl DebugState {
@@ -34,6 +43,8 @@ impl DebugState {
         self.armed = !debug.is_off();
         self.breakpoints.clear();
         self.breakpoints.extend_from_slice(&debug.breakpoints);
+        self.watchpoints.clear();
+        self.watchpoints.extend_from_slice(&debug.watchpoints);
         self.single_step = debug.single_step;
         self.stepped = false;
         self.skip = self.stopped_at.take();
@@ -62,12 +73,55 @@ impl Hart {
         };
         if stop {
             d.stopped_at = Some(pc);
+            d.last_stop = DebugStop::Break;
             return Some(HartExit::Debug);
         }
-        None
+        if self.debug.watchpoints.is_empty() || skip == Some(pc) {
+            return None;
+        }
+        let (addr, len, read, write) = self.data_access(pc)?;
+        let hit = *self
+            .debug
+            .watchpoints
+            .iter()
+            .find(|w| (read && w.hit(addr, len, false)) || (write && w.hit(addr, len, true)))?;
+        let d = &mut self.debug;
+        d.stopped_at = Some(pc);
+        d.last_stop = DebugStop::Watch {
+            addr: hit.addr,
+            kind: hit.kind,
+        };
+        Some(HartExit::Debug)
     }
 
-    /// Sets breakpoints and single-step (see [`GuestDebug`]).
+    /// The guest-virtual data access of the instruction at `pc` with the
+    /// current registers: `(addr, len, reads, writes)`; `None` for an
+    /// instruction without one (or code that cannot be read).
+    fn data_access(&mut self, pc: u64) -> Option<(u64, u64, bool, bool)> {
+        let mut raw = [0u8; 4];
+        let got = self.debug_read_memory(pc, &mut raw);
+        let low = u16::from_le_bytes([raw[0], raw[1]]);
+        let op = match got {
+            2.. if is_compressed(low) => decode16(low),
+            4 => decode32(u32::from_le_bytes(raw)),
+            _ => return None,
+        };
+        let base = self.x[usize::from(op.rs1) & 31];
+        let at = base.wrapping_add(i64::from(op.imm) as u64);
+        let bytes = |size: u8| 1u64 << size.min(3);
+        Some(match op.kind {
+            Kind::Load { size, .. } => (at, bytes(size), true, false),
+            Kind::Store { size } => (at, bytes(size), false, true),
+            Kind::FLoad { fmt } => (at, bytes(fmt.size()), true, false),
+            Kind::FStore { fmt } => (at, bytes(fmt.size()), false, true),
+            Kind::Lr { size } => (base, bytes(size), true, false),
+            Kind::Sc { size } => (base, bytes(size), false, true),
+            Kind::AmoOp { size, .. } => (base, bytes(size), true, true),
+            _ => return None,
+        })
+    }
+
+    /// Sets breakpoints, watchpoints and single-step (see [`GuestDebug`]).
     pub fn set_guest_debug(&mut self, debug: &GuestDebug) {
         self.debug.configure(debug);
     }

@@ -92,6 +92,19 @@ fn privilege(mode: u8) -> RiscvPrivilege {
     }
 }
 
+/// The exit's name in per-exit trace events.
+fn exit_name(exit: &HartExit) -> &'static str {
+    match exit {
+        HartExit::Interrupted => "interrupted",
+        HartExit::MmioRead { .. } => "mmio-read",
+        HartExit::MmioWrite { .. } => "mmio-write",
+        HartExit::System(_) => "system-event",
+        HartExit::ToHost(_) => "tohost",
+        HartExit::Fatal(_) => "fatal",
+        HartExit::Debug => "debug",
+    }
+}
+
 impl Vcpu for RiscvVcpu {
     fn id(&self) -> VcpuId {
         VcpuId(self.hart.id())
@@ -119,6 +132,14 @@ impl Vcpu for RiscvVcpu {
             let charged = steps_charged(&exit, self.hart.instret().wrapping_sub(retired), slice);
             self.spent = self.spent.saturating_add(charged);
         }
+        if !matches!(exit, HartExit::Interrupted) {
+            tracing::trace!(
+                target: vm_accel::EXIT_TRACE_TARGET,
+                vcpu = self.hart.id(),
+                pc = self.hart.pc,
+                exit = exit_name(&exit),
+            );
+        }
         Ok(match exit {
             HartExit::Interrupted => VcpuExit::Interrupted,
             HartExit::MmioRead { addr, len } => VcpuExit::MmioRead {
@@ -130,7 +151,10 @@ impl Vcpu for RiscvVcpu {
                 data: &self.hart.mmio_data()[..len],
             },
             HartExit::System(event) => VcpuExit::SystemEvent(event),
-            HartExit::Debug => VcpuExit::Debug { pc: self.hart.pc },
+            HartExit::Debug => VcpuExit::Debug {
+                pc: self.hart.pc,
+                stop: self.hart.debug.last_stop,
+            },
             HartExit::ToHost(1) => {
                 tracing::info!(hart = self.hart.id(), "test program passed (tohost = 1)");
                 VcpuExit::SystemEvent(SystemEvent::Shutdown)

@@ -51,6 +51,7 @@ const KVM_SETUP_IOCTLS: &[u64] = &[
     0xaea2,      // KVM_SET_TSC_KHZ
     0x4080_aea2, // KVM_SET_DEBUGREGS
     0x4188_aea7, // KVM_SET_XCRS
+    0x4048_ae9b, // KVM_SET_GUEST_DEBUG (the gdb stub runs the vCPUs on this thread)
 ];
 
 /// The KVM ioctls a vCPU thread issues: `KVM_RUN` and what exit handling and

@@ -1,9 +1,17 @@
 //! The `gdbstub` target: the VM's vCPUs run in turn on this thread, and the
-//! protocol is served between runs (see the module above for the model).
+//! protocol is served between runs (see the module above for the model). The
+//! target is generic over the guest architecture ([`DebugArch`]): registers
+//! differ (`riscv64.rs`, `x86_64.rs`), the rest is shared.
+
+mod riscv64;
+mod x86_64;
 
 use std::collections::BTreeSet;
 use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gdbstub::arch::Arch;
 use gdbstub::common::{Signal, Tid};
@@ -18,31 +26,52 @@ use gdbstub::target::ext::base::single_register_access::{
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
-    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, SwBreakpoint, SwBreakpointOps,
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps, WatchKind as GdbWatchKind,
 };
 use gdbstub::target::{Target, TargetError, TargetResult};
-use gdbstub_arch::riscv::reg::id::RiscvRegId;
-use gdbstub_arch::riscv::reg::RiscvCoreRegs;
-use vm_accel::{DebugRegister, GuestArch, GuestDebug, Registers, Vcpu, VcpuExit};
+use vm_accel::{
+    DebugStop, GuestArch, GuestDebug, KickHandle, Vcpu, VcpuExit, WatchKind, Watchpoint,
+};
 
 use super::{GdbError, GdbListener};
 use crate::executor::{ExitAction, ExitHandler};
 use crate::{StopReason, Vmm};
 
-/// riscv64 as GDB sees it: `gdbstub_arch`'s registers and numbering, with a
-/// target description that adds the FPU, the CSRs and the privilege level
-/// (`gdbstub_arch`'s own lists only x0-x31 and pc).
-pub(super) enum Riscv64 {}
+/// A guest architecture the stub serves: `gdbstub`'s description of it and
+/// how its registers map onto a [`Vcpu`]. `None` answers an error to GDB.
+pub(super) trait DebugArch: Arch<Usize = u64, BreakpointKind = usize> {
+    /// The guests this serves.
+    const GUEST: GuestArch;
+    /// Breakpoints the engine holds at once (`None`: no limit); GDB is told
+    /// a breakpoint cannot be inserted beyond it.
+    const BREAKPOINT_SLOTS: Option<usize>;
+    /// Whether the engine stops on watchpoints.
+    const WATCHPOINTS: bool;
 
-impl Arch for Riscv64 {
-    type Usize = u64;
-    type Registers = RiscvCoreRegs<u64>;
-    type BreakpointKind = usize;
-    type RegId = RiscvRegId<u64>;
+    /// Reads every register GDB's `g` packet carries.
+    fn read_registers(vcpu: &mut dyn Vcpu, regs: &mut Self::Registers) -> Option<()>;
+    /// Writes them (`G`).
+    fn write_registers(vcpu: &mut dyn Vcpu, regs: &Self::Registers) -> Option<()>;
+    /// Reads one register into `buf` (`p`); returns the bytes written.
+    fn read_register(vcpu: &mut dyn Vcpu, reg: Self::RegId, buf: &mut [u8]) -> Option<usize>;
+    /// Writes one register (`P`) from its little-endian bytes.
+    fn write_register(vcpu: &mut dyn Vcpu, reg: Self::RegId, val: &[u8]) -> Option<()>;
+}
 
-    fn target_description_xml() -> Option<&'static str> {
-        Some(include_str!("riscv64.xml"))
-    }
+/// Copies `value` (little-endian) into `buf` as far as it fits.
+fn put_le(buf: &mut [u8], value: &[u8]) -> usize {
+    let n = value.len().min(buf.len());
+    buf[..n].copy_from_slice(&value[..n]);
+    n
+}
+
+/// Up to eight little-endian bytes as a number.
+fn get_le(val: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    let n = val.len().min(8);
+    raw[..n].copy_from_slice(&val[..n]);
+    u64::from_le_bytes(raw)
 }
 
 type Conn = Box<dyn ConnectionExt<Error = io::Error>>;
@@ -56,7 +85,7 @@ enum Action {
 }
 
 /// The vCPUs and what the debugger asked of them.
-struct Machine {
+struct Machine<A> {
     vcpus: Vec<Box<dyn Vcpu>>,
     handler: Arc<dyn ExitHandler>,
     /// Per vCPU; `None` is the default action (continue), which scheduler
@@ -64,20 +93,41 @@ struct Machine {
     actions: Vec<Option<Action>>,
     sw: BTreeSet<u64>,
     hw: BTreeSet<u64>,
+    watch: Vec<Watchpoint>,
     /// Round-robin position.
     next: usize,
     /// Set once the VM has stopped.
     stopped: Option<StopReason>,
+    arch: PhantomData<A>,
 }
 
 /// What one `run()` of one vCPU led to.
 enum Ran {
     Nothing,
-    Debug { index: usize, pc: u64 },
+    Debug {
+        index: usize,
+        pc: u64,
+        stop: DebugStop,
+    },
     Ended,
 }
 
-impl Machine {
+impl<A: DebugArch> Machine<A> {
+    fn new(vcpus: Vec<Box<dyn Vcpu>>, handler: Arc<dyn ExitHandler>) -> Self {
+        let n = vcpus.len();
+        Self {
+            vcpus,
+            handler,
+            actions: vec![None; n],
+            sw: BTreeSet::new(),
+            hw: BTreeSet::new(),
+            watch: Vec::new(),
+            next: 0,
+            stopped: None,
+            arch: PhantomData,
+        }
+    }
+
     fn tid(index: usize) -> Option<Tid> {
         Tid::new(index + 1)
     }
@@ -101,7 +151,7 @@ impl Machine {
         let id = vcpu.id();
         let action = match vcpu.run() {
             Ok(VcpuExit::Interrupted) => return Ran::Nothing,
-            Ok(VcpuExit::Debug { pc }) => return Ran::Debug { index: i, pc },
+            Ok(VcpuExit::Debug { pc, stop }) => return Ran::Debug { index: i, pc, stop },
             Ok(exit) => self.handler.handle(id, exit),
             Err(e) => ExitAction::Stop(StopReason::Failed {
                 vcpu: Some(id),
@@ -138,6 +188,7 @@ impl Machine {
         for i in 0..self.vcpus.len() {
             let debug = GuestDebug {
                 breakpoints: breakpoints.clone(),
+                watchpoints: self.watch.clone(),
                 single_step: self.action(i) == Action::Step,
             };
             self.vcpus[i]
@@ -151,6 +202,7 @@ impl Machine {
     fn detach(&mut self) {
         self.sw.clear();
         self.hw.clear();
+        self.watch.clear();
         self.actions.fill(None);
         for vcpu in &mut self.vcpus {
             if let Err(e) = vcpu.set_guest_debug(&GuestDebug::default()) {
@@ -159,11 +211,18 @@ impl Machine {
         }
     }
 
-    fn stop_reason(&self, index: usize, pc: u64) -> MultiThreadStopReason<u64> {
+    fn stop_reason(&self, index: usize, pc: u64, stop: DebugStop) -> MultiThreadStopReason<u64> {
         let Some(tid) = Self::tid(index) else {
             return MultiThreadStopReason::Signal(Signal::SIGTRAP);
         };
-        if self.action(index) == Action::Step {
+        if let DebugStop::Watch { addr, kind } = stop {
+            let kind = match kind {
+                WatchKind::Write => GdbWatchKind::Write,
+                WatchKind::Read => GdbWatchKind::Read,
+                WatchKind::Access => GdbWatchKind::ReadWrite,
+            };
+            MultiThreadStopReason::Watch { tid, kind, addr }
+        } else if self.action(index) == Action::Step {
             MultiThreadStopReason::SignalWithThread {
                 tid,
                 signal: Signal::SIGTRAP,
@@ -175,6 +234,18 @@ impl Machine {
         }
     }
 
+    /// Whether one more breakpoint at `addr` fits the engine's slots.
+    fn breakpoint_fits(&self, addr: u64) -> bool {
+        match A::BREAKPOINT_SLOTS {
+            None => true,
+            Some(slots) => {
+                self.sw.contains(&addr)
+                    || self.hw.contains(&addr)
+                    || self.sw.union(&self.hw).count() < slots
+            }
+        }
+    }
+
     fn exit_code(&self) -> u8 {
         match &self.stopped {
             Some(r) if r.is_clean() => 0,
@@ -183,12 +254,8 @@ impl Machine {
     }
 }
 
-fn fatal(e: impl std::fmt::Display) -> TargetError<String> {
-    TargetError::Fatal(e.to_string())
-}
-
-impl Target for Machine {
-    type Arch = Riscv64;
+impl<A: DebugArch> Target for Machine<A> {
+    type Arch = A;
     type Error = String;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
@@ -200,33 +267,15 @@ impl Target for Machine {
     }
 }
 
-impl MultiThreadBase for Machine {
-    fn read_registers(
-        &mut self,
-        regs: &mut RiscvCoreRegs<u64>,
-        tid: Tid,
-    ) -> TargetResult<(), Self> {
+impl<A: DebugArch> MultiThreadBase for Machine<A> {
+    fn read_registers(&mut self, regs: &mut A::Registers, tid: Tid) -> TargetResult<(), Self> {
         let i = self.index(tid)?;
-        match self.vcpus[i].registers().map_err(fatal)? {
-            Registers::Riscv64(r) => {
-                regs.x = r.x;
-                regs.pc = r.pc;
-                Ok(())
-            }
-            _ => Err(TargetError::NonFatal),
-        }
+        A::read_registers(self.vcpus[i].as_mut(), regs).ok_or(TargetError::NonFatal)
     }
 
-    fn write_registers(&mut self, regs: &RiscvCoreRegs<u64>, tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, regs: &A::Registers, tid: Tid) -> TargetResult<(), Self> {
         let i = self.index(tid)?;
-        let vcpu = &mut self.vcpus[i];
-        let Registers::Riscv64(mut r) = vcpu.registers().map_err(fatal)? else {
-            return Err(TargetError::NonFatal);
-        };
-        r.x = regs.x;
-        r.pc = regs.pc;
-        vcpu.set_registers(&Registers::Riscv64(r))
-            .map_err(|_| TargetError::NonFatal)
+        A::write_registers(self.vcpus[i].as_mut(), regs).ok_or(TargetError::NonFatal)
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
@@ -261,75 +310,24 @@ impl MultiThreadBase for Machine {
     }
 }
 
-impl SingleRegisterAccess<Tid> for Machine {
+impl<A: DebugArch> SingleRegisterAccess<Tid> for Machine<A> {
     fn read_register(
         &mut self,
         tid: Tid,
-        reg: RiscvRegId<u64>,
+        reg: A::RegId,
         buf: &mut [u8],
     ) -> TargetResult<usize, Self> {
         let i = self.index(tid)?;
-        let vcpu = &mut self.vcpus[i];
-        let Registers::Riscv64(regs) = vcpu.registers().map_err(fatal)? else {
-            return Err(TargetError::NonFatal);
-        };
-        let value = match reg {
-            RiscvRegId::Gpr(n) => *regs.x.get(usize::from(n)).ok_or(TargetError::NonFatal)?,
-            RiscvRegId::Pc => regs.pc,
-            RiscvRegId::Fpr(n) => vcpu
-                .debug_register(DebugRegister::Riscv64Fpr(n))
-                .map_err(|_| TargetError::NonFatal)?,
-            RiscvRegId::Csr(n) => vcpu
-                .debug_register(DebugRegister::Riscv64Csr(n))
-                .map_err(|_| TargetError::NonFatal)?,
-            RiscvRegId::Priv => {
-                let level = regs.mode as u8;
-                let out = buf.first_mut().ok_or(TargetError::NonFatal)?;
-                *out = level;
-                return Ok(1);
-            }
-            _ => return Err(TargetError::NonFatal),
-        };
-        let bytes = value.to_le_bytes();
-        let n = bytes.len().min(buf.len());
-        buf[..n].copy_from_slice(&bytes[..n]);
-        Ok(n)
+        A::read_register(self.vcpus[i].as_mut(), reg, buf).ok_or(TargetError::NonFatal)
     }
 
-    fn write_register(
-        &mut self,
-        tid: Tid,
-        reg: RiscvRegId<u64>,
-        val: &[u8],
-    ) -> TargetResult<(), Self> {
+    fn write_register(&mut self, tid: Tid, reg: A::RegId, val: &[u8]) -> TargetResult<(), Self> {
         let i = self.index(tid)?;
-        let mut raw = [0u8; 8];
-        let n = val.len().min(8);
-        raw[..n].copy_from_slice(&val[..n]);
-        let value = u64::from_le_bytes(raw);
-        let vcpu = &mut self.vcpus[i];
-        let result = match reg {
-            RiscvRegId::Gpr(_) | RiscvRegId::Pc => {
-                let Registers::Riscv64(mut r) = vcpu.registers().map_err(fatal)? else {
-                    return Err(TargetError::NonFatal);
-                };
-                match reg {
-                    RiscvRegId::Gpr(n) => {
-                        *r.x.get_mut(usize::from(n)).ok_or(TargetError::NonFatal)? = value;
-                    }
-                    _ => r.pc = value,
-                }
-                vcpu.set_registers(&Registers::Riscv64(r))
-            }
-            RiscvRegId::Fpr(n) => vcpu.set_debug_register(DebugRegister::Riscv64Fpr(n), value),
-            RiscvRegId::Csr(n) => vcpu.set_debug_register(DebugRegister::Riscv64Csr(n), value),
-            _ => return Err(TargetError::NonFatal),
-        };
-        result.map_err(|_| TargetError::NonFatal)
+        A::write_register(self.vcpus[i].as_mut(), reg, val).ok_or(TargetError::NonFatal)
     }
 }
 
-impl MultiThreadResume for Machine {
+impl<A: DebugArch> MultiThreadResume for Machine<A> {
     fn resume(&mut self) -> Result<(), String> {
         self.arm()
     }
@@ -361,7 +359,7 @@ impl MultiThreadResume for Machine {
     }
 }
 
-impl MultiThreadSingleStep for Machine {
+impl<A: DebugArch> MultiThreadSingleStep for Machine<A> {
     fn set_resume_action_step(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), String> {
         if signal.is_some() {
             return Err("signals cannot be delivered to a vCPU".into());
@@ -372,7 +370,7 @@ impl MultiThreadSingleStep for Machine {
     }
 }
 
-impl MultiThreadSchedulerLocking for Machine {
+impl<A: DebugArch> MultiThreadSchedulerLocking for Machine<A> {
     fn set_resume_action_scheduler_lock(&mut self) -> Result<(), String> {
         for a in &mut self.actions {
             a.get_or_insert(Action::Stop);
@@ -381,7 +379,7 @@ impl MultiThreadSchedulerLocking for Machine {
     }
 }
 
-impl Breakpoints for Machine {
+impl<A: DebugArch> Breakpoints for Machine<A> {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
     }
@@ -389,10 +387,17 @@ impl Breakpoints for Machine {
     fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
 }
 
-impl SwBreakpoint for Machine {
+impl<A: DebugArch> SwBreakpoint for Machine<A> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if !self.breakpoint_fits(addr) {
+            return Ok(false);
+        }
         self.sw.insert(addr);
         Ok(true)
     }
@@ -402,8 +407,11 @@ impl SwBreakpoint for Machine {
     }
 }
 
-impl HwBreakpoint for Machine {
+impl<A: DebugArch> HwBreakpoint for Machine<A> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if !self.breakpoint_fits(addr) {
+            return Ok(false);
+        }
         self.hw.insert(addr);
         Ok(true)
     }
@@ -413,16 +421,56 @@ impl HwBreakpoint for Machine {
     }
 }
 
-/// Runs the vCPUs between packets; a byte from GDB (e.g. Ctrl-C) stops them.
-enum EventLoop {}
+fn watchpoint(addr: u64, len: u64, kind: GdbWatchKind) -> Watchpoint {
+    let kind = match kind {
+        GdbWatchKind::Write => WatchKind::Write,
+        GdbWatchKind::Read => WatchKind::Read,
+        GdbWatchKind::ReadWrite => WatchKind::Access,
+    };
+    Watchpoint { addr, len, kind }
+}
 
-impl run_blocking::BlockingEventLoop for EventLoop {
-    type Target = Machine;
+impl<A: DebugArch> HwWatchpoint for Machine<A> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: GdbWatchKind,
+    ) -> TargetResult<bool, Self> {
+        // An engine without watchpoints refuses them here, before GDB resumes.
+        if !A::WATCHPOINTS {
+            return Ok(false);
+        }
+        let w = watchpoint(addr, len, kind);
+        if !self.watch.contains(&w) {
+            self.watch.push(w);
+        }
+        Ok(true)
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: GdbWatchKind,
+    ) -> TargetResult<bool, Self> {
+        let w = watchpoint(addr, len, kind);
+        let before = self.watch.len();
+        self.watch.retain(|x| *x != w);
+        Ok(self.watch.len() != before)
+    }
+}
+
+/// Runs the vCPUs between packets; a byte from GDB (e.g. Ctrl-C) stops them.
+struct EventLoop<A>(PhantomData<A>);
+
+impl<A: DebugArch> run_blocking::BlockingEventLoop for EventLoop<A> {
+    type Target = Machine<A>;
     type Connection = Conn;
     type StopReason = MultiThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
-        target: &mut Machine,
+        target: &mut Machine<A>,
         conn: &mut Conn,
     ) -> Result<
         run_blocking::Event<Self::StopReason>,
@@ -441,9 +489,9 @@ impl run_blocking::BlockingEventLoop for EventLoop {
             }
             match target.run_next(true) {
                 Ran::Nothing => {}
-                Ran::Debug { index, pc } => {
+                Ran::Debug { index, pc, stop } => {
                     return Ok(run_blocking::Event::TargetStopped(
-                        target.stop_reason(index, pc),
+                        target.stop_reason(index, pc, stop),
                     ))
                 }
                 Ran::Ended => {
@@ -455,7 +503,7 @@ impl run_blocking::BlockingEventLoop for EventLoop {
         }
     }
 
-    fn on_interrupt(target: &mut Machine) -> Result<Option<Self::StopReason>, String> {
+    fn on_interrupt(target: &mut Machine<A>) -> Result<Option<Self::StopReason>, String> {
         // The vCPUs only run inside `wait_for_stop_reason`: they are stopped.
         let _ = target;
         Ok(Some(MultiThreadStopReason::Signal(Signal::SIGINT)))
@@ -495,10 +543,10 @@ fn set_nonblocking(listener: &GdbListener, on: bool) -> io::Result<()> {
 
 /// One debugger session, the vCPUs stopped at its start. Returns once the
 /// debugger is gone; the VM's stop reason is in `machine.stopped` if it ended.
-fn session(machine: &mut Machine, conn: Conn) {
+fn session<A: DebugArch>(machine: &mut Machine<A>, conn: Conn) {
     tracing::info!("gdb attached");
     machine.actions.fill(Some(Action::Stop));
-    match GdbStub::new(conn).run_blocking::<EventLoop>(machine) {
+    match GdbStub::new(conn).run_blocking::<EventLoop<A>>(machine) {
         Ok(DisconnectReason::Disconnect) => tracing::info!("gdb detached; the guest runs on"),
         Ok(DisconnectReason::Kill) => {
             tracing::info!("gdb killed the VM");
@@ -512,21 +560,61 @@ fn session(machine: &mut Machine, conn: Conn) {
     machine.detach();
 }
 
-pub(super) fn run(vmm: Vmm, listener: GdbListener, wait: bool) -> Result<StopReason, GdbError> {
-    let parts = vmm.into_parts();
-    if parts.info.arch != GuestArch::Riscv64 {
-        return Err(GdbError::UnsupportedArch(parts.info.arch));
+/// Kicks every vCPU out of `run()` now and then, so that a guest that runs
+/// without exits (on KVM) still lets the stub read GDB's Ctrl-C and accept a
+/// debugger; stops when dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often [`Ticker`] kicks.
+const TICK: Duration = Duration::from_millis(50);
+
+impl Ticker {
+    fn start(kicks: Vec<KickHandle>) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("gdb-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    std::thread::sleep(TICK);
+                    kicks.iter().for_each(KickHandle::kick);
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
-    let n = parts.vcpus.len();
-    let mut machine = Machine {
-        vcpus: parts.vcpus,
-        handler: parts.handler,
-        actions: vec![None; n],
-        sw: BTreeSet::new(),
-        hw: BTreeSet::new(),
-        next: 0,
-        stopped: None,
-    };
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(super) fn run(vmm: Vmm, listener: GdbListener, wait: bool) -> Result<StopReason, GdbError> {
+    match vmm.info().arch {
+        GuestArch::Riscv64 => run_as::<riscv64::Riscv64>(vmm, listener, wait),
+        GuestArch::X86_64 => run_as::<x86_64::X86_64>(vmm, listener, wait),
+        other @ GuestArch::Arm64 => Err(GdbError::UnsupportedArch(other)),
+    }
+}
+
+fn run_as<A: DebugArch>(
+    vmm: Vmm,
+    listener: GdbListener,
+    wait: bool,
+) -> Result<StopReason, GdbError> {
+    let parts = vmm.into_parts();
+    debug_assert_eq!(parts.info.arch, A::GUEST);
+    let mut machine = Machine::<A>::new(parts.vcpus, parts.handler);
     // Refuse early, before a debugger connects, if the engine cannot debug.
     for vcpu in &mut machine.vcpus {
         vcpu.set_guest_debug(&GuestDebug::default())?;
@@ -535,6 +623,8 @@ pub(super) fn run(vmm: Vmm, listener: GdbListener, wait: bool) -> Result<StopRea
         addr: "the gdb socket".into(),
         source,
     };
+    let kicks = machine.vcpus.iter().map(|v| v.kick_handle()).collect();
+    let ticker = Ticker::start(kicks).map_err(listen_err)?;
     if wait {
         set_nonblocking(&listener, false).map_err(listen_err)?;
         if let Some(conn) = accept(&listener).map_err(listen_err)? {
@@ -557,6 +647,7 @@ pub(super) fn run(vmm: Vmm, listener: GdbListener, wait: bool) -> Result<StopRea
         // An ended VM is picked up at the top of the loop.
         let _ = machine.run_next(false);
     };
+    drop(ticker);
     // The vCPUs go before the VM and memory they use.
     drop(machine);
     drop(parts.keep_alive);
