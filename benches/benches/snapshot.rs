@@ -10,7 +10,8 @@
 //!   guest until its first UART byte (the ratio `cargo xtask bench` reports).
 //!
 //! The memory file's size against guest RAM is printed and written to
-//! `target/bench/extra/snapshot_memory.json`.
+//! `target/bench/snapshot_memory.json` (the `cargo xtask bench` report's
+//! memory section).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -118,12 +119,12 @@ fn restore_to_first_byte(dir: &Path) -> Duration {
     took
 }
 
-fn extra_dir() -> PathBuf {
+fn bench_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,
     );
-    target.join("bench/extra")
+    target.join("bench")
 }
 
 fn snapshot(c: &mut Criterion) {
@@ -158,10 +159,10 @@ fn snapshot(c: &mut Criterion) {
         permille / 1000,
         permille % 1000
     );
-    let extra = extra_dir();
-    if std::fs::create_dir_all(&extra).is_ok() {
+    let dir = bench_dir();
+    if std::fs::create_dir_all(&dir).is_ok() {
         let _ = std::fs::write(
-            extra.join("snapshot_memory.json"),
+            dir.join("snapshot_memory.json"),
             format!(
                 "{{\"guest_ram_bytes\": {}, \"memory_file_bytes\": {memory_file}, \"state_file_bytes\": {state_file}}}\n",
                 info.memory_bytes

@@ -667,13 +667,26 @@ fn write_report(
             }
         }
     }
-    let boot_memory = root.join("target/bench/boot_memory.json");
-    if let Ok(text) = std::fs::read_to_string(&boot_memory) {
-        let _ = writeln!(
-            md,
-            "\n## Memory\n\nBuilt-in guest run (`target/bench/boot_memory.json`): `{}`",
-            text.trim()
-        );
+    let memory_files = [
+        ("boot", "Built-in guest run", "boot_memory.json"),
+        (
+            "snapshot",
+            "Snapshot of a 256 MiB guest",
+            "snapshot_memory.json",
+        ),
+    ];
+    let mut memory_section = false;
+    for (area, what, file) in memory_files {
+        if !areas.iter().any(|a| a == area) {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(root.join("target/bench").join(file)) {
+            if !memory_section {
+                let _ = writeln!(md, "\n## Memory\n");
+                memory_section = true;
+            }
+            let _ = writeln!(md, "- {what} (`target/bench/{file}`): `{}`", text.trim());
+        }
     }
     if !failures.is_empty() {
         let _ = writeln!(md, "\n## Failures\n");
