@@ -484,6 +484,7 @@ fn run(args: &RunArgs) -> ExitCode {
         fired: args.snapshot_on_output.as_ref().map(|_| snapshot_tx),
     };
     let (console, guest_status) = guest::ExitWatch::new(trigger);
+    let console_tail = console.tail();
     let builder = restore
         .unwrap_or_else(|| VmmBuilder::new(config))
         .executor(args.executor)
@@ -529,6 +530,9 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     let (reason, snapshot_taken) = outcome;
+    if !reason.is_clean() {
+        report_console_tail(&console_tail);
+    }
     let guest_status = *guest_status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -536,6 +540,22 @@ fn run(args: &RunArgs) -> ExitCode {
         (Some(true), StopReason::Requested) => ExitCode::SUCCESS,
         (Some(false), _) => ExitCode::from(EXIT_FAILED),
         (_, reason) => exit_status(reason, guest_status),
+    }
+}
+
+/// After a failure or a triple fault: the guest console's last lines on
+/// standard error, next to `vm-service`'s own report.
+fn report_console_tail(tail: &guest::ConsoleTail) {
+    let tail = tail
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if tail.is_empty() {
+        eprintln!("vm-service: the guest printed no line on its console");
+        return;
+    }
+    eprintln!("vm-service: the guest console's last {} lines:", tail.len());
+    for line in tail.iter() {
+        eprintln!("vm-service: | {line}");
     }
 }
 
