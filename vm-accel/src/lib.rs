@@ -86,7 +86,7 @@ pub use memory::{MemorySlot, MemorySlots};
 pub use notifier::EventNotifier;
 pub use regs::{GuestArch, Registers};
 pub use state::{VcpuState, VmState};
-pub use vcpu::{Vcpu, VcpuId};
+pub use vcpu::{state_summary, Vcpu, VcpuId};
 pub use vm::{IoEventAddress, IoEventMatch, IrqLine, Vm, VmOptions};
 pub use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 

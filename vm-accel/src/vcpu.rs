@@ -5,7 +5,7 @@ use crate::debug::{DebugRegister, GuestDebug, X86_64FpuRegisters};
 use crate::error::AccelError;
 use crate::exit::VcpuExit;
 use crate::kick::KickHandle;
-use crate::regs::{GuestArch, Registers, X86_64SpecialRegisters};
+use crate::regs::{GuestArch, Registers, X86_64Registers, X86_64SpecialRegisters};
 use crate::state::VcpuState;
 use std::fmt;
 
@@ -140,6 +140,49 @@ pub trait Vcpu: Send + fmt::Debug + std::any::Any {
     }
 }
 
+/// One line saying where a stopped vCPU is: its program counter and, on
+/// x86-64, the stack pointer, flags, control registers, EFER and IDT, so that
+/// an unexpected stop (a triple fault) explains itself in a log. A vCPU in
+/// its reset state is named as such: KVM on AMD SVM re-initialises a vCPU
+/// when it shuts down, so the state at the fault itself is gone there.
+pub fn state_summary(vcpu: &dyn Vcpu) -> String {
+    use fmt::Write as _;
+    let regs = match vcpu.registers() {
+        Ok(r) => r,
+        Err(e) => return format!("registers unreadable: {e}"),
+    };
+    let Registers::X86_64(r) = regs else {
+        return format!("pc={:#x}", regs.pc());
+    };
+    let mut line = format!("rip={:#x} rsp={:#x} rflags={:#x}", r.rip, r.rsp, r.rflags);
+    match vcpu.x86_64_special_registers() {
+        Ok(s) => {
+            let _ = write!(
+                line,
+                " cs={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} idt={:#x}/{:#x}",
+                s.cs.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.idt.base, s.idt.limit
+            );
+            if is_x86_reset_state(&r, &s) {
+                line.push_str(
+                    " (the x86 reset state: the hypervisor re-initialised the vCPU, \
+                     so the state at the fault is lost)",
+                );
+            }
+        }
+        Err(e) => {
+            let _ = write!(line, " (system registers unreadable: {e})");
+        }
+    }
+    line
+}
+
+/// Whether these are the registers of an x86 CPU after RESET/INIT: real
+/// mode (CR0.PE and EFER clear), executing at `f000:fff0`.
+fn is_x86_reset_state(r: &X86_64Registers, s: &X86_64SpecialRegisters) -> bool {
+    const CR0_PE: u64 = 1;
+    r.rip == 0xfff0 && s.cs.selector == 0xf000 && s.cr0 & CR0_PE == 0 && s.efer == 0
+}
+
 fn debug_unsupported(arch: GuestArch, what: &'static str) -> AccelError {
     AccelError::Unsupported {
         what,
@@ -187,6 +230,78 @@ mod tests {
         fn apply_boot_state(&mut self, _: &BootState) -> Result<(), AccelError> {
             Ok(())
         }
+    }
+
+    /// An x86-64 vCPU stopped with these registers.
+    #[derive(Debug, Default)]
+    struct StoppedX86 {
+        kick: Arc<KickFlag>,
+        regs: X86_64Registers,
+        sregs: X86_64SpecialRegisters,
+    }
+
+    impl Vcpu for StoppedX86 {
+        fn id(&self) -> VcpuId {
+            VcpuId(1)
+        }
+        fn arch(&self) -> GuestArch {
+            GuestArch::X86_64
+        }
+        fn run(&mut self) -> Result<VcpuExit<'_>, AccelError> {
+            Ok(VcpuExit::Shutdown)
+        }
+        fn kick_handle(&self) -> KickHandle {
+            KickHandle::new(self.kick.clone())
+        }
+        fn registers(&self) -> Result<Registers, AccelError> {
+            Ok(Registers::X86_64(self.regs))
+        }
+        fn set_registers(&mut self, _: &Registers) -> Result<(), AccelError> {
+            Ok(())
+        }
+        fn x86_64_special_registers(&self) -> Result<X86_64SpecialRegisters, AccelError> {
+            Ok(self.sregs)
+        }
+        fn apply_boot_state(&mut self, _: &BootState) -> Result<(), AccelError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn state_summary_names_rip_and_control_registers() {
+        let mut vcpu = StoppedX86::default();
+        vcpu.regs.rip = 0xffff_ffff_8100_1234;
+        vcpu.regs.rsp = 0xffff_c900_0000_3f00;
+        vcpu.sregs.cr0 = 0x8005_0033;
+        vcpu.sregs.cr3 = 0x10_a000;
+        vcpu.sregs.cr4 = 0x20_06f0;
+        vcpu.sregs.efer = 0xd01;
+        vcpu.sregs.idt.base = 0xffff_fe00_0000_0000;
+        vcpu.sregs.idt.limit = 0xfff;
+        let line = state_summary(&vcpu);
+        for part in [
+            "rip=0xffffffff81001234",
+            "rsp=0xffffc90000003f00",
+            "cr0=0x80050033",
+            "cr3=0x10a000",
+            "cr4=0x2006f0",
+            "efer=0xd01",
+            "idt=0xfffffe0000000000/0xfff",
+        ] {
+            assert!(line.contains(part), "{part} not in {line}");
+        }
+        assert!(!line.contains("reset state"), "{line}");
+
+        // What KVM on AMD SVM leaves after a shutdown: an INIT-reset vCPU.
+        vcpu.regs.rip = 0xfff0;
+        vcpu.sregs.cs.selector = 0xf000;
+        // As KVM on AMD SVM left it after a triple fault of a Linux guest.
+        vcpu.sregs.cr0 = 0x10;
+        vcpu.sregs.efer = 0;
+        assert!(state_summary(&vcpu).contains("reset state"));
+
+        let other = state_summary(&Minimal::default());
+        assert!(other.starts_with("registers unreadable"), "{other}");
     }
 
     #[test]

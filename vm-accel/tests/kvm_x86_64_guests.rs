@@ -366,6 +366,17 @@ fn triple_fault_is_a_shutdown() {
     g.load(CODE, &asm(64, CODE, CodeAssembler::ud2));
     let mut vcpu = g.long_mode_vcpu(0, CODE);
     assert_eq!(run(vcpu.as_mut(), 0), Exit::Shutdown);
+    // The report names the faulting instruction, or says that the hypervisor
+    // reset the vCPU (KVM on AMD SVM does at a shutdown).
+    let state = vm_accel::state_summary(vcpu.as_ref());
+    assert!(
+        state.contains(&format!("rip={CODE:#x} ")) || state.contains("reset state"),
+        "{state}"
+    );
+    assert!(
+        state.contains(" cr0=") && state.contains(" cr3="),
+        "{state}"
+    );
 }
 
 #[test]

@@ -130,13 +130,21 @@ pub fn guest_cmdline(base: &str, ip: Option<&str>, command: &[String]) -> Result
     Ok(line)
 }
 
-/// A serial writer that passes everything through and remembers the status
-/// in the guest's last `VM-GUEST-EXIT status=N` line.
+/// Console lines [`ExitWatch`] keeps for a failure report.
+pub const CONSOLE_TAIL_LINES: usize = 20;
+
+/// The last console lines, oldest first.
+pub type ConsoleTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
+/// A serial writer that passes everything through, remembers the status
+/// in the guest's last `VM-GUEST-EXIT status=N` line and keeps the last
+/// [`CONSOLE_TAIL_LINES`] lines (each cut at 256 bytes).
 #[derive(Debug)]
 pub struct ExitWatch<W> {
     inner: W,
     line: Vec<u8>,
     status: std::sync::Arc<std::sync::Mutex<Option<i32>>>,
+    tail: ConsoleTail,
 }
 
 impl<W> ExitWatch<W> {
@@ -147,15 +155,22 @@ impl<W> ExitWatch<W> {
             inner,
             line: Vec::with_capacity(128),
             status: std::sync::Arc::clone(&status),
+            tail: ConsoleTail::default(),
         };
         (watch, status)
+    }
+
+    /// A handle to the last console lines.
+    pub fn tail(&self) -> ConsoleTail {
+        std::sync::Arc::clone(&self.tail)
     }
 
     fn scan(&mut self, bytes: &[u8]) {
         for &b in bytes {
             if b == b'\n' {
                 let text = String::from_utf8_lossy(&self.line);
-                if let Some(rest) = text.trim_end().split(EXIT_MARKER).nth(1) {
+                let text = text.trim_end();
+                if let Some(rest) = text.split(EXIT_MARKER).nth(1) {
                     if let Ok(code) = rest.trim().parse() {
                         *self
                             .status
@@ -163,6 +178,15 @@ impl<W> ExitWatch<W> {
                             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(code);
                     }
                 }
+                let mut tail = self
+                    .tail
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if tail.len() == CONSOLE_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text.to_string());
+                drop(tail);
                 self.line.clear();
             } else if self.line.len() < 256 {
                 self.line.push(b);
@@ -220,6 +244,23 @@ mod tests {
         w.write_all(b"\n[ 1.0] VM-GUEST-EXIT status=0\n").unwrap();
         assert_eq!(*status.lock().unwrap(), Some(0));
         assert!(w.inner.starts_with(b"boot\r\nVM-GUEST-EXIT status=3"));
+    }
+
+    #[test]
+    fn exit_watch_keeps_the_last_lines() {
+        let (mut w, _) = ExitWatch::new(std::io::sink());
+        let tail = w.tail();
+        for i in 0..CONSOLE_TAIL_LINES + 5 {
+            write!(w, "line {i}\r\n").unwrap();
+        }
+        w.write_all(b"no newline yet").unwrap();
+        let tail = tail.lock().unwrap();
+        assert_eq!(tail.len(), CONSOLE_TAIL_LINES);
+        assert_eq!(tail.front().map(String::as_str), Some("line 5"));
+        assert_eq!(
+            tail.back().cloned(),
+            Some(format!("line {}", CONSOLE_TAIL_LINES + 4))
+        );
     }
 
     #[test]

@@ -511,6 +511,7 @@ fn run(args: &RunArgs) -> ExitCode {
         fired: args.snapshot_on_output.as_ref().map(|_| snapshot_tx),
     };
     let (console, guest_status) = guest::ExitWatch::new(trigger);
+    let console_tail = console.tail();
     let builder = restore.unwrap_or_else(|| VmmBuilder::new(config));
     let builder = if test_program {
         builder.instruction_limit(args.max_instructions)
@@ -577,6 +578,9 @@ fn run(args: &RunArgs) -> ExitCode {
             Err(e) => return fail(&format!("cannot write the profile: {e}")),
         }
     }
+    if !reason.is_clean() {
+        report_console_tail(&console_tail);
+    }
     let guest_status = *guest_status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -592,6 +596,22 @@ fn read_symbols(path: &Path) -> Result<Symbols, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read --profile-symbols {}: {e}", path.display()))?;
     Symbols::parse(&bytes).map_err(|e| format!("--profile-symbols {}: {e}", path.display()))
+}
+
+/// After a failure or a triple fault: the guest console's last lines on
+/// standard error, next to `vm-service`'s own report.
+fn report_console_tail(tail: &guest::ConsoleTail) {
+    let tail = tail
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if tail.is_empty() {
+        eprintln!("vm-service: the guest printed no line on its console");
+        return;
+    }
+    eprintln!("vm-service: the guest console's last {} lines:", tail.len());
+    for line in tail.iter() {
+        eprintln!("vm-service: | {line}");
+    }
 }
 
 /// Starts the vCPUs on the configured executor and waits for the VM to stop;

@@ -142,7 +142,7 @@ fn ci(root: &Path) -> Result<()> {
             features::run(root, features::Tests::IncludeIgnored, &mut counts)
         })?;
         step("e2e --nested-tcg", &mut || {
-            e2e::run_nested_tcg(root, e2e::NESTED_TCG_TIMEOUT)
+            e2e::run_nested_tcg(root, e2e::NESTED_TCG_TIMEOUT, e2e::NESTED_TCG_ONE_GUEST)
         })?;
         step("fuzz (check)", &mut || {
             cmd::cargo(

@@ -134,7 +134,14 @@ impl VcpuLoop {
                 }
                 Ok(exit) => {
                     self.control.count_exit(self.index);
-                    self.handler.handle(id, exit)
+                    let shutdown = matches!(exit, VcpuExit::Shutdown);
+                    let action = self.handler.handle(id, exit);
+                    if shutdown {
+                        // Off the hot path: a shutdown ends the VM.
+                        let state = vm_accel::state_summary(self.vcpu.as_ref());
+                        tracing::error!(vcpu = id.0, %state, "vCPU shut down (triple fault)");
+                    }
+                    action
                 }
                 Err(e) => ExitAction::Stop(StopReason::Failed {
                     vcpu: Some(id),

@@ -1,5 +1,6 @@
 //! `cargo xtask e2e --nested-tcg`: the stock x86_64 Debian guest, booted by
-//! our release `vm-service` on a standard KVM, end to end.
+//! our release `vm-service` on a standard KVM, end to end: from an initramfs,
+//! from a disk, and two guests talking over our virtual switch.
 //!
 //! A host whose `/dev/kvm` is a nested paravirtual one (kvm_pvm) cannot run
 //! stock x86 user space (see the e2e module), but a QEMU TCG machine with
@@ -8,15 +9,30 @@
 //! initramfs from what `cargo xtask guest --arch x86_64` cached (the same
 //! cloud kernel as the outer kernel, busybox, the KVM modules) plus the
 //! release `vm-service`, the shared libraries it links and the published
-//! x86_64 guest; QEMU boots it; the outer `/init` loads KVM and runs
-//! `vm-service run --guest debian --arch x86_64 -- uname -a`. The console
-//! (ours and the inner guest's, through `vm-service`'s standard output) is
-//! checked for the markers below and stamped into
-//! `target/e2e/nested-tcg-console.log`.
+//! x86_64 guest (kernel, initramfs and `rootfs.ext4`); QEMU boots it; the
+//! outer `/init` loads KVM and runs the inner VMs of a plan. `cargo xtask
+//! ci` runs [`ONE_GUEST`]: a 2-vCPU guest runs `uname -a`. With
+//! `--two-guests` it runs [`TWO_GUESTS`] in two rounds:
+//!
+//! 1. at once, on one virtual switch (`--net virtual:e2e`): VM A (2 vCPUs)
+//!    boots from `rootfs.ext4` (`--rootfs`, `/dev/vda`), checks that `/` is
+//!    that disk, writes a fresh random id to it and syncs, and VM A and VM B
+//!    ping each other (each waits for the other's boot first; B then tells A
+//!    it is done over TCP, so neither powers off under the other's pings);
+//! 2. VM C boots from the same disk image and prints the file: it must be
+//!    A's id.
+//!
+//! The outer `/init` tags every line of an inner VM (its guest's console and
+//! `vm-service`'s messages) `TAG| `; [`console`] sorts them out and checks
+//! each VM's markers: `VM-GUEST-READY`, the command's status 0 and
+//! `vm-service`'s, the power-off through ACPI S5, the CMOS RTC found without
+//! a stall, and what the VM's row in the plan expects. The console is
+//! stamped into `target/e2e/nested-tcg-console.log`.
 //!
 //! Nothing about speed can be read from this set-up (TCG); correctness can.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,26 +42,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{spawn_reader, wall_clock, Stream, READY_MARKER};
-use crate::guest::{self, cpio, initramfs, Arch};
+use super::{spawn_reader, wall_clock, Stream};
+use crate::guest::{self, cpio, initramfs, rootfs, Arch};
+
+mod console;
+
+use console::Console;
 
 /// The outer `/init` prints this once KVM is loaded, with its uptime.
 const OUTER_READY: &str = "VM-E2E-OUTER-READY";
-/// The outer `/init` prints this with `vm-service`'s exit status.
+/// The outer `/init` prints this, then the round's number, as a round begins.
+const ROUND: &str = "VM-E2E-ROUND";
+/// The outer `/init` prints this once every inner VM has ended.
+const DONE: &str = "VM-E2E-DONE";
+/// The outer `/init` prints this with an inner `vm-service`'s exit status.
 const RESULT: &str = "VM-E2E-RESULT";
-/// The guest's `/init` prints this with its command's status.
-const GUEST_EXIT: &str = "VM-GUEST-EXIT";
-/// What `vm-service` prints when the guest powered off (ACPI S5).
-const POWERED_OFF: &str = "vm-service: guest powered off";
-/// What the guest kernel prints when it finds no CMOS RTC (after a stall of seconds).
-const NO_RTC: &str = "rtc_cmos: broken or not accessible";
-/// The guest kernel line after which a VMM without a CMOS RTC stalls.
-const BEFORE_RTC: &str = "i8042: ";
-/// Longest pause (guest seconds) allowed after [`BEFORE_RTC`]: without an
-/// RTC it is 4-9 s, with one a few hundredths.
-const MAX_RTC_PAUSE: f64 = 2.0;
-/// Lines of console shown when the run fails.
-const TAIL_LINES: usize = 40;
+/// The disk-writing guest prints this, then the id it wrote.
+const DISK_WROTE: &str = "E2E-DISK-WROTE";
 /// Where the guest `cargo xtask guest` built sits in the outer initramfs.
 const GUEST_DIR: &str = "guest";
 /// The outer machine: QEMU's TCG with an AMD CPU that has SVM (`max`);
@@ -64,8 +77,112 @@ const QEMU_MACHINE: &[&str] = &[
     "-no-reboot",
 ];
 
-/// Runs the nested-TCG e2e; fails unless every marker is seen within `timeout`.
-pub fn run(root: &Path, timeout: Duration) -> Result<()> {
+/// One `vm-service run` inside the outer machine.
+#[derive(Debug)]
+pub struct InnerVm {
+    /// Tag of its lines on the outer console.
+    tag: &'static str,
+    /// What it shows, for the report.
+    what: &'static str,
+    /// Round 1 runs at once; round 2 after round 1 ended.
+    round: u32,
+    /// `vm-service run` arguments after the common ones (`--guest debian
+    /// --arch x86_64 --guest-dir ... --memory 256 --log-level warn`).
+    args: &'static str,
+    /// The guest's command: a shell script, on the guest kernel's command
+    /// line, so without quotes of either kind.
+    script: &'static str,
+    /// Its console must have a line (printk stamp removed) starting with each.
+    expect: &'static [&'static str],
+    /// It runs `uname -a`, which must name x86_64.
+    uname: bool,
+    /// It must print, on a line of its own, the id this VM wrote to the disk.
+    reads_disk_of: Option<&'static str>,
+}
+
+/// Both round-1 guests wait for the other's boot with single pings (busybox's
+/// `ping -c N` stops after N, however long its deadline), then ping it.
+macro_rules! ping_peer {
+    ($peer:literal) => {
+        concat!(
+            "n=0; until ping -c 1 -W 1 ",
+            $peer,
+            " >/dev/null; do n=$((n+1)); [ $n -lt 120 ] || exit 4; done; ",
+            "ping -c 3 -w 30 ",
+            $peer,
+            " || exit 5; "
+        )
+    };
+}
+
+/// The one-guest run (`cargo xtask ci`): a 2-vCPU guest alone runs
+/// `uname -a`.
+pub const ONE_GUEST: &[InnerVm] = &[InnerVm {
+    tag: "A",
+    what: "2 vCPUs, initramfs, alone",
+    round: 1,
+    args: "--vcpus 2 --net none",
+    script: "uname -a",
+    expect: &["smp: Brought up 1 node, 2 CPUs"],
+    uname: true,
+    reads_disk_of: None,
+}];
+
+/// The two-guest round (`--two-guests`), in the order the outer `/init`
+/// starts the VMs. Not in `cargo xtask ci`: two inner VMs running at once
+/// fail intermittently there (see the README).
+pub const TWO_GUESTS: &[InnerVm] = &[
+    InnerVm {
+        tag: "A",
+        what: "2 vCPUs, root on rootfs.ext4, pings B",
+        round: 1,
+        args: "--vcpus 2 --rootfs --net virtual:e2e --switch-dir /run/switches --ip 10.0.0.1/24",
+        script: concat!(
+            "while read -r dev mnt fs opts rest; do [ $mnt = / ] && echo E2E-ROOT $dev $fs ${opts%%,*}; ",
+            "done < /proc/mounts; ",
+            "id=$(cat /proc/sys/kernel/random/uuid); ",
+            "echo $id > /e2e-disk.txt && sync && echo E2E-DISK-WROTE $id || exit 3; ",
+            ping_peer!("10.0.0.2"),
+            "timeout 120 nc -l -p 5001 || exit 6; uname -a"
+        ),
+        expect: &[
+            "smp: Brought up 1 node, 2 CPUs",
+            "vmguest: / is /dev/vda (ext4)",
+            "E2E-ROOT /dev/vda ext4 rw",
+            "3 packets transmitted, 3 packets received",
+            "E2E-B-PINGED-A",
+        ],
+        uname: true,
+        reads_disk_of: None,
+    },
+    InnerVm {
+        tag: "B",
+        what: "1 vCPU, initramfs, pings A",
+        round: 1,
+        args: "--vcpus 1 --net virtual:e2e --switch-dir /run/switches --ip 10.0.0.2/24",
+        script: concat!(
+            ping_peer!("10.0.0.1"),
+            "n=0; until echo E2E-B-PINGED-A | nc 10.0.0.1 5001; do ",
+            "n=$((n+1)); [ $n -lt 60 ] || exit 6; sleep 1; done"
+        ),
+        expect: &["3 packets transmitted, 3 packets received"],
+        uname: false,
+        reads_disk_of: None,
+    },
+    InnerVm {
+        tag: "C",
+        what: "1 vCPU, root on the disk A wrote, reads A's file",
+        round: 2,
+        args: "--vcpus 1 --rootfs --net none",
+        script: "cat /e2e-disk.txt",
+        expect: &["vmguest: / is /dev/vda (ext4)"],
+        uname: false,
+        reads_disk_of: Some("A"),
+    },
+];
+
+/// Runs the nested-TCG e2e; fails unless every check passes within `timeout`.
+pub fn run(root: &Path, timeout: Duration, vms: &'static [InnerVm]) -> Result<()> {
     let qemu = "qemu-system-x86_64";
     crate::cmd::output_of(qemu, &["--version"]).with_context(|| {
         format!("`{qemu}` is needed (`cargo xtask setup` installs qemu-system-x86)")
@@ -76,7 +193,7 @@ pub fn run(root: &Path, timeout: Duration) -> Result<()> {
     let host = guest::vmm_host_kernel(root, Arch::X86_64)?;
     let initrd_path = out_dir.join("nested-tcg-initramfs.cpio");
     let t = Instant::now();
-    let initrd = outer_initramfs(root, &host)?;
+    let initrd = outer_initramfs(root, &host, vms)?;
     std::fs::write(&initrd_path, &initrd)
         .with_context(|| format!("writing {}", initrd_path.display()))?;
     eprintln!(
@@ -85,6 +202,7 @@ pub fn run(root: &Path, timeout: Duration) -> Result<()> {
         initrd.len() >> 20,
         t.elapsed()
     );
+    drop(initrd);
 
     let log_path = out_dir.join("nested-tcg-console.log");
     let mut log =
@@ -121,7 +239,7 @@ pub fn run(root: &Path, timeout: Duration) -> Result<()> {
         tx.clone(),
     );
     spawn_reader(child.stderr.take().context("qemu stderr")?, Stream::Vmm, tx);
-    let mut console = Console::default();
+    let mut console = Console::new(vms);
     let finished = loop {
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
@@ -132,7 +250,7 @@ pub fn run(root: &Path, timeout: Duration) -> Result<()> {
                 let secs = started.elapsed().as_secs_f64();
                 writeln!(log, "[{} +{secs:8.3}s] {line}", wall_clock())?;
                 console.observe(&line, secs);
-                if console.result.is_some() {
+                if console.done.is_some() {
                     break true;
                 }
             }
@@ -141,7 +259,7 @@ pub fn run(root: &Path, timeout: Duration) -> Result<()> {
         }
     };
     let elapsed = started.elapsed();
-    // The outer init powers off after its result line; QEMU then exits.
+    // The outer init powers off after its last marker; QEMU then exits.
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait()?.is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -165,7 +283,9 @@ pub fn run(root: &Path, timeout: Duration) -> Result<()> {
 /// The outer initramfs: busybox, the KVM modules and `/init` (laid out like
 /// a guest's), then a second archive with `vm-service`, its libraries and
 /// the x86_64 guest (the kernel unpacks concatenated archives in order).
-fn outer_initramfs(root: &Path, host: &guest::VmmHostKernel) -> Result<Vec<u8>> {
+/// The guest's disk image is the outer machine's own copy: the inner VMs
+/// write to it, the published one stays as it is.
+fn outer_initramfs(root: &Path, host: &guest::VmmHostKernel, vms: &[InnerVm]) -> Result<Vec<u8>> {
     let vmm = root.join("target/release/vm-service");
     let guest_src = root.join("target/guest/x86_64");
     let paths: Vec<String> = host.modules.iter().map(|(p, _)| p.clone()).collect();
@@ -174,7 +294,7 @@ fn outer_initramfs(root: &Path, host: &guest::VmmHostKernel) -> Result<Vec<u8>> 
         release: &host.release,
         modules: &host.modules,
         modules_dep: &host.modules_dep,
-        init: &outer_init(&host.release, &paths),
+        init: &outer_init(&host.release, &paths, vms),
     })?;
 
     let mut files: Vec<(String, PathBuf, u32)> =
@@ -183,12 +303,16 @@ fn outer_initramfs(root: &Path, host: &guest::VmmHostKernel) -> Result<Vec<u8>> 
         let path = lib.to_string_lossy().trim_start_matches('/').to_string();
         files.push((path, lib, 0o755));
     }
-    for name in ["kernel", "initrd.cpio.gz"] {
-        files.push((
-            format!("{GUEST_DIR}/x86_64/{name}"),
-            guest_src.join(name),
-            0o644,
-        ));
+    for name in ["kernel", "initrd.cpio.gz", rootfs::FILE] {
+        let src = guest_src.join(name);
+        if !src.is_file() {
+            bail!(
+                "{} is missing: run `cargo xtask guest --arch x86_64` (rootfs.ext4 needs \
+                 mkfs.ext4 from e2fsprogs)",
+                src.display()
+            );
+        }
+        files.push((format!("{GUEST_DIR}/x86_64/{name}"), src, 0o644));
     }
     let mut w = cpio::Writer::new();
     let mut dirs = BTreeSet::new();
@@ -234,8 +358,26 @@ fn ldd_paths(out: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The outer `/init`: load KVM, run the guest, report, power off.
-fn outer_init(release: &str, modules: &[String]) -> String {
+/// The outer `/init`: load KVM, run the rounds of `vms` (a round's
+/// VMs at once), report, power off.
+fn outer_init(release: &str, modules: &[String], vms: &[InnerVm]) -> String {
+    let mut rounds = String::new();
+    let mut round = 0;
+    for vm in vms {
+        if vm.round != round {
+            if round != 0 {
+                rounds.push_str("wait\n");
+            }
+            round = vm.round;
+            let _ = writeln!(rounds, "echo \"{ROUND} {round}\"");
+        }
+        let _ = writeln!(
+            rounds,
+            "vm {} {} -- sh -c '{}' &",
+            vm.tag, vm.args, vm.script
+        );
+    }
+    rounds.push_str("wait\n");
     format!(
         r#"#!/bin/busybox sh
 # /init of the outer machine of `cargo xtask e2e --nested-tcg`.
@@ -247,200 +389,30 @@ for m in {modules}; do
     insmod "/lib/modules/{release}/$m" || echo "VM-E2E: insmod $m failed"
 done
 [ -c /dev/kvm ] || echo "VM-E2E: no /dev/kvm after loading the modules"
+mkdir -p /run/switches
 read -r uptime _ < /proc/uptime
 echo "{OUTER_READY} uptime=$uptime"
-/bin/vm-service run --guest debian --arch x86_64 --guest-dir /{GUEST_DIR} \
-    --vcpus 2 --memory 512 --net none --log-level warn -- uname -a
-echo "{RESULT} status=$?"
+# vm TAG ARGS...: one inner VM; each line it or its vm-service prints is
+# tagged `TAG| `, and its exit status follows.
+vm() {{
+    tag=$1
+    shift
+    {{
+        /bin/vm-service run --guest debian --arch x86_64 --guest-dir /{GUEST_DIR} \
+            --memory 256 --log-level warn "$@" </dev/null
+        echo "{RESULT} status=$?"
+    }} 2>&1 | while IFS= read -r line || [ -n "$line" ]; do echo "$tag| $line"; done
+}}
+{rounds}echo "{DONE}"
 poweroff -f
 "#,
         modules = modules.join(" "),
     )
 }
 
-/// What the console showed, gathered line by line.
-#[derive(Debug, Default)]
-struct Console {
-    tail: Vec<String>,
-    /// Wall seconds at the outer marker, and the outer kernel's uptime then.
-    outer_ready: Option<(f64, String)>,
-    /// Wall seconds at the guest's marker, and the guest's uptime then.
-    guest_ready: Option<(f64, String)>,
-    uname: Option<String>,
-    guest_exit: Option<String>,
-    result: Option<String>,
-    /// `vm-service` said the guest powered off.
-    powered_off: bool,
-    /// The guest kernel found no CMOS RTC.
-    no_rtc: bool,
-    /// The guest kernel's printk stamps: (seconds, line), in order.
-    stamps: Vec<(f64, String)>,
-}
-
-/// The value after `key=` up to whitespace.
-fn value_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(key)? + key.len();
-    line[start..].strip_prefix('=')?.split_whitespace().next()
-}
-
-/// The printk stamp of a kernel console line (`[    1.234567] ...`).
-fn printk_stamp(line: &str) -> Option<f64> {
-    let rest = line.trim_start().strip_prefix('[')?;
-    rest.split_once(']')?.0.trim().parse().ok()
-}
-
-impl Console {
-    fn observe(&mut self, line: &str, wall: f64) {
-        self.tail.push(line.to_string());
-        if self.tail.len() > TAIL_LINES {
-            self.tail.remove(0);
-        }
-        self.powered_off |= line.contains(POWERED_OFF);
-        self.no_rtc |= line.contains(NO_RTC);
-        // A marker can follow console output that ended without a newline.
-        let marked = |marker: &str, key: &str| {
-            let at = line.find(marker)?;
-            Some(value_after(&line[at..], key).unwrap_or("?").to_string())
-        };
-        if let Some(up) = marked(OUTER_READY, "uptime") {
-            self.outer_ready = Some((wall, up));
-        } else if let Some(up) = marked(READY_MARKER, "uptime") {
-            self.guest_ready = Some((wall, up));
-        } else if let Some(status) = marked(GUEST_EXIT, "status") {
-            self.guest_exit = Some(status);
-        } else if let Some(status) = marked(RESULT, "status") {
-            self.result = Some(status);
-        } else if self.guest_ready.is_some() && self.uname.is_none() && line.starts_with("Linux ") {
-            self.uname = Some(line.to_string());
-        } else if self.outer_ready.is_some() && self.guest_ready.is_none() {
-            if let Some(t) = printk_stamp(line) {
-                self.stamps.push((t, line.to_string()));
-            }
-        }
-    }
-
-    /// The longest pause between two consecutive guest kernel lines: (seconds, the line after it).
-    fn longest_pause(&self) -> Option<(f64, &str)> {
-        self.stamps
-            .windows(2)
-            .map(|w| (w[1].0 - w[0].0, w[1].1.as_str()))
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-    }
-
-    /// The pause between the last guest kernel line containing `needle` and the next one.
-    fn pause_after(&self, needle: &str) -> Option<f64> {
-        let i = self.stamps.iter().rposition(|(_, l)| l.contains(needle))?;
-        Some(self.stamps.get(i + 1)?.0 - self.stamps[i].0)
-    }
-
-    fn verdict(&self, finished: bool, elapsed: Duration, timeout: Duration) -> Result<()> {
-        if !finished {
-            bail!(
-                "the nested-TCG e2e did not finish within {timeout:.0?} (stopped after {elapsed:.1?})"
-            );
-        }
-        if self.outer_ready.is_none() {
-            bail!("the outer machine never reported {OUTER_READY} (KVM modules, initramfs)");
-        }
-        if self.guest_ready.is_none() {
-            bail!("the guest never reached {READY_MARKER}");
-        }
-        match &self.uname {
-            Some(u) if u.contains("x86_64") => {}
-            other => bail!("the guest's `uname -a` printed no x86_64 Linux line (got {other:?})"),
-        }
-        if self.guest_exit.as_deref() != Some("0") {
-            bail!(
-                "the guest's command ended with {:?}, not 0",
-                self.guest_exit
-            );
-        }
-        if self.result.as_deref() != Some("0") {
-            bail!("vm-service exited with {:?}, not 0", self.result);
-        }
-        if !self.powered_off {
-            bail!("the guest did not power off (no `{POWERED_OFF}`): ACPI S5");
-        }
-        if self.no_rtc {
-            bail!("the guest kernel found no CMOS RTC (`{NO_RTC}`)");
-        }
-        if let Some(pause) = self.pause_after(BEFORE_RTC).filter(|p| *p > MAX_RTC_PAUSE) {
-            bail!("the guest kernel paused {pause:.2} s after its `{BEFORE_RTC}` line (the stall of a missing RTC)");
-        }
-        Ok(())
-    }
-
-    fn report(&self, elapsed: Duration, qemu_status: &str) {
-        println!("e2e --nested-tcg report ({}):", wall_clock());
-        println!(
-            "  wall time: {:.1} s (QEMU {qemu_status})",
-            elapsed.as_secs_f64()
-        );
-        if let Some((wall, up)) = &self.outer_ready {
-            println!("  outer machine up with KVM: {wall:.1} s wall (outer uptime {up} s)");
-        }
-        if let (Some((outer, _)), Some((wall, up))) = (&self.outer_ready, &self.guest_ready) {
-            println!(
-                "  guest {READY_MARKER}: {:.1} s after the outer one (guest uptime {up} s)",
-                wall - outer
-            );
-        }
-        if let Some((pause, line)) = self.longest_pause() {
-            println!("  longest pause in the guest's boot log: {pause:.2} s, before: {line}");
-        }
-        if let Some(pause) = self.pause_after(BEFORE_RTC) {
-            println!("  pause after the i8042 probe (where a missing RTC stalls): {pause:.2} s");
-        }
-        println!("  uname: {}", self.uname.as_deref().unwrap_or("(none)"));
-        println!(
-            "  guest command status: {}, vm-service status: {}",
-            self.guest_exit.as_deref().unwrap_or("(none)"),
-            self.result.as_deref().unwrap_or("(none)")
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn console_markers_and_pauses() {
-        let mut c = Console::default();
-        for (wall, line) in [
-            "Probing EDD (edd=off to disable)... okVM-E2E-OUTER-READY uptime=4.20",
-            "[    0.100000] Linux version 6.1",
-            "[    1.000000] i8042: PNP: No PS/2 controller found.",
-            "[    8.500000] rtc_cmos 00:00: registered as rtc0",
-            "VM-GUEST-READY uptime=12.5",
-            "Linux (none) 6.1.0-50-cloud-amd64 #1 SMP x86_64 GNU/Linux",
-            "VM-GUEST-EXIT status=0",
-            "vm-service: guest powered off (vCPU exits: [1, 2])",
-            "VM-E2E-RESULT status=0",
-        ]
-        .iter()
-        .enumerate()
-        {
-            c.observe(line, f64::from(wall as u32));
-        }
-        assert_eq!(c.outer_ready.as_ref().map(|o| o.1.as_str()), Some("4.20"));
-        assert_eq!(c.guest_ready.as_ref().map(|o| o.1.as_str()), Some("12.5"));
-        assert!(c.uname.as_deref().unwrap().contains("x86_64"));
-        let (pause, line) = c.longest_pause().unwrap();
-        assert!((pause - 7.5).abs() < 1e-9 && line.contains("rtc_cmos"));
-        assert!((c.pause_after("i8042: ").unwrap() - 7.5).abs() < 1e-9);
-        assert!(
-            c.verdict(true, Duration::ZERO, Duration::ZERO).is_err(),
-            "stall"
-        );
-        c.stamps[2].0 = 1.05;
-        c.verdict(true, Duration::ZERO, Duration::ZERO).unwrap();
-        c.observe("[    9.1] rtc_cmos rtc_cmos: broken or not accessible", 9.0);
-        assert!(c.verdict(true, Duration::ZERO, Duration::ZERO).is_err());
-        c.no_rtc = false;
-        c.result = Some("1".into());
-        assert!(c.verdict(true, Duration::ZERO, Duration::ZERO).is_err());
-    }
 
     #[test]
     fn ldd_lines_are_parsed() {
@@ -452,5 +424,62 @@ mod tests {
                 PathBuf::from("/lib64/ld-linux-x86-64.so.2")
             ]
         );
+    }
+
+    #[test]
+    fn outer_init_runs_the_rounds_in_order() {
+        let init = outer_init(
+            "6.1.0-50-cloud-amd64",
+            &["kernel/arch/x86/kvm/kvm.ko".into()],
+            TWO_GUESTS,
+        );
+        let at = |needle: &str| {
+            init.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} not in:\n{init}"))
+        };
+        assert!(at(OUTER_READY) < at(&format!("{ROUND} 1")));
+        assert!(at(&format!("{ROUND} 1")) < at("vm A "));
+        assert!(at("vm A ") < at("vm B "));
+        assert!(at("vm B ") < at("wait\n"));
+        assert!(at("wait\n") < at(&format!("{ROUND} 2")));
+        assert!(at(&format!("{ROUND} 2")) < at("vm C "));
+        assert!(at("vm C ") < at(DONE));
+        assert!(at(DONE) < at("poweroff -f"));
+        assert_eq!(init.matches("wait\n").count(), 2);
+        let one = outer_init("r", &[], ONE_GUEST);
+        assert!(one.contains("vm A --vcpus 2 --net none -- sh -c 'uname -a' &"));
+        assert_eq!(one.matches("wait\n").count(), 1);
+    }
+
+    #[test]
+    fn guest_scripts_fit_a_kernel_command_line() {
+        for vms in [ONE_GUEST, TWO_GUESTS] {
+            scripts_fit(vms);
+        }
+    }
+
+    fn scripts_fit(vms: &[InnerVm]) {
+        let mut tags = BTreeSet::new();
+        for vm in vms {
+            assert!(tags.insert(vm.tag), "tag {} twice", vm.tag);
+            // The outer /init quotes the script with '...'; the kernel's
+            // command line cannot carry a double quote.
+            assert!(
+                !vm.script.contains(['\'', '"']),
+                "VM {}: {}",
+                vm.tag,
+                vm.script
+            );
+            // x86's COMMAND_LINE_SIZE is 2048, the base line and the ip take some.
+            assert!(vm.script.len() < 1500, "VM {}", vm.tag);
+            if let Some(writer) = vm.reads_disk_of {
+                let w = vms.iter().find(|v| v.tag == writer).unwrap();
+                assert!(
+                    w.round < vm.round,
+                    "the writer ends before the reader boots"
+                );
+                assert!(w.script.contains(DISK_WROTE));
+            }
+        }
     }
 }
