@@ -66,9 +66,10 @@ fn boot(vcpus: u32) {
         plic_vm.machine().plic.raise(line);
         Ok(())
     }));
+    let serial = Arc::new(Mutex::new(Serial::new(irq, Box::new(out.clone()))));
     let mut bus = Bus::new();
     bus.insert(
-        Arc::new(Mutex::new(Serial::new(irq, Box::new(out.clone())))),
+        serial.clone(),
         uart.mmio.start.0,
         uart.mmio.size,
     )
@@ -139,6 +140,12 @@ fn boot(vcpus: u32) {
         .rev()
         .collect::<Vec<_>>()
         .join("\n");
+    // The interrupt path's state, for a console that stopped short.
+    let tail = format!(
+        "{tail}\nUART {:?}\nPLIC {:?}",
+        serial.lock().map(|s| s.state()),
+        vm.machine().plic.state()
+    );
     assert_eq!(
         console.matches(READY).count(),
         1,

@@ -62,6 +62,13 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 grep -q " /dev devtmpfs " /proc/mounts ||
     mount -t devtmpfs devtmpfs /dev || echo "vmguest: devtmpfs not mounted"
 mkdir -p /dev/pts /tmp /run
+# The serial ports stay powered. Under runtime PM a port suspends after 500 ms
+# without output, and the next write starts the transmitter only from an
+# asynchronous resume; on a slow or preempted vCPU that resume can lose the
+# race with the end of the VM, and the command's output never reaches the UART.
+for vmguest_pm in /sys/class/tty/ttyS*/device/power/control; do
+    [ -w "$vmguest_pm" ] && echo on > "$vmguest_pm"
+done
 
 # Arguments: name:path; a module already loaded (before a switch to the
 # root disk) is skipped.
@@ -150,6 +157,10 @@ else
     status=$?
 fi
 echo "{EXIT_MARKER} status=$status"
+# Wait until the console has sent everything (stty sets its modes with
+# TCSADRAIN): the VM ends at once, and another vCPU may still be feeding the
+# UART the last lines.
+stty -F /dev/console opost 2>/dev/null
 sync
 [ -z "$vmguest_on_disk" ] || mount -o remount,ro / || echo "vmguest: / not remounted read-only"
 {end_vm}
@@ -216,6 +227,11 @@ mod tests {
             // Ready comes after the network is configured, exit after the command.
             assert!(s.find("ip link set lo up").unwrap() < s.find("VM-GUEST-READY").unwrap());
             assert!(s.rfind("\"$@\"").unwrap() < s.find("VM-GUEST-EXIT").unwrap());
+            // The console never runtime-suspends, and drains before the VM ends.
+            let powered = s.find("echo on > \"$vmguest_pm\"").unwrap();
+            assert!(powered < s.find("VM-GUEST-READY").unwrap());
+            let drain = s.find("stty -F /dev/console").unwrap();
+            assert!(s.find("VM-GUEST-EXIT").unwrap() < drain && drain < s.rfind("sync").unwrap());
         }
     }
 

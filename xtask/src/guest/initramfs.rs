@@ -51,6 +51,7 @@ pub const APPLETS: &[&str] = &[
     "setsid",
     "sha256sum",
     "sleep",
+    "stty",
     "switch_root",
     "sync",
     "tail",
