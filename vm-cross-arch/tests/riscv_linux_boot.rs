@@ -68,12 +68,8 @@ fn boot(vcpus: u32) {
     }));
     let serial = Arc::new(Mutex::new(Serial::new(irq, Box::new(out.clone()))));
     let mut bus = Bus::new();
-    bus.insert(
-        serial.clone(),
-        uart.mmio.start.0,
-        uart.mmio.size,
-    )
-    .expect("uart");
+    bus.insert(serial.clone(), uart.mmio.start.0, uart.mmio.size)
+        .expect("uart");
     let bus = Arc::new(bus);
 
     let started = Instant::now();

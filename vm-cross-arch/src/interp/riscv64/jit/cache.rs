@@ -5,16 +5,26 @@
 //! generation), and keeps whatever the code points at in `D`.
 //!
 //! A direct-mapped table (one probe per lookup, no allocation) in front of a
-//! list of blocks. Code is never freed while it may run: a stale entry is
-//! only skipped, and memory comes back when the owner clears everything.
+//! map of every head translated so far, so a head evicted from the table by
+//! another is found again instead of being counted and translated anew (a
+//! Linux boot's hot code is far larger than the table: translating again on
+//! every conflict filled the code arena over and over and made the boot
+//! slower than interpreting it). Code is never freed while it may run: a
+//! stale entry is only skipped, and memory comes back when the owner clears
+//! everything.
+
+use std::collections::HashMap;
 
 /// Table entries (a power of two).
 const ENTRIES: usize = 8192;
 /// Marks an entry whose head cannot start a block.
 const NO_BLOCK: u32 = u32::MAX;
+/// Translated heads kept before the owner should start over (bounds the
+/// map, which also remembers heads of pages decoded again since).
+const MAX_HEADS: usize = 1 << 18;
 
 /// Where a block came from: its page token at translation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
     /// Guest virtual address of the first instruction.
     pub vpc: u64,
@@ -82,6 +92,8 @@ impl<D> Block<D> {
 #[derive(Debug)]
 pub struct BlockCache<D> {
     table: Box<[Entry]>,
+    /// Every translated head (`NO_BLOCK`: none starts there) since the last clear.
+    heads: HashMap<Key, u32>,
     blocks: Vec<Block<D>>,
     /// Executions of a head before it is translated (at least 1).
     hot: u32,
@@ -91,6 +103,7 @@ impl<D> Default for BlockCache<D> {
     fn default() -> Self {
         Self {
             table: vec![EMPTY; ENTRIES].into_boxed_slice(),
+            heads: HashMap::new(),
             blocks: Vec::new(),
             hot: super::super::tier::HOT,
         }
@@ -112,6 +125,19 @@ impl<D> BlockCache<D> {
     pub fn lookup(&mut self, key: Key) -> Lookup {
         let e = &mut self.table[Self::index(key.vpc)];
         if e.key != key {
+            if let Some(&block) = self.heads.get(&key) {
+                // Translated before, evicted from the table since.
+                *e = Entry {
+                    key,
+                    hits: u32::MAX,
+                    block,
+                };
+                return if block == NO_BLOCK {
+                    Lookup::Cold
+                } else {
+                    Lookup::Block(block)
+                };
+            }
             // Another head, or this head's page changed: start counting again.
             *e = Entry {
                 key,
@@ -136,6 +162,7 @@ impl<D> BlockCache<D> {
             self.blocks.push(b);
             (self.blocks.len() - 1) as u32
         });
+        self.heads.insert(key, index.unwrap_or(NO_BLOCK));
         self.table[Self::index(key.vpc)] = Entry {
             key,
             hits: u32::MAX,
@@ -155,9 +182,15 @@ impl<D> BlockCache<D> {
         self.blocks.len()
     }
 
+    /// Whether the owner should [`clear`](Self::clear) before translating more.
+    pub fn is_full(&self) -> bool {
+        self.heads.len() >= MAX_HEADS
+    }
+
     /// Drops every block (their code memory may be reused afterwards).
     pub fn clear(&mut self) {
         self.table.fill(EMPTY);
+        self.heads.clear();
         self.blocks.clear();
     }
 }
@@ -199,6 +232,28 @@ mod tests {
         c.clear();
         assert_eq!(c.len(), 0);
         assert_eq!(c.lookup(k), Lookup::Cold);
+    }
+
+    #[test]
+    fn a_head_evicted_by_a_conflicting_one_is_found_without_translating_again() {
+        let mut c = BlockCache::<()>::default();
+        let a = key(0x8000_0040, 0);
+        // Same table entry, another head.
+        let b = key(0x8000_0040 + (1 << 27), 0);
+        assert_eq!(
+            BlockCache::<()>::index(a.vpc),
+            BlockCache::<()>::index(b.vpc)
+        );
+        c.set_threshold(1);
+        assert_eq!(c.lookup(a), Lookup::Translate);
+        let ia = c.insert(a, Some(Block::new(0, 2, ()))).unwrap();
+        assert_eq!(c.lookup(b), Lookup::Translate);
+        c.insert(b, None);
+        assert_eq!(c.lookup(a), Lookup::Block(ia));
+        assert_eq!(c.lookup(b), Lookup::Cold, "known not to start a block");
+        assert_eq!(c.len(), 1);
+        // A new generation of the page is not the old block.
+        assert_eq!(c.lookup(key(a.vpc, 1)), Lookup::Translate);
     }
 
     #[test]

@@ -29,6 +29,14 @@
 //!   C program (sieve, CRC32, sort) interpreter 51, jit 179 MIPS (3.5x;
 //!   criterion's medians 51 and 289). On by default for those numbers and
 //!   the zero build cost.
+//! - A whole Linux boot (Debian's riscv64 kernel to power-off, one hart,
+//!   `riscv_linux_boot` in a test build, same machine, back to back):
+//!   interpreter 17.1 s, jit 11.7-12.4 s (1.4x). Two things made the jit
+//!   2.8x *slower* than the interpreter there (46-50 s) at first, both
+//!   invisible in the loop benches: iced-x86 unoptimised in dev/test builds
+//!   (it is opt-level 3 there now, like this crate), and hot heads evicted
+//!   from the direct-mapped block table being translated again on every
+//!   conflict (see [`cache`]).
 //!
 //! # Shape
 //!
@@ -199,6 +207,10 @@ impl Hart {
     /// block starts there (or translation failed: the interpreter goes on).
     #[cold]
     fn translate_block(&mut self, key: Key) -> Option<u32> {
+        if self.jit.cache.is_full() {
+            // No block is running now.
+            self.jit.flush();
+        }
         let ops = self.block_ops(key.vpc);
         if ops.is_empty() {
             self.jit.cache.insert(key, None);
