@@ -791,7 +791,7 @@ impl RunningVmm {
 /// The kernel command line: for a Linux kernel, `root=/dev/vda` when a drive
 /// is the root device, and the host profile's additions when an x86_64 kernel
 /// boots on an accelerator that has a profile for this host.
-fn linux_cmdline(accel: AcceleratorKind, config: &VmConfig) -> Result<String, VmmError> {
+pub(crate) fn linux_cmdline(accel: AcceleratorKind, config: &VmConfig) -> Result<String, VmmError> {
     if config.kernel.is_none() {
         return Ok(config.cmdline.clone());
     }

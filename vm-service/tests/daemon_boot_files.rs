@@ -153,4 +153,38 @@ async fn configs_that_can_never_boot_are_refused_at_create() {
         );
     }
     d.expect("GET", "/vms/never", None, 404).await;
+
+    // boot_args within the API's limit that the kernel cannot take once the
+    // VMM adds `root=/dev/vda rw` for the root drive (riscv64: no host
+    // profile, so the same on every host); without the drive they fit.
+    let kernel = dir.path().join("Image");
+    let disk = dir.path().join("root.img");
+    std::fs::write(&kernel, [0u8; 4096]).unwrap();
+    std::fs::write(&disk, [0u8; 4096]).unwrap();
+    let body = |drive: bool| {
+        let drives = if drive {
+            format!(
+                r#", "drives": [{{"drive_id": "root", "path_on_host": {}, "is_root_device": true}}]"#,
+                serde_json::to_string(&disk).unwrap()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"{{"arch": "riscv64", "boot-source": {{"kernel_image_path": {}, "boot_args": "{}"}}{drives}}}"#,
+            serde_json::to_string(&kernel).unwrap(),
+            "x".repeat(2040)
+        )
+    };
+    let r = d.req("PUT", "/vms/long", Some(&body(true))).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e: ErrorBody = r.json().unwrap();
+    assert_eq!(e.code, "invalid_config");
+    assert!(
+        e.fault_message.contains("boot-source.boot_args") && e.fault_message.contains("2047"),
+        "{:?}",
+        e.fault_message
+    );
+    d.expect("GET", "/vms/long", None, 404).await;
+    d.expect("PUT", "/vms/long", Some(&body(false)), 201).await;
 }

@@ -47,15 +47,15 @@ fn guest_dir() -> Option<PathBuf> {
 }
 
 /// A copy of the guest's `rootfs.ext4` at `dest` (the published image is
-/// shared: a test never boots it in place), or `None` (printing why).
+/// shared: a test never boots it in place), or `None` (reported missing).
 fn rootfs_copy(dir: &Path, dest: &Path) -> Option<PathBuf> {
     let image = dir.join("riscv64/rootfs.ext4");
     if !image.is_file() {
-        eprintln!(
-            "SKIPPED: no {}: `cargo xtask guest --arch riscv64` builds it where mkfs.ext4 \
+        test_prerequisites::prerequisite_missing(format_args!(
+            "no {}: `cargo xtask guest --arch riscv64` builds it where mkfs.ext4 \
              (e2fsprogs) is installed",
             image.display()
-        );
+        ));
         return None;
     }
     std::fs::copy(&image, dest)

@@ -218,6 +218,7 @@ fn check_bootable(config: &VmConfig) -> Result<(), ApiError> {
             )
         })?;
     }
+    check_final_cmdline(config)?;
     let map = vm_cross_arch::platform::MachineSize {
         vcpus: config.vcpus,
         mem_size: config.memory_bytes(),
@@ -226,6 +227,44 @@ fn check_bootable(config: &VmConfig) -> Result<(), ApiError> {
     vm_cross_arch::platform::for_arch(config.arch)
         .memory_map(&map)
         .map_err(|e| invalid("machine-config or devices", e.to_string()))?;
+    Ok(())
+}
+
+/// Refuses `boot_args` that fit the API's limit but not the kernel's once
+/// the VMM has added its part: `root=/dev/vda rw|ro` for a root drive and,
+/// for an x86_64 guest on KVM, the host profile's parameters. The kernel
+/// takes 2047 bytes (its 2048-byte `COMMAND_LINE_SIZE` holds the NUL; the
+/// device-tree platforms allow no more).
+fn check_final_cmdline(config: &VmConfig) -> Result<(), ApiError> {
+    if config.kernel.is_none() {
+        return Ok(());
+    }
+    // A guest of the host's architecture runs on the hardware accelerator;
+    // host profiles exist for KVM only, so on other hosts none is selected.
+    let accel = if vm_core::config::GuestArch::host() == Some(config.arch) {
+        vm_accel::AcceleratorKind::Kvm
+    } else {
+        vm_accel::AcceleratorKind::Software
+    };
+    // A host profile that cannot be chosen is the daemon's problem, not the
+    // request's: the start reports it.
+    let Ok(cmdline) = crate::vmm::linux_cmdline(accel, config) else {
+        return Ok(());
+    };
+    let max = vm_cross_arch::platform::for_arch(config.arch)
+        .max_cmdline_len()
+        .min(vm_core::config::MAX_CMDLINE_LEN - 1);
+    if cmdline.len() > max {
+        return Err(ApiError::bad_request(
+            "invalid_config",
+            format!(
+                "invalid boot-source.boot_args: {} bytes, {} once the VMM adds its parameters \
+                 (root drive, host profile); the kernel takes at most {max}",
+                config.cmdline.len(),
+                cmdline.len()
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -121,7 +121,9 @@ mod tests {
     #[test]
     fn image_holds_the_tree() {
         let Some(mkfs) = find_mkfs() else {
-            eprintln!("SKIPPED: no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)");
+            test_prerequisites::prerequisite_missing(
+                "no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)",
+            );
             return;
         };
         let dir = tempfile::tempdir().unwrap();
@@ -147,7 +149,10 @@ mod tests {
             .arg(&dest)
             .output()
         else {
-            eprintln!("SKIPPED (read-back): no {}", debugfs.display());
+            test_prerequisites::prerequisite_missing(format_args!(
+                "no {} (e2fsprogs) to read the image back",
+                debugfs.display()
+            ));
             return;
         };
         assert_eq!(
@@ -176,7 +181,9 @@ mod tests {
     #[test]
     fn ci_checks_the_published_rootfs() {
         let Some(mkfs) = find_mkfs() else {
-            eprintln!("SKIPPED: no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)");
+            test_prerequisites::prerequisite_missing(
+                "no mkfs.ext4 (install e2fsprogs: `cargo xtask setup`)",
+            );
             return;
         };
         let out = tempfile::tempdir().unwrap();
