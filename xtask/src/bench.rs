@@ -45,20 +45,31 @@ pub struct Measure {
 impl Measure {
     /// The unit and value a reader wants: a rate when the bench has a
     /// throughput, a time otherwise.
+    /// The unit this measure reads best in, and its value in it.
     fn display(&self) -> (String, f64) {
-        if let Some(e) = self.elements {
-            ("elements/s".into(), e / (self.median_ns * 1e-9))
-        } else if let Some(b) = self.bytes {
-            (
-                "MiB/s".into(),
-                b / (self.median_ns * 1e-9) / (1024.0 * 1024.0),
-            )
+        let unit = if self.elements.is_some() {
+            "elements/s"
+        } else if self.bytes.is_some() {
+            "MiB/s"
         } else if self.median_ns >= 1e6 {
-            ("ms".into(), self.median_ns / 1e6)
+            "ms"
         } else if self.median_ns >= 1e3 {
-            ("µs".into(), self.median_ns / 1e3)
+            "µs"
         } else {
-            ("ns".into(), self.median_ns)
+            "ns"
+        };
+        (unit.into(), self.value_in(unit))
+    }
+
+    /// The value in `unit` (a peer is shown in its pair's unit, ours).
+    fn value_in(&self, unit: &str) -> f64 {
+        let secs = self.median_ns * 1e-9;
+        match unit {
+            "elements/s" => self.elements.unwrap_or(0.0) / secs,
+            "MiB/s" => self.bytes.unwrap_or(0.0) / secs / (1024.0 * 1024.0),
+            "ms" => self.median_ns / 1e6,
+            "µs" => self.median_ns / 1e3,
+            _ => self.median_ns,
         }
     }
 }
@@ -582,7 +593,11 @@ fn write_report(
             ),
         };
         let (om, ov, unit) = describe(ours);
-        let (pm, pv, _) = describe(peer);
+        let (pm, mut pv, _) = describe(peer);
+        // The peer in ours' unit: a pair's two medians side by side.
+        if let (Some(_), Some(p)) = (&om, &pm) {
+            pv = format!("{:.3}", p.value_in(&unit));
+        }
         // Both sides do the same work per iteration, so ours_time / peer_time
         // is also peer_rate / ours_rate.
         let ratio = match (&om, &pm) {
@@ -613,7 +628,7 @@ fn write_report(
             "ours_median_ns": om.as_ref().map(|m| m.median_ns),
             "peer_name": pair.peer_name,
             "peer_id": pair.peer,
-            "peer_median": pm.as_ref().map(|m| m.display().1),
+            "peer_median": pm.as_ref().map(|m| if om.is_some() { m.value_in(&unit) } else { m.display().1 }),
             "peer_median_ns": pm.as_ref().map(|m| m.median_ns),
             "peer_error": match peer { Some(Err(e)) => Some(e.to_string()), None => Some("missing".to_string()), _ => None },
             "ratio": ratio,
@@ -629,7 +644,7 @@ fn write_report(
             runs: x.runs,
         };
         let (unit, ours) = as_measure(x.ours_ns).display();
-        let peer = x.peer_ns.map(|p| as_measure(p).display().1);
+        let peer = x.peer_ns.map(|p| as_measure(p).value_in(&unit));
         let ratio = x.peer_ns.map(|p| x.ours_ns / p);
         let _ = writeln!(
             md,
@@ -722,6 +737,27 @@ fn write_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_is_shown_in_its_pairs_unit() {
+        let m = |ns: f64| Measure {
+            median_ns: ns,
+            elements: None,
+            bytes: None,
+            runs: 1,
+        };
+        // 1.09 ms against 0.60 ms: without a common unit the peer would
+        // read as 602.8 (µs) beside 1.089 (ms).
+        let (unit, ours) = m(1_088_716.0).display();
+        assert_eq!(unit, "ms");
+        assert!((ours - 1.088_716).abs() < 1e-9);
+        assert!((m(602_777.0).value_in(&unit) - 0.602_777).abs() < 1e-9);
+        let rate = Measure {
+            elements: Some(32.0),
+            ..m(1e6)
+        };
+        assert!((rate.value_in("elements/s") - 32_000.0).abs() < 1e-6);
+    }
 
     fn write_result(dir: &Path, id: &str, median: f64, throughput: &Value) {
         let d = dir.join(id).join("new");
