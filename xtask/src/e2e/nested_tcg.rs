@@ -11,8 +11,14 @@
 //! release `vm-service`, the shared libraries it links and the published
 //! x86_64 guest (kernel, initramfs and `rootfs.ext4`); QEMU boots it; the
 //! outer `/init` loads KVM and runs the inner VMs of a plan. `cargo xtask
-//! ci` runs [`ONE_GUEST`]: a 2-vCPU guest runs `uname -a`. With
-//! `--two-guests` it runs [`TWO_GUESTS`] in two rounds:
+//! ci` runs [`ONE_GUEST`] in two rounds:
+//!
+//! 1. a 2-vCPU guest runs `uname -a`, then a checksum loop, and is
+//!    snapshotted (`--snapshot-on-output`) a third of the way through it;
+//! 2. a new `vm-service run --restore` resumes it: it must finish the loop
+//!    with the right sum, without booting again, and power off.
+//!
+//! With `--two-guests` it runs [`TWO_GUESTS`] in two rounds:
 //!
 //! 1. at once, on one virtual switch (`--net virtual:e2e`): VM A (2 vCPUs)
 //!    boots from `rootfs.ext4` (`--rootfs`, `/dev/vda`), checks that `/` is
@@ -61,6 +67,29 @@ const RESULT: &str = "VM-E2E-RESULT";
 const DISK_WROTE: &str = "E2E-DISK-WROTE";
 /// Where the guest `cargo xtask guest` built sits in the outer initramfs.
 const GUEST_DIR: &str = "guest";
+/// The outer machine's directory of the snapshots its inner VMs write,
+/// one subdirectory per writer's tag.
+const SNAPSHOT_DIR: &str = "/run/snapshots";
+/// Steps of [`checksum_loop!`].
+const CHECKSUM_STEPS: u64 = 1500;
+
+/// A shell loop of [`CHECKSUM_STEPS`] steps that prints `COUNT i` every 100
+/// and then `SUM s` (the sum [`checksum`] computes); long enough to be
+/// snapshotted mid-way. A macro, for `concat!`.
+macro_rules! checksum_loop {
+    () => {
+        concat!(
+            "i=0; s=0; while [ $i -lt 1500 ]; do i=$((i+1)); ",
+            "s=$(( (s*31+i) % 1000000007 )); ",
+            "[ $((i%100)) = 0 ] && echo COUNT $i; done; echo SUM $s"
+        )
+    };
+}
+
+/// The sum [`checksum_loop!`] prints.
+pub fn checksum() -> u64 {
+    (1..=CHECKSUM_STEPS).fold(0, |s, i| (s * 31 + i) % 1_000_000_007)
+}
 /// The outer machine: QEMU's TCG with an AMD CPU that has SVM (`max`);
 /// without `-xsave`, because the emulated SVM does not intercept XSETBV and
 /// the inner kernel warns about XSAVE consistency.
@@ -98,6 +127,21 @@ pub struct InnerVm {
     uname: bool,
     /// It must print, on a line of its own, the id this VM wrote to the disk.
     reads_disk_of: Option<&'static str>,
+    /// Whether it writes a snapshot or restores one.
+    snapshot: Snapshot,
+}
+
+/// An inner VM's part in a snapshot round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    /// It boots and runs to power-off.
+    None,
+    /// It boots, and when its console prints this text it is snapshotted
+    /// into [`SNAPSHOT_DIR`]`/TAG` and stops: its command must not finish.
+    At(&'static str),
+    /// It is the snapshot the VM of this tag wrote, restored (no boot, no
+    /// other options); it must finish [`CHECKSUM`] and power off.
+    RestoreOf(&'static str),
 }
 
 /// Both round-1 guests wait for the other's boot with single pings (busybox's
@@ -116,17 +160,32 @@ macro_rules! ping_peer {
 }
 
 /// The one-guest run (`cargo xtask ci`): a 2-vCPU guest alone runs
-/// `uname -a`.
-pub const ONE_GUEST: &[InnerVm] = &[InnerVm {
-    tag: "A",
-    what: "2 vCPUs, initramfs, alone",
-    round: 1,
-    args: "--vcpus 2 --net none",
-    script: "uname -a",
-    expect: &["smp: Brought up 1 node, 2 CPUs"],
-    uname: true,
-    reads_disk_of: None,
-}];
+/// `uname -a` and a checksum loop, and is snapshotted in the loop; round 2
+/// restores it in a new `vm-service`.
+pub const ONE_GUEST: &[InnerVm] = &[
+    InnerVm {
+        tag: "A",
+        what: "2 vCPUs, initramfs, alone, snapshotted at COUNT 500",
+        round: 1,
+        args: "--vcpus 2 --net none",
+        script: concat!("uname -a; ", checksum_loop!()),
+        expect: &["smp: Brought up 1 node, 2 CPUs", "COUNT 500"],
+        uname: true,
+        reads_disk_of: None,
+        snapshot: Snapshot::At("COUNT 500"),
+    },
+    InnerVm {
+        tag: "R",
+        what: "A's snapshot restored in a new process",
+        round: 2,
+        args: "",
+        script: "",
+        expect: &["COUNT 1500"],
+        uname: false,
+        reads_disk_of: None,
+        snapshot: Snapshot::RestoreOf("A"),
+    },
+];
 
 /// The two-guest round (`--two-guests`), in the order the outer `/init`
 /// starts the VMs. Not in `cargo xtask ci`: two inner VMs running at once
@@ -154,6 +213,7 @@ pub const TWO_GUESTS: &[InnerVm] = &[
         ],
         uname: true,
         reads_disk_of: None,
+        snapshot: Snapshot::None,
     },
     InnerVm {
         tag: "B",
@@ -168,6 +228,7 @@ pub const TWO_GUESTS: &[InnerVm] = &[
         expect: &["3 packets transmitted, 3 packets received"],
         uname: false,
         reads_disk_of: None,
+        snapshot: Snapshot::None,
     },
     InnerVm {
         tag: "C",
@@ -178,8 +239,31 @@ pub const TWO_GUESTS: &[InnerVm] = &[
         expect: &["vmguest: / is /dev/vda (ext4)"],
         uname: false,
         reads_disk_of: Some("A"),
+        snapshot: Snapshot::None,
     },
 ];
+
+impl InnerVm {
+    /// The outer `/init`'s command that runs this VM.
+    fn command(&self) -> String {
+        let boot = |extra: &str| {
+            format!(
+                "vm {} $BOOT {}{extra} -- sh -c '{}'",
+                self.tag, self.args, self.script
+            )
+        };
+        match self.snapshot {
+            Snapshot::None => boot(""),
+            Snapshot::At(text) => boot(&format!(
+                " --snapshot-on-output '{text}' --snapshot-dir {SNAPSHOT_DIR}/{}",
+                self.tag
+            )),
+            Snapshot::RestoreOf(writer) => {
+                format!("vm {} --restore {SNAPSHOT_DIR}/{writer}", self.tag)
+            }
+        }
+    }
+}
 
 /// Runs the nested-TCG e2e; fails unless every check passes within `timeout`.
 pub fn run(root: &Path, timeout: Duration, vms: &'static [InnerVm]) -> Result<()> {
@@ -371,11 +455,7 @@ fn outer_init(release: &str, modules: &[String], vms: &[InnerVm]) -> String {
             round = vm.round;
             let _ = writeln!(rounds, "echo \"{ROUND} {round}\"");
         }
-        let _ = writeln!(
-            rounds,
-            "vm {} {} -- sh -c '{}' &",
-            vm.tag, vm.args, vm.script
-        );
+        let _ = writeln!(rounds, "{} &", vm.command());
     }
     rounds.push_str("wait\n");
     format!(
@@ -392,14 +472,16 @@ done
 mkdir -p /run/switches
 read -r uptime _ < /proc/uptime
 echo "{OUTER_READY} uptime=$uptime"
+# The options of every inner VM that boots (a restored one takes its own
+# from its snapshot).
+BOOT="--guest debian --arch x86_64 --guest-dir /{GUEST_DIR} --memory 256"
 # vm TAG ARGS...: one inner VM; each line it or its vm-service prints is
 # tagged `TAG| `, and its exit status follows.
 vm() {{
     tag=$1
     shift
     {{
-        /bin/vm-service run --guest debian --arch x86_64 --guest-dir /{GUEST_DIR} \
-            --memory 256 --log-level warn "$@" </dev/null
+        /bin/vm-service run --log-level warn "$@" </dev/null
         echo "{RESULT} status=$?"
     }} 2>&1 | while IFS= read -r line || [ -n "$line" ]; do echo "$tag| $line"; done
 }}
@@ -447,14 +529,48 @@ mod tests {
         assert!(at(DONE) < at("poweroff -f"));
         assert_eq!(init.matches("wait\n").count(), 2);
         let one = outer_init("r", &[], ONE_GUEST);
-        assert!(one.contains("vm A --vcpus 2 --net none -- sh -c 'uname -a' &"));
-        assert_eq!(one.matches("wait\n").count(), 1);
+        assert!(one.contains(
+            "vm A $BOOT --vcpus 2 --net none --snapshot-on-output 'COUNT 500' \
+             --snapshot-dir /run/snapshots/A -- sh -c 'uname -a; i=0;"
+        ));
+        assert!(one.contains("vm R --restore /run/snapshots/A &"));
+        assert!(one.find("vm A ").unwrap() < one.find("wait\n").unwrap());
+        assert!(one.find("wait\n").unwrap() < one.find("vm R ").unwrap());
+        assert_eq!(one.matches("wait\n").count(), 2);
     }
 
     #[test]
     fn guest_scripts_fit_a_kernel_command_line() {
         for vms in [ONE_GUEST, TWO_GUESTS] {
             scripts_fit(vms);
+        }
+    }
+
+    #[test]
+    fn the_checksum_loop_is_the_one_computed() {
+        assert!(checksum_loop!().contains(&format!("-lt {CHECKSUM_STEPS} ]")));
+        assert!(checksum_loop!().contains("s=$(( (s*31+i) % 1000000007 ))"));
+    }
+
+    #[test]
+    fn snapshot_rounds_are_consistent() {
+        for vms in [ONE_GUEST, TWO_GUESTS] {
+            for vm in vms {
+                match vm.snapshot {
+                    Snapshot::None => {}
+                    Snapshot::At(text) => {
+                        // The console echoes the kernel's command line: the
+                        // trigger must not be in the script itself.
+                        assert!(!vm.script.contains(text), "VM {}", vm.tag);
+                        assert!(vm.script.contains(checksum_loop!()), "VM {}", vm.tag);
+                    }
+                    Snapshot::RestoreOf(writer) => {
+                        let w = vms.iter().find(|v| v.tag == writer).unwrap();
+                        assert!(matches!(w.snapshot, Snapshot::At(_)));
+                        assert!(w.round < vm.round, "the snapshot exists before the restore");
+                    }
+                }
+            }
         }
     }
 

@@ -9,12 +9,16 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::super::{wall_clock, READY_MARKER};
-use super::{InnerVm, DISK_WROTE, DONE, OUTER_READY, RESULT, ROUND};
+use super::{checksum, InnerVm, Snapshot, DISK_WROTE, DONE, OUTER_READY, RESULT, ROUND};
 
 /// The guest's `/init` prints this with its command's status.
 const GUEST_EXIT: &str = "VM-GUEST-EXIT";
 /// What `vm-service` prints when the guest powered off (ACPI S5).
 const POWERED_OFF: &str = "vm-service: guest powered off";
+/// What `vm-service` prints once `--snapshot-on-output` wrote the snapshot.
+const SNAPSHOT_WRITTEN: &str = "vm-service: snapshot written to";
+/// What the checksum loop prints at its end, before the sum.
+const SUM: &str = "SUM ";
 /// What the guest kernel prints when it finds no CMOS RTC (after a stall of seconds).
 const NO_RTC: &str = "rtc_cmos: broken or not accessible";
 /// The guest kernel line after which a VMM without a CMOS RTC stalls.
@@ -55,6 +59,8 @@ pub struct GuestLog {
     uname: Option<String>,
     /// `vm-service` said the guest powered off.
     powered_off: bool,
+    /// `vm-service` said it wrote a snapshot.
+    snapshot_written: bool,
     /// The guest kernel found no CMOS RTC.
     no_rtc: bool,
     /// The guest kernel's printk stamps before its ready marker: (seconds, line), in order.
@@ -64,6 +70,7 @@ pub struct GuestLog {
 impl GuestLog {
     fn observe(&mut self, line: &str, wall: f64) {
         self.powered_off |= line.contains(POWERED_OFF);
+        self.snapshot_written |= line.contains(SNAPSHOT_WRITTEN);
         self.no_rtc |= line.contains(NO_RTC);
         // A marker can follow console output that ended without a newline.
         let marked = |marker: &str, key: &str| {
@@ -112,14 +119,13 @@ impl GuestLog {
     /// Whether this VM did all that `vm` asks of it (the disk read-back aside).
     fn verdict(&self, vm: &InnerVm) -> Result<()> {
         let tag = vm.tag;
-        if self.ready.is_none() {
-            bail!("inner VM {tag}: the guest never reached {READY_MARKER}");
-        }
-        if self.exit.as_deref() != Some("0") {
-            bail!(
-                "inner VM {tag}: the guest's command ended with {:?}, not 0",
-                self.exit
-            );
+        let restored = matches!(vm.snapshot, Snapshot::RestoreOf(_));
+        match (&self.ready, restored) {
+            (None, false) => bail!("inner VM {tag}: the guest never reached {READY_MARKER}"),
+            (Some(_), true) => {
+                bail!("inner VM {tag}: the restored guest booted again (it printed {READY_MARKER})")
+            }
+            _ => {}
         }
         if self.result.as_deref() != Some("0") {
             bail!(
@@ -127,8 +133,30 @@ impl GuestLog {
                 self.result
             );
         }
-        if !self.powered_off {
-            bail!("inner VM {tag}: the guest did not power off (no `{POWERED_OFF}`): ACPI S5");
+        let sum = self.line_starting(SUM);
+        if let Snapshot::At(text) = vm.snapshot {
+            if !self.snapshot_written {
+                bail!("inner VM {tag}: no snapshot written (no `{SNAPSHOT_WRITTEN}`) at {text:?}");
+            }
+            if self.exit.is_some() || sum.is_some() {
+                bail!("inner VM {tag}: the guest's command finished: the snapshot came too late");
+            }
+        } else {
+            if self.exit.as_deref() != Some("0") {
+                bail!(
+                    "inner VM {tag}: the guest's command ended with {:?}, not 0",
+                    self.exit
+                );
+            }
+            if !self.powered_off {
+                bail!("inner VM {tag}: the guest did not power off (no `{POWERED_OFF}`): ACPI S5");
+            }
+        }
+        if restored {
+            let want = format!("{SUM}{}", checksum());
+            if sum != Some(want.as_str()) {
+                bail!("inner VM {tag}: the restored guest printed {sum:?}, not {want:?}");
+            }
         }
         if self.no_rtc {
             bail!("inner VM {tag}: the guest kernel found no CMOS RTC (`{NO_RTC}`)");
@@ -279,6 +307,9 @@ impl Console {
             if let Some(end) = log.finished_at {
                 print!(" done after {:.1} s;", end - start);
             }
+            if log.snapshot_written {
+                print!(" snapshot written;");
+            }
             println!(
                 " command status {}, vm-service status {}",
                 log.exit.as_deref().unwrap_or("(none)"),
@@ -302,7 +333,7 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::e2e::nested_tcg::TWO_GUESTS;
+    use crate::e2e::nested_tcg::{ONE_GUEST, TWO_GUESTS};
 
     /// What a good run of every inner VM prints, tagged.
     fn good_run() -> Vec<String> {
@@ -459,6 +490,107 @@ mod tests {
             assert!(err.to_string().contains(says), "{from}: {err}");
             assert!(err.to_string().contains("VM B"), "{from}: {err}");
         }
+    }
+
+    /// What a good run of [`ONE_GUEST`] prints: A snapshotted, R restored.
+    fn good_snapshot_run() -> Vec<String> {
+        let mut lines = vec![
+            "VM-E2E-OUTER-READY uptime=4.20".to_string(),
+            format!("{ROUND} 1"),
+        ];
+        lines.extend(
+            [
+                "[    1.000000] i8042: PNP: No PS/2 controller found.",
+                "[    1.020000] rtc_cmos 00:00: registered as rtc0",
+                "[    1.500000] smp: Brought up 1 node, 2 CPUs",
+                "VM-GUEST-READY uptime=12.5",
+                "Linux (none) 6.1.0-50-cloud-amd64 #1 SMP x86_64 GNU/Linux",
+                "COUNT 100",
+                "COUNT 500",
+                "vm-service: snapshot written to /run/snapshots/A/state.snap and /run/snapshots/A/memory.snap",
+                "VM-E2E-RESULT status=0",
+            ]
+            .map(|l| format!("A| {l}")),
+        );
+        lines.push(format!("{ROUND} 2"));
+        let sum = format!("R| SUM {}", checksum());
+        lines.extend(["R| COUNT 600".to_string(), "R| COUNT 1500".to_string(), sum]);
+        lines.extend(
+            [
+                "VM-GUEST-EXIT status=0",
+                "vm-service: guest powered off (vCPU exits: [1, 2])",
+                "VM-E2E-RESULT status=0",
+            ]
+            .map(|l| format!("R| {l}")),
+        );
+        lines.push(DONE.to_string());
+        lines
+    }
+
+    fn snapshot_verdict(lines: &[String]) -> Result<()> {
+        let mut c = Console::new(ONE_GUEST);
+        for (wall, line) in lines.iter().enumerate() {
+            c.observe(line, f64::from(u32::try_from(wall).unwrap()));
+        }
+        c.verdict(true, Duration::ZERO, Duration::ZERO)
+    }
+
+    #[test]
+    fn a_snapshot_round_trip_passes_and_each_flaw_is_named() {
+        let good = good_snapshot_run();
+        snapshot_verdict(&good).unwrap();
+        let without = |needle: &str| -> Vec<String> {
+            good.iter()
+                .filter(|l| !l.contains(needle))
+                .cloned()
+                .collect()
+        };
+        let with = |extra: &str| -> Vec<String> {
+            let mut lines = good.clone();
+            let done = lines.pop().unwrap();
+            lines.extend([extra.to_string(), done]);
+            lines
+        };
+        for (lines, says) in [
+            (without("snapshot written"), "no snapshot written"),
+            (without("R| SUM"), "the restored guest printed None"),
+            (
+                without("R| VM-GUEST-EXIT"),
+                "VM R: the guest's command ended",
+            ),
+            (
+                without("R| vm-service: guest powered off"),
+                "VM R: the guest did not power off",
+            ),
+            (
+                without("COUNT 1500"),
+                "VM R: no console line starts with \"COUNT 1500\"",
+            ),
+            (with("A| SUM 1"), "VM A: the guest's command finished"),
+            (
+                with("A| VM-GUEST-EXIT status=0"),
+                "VM A: the guest's command finished",
+            ),
+            (
+                with("R| VM-GUEST-READY uptime=1.0"),
+                "VM R: the restored guest booted again",
+            ),
+        ] {
+            let err = snapshot_verdict(&lines).unwrap_err().to_string();
+            assert!(err.contains(says), "{says}: {err}");
+        }
+        let wrong_sum: Vec<String> = good
+            .iter()
+            .map(|l| {
+                if l.starts_with("R| SUM ") {
+                    "R| SUM 42".to_string()
+                } else {
+                    l.clone()
+                }
+            })
+            .collect();
+        let err = snapshot_verdict(&wrong_sum).unwrap_err().to_string();
+        assert!(err.contains("\"SUM 42\""), "{err}");
     }
 
     #[test]
