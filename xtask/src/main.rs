@@ -91,8 +91,8 @@ enum Task {
     E2e(e2e::E2eArgs),
     /// Everything CI runs: setup, fmt, clippy, gates, builtin-guest --check,
     /// guests, features (all tests, ignored ones too, every prerequisite
-    /// required), e2e --nested-tcg (one guest), the fuzz crate,
-    /// check-targets.
+    /// required), e2e --nested-tcg (one guest, then two guests), the fuzz
+    /// crate, check-targets.
     Ci,
 }
 
@@ -148,6 +148,14 @@ fn ci(root: &Path) -> Result<()> {
                 e2e::NESTED_TCG_TIMEOUT,
                 "one-guest",
                 e2e::NESTED_TCG_ONE_GUEST,
+            )
+        })?;
+        step("e2e --nested-tcg --two-guests", &mut || {
+            e2e::run_nested_tcg(
+                root,
+                e2e::NESTED_TCG_TIMEOUT,
+                "two-guests",
+                e2e::NESTED_TCG_TWO_GUESTS,
             )
         })?;
         step("fuzz (check)", &mut || {

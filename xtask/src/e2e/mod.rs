@@ -20,7 +20,9 @@
 
 mod nested_tcg;
 
-pub use nested_tcg::{run as run_nested_tcg, ONE_GUEST as NESTED_TCG_ONE_GUEST};
+pub use nested_tcg::{
+    run as run_nested_tcg, ONE_GUEST as NESTED_TCG_ONE_GUEST, TWO_GUESTS as NESTED_TCG_TWO_GUESTS,
+};
 
 /// How long `cargo xtask ci` gives the nested-TCG e2e (about a minute when
 /// well; the two-guest round takes 2-3 min on a busy 2-core machine).
@@ -53,8 +55,7 @@ pub struct E2eArgs {
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "append"])]
     nested_tcg: bool,
     /// With --nested-tcg: two inner VMs at once on one virtual switch, one
-    /// with a disk root, then a third boot reading that disk (fails
-    /// intermittently, below our VMM: not in `cargo xtask ci`).
+    /// with a disk root, then a third boot reading that disk.
     #[arg(long, requires = "nested_tcg")]
     two_guests: bool,
     /// Minutes before the run is stopped and reported (default: 60; 5 with

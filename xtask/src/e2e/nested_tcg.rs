@@ -18,8 +18,8 @@
 //! 2. a new `vm-service run --restore` resumes it: it must finish the loop
 //!    with the right sum, without booting again, and power off.
 //!
-//! With `--two-guests` it runs [`TWO_GUESTS`] instead, also in two rounds, on
-//! an outer machine with one CPU (see [`outer_cpus`]):
+//! and then [`TWO_GUESTS`] (alone with `--two-guests`), also in two rounds,
+//! with the outer `kvm_amd`'s nested paging off (see [`nested_paging`]):
 //!
 //! 1. at once, on one virtual switch (`--net virtual:e2e`): VM A (2 vCPUs)
 //!    boots from `rootfs.ext4` (`--rootfs`, `/dev/vda`), checks that `/` is
@@ -94,11 +94,12 @@ pub fn checksum() -> u64 {
 
 /// The outer machine: QEMU's TCG with an AMD CPU that has SVM (`max`);
 /// without `-xsave`, because the emulated SVM does not intercept XSETBV and
-/// the inner kernel warns about XSAVE consistency. `-smp` follows, from
-/// [`outer_cpus`].
+/// the inner kernel warns about XSAVE consistency.
 const QEMU_MACHINE: &[&str] = &[
     "-accel",
     "tcg,thread=multi",
+    "-smp",
+    "2",
     "-cpu",
     "max,-xsave",
     "-m",
@@ -189,8 +190,8 @@ pub const ONE_GUEST: &[InnerVm] = &[
 ];
 
 /// The two-guest run (`--two-guests`), in the order the outer `/init`
-/// starts the VMs; on an outer machine with one CPU (see [`outer_cpus`]).
-/// Not in `cargo xtask ci`: it still fails now and then, below our VMM.
+/// starts the VMs; the outer `kvm_amd` runs without nested paging (see
+/// [`nested_paging`]).
 pub const TWO_GUESTS: &[InnerVm] = &[
     InnerVm {
         tag: "A",
@@ -266,25 +267,19 @@ impl InnerVm {
     }
 }
 
-/// The outer machine's CPU count for `vms`: 2, or 1 when inner VMs run at
-/// once. With two emulated CPUs running two inner VMs at once, one of them
-/// died early in its boot in about one run of four (a triple fault, or a
-/// hang on a page fault whose delivery walked guest page tables outside
-/// RAM), with QEMU 7.2 and 10.0 alike, and once the outer kernel itself
-/// panicked ("corrupted stack end detected inside scheduler"); with one
-/// emulated CPU, one run of 14 hung (both inner VMs went silent at once).
-/// So the fault lies below our VMM, in TCG's emulated SVM, and one CPU
-/// makes it rarer, not gone (`thread=single` hangs both inner VMs at their
-/// SMP bring-up, so it is no way out).
-fn outer_cpus(vms: &[InnerVm]) -> &'static str {
-    let at_once = vms
-        .iter()
-        .any(|vm| vms.iter().filter(|o| o.round == vm.round).count() > 1);
-    if at_once {
-        "1"
-    } else {
-        "2"
-    }
+/// Whether the outer kernel's `kvm_amd` gives the inner VMs nested paging
+/// (`npt`): yes, unless inner VMs run at once. Two inner VMs running at once
+/// on TCG's emulated nested paging fail now and then: one dies early in its
+/// boot (a triple fault, or a hang on a page fault whose delivery walked
+/// guest page tables outside RAM), in 3 runs of 11 on two outer CPUs with
+/// QEMU 7.2 and 10.0 alike, once with the outer kernel itself panicking
+/// ("corrupted stack end detected inside scheduler"); on one outer CPU, 1 of
+/// 14 hung. With `npt=0` (KVM's shadow paging, no emulated NPT walks) none
+/// of 10 failed on two CPUs. So the fault lies below our VMM, in TCG's
+/// emulated NPT with more than one guest.
+pub fn nested_paging(vms: &[InnerVm]) -> bool {
+    !vms.iter()
+        .any(|vm| vms.iter().filter(|o| o.round == vm.round).count() > 1)
 }
 
 /// Runs the nested-TCG e2e; fails unless every check passes within `timeout`.
@@ -318,8 +313,6 @@ pub fn run(root: &Path, timeout: Duration, name: &str, vms: &'static [InnerVm]) 
     let initrd_arg = initrd_path.to_string_lossy().into_owned();
     let mut args: Vec<&str> = QEMU_MACHINE.to_vec();
     args.extend([
-        "-smp",
-        outer_cpus(vms),
         "-kernel",
         &kernel,
         "-initrd",
@@ -491,12 +484,14 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in {modules}; do
-    insmod "/lib/modules/{release}/$m" || echo "VM-E2E: insmod $m failed"
+    case $m in */kvm-amd.ko) opts="npt={npt}" ;; *) opts= ;; esac
+    insmod "/lib/modules/{release}/$m" $opts || echo "VM-E2E: insmod $m failed"
 done
 [ -c /dev/kvm ] || echo "VM-E2E: no /dev/kvm after loading the modules"
 mkdir -p /run/switches
 read -r uptime _ < /proc/uptime
-echo "{OUTER_READY} uptime=$uptime"
+read -r npt < /sys/module/kvm_amd/parameters/npt
+echo "{OUTER_READY} uptime=$uptime npt=$npt"
 # The options of every inner VM that boots (a restored one takes its own
 # from its snapshot).
 BOOT="--guest debian --arch x86_64 --guest-dir /{GUEST_DIR} --memory 256"
@@ -514,6 +509,7 @@ vm() {{
 poweroff -f
 "#,
         modules = modules.join(" "),
+        npt = u8::from(nested_paging(vms)),
     )
 }
 
@@ -565,9 +561,11 @@ mod tests {
     }
 
     #[test]
-    fn vms_at_once_get_one_outer_cpu() {
-        assert_eq!(outer_cpus(ONE_GUEST), "2");
-        assert_eq!(outer_cpus(TWO_GUESTS), "1");
+    fn vms_at_once_get_shadow_paging() {
+        assert!(nested_paging(ONE_GUEST));
+        assert!(!nested_paging(TWO_GUESTS));
+        assert!(outer_init("r", &[], ONE_GUEST).contains("opts=\"npt=1\""));
+        assert!(outer_init("r", &[], TWO_GUESTS).contains("opts=\"npt=0\""));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::super::{wall_clock, READY_MARKER};
-use super::{checksum, InnerVm, Snapshot, DISK_WROTE, DONE, OUTER_READY, RESULT, ROUND};
+use super::{
+    checksum, nested_paging, InnerVm, Snapshot, DISK_WROTE, DONE, OUTER_READY, RESULT, ROUND,
+};
 
 /// The guest's `/init` prints this with its command's status.
 const GUEST_EXIT: &str = "VM-GUEST-EXIT";
@@ -193,6 +195,8 @@ pub struct Console {
     pub tail: VecDeque<String>,
     /// Wall seconds at the outer marker, and the outer kernel's uptime then.
     outer_ready: Option<(f64, String)>,
+    /// The outer `kvm_amd`'s `npt` parameter (`Y` or `N`) as it reported it.
+    outer_npt: Option<String>,
     /// Wall seconds at each round's start, by round number.
     rounds: BTreeMap<u32, f64>,
     /// Wall seconds at the outer `/init`'s last marker.
@@ -208,6 +212,7 @@ impl Console {
             vms,
             tail: VecDeque::new(),
             outer_ready: None,
+            outer_npt: None,
             rounds: BTreeMap::new(),
             done: None,
             guests: BTreeMap::new(),
@@ -229,6 +234,7 @@ impl Console {
         } else if let Some(at) = line.find(OUTER_READY) {
             let up = value_after(&line[at..], "uptime").unwrap_or("?");
             self.outer_ready = Some((wall, up.to_string()));
+            self.outer_npt = value_after(&line[at..], "npt").map(str::to_string);
         } else if let Some(round) = line.strip_prefix(ROUND).and_then(|r| r.trim().parse().ok()) {
             self.rounds.insert(round, wall);
         } else if line.starts_with(DONE) {
@@ -240,6 +246,13 @@ impl Console {
     pub fn verdict(&self, finished: bool, elapsed: Duration, timeout: Duration) -> Result<()> {
         if self.outer_ready.is_none() {
             bail!("the outer machine never reported {OUTER_READY} (KVM modules, initramfs)");
+        }
+        let npt = if nested_paging(self.vms) { "Y" } else { "N" };
+        if self.outer_npt.as_deref() != Some(npt) {
+            bail!(
+                "the outer kvm_amd reported npt={:?}, the run asked for {npt}",
+                self.outer_npt
+            );
         }
         if !finished || self.done.is_none() {
             bail!(
@@ -338,7 +351,8 @@ mod tests {
     /// What a good run of every inner VM prints, tagged.
     fn good_run() -> Vec<String> {
         let mut lines = vec![
-            "Probing EDD (edd=off to disable)... okVM-E2E-OUTER-READY uptime=4.20".to_string(),
+            "Probing EDD (edd=off to disable)... okVM-E2E-OUTER-READY uptime=4.20 npt=N"
+                .to_string(),
             format!("{ROUND} 1"),
         ];
         let id = "0b6f1b8e-7d4e-4a8e-9f62-2c1a4f1f0c11";
@@ -495,7 +509,7 @@ mod tests {
     /// What a good run of [`ONE_GUEST`] prints: A snapshotted, R restored.
     fn good_snapshot_run() -> Vec<String> {
         let mut lines = vec![
-            "VM-E2E-OUTER-READY uptime=4.20".to_string(),
+            "VM-E2E-OUTER-READY uptime=4.20 npt=Y".to_string(),
             format!("{ROUND} 1"),
         ];
         lines.extend(
@@ -579,6 +593,10 @@ mod tests {
             let err = snapshot_verdict(&lines).unwrap_err().to_string();
             assert!(err.contains(says), "{says}: {err}");
         }
+        let mut shadow = good.clone();
+        shadow[0] = shadow[0].replace("npt=Y", "npt=N");
+        let err = snapshot_verdict(&shadow).unwrap_err().to_string();
+        assert!(err.contains("asked for Y"), "{err}");
         let wrong_sum: Vec<String> = good
             .iter()
             .map(|l| {
