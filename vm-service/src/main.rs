@@ -782,12 +782,10 @@ fn host_memory_mib() -> u64 {
 fn vmm(fd: i32, sandbox: &SandboxArgs, jailed: Option<(&std::path::Path, &str)>) -> ExitCode {
     let mut config = sandbox.config(vec![fd]);
     let served = match jailed {
-        // The boot frame first: a gdb section's socket is bound before the
-        // filters, which allow no TCP socket.
-        None => vm_service::daemon::vmm_process::serve_fd_with(fd, |_, keep| {
-            config.keep_fds.extend_from_slice(keep);
-            vm_service::sandbox::enter_process(&config).map_err(|e| e.to_string())
-        }),
+        None => match vm_service::sandbox::enter_process(&config) {
+            Ok(()) => vm_service::daemon::vmm_process::serve_fd(fd),
+            Err(e) => return fail(&e.to_string()),
+        },
         // The jail needs the VM's files: it is entered once the boot frame
         // is read, before any thread starts; the filters come after it.
         Some((dir, id)) => vm_service::daemon::vmm_process::serve_fd_with(fd, |boot, keep| {

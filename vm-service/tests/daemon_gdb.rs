@@ -136,6 +136,8 @@ async fn stop_pause_and_resume_reach_a_vm_waiting_for_or_held_by_a_debugger() {
     let vm = d.action("held", "stop", 200).await;
     assert_eq!(vm["state"], "stopped", "{vm:#}");
     assert_eq!(vm["stop_reason"], "stopped on request", "{vm:#}");
+    // The VMM process ended by itself, not killed after the grace period.
+    assert_eq!(vm["last_exit"]["status"], "exit status 0", "{vm:#}");
     assert!(!socket.exists(), "the stub removes its socket");
 
     // Held by a debugger at its first instruction.
@@ -150,6 +152,8 @@ async fn stop_pause_and_resume_reach_a_vm_waiting_for_or_held_by_a_debugger() {
     let vm = d.action("held", "stop", 200).await;
     assert_eq!(vm["state"], "stopped", "{vm:#}");
     assert_eq!(vm["stop_reason"], "stopped on request", "{vm:#}");
+    // The VMM process ended by itself, not killed after the grace period.
+    assert_eq!(vm["last_exit"]["status"], "exit status 0", "{vm:#}");
     let tail = vm["serial_tail"].as_str().unwrap_or_default();
     assert!(
         !tail.contains("gdb-test-done"),
@@ -167,6 +171,7 @@ async fn a_gdb_section_the_daemon_cannot_serve_is_refused_at_create() {
         (r#"{"address": "tcp:10.0.0.1:1234"}"#, "loopback"),
         (r#"{"address": "nope"}"#, "unix:PATH"),
         (r#"{"address": "unix:"}"#, "empty socket path"),
+        (r#"{"address": "unix:vm.gdb"}"#, "relative"),
     ] {
         let body = format!(r#"{{"arch": "riscv64", "gdb": {gdb}}}"#);
         let r = d.req("PUT", "/vms/bad", Some(&body)).await;
@@ -193,4 +198,26 @@ async fn a_gdb_section_the_daemon_cannot_serve_is_refused_at_create() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     d.expect("GET", "/vms/bad", None, 404).await;
+
+    // A loopback TCP address is a valid config, but the unjailed VMM binds it
+    // under its process filter, which allows Unix sockets only: start says so.
+    let Some((_, image)) = riscv_image::build_image(dir.path(), "gdb/image.S") else {
+        return;
+    };
+    let body = serde_json::json!({
+        "arch": "riscv64",
+        "boot-source": {"kernel_image_path": image},
+        "gdb": {"address": "tcp:127.0.0.1:1"},
+    })
+    .to_string();
+    d.expect("PUT", "/vms/tcp", Some(&body), 201).await;
+    let r = d
+        .req(
+            "PUT",
+            "/vms/tcp/actions",
+            Some(r#"{"action_type":"start"}"#),
+        )
+        .await;
+    assert!(r.status >= 400, "{}", r.text());
+    assert!(r.text().contains("Unix sockets only"), "{}", r.text());
 }

@@ -187,12 +187,24 @@ async fn create(
 }
 
 /// Rejects, at create, a `gdb` section this daemon's VMM cannot serve (a
-/// build without the `gdb` feature, a guest the stub cannot debug).
+/// build without the `gdb` feature, a guest the stub cannot debug, a
+/// relative socket path, which would name a file in the VMM's directory).
 fn check_debuggable(config: &VmConfig) -> Result<(), ApiError> {
-    match &config.gdb {
-        Some(_) => crate::gdb::check_supported(config.arch)
-            .map_err(|e| ApiError::bad_request("invalid_config", format!("invalid gdb: {e}"))),
-        None => Ok(()),
+    let Some(gdb) = &config.gdb else {
+        return Ok(());
+    };
+    crate::gdb::check_supported(config.arch)
+        .map_err(|e| ApiError::bad_request("invalid_config", format!("invalid gdb: {e}")))?;
+    match gdb.addr() {
+        Ok(crate::gdb::GdbAddr::Unix(path)) if !path.is_absolute() => Err(ApiError::bad_request(
+            "invalid_config",
+            format!(
+                "invalid gdb.address: {} is relative; give an absolute path",
+                path.display()
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ApiError::bad_request("invalid_config", e.to_string())),
     }
 }
 

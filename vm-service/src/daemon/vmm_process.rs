@@ -7,8 +7,9 @@
 //!
 //! A VM whose configuration has a `gdb` section runs under the GDB stub
 //! (`crate::gdb`) on this process's main thread instead of on an executor;
-//! its socket is bound as soon as the boot frame is read, before the
-//! process confines itself. Pause, resume and stop reach it through a
+//! its socket is bound as soon as the boot frame is read (a jailed VMM
+//! binds it before it confines itself; an unjailed one, under its process
+//! filter, takes Unix sockets only). Pause, resume and stop reach it through a
 //! [`GdbControl`]; snapshots are refused.
 
 use std::io::Write;
@@ -60,10 +61,11 @@ pub fn serve_fd(fd: i32) -> Result<(), VmmProcessError> {
 }
 
 /// [`serve_fd`] for a VMM that must see its VM's configuration before it
-/// confines itself (a jailed one: the jail holds the VM's files; one with a
-/// `gdb` section: its socket is bound first): reads the boot frame, binds
-/// the gdb socket, and calls `prepare` with the boot frame and the
-/// descriptors it must keep open, before any thread starts. An error from
+/// confines itself (a jailed one: the jail holds the VM's files): reads the
+/// boot frame, binds the socket of its `gdb` section (before the jail and
+/// the filters, so a `tcp:` address works too), and calls `prepare` with the
+/// boot frame and the descriptors it must keep open, before any thread
+/// starts. An error from
 /// either is reported to the daemon as the boot's failure.
 pub fn serve_fd_with(
     fd: i32,
@@ -96,6 +98,16 @@ fn bind_gdb(config: &vm_core::config::VmConfig) -> Result<Option<GdbListener>, S
     };
     let addr = gdb.addr().map_err(|e| e.to_string())?;
     crate::gdb::check_supported(config.arch).map_err(|e| e.to_string())?;
+    // The process filter allows Unix sockets only: creating any other kills
+    // the process. A jailed VMM binds before its filter, an unjailed one after.
+    let confined = crate::sandbox::process_level() != crate::sandbox::SeccompLevel::Off;
+    if confined && matches!(addr, crate::gdb::GdbAddr::Tcp(_)) {
+        return Err(format!(
+            "gdb.address {addr}: this VMM runs under its seccomp filter, which allows \
+             Unix sockets only; give unix:PATH (or run the daemon with --jail-dir \
+             or --seccomp-level 0)"
+        ));
+    }
     GdbListener::bind(&addr)
         .map(Some)
         .map_err(|e| e.to_string())

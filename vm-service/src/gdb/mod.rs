@@ -1,4 +1,10 @@
-//! A GDB remote stub for a VM (`vm-service run --gdb ADDR [--gdb-wait]`).
+//! A GDB remote stub for a VM (`vm-service run --gdb ADDR [--gdb-wait]`, or
+//! a daemon VM whose config has a `gdb` section: [`GdbConfig`]).
+//!
+//! [`check_supported`] says, before anything starts, whether this build and
+//! the guest's architecture can be debugged (the daemon's create answers 400
+//! when not). [`run_with`] takes a [`GdbControl`] through which another
+//! thread pauses, resumes or stops the VM, debugger attached or not.
 //!
 //! With a stub, the vCPUs do not get an executor: one thread runs them in
 //! turn and serves the debugger between runs, so every vCPU is stopped
