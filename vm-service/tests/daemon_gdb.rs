@@ -199,6 +199,25 @@ async fn a_gdb_section_the_daemon_cannot_serve_is_refused_at_create() {
     assert_eq!(r.status, 400, "{}", r.text());
     d.expect("GET", "/vms/bad", None, 404).await;
 
+    // One VM per address: a second stub would replace the first one's socket.
+    let gdb = r#""gdb": {"address": "unix:/tmp/daemon-gdb-test.gdb"}"#;
+    d.expect("PUT", "/vms/one", Some(&format!("{{{gdb}}}")), 201)
+        .await;
+    let r = d
+        .req(
+            "PUT",
+            "/vms/two",
+            Some(&format!(
+                r#"{{"machine-config": {{"vcpu_count": 2}}, {gdb}}}"#
+            )),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("gdb_address_in_use"), "{}", r.text());
+    d.expect("DELETE", "/vms/one", None, 204).await;
+    d.expect("PUT", "/vms/two", Some(&format!("{{{gdb}}}")), 201)
+        .await;
+
     // A loopback TCP address is a valid config, but the unjailed VMM binds it
     // under its process filter, which allows Unix sockets only: start says so.
     let Some((_, image)) = riscv_image::build_image(dir.path(), "gdb/image.S") else {
