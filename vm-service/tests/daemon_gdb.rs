@@ -2,14 +2,17 @@
 //! body): a real `gdb-multiarch` in batch mode attaches to the VMM child's
 //! socket, breaks, reads a register and lets the riscv64 test Image
 //! (`tests/gdb/image.S`) run to its end; stop, pause and resume reach a VM
-//! that waits for a debugger or is held by one. Built with the `gdb`
-//! feature only; the riscv64 interpreter runs the guest (no KVM needed).
+//! that waits for a debugger or is held by one; a jailed VMM (root only)
+//! serves a loopback TCP address bound before its network namespace; bad
+//! sections are refused at create. Built with the `gdb` feature only; the
+//! riscv64 interpreter runs the guest (no KVM needed).
 
 mod daemon_support;
 mod gdb_support;
 mod riscv_image;
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -94,10 +97,10 @@ async fn gdb_attaches_to_a_daemon_vm_breaks_reads_and_lets_it_finish() {
     assert!(r.text().contains("gdb-test-done"), "{}", r.text());
 }
 
-/// Connects as a debugger and asks why the target stopped: once the answer
-/// is in, the stub holds the vCPUs and waits for the next packet.
-fn attach_raw(socket: &Path) -> UnixStream {
-    let mut s = UnixStream::connect(socket).expect("connect to the stub");
+/// Asks a stub why the target stopped, as a debugger that has just
+/// connected: once the answer is in, the stub holds the vCPUs and waits for
+/// the next packet.
+fn ask_stop_reason(s: &mut (impl Read + Write)) {
     s.write_all(&packet(b"?")).unwrap();
     let mut seen = Vec::new();
     let mut byte = [0u8];
@@ -114,6 +117,12 @@ fn attach_raw(socket: &Path) -> UnixStream {
         seen.starts_with(b"+$T") || seen.starts_with(b"+$S"),
         "{seen:?}"
     );
+}
+
+/// [`ask_stop_reason`] on a fresh connection to the Unix socket `socket`.
+fn attach_raw(socket: &Path) -> UnixStream {
+    let mut s = UnixStream::connect(socket).expect("connect to the stub");
+    ask_stop_reason(&mut s);
     s
 }
 
@@ -239,4 +248,61 @@ async fn a_gdb_section_the_daemon_cannot_serve_is_refused_at_create() {
         .await;
     assert!(r.status >= 400, "{}", r.text());
     assert!(r.text().contains("Unix sockets only"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jailed_vmm_binds_a_tcp_address_before_its_jail_and_stops_held() {
+    // SAFETY: geteuid only reads this process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        test_prerequisites::prerequisite_missing("the daemon needs root to jail its VMMs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let Some((_, image)) = riscv_image::build_image(dir.path(), "gdb/image.S") else {
+        return;
+    };
+    let jails = dir.path().join("jails");
+    let d = Daemon::start_with(
+        dir.path(),
+        &[
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+            "--jail-dir",
+            jails.to_str().unwrap(),
+        ],
+    )
+    .await;
+    // A free loopback port: bound, read and released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let body = serde_json::json!({
+        "arch": "riscv64",
+        "boot-source": {"kernel_image_path": image},
+        "gdb": {"address": format!("tcp:127.0.0.1:{port}"), "wait": true},
+    })
+    .to_string();
+    d.expect("PUT", "/vms/jailed", Some(&body), 201).await;
+    let vm = d.action("jailed", "start", 200).await;
+    let pid = vm["process"]["pid"].as_u64().expect("pid");
+    // The VMM is in a network namespace of its own; the socket it bound
+    // before entering it is still reachable from the host's.
+    let ns = |p: &str| std::fs::read_link(p).expect("netns link");
+    assert_ne!(ns(&format!("/proc/{pid}/ns/net")), ns("/proc/self/ns/net"));
+    let debugger = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        ask_stop_reason(&mut s);
+        s
+    })
+    .await
+    .unwrap();
+    let vm = d.action("jailed", "stop", 200).await;
+    assert_eq!(vm["stop_reason"], "stopped on request", "{vm:#}");
+    assert_eq!(vm["last_exit"]["status"], "exit status 0", "{vm:#}");
+    drop(debugger);
 }
