@@ -8,6 +8,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod gdb;
+pub use gdb::{GdbAddr, GdbAddrError, GdbConfig};
+
 /// Most vCPUs a config may ask for.
 pub const MAX_VCPUS: u32 = 254;
 /// Largest guest memory a config may ask for, in MiB (1 TiB).
@@ -320,6 +323,10 @@ pub struct VmConfig {
     /// at every start (the other fields are the snapshot's configuration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<SnapshotSource>,
+    /// Run the VM under a GDB stub (`{"address": "unix:PATH", "wait": false}`);
+    /// absent: the VM runs on its executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gdb: Option<GdbConfig>,
 }
 
 /// A snapshot's two files (see the VMM's snapshot module for their format).
@@ -344,6 +351,7 @@ impl Default for VmConfig {
             devices: Vec::new(),
             serial: SerialMode::default(),
             restore: None,
+            gdb: None,
         }
     }
 }
@@ -431,6 +439,9 @@ impl VmConfig {
         }
         if let SerialMode::File { path } = &self.serial {
             check_path("serial.path", path)?;
+        }
+        if let Some(gdb) = &self.gdb {
+            gdb.addr()?;
         }
         Ok(())
     }

@@ -57,6 +57,7 @@ fn config() -> impl Strategy<Value = VmConfig> {
                 devices,
                 serial,
                 restore: None,
+                gdb: None,
             },
         )
 }

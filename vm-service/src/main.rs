@@ -416,6 +416,7 @@ fn config_from(args: &RunArgs) -> Result<VmConfig, String> {
             .collect(),
         serial: SerialMode::Stdout,
         restore: None,
+        gdb: None,
     })
 }
 
@@ -431,6 +432,7 @@ fn run(args: &RunArgs) -> ExitCode {
     // Bound before the sandbox, which allows no new TCP sockets.
     let gdb = match args.gdb.as_deref().map(|a| {
         a.parse::<vm_service::gdb::GdbAddr>()
+            .map_err(vm_service::gdb::GdbError::from)
             .and_then(|addr| vm_service::gdb::GdbListener::bind(&addr))
     }) {
         Some(Err(e)) => return fail(&e.to_string()),
@@ -786,7 +788,7 @@ fn vmm(fd: i32, sandbox: &SandboxArgs, jailed: Option<(&std::path::Path, &str)>)
         },
         // The jail needs the VM's files: it is entered once the boot frame
         // is read, before any thread starts; the filters come after it.
-        Some((dir, id)) => vm_service::daemon::vmm_process::serve_fd_with(fd, |boot| {
+        Some((dir, id)) => vm_service::daemon::vmm_process::serve_fd_with(fd, |boot, keep| {
             let (Some(uid), Some(gid)) = (config.uid, config.gid) else {
                 return Err("--jail-dir needs --uid and --gid".to_string());
             };
@@ -796,6 +798,7 @@ fn vmm(fd: i32, sandbox: &SandboxArgs, jailed: Option<(&std::path::Path, &str)>)
                 .map_err(|e| error_chain(&e))?;
             // The jail has dropped to them already.
             (config.uid, config.gid) = (None, None);
+            config.keep_fds.extend_from_slice(keep);
             vm_service::sandbox::enter_process(&config).map_err(|e| e.to_string())
         }),
     };

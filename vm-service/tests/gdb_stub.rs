@@ -9,12 +9,15 @@
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 
+mod gdb_support;
 mod riscv_image;
+
+use gdb_support::{packet, printed_values, run_gdb, text};
 
 /// The test Image: (ELF with symbols, flat Image for the VMM).
 fn build_image(dir: &Path) -> Option<(PathBuf, PathBuf)> {
@@ -60,16 +63,6 @@ fn start_vm_with(mut cmd: Command, socket: &Path, guest_command: &[&str]) -> Chi
     );
 }
 
-/// Runs `gdb-multiarch -batch` with `commands`; returns its output.
-fn run_gdb(gdb: &Path, commands: &[String]) -> Output {
-    let mut cmd = Command::new(gdb);
-    cmd.args(["-batch", "-nx"]);
-    for c in commands {
-        cmd.arg("-ex").arg(c);
-    }
-    cmd.output().expect("run gdb-multiarch")
-}
-
 /// What a GDB batch session against a VM printed.
 struct Session {
     gdb_stdout: String,
@@ -102,22 +95,6 @@ fn assert_ran_to_end(gdb_stdout: &str, vm_stdout: &str, vm_status: Option<i32>, 
     );
     assert_eq!(vm_status, Some(0), "{all}");
     assert!(vm_stdout.contains("gdb-test-done"), "{all}");
-}
-
-/// The values of GDB's `$N = value` lines, in order.
-fn printed_values(gdb_stdout: &str) -> Vec<&str> {
-    gdb_stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix('$'))
-        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v))
-        .collect()
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -326,15 +303,6 @@ fn gdb_debugs_an_x86_64_guest_on_kvm() {
         "{all}"
     );
     assert_ran_to_end(&gdb_stdout, &vm_stdout, vm_status, &all);
-}
-
-/// A packet with a correct checksum.
-fn packet(body: &[u8]) -> Vec<u8> {
-    let sum = body.iter().fold(0u8, |s, b| s.wrapping_add(*b));
-    let mut p = b"$".to_vec();
-    p.extend_from_slice(body);
-    p.extend_from_slice(format!("#{sum:02x}").as_bytes());
-    p
 }
 
 #[test]

@@ -115,6 +115,7 @@ pub fn upcast_json(json: &[u8]) -> Result<VmEvent, DecodeError> {
                 .collect::<Result<_, _>>()?,
             serial: SerialMode::Stdout,
             restore: None,
+            gdb: None,
         }),
         LegacyKind::Started => EventKind::Started,
         LegacyKind::Paused => EventKind::Paused,

@@ -35,6 +35,7 @@ pub fn v1_expressible_config(vcpus: u32) -> VmConfig {
         devices: vec![tap("eth0", "tap0", Some("52:54:00:00:00:01"))],
         serial: SerialMode::Stdout,
         restore: None,
+        gdb: None,
     }
 }
 

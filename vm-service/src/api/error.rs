@@ -102,6 +102,7 @@ impl From<VmsError> for ApiError {
             VmsError::Journal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal_failed"),
             VmsError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             VmsError::TooManyVms { .. } => (StatusCode::CONFLICT, "too_many_vms"),
+            VmsError::GdbAddressInUse { .. } => (StatusCode::CONFLICT, "gdb_address_in_use"),
             VmsError::OutOfMemory { .. } => (StatusCode::INSUFFICIENT_STORAGE, "out_of_memory"),
             VmsError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };

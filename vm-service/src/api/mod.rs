@@ -173,6 +173,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<VmResource>), ApiError> {
     let id = vm_id(path)?;
     let config = spec.to_config()?;
+    check_debuggable(&config)?;
     spec.check_drive_files()?;
     check_bootable(&config)?;
     let (vm, created) = s.vms.create(id, config).await?;
@@ -183,6 +184,28 @@ async fn create(
         StatusCode::OK
     };
     Ok((status, Json(vm.into())))
+}
+
+/// Rejects, at create, a `gdb` section this daemon's VMM cannot serve (a
+/// build without the `gdb` feature, a guest the stub cannot debug, a
+/// relative socket path, which would name a file in the VMM's directory).
+fn check_debuggable(config: &VmConfig) -> Result<(), ApiError> {
+    let Some(gdb) = &config.gdb else {
+        return Ok(());
+    };
+    crate::gdb::check_supported(config.arch)
+        .map_err(|e| ApiError::bad_request("invalid_config", format!("invalid gdb: {e}")))?;
+    match gdb.addr() {
+        Ok(crate::gdb::GdbAddr::Unix(path)) if !path.is_absolute() => Err(ApiError::bad_request(
+            "invalid_config",
+            format!(
+                "invalid gdb.address: {} is relative; give an absolute path",
+                path.display()
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(ApiError::bad_request("invalid_config", e.to_string())),
+    }
 }
 
 /// Rejects, at create, a config that could never boot on this daemon:

@@ -14,6 +14,7 @@
 //! | `network-interfaces[i].switch` (ours)     | `devices[i].backend` = virtual switch |
 //! | `drives[j]` (Firecracker's `PUT /drives/{id}` body: `drive_id`, `path_on_host`, `is_root_device`, `is_read_only`) | `devices[n + j]`, a [`BlockConfig`] (`n` NICs come first) |
 //! | `arch` (ours)                             | `arch`                      |
+//! | `gdb` (ours: `address`, `wait`)           | `gdb`                       |
 //!
 //! Drive images are checked when the VM is created ([`VmSpec::check_drive_files`]):
 //! each must be a regular file the daemon can open (for writing unless
@@ -24,8 +25,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use vm_core::config::{
-    BlockConfig, DeviceConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig, SerialMode,
-    VmConfig,
+    BlockConfig, DeviceConfig, GdbConfig, GuestArch, MacAddr, NetBackendConfig, NetConfig,
+    SerialMode, VmConfig,
 };
 
 use super::error::ApiError;
@@ -61,6 +62,10 @@ pub struct VmSpec {
     /// Guest architecture; absent: the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<GuestArch>,
+    /// Run under a GDB stub (ours; needs the `gdb` feature): `{"address":
+    /// "unix:PATH" | "tcp:127.0.0.1:PORT", "wait": false}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gdb: Option<GdbConfig>,
 }
 
 /// Firecracker's `boot-source`.
@@ -165,6 +170,7 @@ impl VmSpec {
         if let Some(arch) = self.arch {
             config.arch = arch;
         }
+        config.gdb.clone_from(&self.gdb);
         if let Some(m) = &self.machine_config {
             config.vcpus = m.vcpu_count;
             config.memory_mib = m.mem_size_mib;
@@ -300,6 +306,7 @@ impl VmSpec {
                 })
                 .collect(),
             arch: Some(config.arch),
+            gdb: config.gdb.clone(),
         }
     }
 }

@@ -288,6 +288,7 @@ async fn run_async(args: &CtlArgs) -> Result<(), CtlError> {
                     })
                     .collect(),
                 arch: None,
+                gdb: None,
             };
             let body = serde_json::to_string(&spec)
                 .map_err(|source| ClientError::Json { status: 0, source })?;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use vm_accel::{AccelError, Vcpu, VcpuExit, VcpuId};
 
-pub use control::{ExecutorControl, RunState};
+pub use control::{ControlError, ExecutorControl, RunState};
 /// Why the VM stopped: the one type shared with the daemon's protocol, the
 /// journal and the process exit status.
 pub use vm_core::StopReason;

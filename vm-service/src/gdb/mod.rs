@@ -1,4 +1,10 @@
-//! A GDB remote stub for a VM (`vm-service run --gdb ADDR [--gdb-wait]`).
+//! A GDB remote stub for a VM (`vm-service run --gdb ADDR [--gdb-wait]`, or
+//! a daemon VM whose config has a `gdb` section: [`GdbConfig`]).
+//!
+//! [`check_supported`] says, before anything starts, whether this build and
+//! the guest's architecture can be debugged (the daemon's create answers 400
+//! when not). [`run_with`] takes a [`GdbControl`] through which another
+//! thread pauses, resumes or stops the VM, debugger attached or not.
 //!
 //! With a stub, the vCPUs do not get an executor: one thread runs them in
 //! turn and serves the debugger between runs, so every vCPU is stopped
@@ -21,57 +27,24 @@
 //! any time; when it detaches (or its packet stream breaks the protocol),
 //! breakpoints are cleared and the guest runs on, waiting for the next one.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::str::FromStr;
+
+pub use control::GdbControl;
+use vm_core::config::GuestArch;
+pub use vm_core::config::{GdbAddr, GdbAddrError, GdbConfig};
 
 use crate::{StopReason, Vmm};
 
+mod control;
 #[cfg(feature = "gdb")]
 mod stub;
 #[cfg(not(feature = "gdb"))]
 #[path = "unavailable.rs"]
 mod stub;
-
-/// Where the stub listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GdbAddr {
-    /// A Unix socket at this path (`unix:PATH`), created by the stub.
-    Unix(PathBuf),
-    /// A loopback TCP address (`tcp:127.0.0.1:PORT`).
-    Tcp(SocketAddr),
-}
-
-impl FromStr for GdbAddr {
-    type Err = GdbError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: &str| GdbError::BadAddress {
-            given: s.to_string(),
-            reason: reason.to_string(),
-        };
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(bad("empty socket path"));
-            }
-            return Ok(Self::Unix(PathBuf::from(path)));
-        }
-        if let Some(addr) = s.strip_prefix("tcp:") {
-            let addr: SocketAddr = addr
-                .parse()
-                .map_err(|e: std::net::AddrParseError| bad(&e.to_string()))?;
-            // The stub reads and writes guest memory: never offer it to the network.
-            if !addr.ip().is_loopback() {
-                return Err(bad("only loopback addresses are accepted"));
-            }
-            return Ok(Self::Tcp(addr));
-        }
-        Err(bad("expected unix:PATH or tcp:127.0.0.1:PORT"))
-    }
-}
 
 /// The stub's listening socket, bound early (before a process sandbox that
 /// allows no new TCP sockets is entered).
@@ -125,26 +98,12 @@ impl Drop for GdbListener {
     }
 }
 
-impl std::fmt::Display for GdbAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unix(p) => write!(f, "unix:{}", p.display()),
-            Self::Tcp(a) => write!(f, "tcp:{a}"),
-        }
-    }
-}
-
 /// Why the stub could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum GdbError {
-    /// `--gdb` was given an address it cannot use.
-    #[error("invalid --gdb address {given:?}: {reason}")]
-    BadAddress {
-        /// What was given.
-        given: String,
-        /// Why it was refused.
-        reason: String,
-    },
+    /// The address cannot be used.
+    #[error(transparent)]
+    BadAddress(#[from] GdbAddrError),
     /// This build has no stub.
     #[error("this vm-service was built without the `gdb` feature (cargo build --features gdb)")]
     NotBuilt,
@@ -164,11 +123,41 @@ pub enum GdbError {
     Vcpu(#[from] vm_accel::AccelError),
 }
 
+/// Whether a VM of `arch` can run under the stub in this build: the
+/// daemon's create and `run --gdb` ask before anything starts.
+pub fn check_supported(arch: GuestArch) -> Result<(), GdbError> {
+    if !stub::BUILT {
+        return Err(GdbError::NotBuilt);
+    }
+    match arch {
+        GuestArch::Riscv64 | GuestArch::X86_64 => Ok(()),
+        GuestArch::Arm64 => Err(GdbError::UnsupportedArch(arch)),
+    }
+}
+
 /// Runs `vmm` under a GDB stub listening on `listener`, on the calling
 /// thread, until the VM stops. With `wait`, no guest instruction runs before
 /// a debugger attaches.
 pub fn run(vmm: Vmm, listener: GdbListener, wait: bool) -> Result<StopReason, GdbError> {
-    stub::run(vmm, listener, wait)
+    run_with(vmm, listener, wait, &GdbControl::new())
+}
+
+/// [`run`], with `control` for another thread to pause, resume or stop the
+/// VM (a stop ends it with the control's reason, debugger attached or not).
+pub fn run_with(
+    vmm: Vmm,
+    listener: GdbListener,
+    wait: bool,
+    control: &GdbControl,
+) -> Result<StopReason, GdbError> {
+    check_supported(vmm.info().arch)?;
+    let reason = stub::run(vmm, listener, wait, control);
+    if let Ok(reason) = &reason {
+        control.finished(reason);
+    } else {
+        control.finished(&StopReason::Requested);
+    }
+    reason
 }
 
 #[cfg(test)]
@@ -176,17 +165,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_parse_and_non_loopback_is_refused() {
-        assert_eq!(
-            "unix:/tmp/x.sock".parse::<GdbAddr>().unwrap(),
-            GdbAddr::Unix("/tmp/x.sock".into())
-        );
-        assert_eq!(
-            "tcp:127.0.0.1:1234".parse::<GdbAddr>().unwrap(),
-            GdbAddr::Tcp("127.0.0.1:1234".parse().unwrap())
-        );
-        for bad in ["unix:", "tcp:0.0.0.0:1234", "tcp:nope", "1234", ""] {
-            assert!(bad.parse::<GdbAddr>().is_err(), "{bad}");
-        }
+    fn arm64_is_refused_in_every_build() {
+        assert!(matches!(
+            check_supported(GuestArch::Arm64),
+            Err(GdbError::UnsupportedArch(GuestArch::Arm64) | GdbError::NotBuilt)
+        ));
     }
 }

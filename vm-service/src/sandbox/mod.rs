@@ -284,6 +284,11 @@ pub fn enter_process(config: &SandboxConfig) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// The level [`enter_process`] installed ([`SeccompLevel::Off`] before it).
+pub fn process_level() -> SeccompLevel {
+    SeccompLevel::from_code(LEVEL.load(Ordering::Acquire))
+}
+
 /// Stacks the filter of `kind` on the calling thread when the process is
 /// sandboxed (a no-op otherwise). Call before the thread does its work.
 pub fn enter_thread(kind: ThreadKind) -> Result<(), SandboxError> {

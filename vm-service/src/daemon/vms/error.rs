@@ -67,6 +67,14 @@ pub enum VmsError {
         /// The limit.
         limit_mib: u64,
     },
+    /// Another VM's gdb stub listens there already.
+    #[error("gdb.address {address} is VM {by:?}'s already; give each VM its own")]
+    GdbAddressInUse {
+        /// The address.
+        address: String,
+        /// The VM that has it.
+        by: String,
+    },
     /// The task carrying out the operation failed (a bug: it panicked).
     #[error("the operation's task failed: {0}")]
     Task(String),

@@ -277,6 +277,7 @@ impl Vms {
             return Err(VmsError::Exists(id.to_string()));
         }
         self.admit(&config)?;
+        self.check_gdb_address(&config)?;
         // A deleted VM's stream continues: the store keeps its head.
         let sequence = self.inner.journal.stream_head(&id) + 1;
         self.journal(&id, sequence, EventKind::created(config.clone()))
@@ -319,6 +320,31 @@ impl Vms {
             });
         }
         Ok(())
+    }
+
+    /// Refuses a gdb address another VM has: its stub would replace the
+    /// other's socket. Called with the membership lock held.
+    fn check_gdb_address(&self, config: &VmConfig) -> Result<(), VmsError> {
+        let Some(addr) = config.gdb.as_ref().and_then(|g| g.addr().ok()) else {
+            return Ok(());
+        };
+        let slots = self.slots();
+        let taken = slots.iter().find(|(_, slot)| {
+            let view = slot.view();
+            view.config
+                .gdb
+                .as_ref()
+                .and_then(|g| g.addr().ok())
+                .as_ref()
+                == Some(&addr)
+        });
+        match taken {
+            Some((by, _)) => Err(VmsError::GdbAddressInUse {
+                address: addr.to_string(),
+                by: by.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Removes a VM that is not running (journaled before returning).

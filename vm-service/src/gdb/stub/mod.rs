@@ -34,9 +34,12 @@ use vm_accel::{
     DebugStop, GuestArch, GuestDebug, KickHandle, Vcpu, VcpuExit, WatchKind, Watchpoint,
 };
 
-use super::{GdbError, GdbListener};
+use super::{GdbControl, GdbError, GdbListener};
 use crate::executor::{ExitAction, ExitHandler};
 use crate::{StopReason, Vmm};
+
+/// This build has a stub.
+pub(super) const BUILT: bool = true;
 
 /// A guest architecture the stub serves: `gdbstub`'s description of it and
 /// how its registers map onto a [`Vcpu`]. `None` answers an error to GDB.
@@ -98,6 +101,8 @@ struct Machine<A> {
     next: usize,
     /// Set once the VM has stopped.
     stopped: Option<StopReason>,
+    /// Another thread's pause and stop requests.
+    control: GdbControl,
     arch: PhantomData<A>,
 }
 
@@ -113,7 +118,7 @@ enum Ran {
 }
 
 impl<A: DebugArch> Machine<A> {
-    fn new(vcpus: Vec<Box<dyn Vcpu>>, handler: Arc<dyn ExitHandler>) -> Self {
+    fn new(vcpus: Vec<Box<dyn Vcpu>>, handler: Arc<dyn ExitHandler>, control: GdbControl) -> Self {
         let n = vcpus.len();
         Self {
             vcpus,
@@ -124,6 +129,7 @@ impl<A: DebugArch> Machine<A> {
             watch: Vec::new(),
             next: 0,
             stopped: None,
+            control,
             arch: PhantomData,
         }
     }
@@ -487,6 +493,16 @@ impl<A: DebugArch> run_blocking::BlockingEventLoop for EventLoop<A> {
                     .map_err(run_blocking::WaitForStopReasonError::Connection)?;
                 return Ok(run_blocking::Event::IncomingData(byte));
             }
+            if let Some(reason) = target.control.stop_requested() {
+                target.stopped.get_or_insert(reason);
+                return Ok(run_blocking::Event::TargetStopped(
+                    MultiThreadStopReason::Exited(target.exit_code()),
+                ));
+            }
+            if target.control.held() {
+                target.control.wait(TICK);
+                continue;
+            }
             match target.run_next(true) {
                 Ran::Nothing => {}
                 Ran::Debug { index, pc, stop } => {
@@ -510,12 +526,65 @@ impl<A: DebugArch> run_blocking::BlockingEventLoop for EventLoop<A> {
     }
 }
 
+/// A debugger's connection whose reads give up every [`TICK`] to look at
+/// the [`GdbControl`]: a stop requested while the debugger holds the vCPUs
+/// (the stub waits for its next packet) ends the session.
+struct Watched {
+    inner: Conn,
+    control: GdbControl,
+}
+
+impl gdbstub::conn::Connection for Watched {
+    type Error = io::Error;
+
+    fn write(&mut self, byte: u8) -> io::Result<()> {
+        self.inner.write(byte)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
+    fn on_session_start(&mut self) -> io::Result<()> {
+        self.inner.on_session_start()
+    }
+}
+
+impl ConnectionExt for Watched {
+    fn read(&mut self) -> io::Result<u8> {
+        loop {
+            if self.control.stop_requested().is_some() {
+                return Err(io::Error::other("the VM is stopping"));
+            }
+            // The debugger holds the vCPUs: a pause has nothing more to wait for.
+            let _ = self.control.held();
+            match self.inner.read() {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn peek(&mut self) -> io::Result<Option<u8>> {
+        self.inner.peek()
+    }
+}
+
 /// Accepts one debugger; `None` when none is waiting (non-blocking listener).
-fn accept(listener: &GdbListener) -> io::Result<Option<Conn>> {
+fn accept(listener: &GdbListener, control: &GdbControl) -> io::Result<Option<Conn>> {
     let conn: Conn = match listener {
         GdbListener::Unix(l, _) => match l.accept() {
             Ok((s, _)) => {
                 s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(TICK))?;
                 Box::new(s)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -524,6 +593,7 @@ fn accept(listener: &GdbListener) -> io::Result<Option<Conn>> {
         GdbListener::Tcp(l) => match l.accept() {
             Ok((s, _)) => {
                 s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(TICK))?;
                 s.set_nodelay(true)?;
                 Box::new(s)
             }
@@ -531,7 +601,10 @@ fn accept(listener: &GdbListener) -> io::Result<Option<Conn>> {
             Err(e) => return Err(e),
         },
     };
-    Ok(Some(conn))
+    Ok(Some(Box::new(Watched {
+        inner: conn,
+        control: control.clone(),
+    })))
 }
 
 fn set_nonblocking(listener: &GdbListener, on: bool) -> io::Result<()> {
@@ -553,6 +626,9 @@ fn session<A: DebugArch>(machine: &mut Machine<A>, conn: Conn) {
             machine.stopped.get_or_insert(StopReason::Requested);
         }
         Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {}
+        Err(e) if machine.control.stop_requested().is_some() => {
+            tracing::info!(error = %e, "gdb session cut off: the VM stops");
+        }
         Err(e) => {
             tracing::warn!(error = %e, "gdb session ended by an error; the guest runs on");
         }
@@ -599,10 +675,15 @@ impl Drop for Ticker {
     }
 }
 
-pub(super) fn run(vmm: Vmm, listener: GdbListener, wait: bool) -> Result<StopReason, GdbError> {
+pub(super) fn run(
+    vmm: Vmm,
+    listener: GdbListener,
+    wait: bool,
+    control: &GdbControl,
+) -> Result<StopReason, GdbError> {
     match vmm.info().arch {
-        GuestArch::Riscv64 => run_as::<riscv64::Riscv64>(vmm, listener, wait),
-        GuestArch::X86_64 => run_as::<x86_64::X86_64>(vmm, listener, wait),
+        GuestArch::Riscv64 => run_as::<riscv64::Riscv64>(vmm, listener, wait, control),
+        GuestArch::X86_64 => run_as::<x86_64::X86_64>(vmm, listener, wait, control),
         other @ GuestArch::Arm64 => Err(GdbError::UnsupportedArch(other)),
     }
 }
@@ -611,10 +692,11 @@ fn run_as<A: DebugArch>(
     vmm: Vmm,
     listener: GdbListener,
     wait: bool,
+    control: &GdbControl,
 ) -> Result<StopReason, GdbError> {
     let parts = vmm.into_parts();
     debug_assert_eq!(parts.info.arch, A::GUEST);
-    let mut machine = Machine::<A>::new(parts.vcpus, parts.handler);
+    let mut machine = Machine::<A>::new(parts.vcpus, parts.handler, control.clone());
     // Refuse early, before a debugger connects, if the engine cannot debug.
     for vcpu in &mut machine.vcpus {
         vcpu.set_guest_debug(&GuestDebug::default())?;
@@ -625,18 +707,28 @@ fn run_as<A: DebugArch>(
     };
     let kicks = machine.vcpus.iter().map(|v| v.kick_handle()).collect();
     let ticker = Ticker::start(kicks).map_err(listen_err)?;
-    if wait {
-        set_nonblocking(&listener, false).map_err(listen_err)?;
-        if let Some(conn) = accept(&listener).map_err(listen_err)? {
-            session(&mut machine, conn);
-        }
-    }
     set_nonblocking(&listener, true).map_err(listen_err)?;
+    // With `wait`, the vCPUs stay put until a debugger comes (or a stop).
+    while wait && control.stop_requested().is_none() {
+        if let Some(conn) = accept(&listener, control).map_err(listen_err)? {
+            session(&mut machine, conn);
+            break;
+        }
+        let _ = control.held();
+        control.wait(TICK);
+    }
     let reason = loop {
         if let Some(reason) = machine.stopped.take() {
             break reason;
         }
-        match accept(&listener) {
+        if let Some(reason) = control.stop_requested() {
+            break reason;
+        }
+        if control.held() {
+            control.wait(TICK);
+            continue;
+        }
+        match accept(&listener, control) {
             Ok(Some(conn)) => {
                 session(&mut machine, conn);
                 continue;
@@ -654,4 +746,17 @@ fn run_as<A: DebugArch>(
     // Removes a Unix socket.
     drop(listener);
     Ok(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check_supported;
+    use super::GuestArch;
+
+    #[test]
+    fn a_build_with_the_stub_serves_riscv64_and_x86_64() {
+        assert!(check_supported(GuestArch::Riscv64).is_ok());
+        assert!(check_supported(GuestArch::X86_64).is_ok());
+        assert!(check_supported(GuestArch::Arm64).is_err());
+    }
 }
