@@ -73,18 +73,21 @@ pub struct Block<D> {
     /// Guest instructions it retires when it runs to its end.
     pub len: u32,
     /// What the code refers to, kept alive as long as the block.
-    _keep: D,
+    keep: D,
 }
 
 impl<D> Block<D> {
     /// A block at host address `code` of `len` guest instructions, whose
     /// code points into `keep`.
     pub fn new(code: usize, len: u32, keep: D) -> Self {
-        Self {
-            code,
-            len,
-            _keep: keep,
-        }
+        Self { code, len, keep }
+    }
+}
+
+impl<D> Block<D> {
+    /// What the code points into.
+    pub fn keep(&self) -> &D {
+        &self.keep
     }
 }
 
@@ -169,6 +172,11 @@ impl<D> BlockCache<D> {
             block: index.unwrap_or(NO_BLOCK),
         };
         index
+    }
+
+    /// The block translated at `key`, if any (counts no execution).
+    pub fn translated(&self, key: Key) -> Option<u32> {
+        self.heads.get(&key).copied().filter(|&b| b != NO_BLOCK)
     }
 
     /// Block number `index`.
