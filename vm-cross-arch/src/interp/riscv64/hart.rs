@@ -24,7 +24,7 @@ pub const MODE_S: u8 = 1;
 pub const MODE_M: u8 = 3;
 
 /// Instructions between checks for interrupts, kicks and requests.
-const CHUNK: u32 = 512;
+pub(super) const CHUNK: u32 = 512;
 /// Longest `wfi` sleep before `run()` returns to the executor.
 const MAX_IDLE: Duration = Duration::from_millis(10);
 

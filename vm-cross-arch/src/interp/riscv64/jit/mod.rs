@@ -111,6 +111,8 @@ pub struct Jit {
     cache: BlockCache<Code>,
     /// Link words waiting for the block at a key: (block, link word).
     pending: HashMap<Key, Vec<(u32, usize)>>,
+    /// Link words pointed at a block since the last flush.
+    linked: usize,
     /// Made on the first translation (a hart that never gets hot maps nothing).
     arena: Option<CodeArena>,
     /// The exception a call-out raised, for the run loop.
@@ -123,6 +125,7 @@ impl Default for Jit {
             on: true,
             cache: BlockCache::default(),
             pending: HashMap::new(),
+            linked: 0,
             arena: None,
             exc: None,
         }
@@ -148,6 +151,7 @@ impl Jit {
     pub fn flush(&mut self) {
         self.cache.clear();
         self.pending.clear();
+        self.linked = 0;
         if let Some(a) = &mut self.arena {
             a.clear();
         }
@@ -296,6 +300,7 @@ impl Hart {
                 Some(j) => {
                     let entry = jit.cache.block(j).keep().entry;
                     jit.cache.block(index).keep().links[word].store(entry, Ordering::Relaxed);
+                    jit.linked += 1;
                 }
                 None => jit.pending.entry(to).or_default().push((index, word)),
             }
@@ -304,6 +309,7 @@ impl Hart {
             let entry = jit.cache.block(index).keep().entry;
             for (from, word) in waiting {
                 jit.cache.block(from).keep().links[word].store(entry, Ordering::Relaxed);
+                jit.linked += 1;
             }
         }
     }
