@@ -263,22 +263,19 @@ impl Exits {
         if target == self.start {
             return a.jmp(self.top);
         }
-        let mut stub = a.create_label();
-        let chained = target >> 12 == self.start >> 12;
-        if chained {
+        if target >> 12 == self.start >> 12 {
             imm(a, rax, self.link)?;
             a.jmp(qword_ptr(rax))?;
             self.link += 8;
+            // The stub is an instruction of its own (a label binds to one).
+            let mut stub = a.create_label();
+            a.set_label(&mut stub)?;
+            self.stubs.push(stub);
         }
-        a.set_label(&mut stub)?;
         imm(a, rax, target)?;
         a.mov(qword_ptr(r13), rax)?;
         a.xor(eax, eax)?;
-        a.jmp(self.epilogue)?;
-        if chained {
-            self.stubs.push(stub);
-        }
-        Ok(())
+        a.jmp(self.epilogue)
     }
 }
 

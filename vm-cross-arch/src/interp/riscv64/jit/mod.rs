@@ -57,10 +57,20 @@
 //!   set: a fault leaves `pc` at the faulting instruction, every earlier
 //!   instruction's result in `x`, and `instret` counting exactly those.
 //! - A block ends at any CSR access, so `instret`/`cycle` are exact where a
-//!   guest can read them; interrupts and kicks are taken between blocks, at
-//!   most one chunk of the run loop late as in the interpreter. A block
-//!   never retires more instructions than the run loop has steps left, so
-//!   both tiers retire the same instructions for the same budget.
+//!   guest can read them; interrupts and kicks are taken when the run loop
+//!   gets control back, at most one chunk of the run loop late as in the
+//!   interpreter. A run of blocks (a block looping to itself, or chained
+//!   to the next) never retires more instructions than the run loop has
+//!   steps left: each block charges its length against that budget at its
+//!   chain entry and returns to the run loop instead when it would exceed
+//!   it, so both tiers retire the same instructions for the same budget.
+//! - Chaining (see [`lower`]) joins only blocks of the same decoded page and
+//!   generation: the first block of a run was found current, nothing a
+//!   block runs changes the page without leaving the block ([`STOP`], or a
+//!   CSR or `fence.i`, which end blocks), so every chained-to block is
+//!   current too. A dropped generation's blocks are never entered again and
+//!   their links never followed, so nothing needs unlinking; code memory is
+//!   reused only after every block is dropped.
 
 mod cache;
 mod code;

@@ -316,6 +316,10 @@ fn run_with(
     let mut code_page = vec![0; 0x1000];
     assert!(hart.ram.read(RAM, &mut code_page));
     memory.extend(code_page);
+    assert!(
+        tier == Tier::Interpret || hart.jit.on(),
+        "the translator turned itself off"
+    );
     let blocks = hart.translated_blocks();
     let linked = hart.jit.linked;
     let state = Final {
@@ -490,4 +494,32 @@ fn a_fault_in_a_chained_block_leaves_exact_state_and_counters() {
     assert_eq!(end.trap, [RAM + 28, 5, fault]);
     assert_eq!((end.x[5], end.x[6], end.x[15]), (65, 64, fault));
     assert_eq!(end.x[X_INSTRET as usize], 64 * 9 + 2 + 4);
+}
+
+#[test]
+fn a_loop_ending_at_the_end_of_a_page_is_translated() {
+    // The loop's branch is the page's last word: its fall-through exit
+    // leaves the page (not chained), its taken exit loops.
+    let mut code = vec![0; 0x1000 / 4 + 3];
+    code[0] = jal(0xff0, 0);
+    code[0x3fc..].copy_from_slice(&[
+        addi(5, 5, 1),
+        addi(7, 7, -1),
+        addi(0, 0, 0),
+        b_type(-12, 0, 7, 1),
+        addi(X_TEMP, 0, 1),
+        s_type(0, X_TEMP, X_TOHOST, 3),
+        jal(0, 0),
+    ]);
+    let mut regs = [0u64; 32];
+    regs[7] = ITERATIONS;
+    let scratch = [0u8; 0x1000];
+    let (interp, _) = run(&code, &regs, &scratch, Tier::Interpret);
+    assert!(interp.exit.contains("ToHost"), "{interp:?}");
+    assert_eq!(interp.x[5], ITERATIONS);
+    for tier in [Tier::Translate, Tier::TranslateAll] {
+        let (jit, blocks) = run(&code, &regs, &scratch, tier);
+        assert!(blocks >= 1, "{tier:?}");
+        assert_eq!(interp, jit, "{tier:?}");
+    }
 }
