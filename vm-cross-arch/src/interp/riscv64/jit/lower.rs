@@ -29,8 +29,8 @@
 //! 0 when the last block ran to its end or its successor had no budget left
 //! (the next pc written to `out.next_pc`), or `index << 2 | code` when
 //! call-out `index` of the last block asked to leave (see [`super::STOP`],
-//! [`super::EXC`]); `out.retired` counts the instructions of the blocks
-//! completed before, either way.
+//! [`super::EXC`]); `out.retired` counts the instructions of every block
+//! that ran to its end, either way.
 
 use iced_x86::code_asm::{
     byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, rax, rbx,

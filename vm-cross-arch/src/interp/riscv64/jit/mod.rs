@@ -22,21 +22,25 @@
 //! - Portability is the price: one back end per host, x86_64 only today (the
 //!   module is built on x86_64 hosts; elsewhere the interpreter runs
 //!   everything).
-//! - Speed (`cargo bench -p benches --bench riscv_mips`, quick mode, one
-//!   run on a shared, noisy 2-core machine, marginal MIPS of the large
-//!   workload less the small one): integer loop interpreter 59, jit 1035,
-//!   `qemu-riscv64` 3363 MIPS (jit 17.5x the interpreter, 0.31x QEMU);
-//!   C program (sieve, CRC32, sort) interpreter 51, jit 179 MIPS (3.5x;
-//!   criterion's medians 51 and 289). On by default for those numbers and
-//!   the zero build cost.
+//! - Speed (`cargo bench -p benches --bench riscv_mips`, quick mode, on a
+//!   noisy shared 2-core machine, marginal MIPS of the large workload less
+//!   the small one; ranges are separate runs, alternated with the code
+//!   before chaining): integer loop (one block looping to itself, which
+//!   chaining does not change) interpreter 52-84, jit 1116-1724 MIPS
+//!   (1657 before), 0.30-0.41x `qemu-riscv64`'s 3705-4253 in the same runs;
+//!   C program (sieve, CRC32, sort) interpreter 53-87, jit 674-757 MIPS
+//!   with chaining against 179-278 before, 0.25-0.31x QEMU. On by default
+//!   for those numbers and the zero build cost.
 //! - A whole Linux boot (Debian's riscv64 kernel to power-off, one hart,
-//!   `riscv_linux_boot` in a test build, same machine, back to back):
-//!   interpreter 17.1 s, jit 11.7-12.4 s (1.4x). Two things made the jit
-//!   2.8x *slower* than the interpreter there (46-50 s) at first, both
-//!   invisible in the loop benches: iced-x86 unoptimised in dev/test builds
-//!   (it is opt-level 3 there now, like this crate), and hot heads evicted
-//!   from the direct-mapped block table being translated again on every
-//!   conflict (see [`cache`]).
+//!   `riscv_linux_boot` in a test build, same machine): jit 8.4-12.2 s
+//!   with chaining, 14.4-16.3 s before it, alternated (the interpreter
+//!   alone took 17.1 s). Two things made the jit 2.8x *slower* than the
+//!   interpreter there (46-50 s) at first, both invisible in the loop
+//!   benches: iced-x86 unoptimised in dev/test builds (it is opt-level 3
+//!   there now, like this crate), and hot heads evicted from the
+//!   direct-mapped block table being translated again on every conflict
+//!   (see [`cache`]). Translation itself is about 100 µs a block (two
+//!   assembly passes); a boot translates some 30,000 blocks.
 //!
 //! # Shape
 //!
