@@ -260,6 +260,10 @@ mod tests {
         assert_eq!(c.lookup(a), Lookup::Block(ia));
         assert_eq!(c.lookup(b), Lookup::Cold, "known not to start a block");
         assert_eq!(c.len(), 1);
+        // What chaining asks, counting nothing.
+        assert_eq!(c.translated(a), Some(ia));
+        assert_eq!(c.translated(b), None);
+        assert_eq!(c.translated(key(a.vpc, 1)), None, "another generation");
         // A new generation of the page is not the old block.
         assert_eq!(c.lookup(key(a.vpc, 1)), Lookup::Translate);
     }
