@@ -24,7 +24,7 @@ pub const MODE_S: u8 = 1;
 pub const MODE_M: u8 = 3;
 
 /// Instructions between checks for interrupts, kicks and requests.
-const CHUNK: u32 = 512;
+pub(super) const CHUNK: u32 = 512;
 /// Longest `wfi` sleep before `run()` returns to the executor.
 const MAX_IDLE: Duration = Duration::from_millis(10);
 
@@ -429,11 +429,19 @@ impl Hart {
                 } else {
                     Op::UNDECODED
                 };
-                let result = if cached.kind == Kind::Undecoded {
+                let mut op = cached;
+                let mut fetched = Ok(());
+                if op.kind == Kind::Undecoded {
+                    // A new page or a first execution: a block may start
+                    // here all the same once the page is current.
                     match self.fetch_miss() {
-                        Ok(op) => self.execute(op),
-                        Err(e) => Err(e),
+                        Ok(o) => op = o,
+                        Err(e) => fetched = Err(e),
                     }
+                    head &= fetched.is_ok() && pc >> 12 == self.cur_vpage;
+                }
+                let result = if fetched.is_err() {
+                    fetched
                 } else if let Some((done, r)) =
                     head.then(|| self.run_translated(CHUNK + 1 - n)).flatten()
                 {
@@ -450,13 +458,16 @@ impl Hart {
                         }
                     }
                 } else {
-                    self.execute(cached)
+                    self.execute(op)
                 };
                 head = true;
                 match result {
                     Ok(()) => {
                         self.instret += 1;
-                        head = self.pc.wrapping_sub(pc) != u64::from(self.cur_len);
+                        // After a jump, or where a block would have ended
+                        // before this instruction.
+                        head = self.pc.wrapping_sub(pc) != u64::from(self.cur_len)
+                            || Self::ends_block(&op);
                     }
                     Err(Exc::Trap { cause, tval }) => {
                         self.take_trap(cause, tval);

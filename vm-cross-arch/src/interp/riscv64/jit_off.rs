@@ -39,4 +39,10 @@ impl Hart {
     pub(super) fn run_translated(&mut self, _steps: u32) -> Option<(u32, Result<(), Exc>)> {
         None
     }
+
+    /// No blocks to start.
+    #[inline(always)]
+    pub(super) fn ends_block(_op: &super::decode::Op) -> bool {
+        false
+    }
 }

@@ -73,18 +73,21 @@ pub struct Block<D> {
     /// Guest instructions it retires when it runs to its end.
     pub len: u32,
     /// What the code refers to, kept alive as long as the block.
-    _keep: D,
+    keep: D,
 }
 
 impl<D> Block<D> {
     /// A block at host address `code` of `len` guest instructions, whose
     /// code points into `keep`.
     pub fn new(code: usize, len: u32, keep: D) -> Self {
-        Self {
-            code,
-            len,
-            _keep: keep,
-        }
+        Self { code, len, keep }
+    }
+}
+
+impl<D> Block<D> {
+    /// What the code points into.
+    pub fn keep(&self) -> &D {
+        &self.keep
     }
 }
 
@@ -171,6 +174,11 @@ impl<D> BlockCache<D> {
         index
     }
 
+    /// The block translated at `key`, if any (counts no execution).
+    pub fn translated(&self, key: Key) -> Option<u32> {
+        self.heads.get(&key).copied().filter(|&b| b != NO_BLOCK)
+    }
+
     /// Block number `index`.
     #[inline]
     pub fn block(&self, index: u32) -> &Block<D> {
@@ -252,6 +260,10 @@ mod tests {
         assert_eq!(c.lookup(a), Lookup::Block(ia));
         assert_eq!(c.lookup(b), Lookup::Cold, "known not to start a block");
         assert_eq!(c.len(), 1);
+        // What chaining asks, counting nothing.
+        assert_eq!(c.translated(a), Some(ia));
+        assert_eq!(c.translated(b), None);
+        assert_eq!(c.translated(key(a.vpc, 1)), None, "another generation");
         // A new generation of the page is not the old block.
         assert_eq!(c.lookup(key(a.vpc, 1)), Lookup::Translate);
     }

@@ -11,14 +11,26 @@
 //! traps, MMIO exits and code-page invalidation). Branches and jumps end a
 //! block; any other instruction ends it before itself.
 //!
-//! A block whose final branch or jump goes back to its own start loops in
-//! host code, at most [`BlockOut::max_loops`] extra passes per entry,
-//! counting them in [`BlockOut::loops`].
+//! # Chaining
+//!
+//! Every block has two entries: the function entry (the prologue) and the
+//! chain entry right after it, which charges the block's length against
+//! [`BlockOut::budget`] and leaves for the run loop (next pc = the block's
+//! start) when the budget would be exceeded. A branch or jump back to the
+//! block's own start jumps to its chain entry; an exit whose target lies in
+//! the same guest page jumps through a link word (one per such exit, kept
+//! with the block) that first points at the exit's own stub (which leaves
+//! with the target as next pc) and later at the target block's chain entry
+//! (see [`Lowered::links`]). Every block shares the prologue's stack frame,
+//! so whichever block leaves pops it. Targets in other pages and `jalr`
+//! always leave.
 //!
 //! The generated function is `extern "sysv64" fn(x, hart, out) -> u64`:
-//! 0 when the block ran to its end (the next pc written to `out.next_pc`),
-//! or `index << 2 | code` when call-out `index` asked to leave (see
-//! [`super::STOP`], [`super::EXC`]); `out.loops` is valid either way.
+//! 0 when the last block ran to its end or its successor had no budget left
+//! (the next pc written to `out.next_pc`), or `index << 2 | code` when
+//! call-out `index` of the last block asked to leave (see [`super::STOP`],
+//! [`super::EXC`]); `out.retired` counts the instructions of every block
+//! that ran to its end, either way.
 
 use iced_x86::code_asm::{
     byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, rax, rbx,
@@ -26,7 +38,7 @@ use iced_x86::code_asm::{
 };
 use std::mem::offset_of;
 
-use iced_x86::IcedError;
+use iced_x86::{BlockEncoderOptions, IcedError};
 
 use super::super::decode::{Alu, Cond, Kind, Op};
 use super::super::exec::{bitmanip, int};
@@ -42,11 +54,13 @@ pub const MAX_OPS: usize = 64;
 pub struct BlockOut {
     /// Where the guest goes on (when the block ran to its end).
     pub next_pc: u64,
-    /// Passes through the whole block before the last one (looping blocks).
-    pub loops: u64,
-    /// Input: the most passes before the last one (the run loop's step
-    /// budget, so both tiers retire the same instructions per budget).
-    pub max_loops: u64,
+    /// Instructions retired by the blocks that ran to their end (when the
+    /// status is not 0: before the block that left).
+    pub retired: u64,
+    /// Input: the most instructions to retire (the run loop's step budget,
+    /// so both tiers retire the same instructions per budget and interrupts
+    /// are taken as late as in the interpreter).
+    pub budget: u64,
     /// Input: the hart's TLB set for loads in its data context.
     pub tlb_read: u64,
     /// Input: the same for stores.
@@ -195,14 +209,96 @@ fn alu32(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
     Ok(true)
 }
 
+/// A block's code and where its chainable exits are.
+#[derive(Debug)]
+pub struct Lowered {
+    /// Machine code.
+    pub code: Vec<u8>,
+    /// Host address of the chain entry.
+    pub entry: u64,
+    /// Per link word (in the order of [`chain_targets`]): the host address
+    /// of the exit's own stub, the word's first value.
+    pub links: Vec<u64>,
+}
+
+/// The guest targets of a block's exits that may be chained, one link word
+/// each: the static targets of its last instruction (taken, then not taken)
+/// or of its end, in the block's page and other than its own start.
+pub fn chain_targets(ops: &[(u64, Op)], end_pc: u64) -> Vec<u64> {
+    let start = ops.first().map_or(end_pc, |(pc, _)| *pc);
+    let targets = match ops.last() {
+        Some((pc, op)) => {
+            let next = pc.wrapping_add(u64::from(op.len));
+            let to = pc.wrapping_add(i64::from(op.imm) as u64);
+            match op.kind {
+                Kind::Jal => vec![to],
+                Kind::Branch(_) => vec![to, next],
+                Kind::Jalr => Vec::new(),
+                _ => vec![end_pc],
+            }
+        }
+        None => Vec::new(),
+    };
+    targets
+        .into_iter()
+        .filter(|&t| t != start && t >> 12 == start >> 12)
+        .collect()
+}
+
+/// Where a block's exits go: its labels and the link words of chainable exits.
+struct Exits {
+    start: u64,
+    top: CodeLabel,
+    epilogue: CodeLabel,
+    /// Host address of the next unused link word.
+    link: u64,
+    stubs: Vec<CodeLabel>,
+}
+
+impl Exits {
+    /// Leaves for guest `target`: the chain entry for the block's own start,
+    /// through a link word for a target in the page, else straight to the
+    /// run loop.
+    fn to(&mut self, a: &mut CodeAssembler, target: u64) -> Result<(), IcedError> {
+        if target == self.start {
+            return a.jmp(self.top);
+        }
+        if target >> 12 == self.start >> 12 {
+            imm(a, rax, self.link)?;
+            a.jmp(qword_ptr(rax))?;
+            self.link += 8;
+            // The stub is an instruction of its own (a label binds to one).
+            let mut stub = a.create_label();
+            a.set_label(&mut stub)?;
+            self.stubs.push(stub);
+        }
+        imm(a, rax, target)?;
+        a.mov(qword_ptr(r13), rax)?;
+        a.xor(eax, eax)?;
+        a.jmp(self.epilogue)
+    }
+}
+
 /// Assembles the block of `ops` (each with its guest pc; `ops[i]` must stay
 /// where it is while the code lives) to run at host address `at`.
-/// `end_pc` is where a block without a final branch goes on.
-pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedError> {
+/// `end_pc` is where a block without a final branch goes on; `links` is the
+/// host address of the block's link words (one `u64` per entry of
+/// [`chain_targets`], kept as long as the code).
+pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowered, IcedError> {
     let mut a = CodeAssembler::new(64)?;
-    let mut epilogue = a.create_label();
-    let mut top = a.create_label();
     let start = ops.first().map_or(end_pc, |(pc, _)| *pc);
+    let len = ops.len() as i32;
+    let mut exits = Exits {
+        start,
+        top: a.create_label(),
+        epilogue: a.create_label(),
+        link: links,
+        stubs: Vec::new(),
+    };
+    let mut epilogue = exits.epilogue;
+    // Call-outs that leave: uncharge this block first.
+    let mut leave_early = a.create_label();
+    let mut no_budget = a.create_label();
     a.push(rbx)?;
     a.push(r12)?;
     a.push(r13)?;
@@ -213,8 +309,12 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
     a.mov(r12, rsi)?;
     a.mov(r13, rdx)?;
     a.xor(r14d, r14d)?;
-    a.set_label(&mut top)?;
-    a.zero_bytes()?;
+    // The chain entry: charge the block, or leave when the budget is spent.
+    a.set_label(&mut exits.top)?;
+    a.lea(rax, qword_ptr(r14 + len))?;
+    a.cmp(rax, qword_ptr(r13 + field(offset_of!(BlockOut, budget))))?;
+    a.ja(no_budget)?;
+    a.mov(r14, rax)?;
     let mut ended = false;
     for (i, (pc, op)) in ops.iter().enumerate() {
         let op_ptr = std::ptr::from_ref::<Op>(op) as u64;
@@ -269,19 +369,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                     imm(&mut a, rax, next)?;
                     a.mov(x(op.rd), rax)?;
                 }
-                let target = pc.wrapping_add(imm64);
-                if target == start {
-                    // Loop while passes are left.
-                    a.cmp(r14, qword_ptr(r13 + field(offset_of!(BlockOut, max_loops))))?;
-                    let mut leave = a.create_label();
-                    a.jae(leave)?;
-                    a.inc(r14)?;
-                    a.jmp(top)?;
-                    a.set_label(&mut leave)?;
-                    a.zero_bytes()?;
-                }
-                imm(&mut a, rax, target)?;
-                a.mov(qword_ptr(r13), rax)?;
+                exits.to(&mut a, pc.wrapping_add(imm64))?;
                 ended = true;
                 break;
             }
@@ -294,15 +382,15 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                     a.mov(x(op.rd), rcx)?;
                 }
                 a.mov(qword_ptr(r13), rax)?;
+                a.xor(eax, eax)?;
+                a.jmp(epilogue)?;
                 ended = true;
                 break;
             }
-            Kind::Branch(c) if pc.wrapping_add(imm64) == start => {
-                // A loop: back to the top while passes are left.
+            Kind::Branch(c) => {
                 a.mov(rax, x(op.rs1))?;
                 a.cmp(rax, x(op.rs2))?;
                 let mut fall = a.create_label();
-                let mut done = a.create_label();
                 match c {
                     Cond::Eq => a.jne(fall)?,
                     Cond::Ne => a.je(fall)?,
@@ -311,37 +399,9 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                     Cond::Ltu => a.jae(fall)?,
                     Cond::Geu => a.jb(fall)?,
                 }
-                let mut leave = a.create_label();
-                a.cmp(r14, qword_ptr(r13 + field(offset_of!(BlockOut, max_loops))))?;
-                a.jae(leave)?;
-                a.inc(r14)?;
-                a.jmp(top)?;
-                a.set_label(&mut leave)?;
-                imm(&mut a, rax, start)?;
-                a.mov(qword_ptr(r13), rax)?;
-                a.jmp(done)?;
+                exits.to(&mut a, pc.wrapping_add(imm64))?;
                 a.set_label(&mut fall)?;
-                imm(&mut a, rax, next)?;
-                a.mov(qword_ptr(r13), rax)?;
-                a.set_label(&mut done)?;
-                a.zero_bytes()?;
-                ended = true;
-                break;
-            }
-            Kind::Branch(c) => {
-                a.mov(rax, x(op.rs1))?;
-                imm(&mut a, rdx, next)?;
-                imm(&mut a, rcx, pc.wrapping_add(imm64))?;
-                a.cmp(rax, x(op.rs2))?;
-                match c {
-                    Cond::Eq => a.cmove(rdx, rcx)?,
-                    Cond::Ne => a.cmovne(rdx, rcx)?,
-                    Cond::Lt => a.cmovl(rdx, rcx)?,
-                    Cond::Ge => a.cmovge(rdx, rcx)?,
-                    Cond::Ltu => a.cmovb(rdx, rcx)?,
-                    Cond::Geu => a.cmovae(rdx, rcx)?,
-                }
-                a.mov(qword_ptr(r13), rdx)?;
+                exits.to(&mut a, next)?;
                 ended = true;
                 break;
             }
@@ -369,7 +429,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                 }
                 a.jmp(done)?;
                 a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?;
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
@@ -392,27 +452,42 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64) -> Result<Vec<u8>, IcedErr
                 }
                 a.jmp(done)?;
                 a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?;
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
-            _ => call_exec(&mut a, op_ptr, *pc, i, &mut epilogue)?,
+            _ => call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?,
         }
     }
     if !ended {
-        imm(&mut a, rax, end_pc)?;
-        a.mov(qword_ptr(r13), rax)?;
+        exits.to(&mut a, end_pc)?;
     }
+    a.set_label(&mut no_budget)?;
+    imm(&mut a, rax, start)?;
+    a.mov(qword_ptr(r13), rax)?;
     a.xor(eax, eax)?;
+    a.jmp(epilogue)?;
+    a.set_label(&mut leave_early)?;
+    a.sub(r14, len)?;
     a.set_label(&mut epilogue)?;
-    a.mov(qword_ptr(r13 + field(offset_of!(BlockOut, loops))), r14)?;
+    a.mov(qword_ptr(r13 + field(offset_of!(BlockOut, retired))), r14)?;
     a.add(rsp, 8)?;
     a.pop(r14)?;
     a.pop(r13)?;
     a.pop(r12)?;
     a.pop(rbx)?;
     a.ret()?;
-    a.assemble(at)
+    let done = a.assemble_options(at, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let links = exits
+        .stubs
+        .iter()
+        .map(|s| done.label_ip(s))
+        .collect::<Result<_, _>>()?;
+    Ok(Lowered {
+        entry: done.label_ip(&exits.top)?,
+        links,
+        code: done.inner.code_buffer,
+    })
 }
 
 /// The TLB fast path of a load or store of `1 << size` bytes: `rax` = the
@@ -465,7 +540,7 @@ fn call_exec(
     op_ptr: u64,
     pc: u64,
     index: usize,
-    epilogue: &mut CodeLabel,
+    leave: &mut CodeLabel,
 ) -> Result<(), IcedError> {
     a.mov(rdi, r12)?;
     imm(a, rsi, op_ptr)?;
@@ -480,7 +555,7 @@ fn call_exec(
     a.test(eax, eax)?;
     a.je(go_on)?;
     a.or(eax, (index as i32) << 2)?;
-    a.jmp(*epilogue)?;
+    a.jmp(*leave)?;
     a.set_label(&mut go_on)?;
     // An instruction with no effect on x86 state; a label needs one to bind to.
     a.zero_bytes()?;

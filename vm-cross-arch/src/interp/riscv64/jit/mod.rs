@@ -22,21 +22,25 @@
 //! - Portability is the price: one back end per host, x86_64 only today (the
 //!   module is built on x86_64 hosts; elsewhere the interpreter runs
 //!   everything).
-//! - Speed (`cargo bench -p benches --bench riscv_mips`, quick mode, one
-//!   run on a shared, noisy 2-core machine, marginal MIPS of the large
-//!   workload less the small one): integer loop interpreter 59, jit 1035,
-//!   `qemu-riscv64` 3363 MIPS (jit 17.5x the interpreter, 0.31x QEMU);
-//!   C program (sieve, CRC32, sort) interpreter 51, jit 179 MIPS (3.5x;
-//!   criterion's medians 51 and 289). On by default for those numbers and
-//!   the zero build cost.
+//! - Speed (`cargo bench -p benches --bench riscv_mips`, quick mode, on a
+//!   noisy shared 2-core machine, marginal MIPS of the large workload less
+//!   the small one; ranges are separate runs, alternated with the code
+//!   before chaining): integer loop (one block looping to itself, which
+//!   chaining does not change) interpreter 52-84, jit 1116-1724 MIPS
+//!   (1657 before), 0.30-0.41x `qemu-riscv64`'s 3705-4253 in the same runs;
+//!   C program (sieve, CRC32, sort) interpreter 53-87, jit 674-757 MIPS
+//!   with chaining against 179-278 before, 0.25-0.31x QEMU. On by default
+//!   for those numbers and the zero build cost.
 //! - A whole Linux boot (Debian's riscv64 kernel to power-off, one hart,
-//!   `riscv_linux_boot` in a test build, same machine, back to back):
-//!   interpreter 17.1 s, jit 11.7-12.4 s (1.4x). Two things made the jit
-//!   2.8x *slower* than the interpreter there (46-50 s) at first, both
-//!   invisible in the loop benches: iced-x86 unoptimised in dev/test builds
-//!   (it is opt-level 3 there now, like this crate), and hot heads evicted
-//!   from the direct-mapped block table being translated again on every
-//!   conflict (see [`cache`]).
+//!   `riscv_linux_boot` in a test build, same machine): jit 8.4-12.2 s
+//!   with chaining, 14.4-16.3 s before it, alternated (the interpreter
+//!   alone took 17.1 s). Two things made the jit 2.8x *slower* than the
+//!   interpreter there (46-50 s) at first, both invisible in the loop
+//!   benches: iced-x86 unoptimised in dev/test builds (it is opt-level 3
+//!   there now, like this crate), and hot heads evicted from the
+//!   direct-mapped block table being translated again on every conflict
+//!   (see [`cache`]). Translation itself is about 100 µs a block (two
+//!   assembly passes); a boot translates some 30,000 blocks.
 //!
 //! # Shape
 //!
@@ -57,16 +61,29 @@
 //!   set: a fault leaves `pc` at the faulting instruction, every earlier
 //!   instruction's result in `x`, and `instret` counting exactly those.
 //! - A block ends at any CSR access, so `instret`/`cycle` are exact where a
-//!   guest can read them; interrupts and kicks are taken between blocks, at
-//!   most one chunk of the run loop late as in the interpreter. A block
-//!   never retires more instructions than the run loop has steps left, so
-//!   both tiers retire the same instructions for the same budget.
+//!   guest can read them; interrupts and kicks are taken when the run loop
+//!   gets control back, at most one chunk of the run loop late as in the
+//!   interpreter. A run of blocks (a block looping to itself, or chained
+//!   to the next) never retires more instructions than the run loop has
+//!   steps left: each block charges its length against that budget at its
+//!   chain entry and returns to the run loop instead when it would exceed
+//!   it, so both tiers retire the same instructions for the same budget.
+//! - Chaining (see [`lower`]) joins only blocks of the same decoded page and
+//!   generation: the first block of a run was found current, nothing a
+//!   block runs changes the page without leaving the block ([`STOP`], or a
+//!   CSR or `fence.i`, which end blocks), so every chained-to block is
+//!   current too. A dropped generation's blocks are never entered again and
+//!   their links never followed, so nothing needs unlinking; code memory is
+//!   reused only after every block is dropped.
 
 mod cache;
 mod code;
 mod lower;
 #[cfg(test)]
 mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cache::{Block, BlockCache, Key, Lookup};
 use code::CodeArena;
@@ -89,11 +106,27 @@ const ARENA: usize = 8 << 20;
 /// Signature of a translated block (see [`lower`]).
 type BlockFn = unsafe extern "sysv64" fn(*mut u64, *mut Hart, *mut lower::BlockOut) -> u64;
 
+/// What a block's code points at, kept as long as the block.
+#[derive(Debug)]
+struct Code {
+    /// The decoded instructions (call-outs get their addresses).
+    _ops: Box<[(u64, Op)]>,
+    /// Host address of the chain entry.
+    entry: u64,
+    /// Link words of the chainable exits (see [`lower`]): each holds the
+    /// exit's stub, or the chain entry of the block at its target.
+    links: Box<[AtomicU64]>,
+}
+
 /// The translator state of one hart.
 #[derive(Debug)]
 pub struct Jit {
     on: bool,
-    cache: BlockCache<Box<[(u64, Op)]>>,
+    cache: BlockCache<Code>,
+    /// Link words waiting for the block at a key: (block, link word).
+    pending: HashMap<Key, Vec<(u32, usize)>>,
+    /// Link words pointed at a block since the last flush.
+    linked: usize,
     /// Made on the first translation (a hart that never gets hot maps nothing).
     arena: Option<CodeArena>,
     /// The exception a call-out raised, for the run loop.
@@ -105,6 +138,8 @@ impl Default for Jit {
         Self {
             on: true,
             cache: BlockCache::default(),
+            pending: HashMap::new(),
+            linked: 0,
             arena: None,
             exc: None,
         }
@@ -129,6 +164,8 @@ impl Jit {
     /// Drops every translated block.
     pub fn flush(&mut self) {
         self.cache.clear();
+        self.pending.clear();
+        self.linked = 0;
         if let Some(a) = &mut self.arena {
             a.clear();
         }
@@ -174,10 +211,9 @@ impl Hart {
         // placed in the arena, which is not cleared while a block runs (only
         // the run loop clears it).
         let f: BlockFn = unsafe { std::mem::transmute::<usize, BlockFn>(block.code) };
-        let len = block.len;
         let hart: *mut Hart = self;
         let mut out = lower::BlockOut {
-            max_loops: u64::from((steps - len) / len),
+            budget: u64::from(steps),
             tlb_read: self.tlb.set_base(self.dctx, READ) as u64,
             tlb_write: self.tlb.set_base(self.dctx, WRITE) as u64,
             ..lower::BlockOut::default()
@@ -186,14 +222,14 @@ impl Hart {
         // hands the second to call-outs, which make the only reference to the
         // hart while they run; `self` is not used until the block returns.
         let status = unsafe { f(std::ptr::addr_of_mut!((*hart).x).cast(), hart, &raw mut out) };
-        // Bounded by `steps`.
-        let looped = (out.loops as u32).saturating_mul(len);
+        // Bounded by `steps` (each block charges itself before it runs).
+        let retired = out.retired.min(u64::from(steps)) as u32;
         if status == 0 {
             self.pc = out.next_pc;
-            self.instret += u64::from(looped + len);
-            return Some((looped + len, Ok(())));
+            self.instret += u64::from(retired);
+            return Some((retired, Ok(())));
         }
-        let done = looped + (status >> 2) as u32;
+        let done = retired + (status >> 2) as u32;
         if status & 3 == STOP {
             self.instret += u64::from(done) + 1;
             return Some((done + 1, Ok(())));
@@ -201,6 +237,12 @@ impl Hart {
         self.instret += u64::from(done);
         let exc = self.jit.exc.take().unwrap_or(Exc::Resync);
         Some((done, Err(exc)))
+    }
+
+    /// Whether a block ends before `op` (so one may start right after it).
+    #[inline(always)]
+    pub(super) fn ends_block(op: &Op) -> bool {
+        lower::class(op) == lower::Class::Stop
     }
 
     /// Translates the block at `key`; the index of its block, `None` when no
@@ -219,11 +261,25 @@ impl Hart {
         let (last_pc, last) = ops[ops.len() - 1];
         let end_pc = last_pc.wrapping_add(u64::from(last.len));
         let ops: Box<[(u64, Op)]> = ops.into_boxed_slice();
-        match self.place(&ops, end_pc) {
-            Ok(Some(code)) => {
+        let targets = lower::chain_targets(&ops, end_pc);
+        let links: Box<[AtomicU64]> = targets.iter().map(|_| AtomicU64::new(0)).collect();
+        match self.place(&ops, end_pc, &links) {
+            Ok(Some((code, lowered))) => {
+                for (word, stub) in links.iter().zip(&lowered.links) {
+                    word.store(*stub, Ordering::Relaxed);
+                }
                 let len = ops.len() as u32;
-                let block = Block::new(code, len, ops);
-                self.jit.cache.insert(key, Some(block))
+                let keep = Code {
+                    _ops: ops,
+                    entry: lowered.entry,
+                    links,
+                };
+                let index = self
+                    .jit
+                    .cache
+                    .insert(key, Some(Block::new(code, len, keep)))?;
+                self.chain(index, key, &targets);
+                Some(index)
             }
             Ok(None) => {
                 // The arena is full: start over (no block is running now).
@@ -239,26 +295,67 @@ impl Hart {
         }
     }
 
-    /// Assembles and places a block; `Ok(None)` when the arena is full.
-    fn place(&mut self, ops: &[(u64, Op)], end_pc: u64) -> Result<Option<usize>, String> {
+    /// Links the new block `index` (at `key`) to the blocks at its chainable
+    /// `targets` that exist, and the blocks waiting for `key` to it. Only
+    /// blocks of one page generation are linked, so a chained jump never
+    /// leaves the page version that was current when the first block was
+    /// looked up: blocks of a dropped generation are never entered again,
+    /// nor their links followed, and their code is reused only after
+    /// [`Jit::flush`] drops every block.
+    fn chain(&mut self, index: u32, key: Key, targets: &[u64]) {
+        let jit = &mut self.jit;
+        for (word, &target) in targets.iter().enumerate() {
+            let to = Key {
+                vpc: target,
+                pa: (key.pa & !0xfff) | (target & 0xfff),
+                ..key
+            };
+            match jit.cache.translated(to) {
+                Some(j) => {
+                    let entry = jit.cache.block(j).keep().entry;
+                    jit.cache.block(index).keep().links[word].store(entry, Ordering::Relaxed);
+                    jit.linked += 1;
+                }
+                None => jit.pending.entry(to).or_default().push((index, word)),
+            }
+        }
+        if let Some(waiting) = jit.pending.remove(&key) {
+            let entry = jit.cache.block(index).keep().entry;
+            for (from, word) in waiting {
+                jit.cache.block(from).keep().links[word].store(entry, Ordering::Relaxed);
+                jit.linked += 1;
+            }
+        }
+    }
+
+    /// Assembles and places a block whose link words are `links`; `Ok(None)`
+    /// when the arena is full.
+    fn place(
+        &mut self,
+        ops: &[(u64, Op)],
+        end_pc: u64,
+        links: &[AtomicU64],
+    ) -> Result<Option<(usize, lower::Lowered)>, String> {
         if self.jit.arena.is_none() {
             self.jit.arena = Some(CodeArena::new(ARENA).map_err(|e| e.to_string())?);
         }
         let Some(arena) = self.jit.arena.as_mut() else {
             return Ok(None);
         };
+        let words = links.as_ptr() as u64;
         // Assemble once to learn the size, once more for the final address
-        // (the code holds no absolute address of its own, only of helpers).
-        let probe = lower::lower(ops, end_pc, 0).map_err(|e| e.to_string())?;
-        let Some(at) = arena.next_addr(probe.len()) else {
+        // (the code holds no absolute address of its own, only of helpers
+        // and of its link words).
+        let probe = lower::lower(ops, end_pc, 0, words).map_err(|e| e.to_string())?;
+        let Some(at) = arena.next_addr(probe.code.len()) else {
             return Ok(None);
         };
-        let code = lower::lower(ops, end_pc, at).map_err(|e| e.to_string())?;
-        if code.len() != probe.len() {
+        let lowered = lower::lower(ops, end_pc, at, words).map_err(|e| e.to_string())?;
+        if lowered.code.len() != probe.code.len() {
             return Err("block size changed with its address".into());
         }
-        let placed = arena.place(&code).map_err(|e| e.to_string())?;
-        Ok(placed.map(|p| p.as_ptr() as usize))
+        let placed = arena.place(&lowered.code).map_err(|e| e.to_string())?;
+        Ok(placed.map(|p| (p.as_ptr() as usize, lowered)))
     }
 
     /// The instructions of the block at `pc`: decoded ops from the current

@@ -10,7 +10,7 @@ use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use vm_accel::{GuestAddress, GuestRegionMmap, VcpuId, Vm};
 
-use super::super::hart::{Hart, HartExit};
+use super::super::hart::{Hart, HartExit, CHUNK};
 use super::super::tier::HOT;
 use super::super::vm::{platform_devices, RiscvVm};
 use super::super::{RiscvVcpu, Tier};
@@ -248,22 +248,34 @@ fn write_words(hart: &mut Hart, at: u64, words: &[u32]) {
 }
 
 fn run(code: &[u32], regs: &[u64; 32], scratch: &[u8], tier: Tier) -> (Final, usize) {
+    // csrr x31, mepc; addi x31, x31, 4; csrw mepc, x31; mret
+    let handler = [
+        i_type(0x341, 0, 2, X_TEMP, 0x73),
+        i_type(4, X_TEMP, 0, X_TEMP, 0x13),
+        i_type(0x341, X_TEMP, 1, 0, 0x73),
+        0x3020_0073,
+    ];
+    let (state, blocks, _) = run_with(code, &handler, regs, scratch, tier, |_| {});
+    (state, blocks)
+}
+
+/// Runs `code` at `RAM` with `handler` at `HANDLER` as the trap handler and
+/// `setup` applied last; the final state, the blocks translated and the
+/// link words pointed at a block.
+fn run_with(
+    code: &[u32],
+    handler: &[u32],
+    regs: &[u64; 32],
+    scratch: &[u8],
+    tier: Tier,
+    setup: impl FnOnce(&mut Hart),
+) -> (Final, usize, usize) {
     let (_vm, mut vcpu) = machine();
     let hart = vcpu.hart_mut();
     assert!(hart.ram.write(SCRATCH - 0x800, scratch));
     assert_eq!(hart.set_tier(tier), tier != Tier::Interpret);
     write_words(hart, RAM, code);
-    // csrr x31, mepc; addi x31, x31, 4; csrw mepc, x31; mret
-    write_words(
-        hart,
-        HANDLER,
-        &[
-            i_type(0x341, 0, 2, X_TEMP, 0x73),
-            i_type(4, X_TEMP, 0, X_TEMP, 0x13),
-            i_type(0x341, X_TEMP, 1, 0, 0x73),
-            0x3020_0073,
-        ],
-    );
+    write_words(hart, HANDLER, handler);
     hart.x = *regs;
     hart.x[0] = 0;
     hart.x[X_CODE_DATA as usize] = CODE_DATA;
@@ -276,6 +288,7 @@ fn run(code: &[u32], regs: &[u64; 32], scratch: &[u8], tier: Tier) -> (Final, us
     hart.pc = RAM;
     hart.csr.mtvec = HANDLER;
     hart.tohost = Some(TOHOST);
+    setup(hart);
     let mut mmio = Vec::new();
     let mut exit = String::from("budget");
     for _ in 0..10_000 {
@@ -303,7 +316,12 @@ fn run(code: &[u32], regs: &[u64; 32], scratch: &[u8], tier: Tier) -> (Final, us
     let mut code_page = vec![0; 0x1000];
     assert!(hart.ram.read(RAM, &mut code_page));
     memory.extend(code_page);
+    assert!(
+        tier == Tier::Interpret || hart.jit.on(),
+        "the translator turned itself off"
+    );
     let blocks = hart.translated_blocks();
+    let linked = hart.jit.linked;
     let state = Final {
         x: hart.x,
         pc: hart.pc,
@@ -313,7 +331,7 @@ fn run(code: &[u32], regs: &[u64; 32], scratch: &[u8], tier: Tier) -> (Final, us
         mmio,
         exit,
     };
-    (state, blocks)
+    (state, blocks, linked)
 }
 
 #[test]
@@ -349,4 +367,159 @@ fn random_programs_leave_the_same_state_in_both_tiers() {
         assert_eq!(interp, jit, "program {n}: {code:08x?}");
     }
     assert!(translated > 300, "only {translated} blocks were translated");
+}
+
+/// Inputs of the chaining tests below (x5..x7 count passes).
+const X_ARG: u32 = 8;
+const X_WORD: u32 = 9;
+const X_ADDR: u32 = 11;
+/// Where the chaining tests' handler leaves `minstret`.
+const X_INSTRET: u32 = 12;
+
+fn addi(rd: u32, rs1: u32, imm: i32) -> u32 {
+    i_type(imm, rs1, 0, rd, 0x13)
+}
+
+/// Runs `code` in every tier with the trap handler stopping the program
+/// (reading `minstret` first); every tier must leave the same state, and
+/// the translating tiers must have chained blocks. The interpreter's state.
+fn chained(code: &[u32], inputs: &[(u32, u64)], setup: impl Fn(&mut Hart)) -> Final {
+    // csrr x12, minstret; addi x31, x0, 1; sd x31, 0(x25); j .
+    let handler = [
+        i_type(0xb02, 0, 2, X_INSTRET, 0x73),
+        addi(X_TEMP, 0, 1),
+        s_type(0, X_TEMP, X_TOHOST, 3),
+        jal(0, 0),
+    ];
+    let mut regs = [0u64; 32];
+    for &(r, v) in inputs {
+        regs[r as usize] = v;
+    }
+    let scratch = [0u8; 0x1000];
+    let (interp, ..) = run_with(code, &handler, &regs, &scratch, Tier::Interpret, &setup);
+    assert!(interp.exit.contains("ToHost"), "{interp:?}");
+    for tier in [Tier::Translate, Tier::TranslateAll] {
+        let (jit, blocks, linked) = run_with(code, &handler, &regs, &scratch, tier, &setup);
+        assert!(blocks >= 2, "{tier:?}: {blocks} blocks");
+        assert!(linked >= 2, "{tier:?}: {linked} links");
+        assert_eq!(interp, jit, "{tier:?}");
+    }
+    interp
+}
+
+#[test]
+fn a_chained_loop_takes_an_interrupt_raised_in_it_as_the_interpreter_does() {
+    let code = [
+        // A: jumps to B.
+        addi(5, 5, 1),
+        jal(8, 0),
+        addi(0, 0, 0),
+        // B: back to A until x7 is 0.
+        addi(6, 6, 1),
+        addi(7, 7, -1),
+        b_type(-20, 0, 7, 1),
+        // Sets the CLINT's msip (no exit: the interrupt is pending from
+        // here on, taken at the run loop's next check) and goes on looping,
+        // A and B chained to each other.
+        s_type(0, X_ARG, X_ADDR, 2),
+        jal(-28, 0),
+    ];
+    let end = chained(
+        &code,
+        &[(7, ITERATIONS), (X_ARG, 1), (X_ADDR, layout::CLINT.start.0)],
+        |hart| {
+            hart.csr.mstatus |= crate::interp::riscv64::csr::mstatus::MIE;
+            hart.csr.mie = crate::interp::riscv64::csr::irq::MSI;
+        },
+    );
+    assert_eq!(end.trap[1], 1 << 63 | 3, "machine software interrupt");
+    // The loop went on after raising it, within one run-loop chunk of
+    // 5-instruction passes.
+    let after = end.x[5] - ITERATIONS;
+    assert!(
+        after > 0 && after <= u64::from(CHUNK / 5 + 1),
+        "{after} passes after raising it"
+    );
+}
+
+#[test]
+fn a_store_over_a_chained_to_block_runs_the_new_code() {
+    // The word of `addi x6, x6, 100`, stored over B's first instruction.
+    let new = addi(6, 6, 100);
+    let patch_at = 2 * u64::from(HOT);
+    let code = [
+        // A: on to B, except once: patch B first.
+        addi(5, 5, 1),
+        b_type(12, X_ARG, 5, 1),
+        s_type(16, X_WORD, X_JUMP, 2),
+        0x0000_100f, // fence.i
+        // B: back to A until x7 is 0.
+        addi(6, 6, 1),
+        addi(7, 7, -1),
+        b_type(-24, 0, 7, 1),
+        addi(X_TEMP, 0, 1),
+        s_type(0, X_TEMP, X_TOHOST, 3),
+        jal(0, 0),
+    ];
+    let end = chained(
+        &code,
+        &[(7, ITERATIONS), (X_ARG, patch_at), (X_WORD, u64::from(new))],
+        |_| {},
+    );
+    assert!(end.exit.contains("ToHost"));
+    let old_passes = patch_at - 1;
+    assert_eq!(end.x[6], old_passes + (ITERATIONS - old_passes) * 100);
+}
+
+#[test]
+fn a_fault_in_a_chained_block_leaves_exact_state_and_counters() {
+    let code = [
+        // A: jumps to B.
+        addi(5, 5, 1),
+        jal(8, 0),
+        addi(0, 0, 0),
+        // B: loads from scratch RAM for 64 passes, then from a faulting
+        // address: x15 = (x6 >> 6 ? X_FAULT : 0) + X_SCRATCH.
+        i_type(6, 6, 5, 15, 0x13),
+        r_type(0x20, 15, 0, 0, 15, 0x33),
+        r_type(0, X_FAULT, 15, 7, 15, 0x33),
+        r_type(0, X_SCRATCH, 15, 0, 15, 0x33),
+        i_type(0, 15, 3, 10, 0x03),
+        addi(6, 6, 1),
+        jal(-36, 0),
+    ];
+    let end = chained(&code, &[], |_| {});
+    let fault = 0xff00_0000_0000_0000 + SCRATCH;
+    // Load access fault at B's load, after 64 whole passes, A and 4 of B.
+    assert_eq!(end.trap, [RAM + 28, 5, fault]);
+    assert_eq!((end.x[5], end.x[6], end.x[15]), (65, 64, fault));
+    assert_eq!(end.x[X_INSTRET as usize], 64 * 9 + 2 + 4);
+}
+
+#[test]
+fn a_loop_ending_at_the_end_of_a_page_is_translated() {
+    // The loop's branch is the page's last word: its fall-through exit
+    // leaves the page (not chained), its taken exit loops.
+    let mut code = vec![0; 0x1000 / 4 + 3];
+    code[0] = jal(0xff0, 0);
+    code[0x3fc..].copy_from_slice(&[
+        addi(5, 5, 1),
+        addi(7, 7, -1),
+        addi(0, 0, 0),
+        b_type(-12, 0, 7, 1),
+        addi(X_TEMP, 0, 1),
+        s_type(0, X_TEMP, X_TOHOST, 3),
+        jal(0, 0),
+    ]);
+    let mut regs = [0u64; 32];
+    regs[7] = ITERATIONS;
+    let scratch = [0u8; 0x1000];
+    let (interp, _) = run(&code, &regs, &scratch, Tier::Interpret);
+    assert!(interp.exit.contains("ToHost"), "{interp:?}");
+    assert_eq!(interp.x[5], ITERATIONS);
+    for tier in [Tier::Translate, Tier::TranslateAll] {
+        let (jit, blocks) = run(&code, &regs, &scratch, tier);
+        assert!(blocks >= 1, "{tier:?}");
+        assert_eq!(interp, jit, "{tier:?}");
+    }
 }
