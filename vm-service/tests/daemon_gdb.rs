@@ -12,7 +12,6 @@ mod gdb_support;
 mod riscv_image;
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -258,23 +257,10 @@ async fn a_jailed_vmm_binds_a_tcp_address_before_its_jail_and_stops_held() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let Some((_, image)) = riscv_image::build_image(dir.path(), "gdb/image.S") else {
         return;
     };
-    let jails = dir.path().join("jails");
-    let d = Daemon::start_with(
-        dir.path(),
-        &[
-            "--uid",
-            "65534",
-            "--gid",
-            "65534",
-            "--jail-dir",
-            jails.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let d = Daemon::start_jailed(dir.path()).await;
     // A free loopback port: bound, read and released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -8,7 +8,6 @@
 
 mod daemon_support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -190,20 +189,8 @@ async fn a_jailed_daemon_vm_sees_only_its_files_and_has_its_limits() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let jails = dir.path().join("jails");
-    let d = Daemon::start_with(
-        dir.path(),
-        &[
-            "--uid",
-            "65534",
-            "--gid",
-            "65534",
-            "--jail-dir",
-            jails.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let d = Daemon::start_jailed(dir.path()).await;
     let kernel = dir.path().join("spin-kernel");
     d.expect("PUT", "/vms/v", Some(&spinning_riscv_vm(&kernel)), 201)
         .await;

@@ -29,6 +29,20 @@ impl Daemon {
         Self::start_env(dir, extra, &[]).await
     }
 
+    /// A daemon that jails its VMMs in `dir/jails` as uid/gid 65534 (`dir`
+    /// is made world-readable so the jailed VMMs can reach their files).
+    pub async fn start_jailed(dir: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let jails = dir.join("jails");
+        let jails = jails.to_str().expect("utf-8 temp path");
+        Self::start_with(
+            dir,
+            &["--uid", "65534", "--gid", "65534", "--jail-dir", jails],
+        )
+        .await
+    }
+
     /// As [`Self::start_with`], with extra environment variables.
     pub async fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let sock = dir.join("api.sock");
