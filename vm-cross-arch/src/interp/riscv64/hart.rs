@@ -23,8 +23,13 @@ pub const MODE_S: u8 = 1;
 /// Machine mode.
 pub const MODE_M: u8 = 3;
 
-/// Instructions between checks for interrupts, kicks and requests.
-pub(super) const CHUNK: u32 = 512;
+/// Instructions between checks for interrupts, kicks and requests: at
+/// most a few µs of translated code, about 40 µs interpreted. Each check
+/// reads the clock, a run of translated blocks ends at a chunk's end, and
+/// a block longer than what is left of a chunk is interpreted: at 512, a
+/// riscv64 Debian boot (2.6 G instructions) started 9.4 M runs of blocks
+/// and interpreted 75 M instructions; at 4096, 4.5 M and 27 M.
+pub(super) const CHUNK: u32 = 4096;
 /// Longest `wfi` sleep before `run()` returns to the executor.
 const MAX_IDLE: Duration = Duration::from_millis(10);
 
@@ -419,6 +424,7 @@ impl Hart {
                 }
                 n = CHUNK - 1;
             }
+            let first = n;
             // Whether `pc` may start a translated block (a jump target).
             let mut head = true;
             while n < CHUNK {
@@ -489,7 +495,7 @@ impl Hart {
                     }
                 }
             }
-            steps += u64::from(n);
+            steps += u64::from(n - first);
             if steps >= budget {
                 return HartExit::Interrupted;
             }

@@ -49,12 +49,16 @@ const EMPTY: TlbEntry = TlbEntry {
 #[derive(Debug, Clone)]
 pub struct Tlb {
     sets: Box<[[TlbEntry; TLB_SIZE]]>,
+    /// Bumped whenever translations are dropped (so the translator's jump
+    /// cache can tell an entry made under older translations).
+    version: u64,
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Self {
             sets: vec![[EMPTY; TLB_SIZE]; CONTEXTS * 3].into_boxed_slice(),
+            version: 0,
         }
     }
 }
@@ -77,8 +81,16 @@ impl Tlb {
         self.sets[ctx * 3 + acc][(e.tag as usize) & (TLB_SIZE - 1)] = e;
     }
 
+    /// Changes whenever translations are dropped.
+    #[inline]
+    #[allow(dead_code, reason = "read by the translator only (feature `jit`)")]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Drops every translation.
     pub fn flush(&mut self) {
+        self.version += 1;
         for set in &mut self.sets {
             set.fill(EMPTY);
         }
@@ -86,6 +98,7 @@ impl Tlb {
 
     /// Drops the translations of virtual page `vpn`.
     pub fn flush_page(&mut self, vpn: u64) {
+        self.version += 1;
         for set in &mut self.sets {
             let e = &mut set[(vpn as usize) & (TLB_SIZE - 1)];
             if e.tag == vpn {

@@ -23,6 +23,9 @@ const NO_BLOCK: u32 = u32::MAX;
 /// map, which also remembers heads of pages decoded again since).
 const MAX_HEADS: usize = 1 << 18;
 
+/// Counts of heads evicted before they were hot kept before starting over.
+const MAX_WARM: usize = 1 << 16;
+
 /// Where a block came from: its page token at translation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -97,6 +100,8 @@ pub struct BlockCache<D> {
     table: Box<[Entry]>,
     /// Every translated head (`NO_BLOCK`: none starts there) since the last clear.
     heads: HashMap<Key, u32>,
+    /// Executions of heads evicted from the table before they were hot.
+    warm: HashMap<Key, u32>,
     blocks: Vec<Block<D>>,
     /// Executions of a head before it is translated (at least 1).
     hot: u32,
@@ -107,6 +112,7 @@ impl<D> Default for BlockCache<D> {
         Self {
             table: vec![EMPTY; ENTRIES].into_boxed_slice(),
             heads: HashMap::new(),
+            warm: HashMap::new(),
             blocks: Vec::new(),
             hot: super::super::tier::HOT,
         }
@@ -141,10 +147,19 @@ impl<D> BlockCache<D> {
                     Lookup::Block(block)
                 };
             }
-            // Another head, or this head's page changed: start counting again.
+            // Another head, or this head's page changed. A head not yet hot
+            // keeps its count when another evicts it: two hot heads sharing
+            // an entry would otherwise reset each other forever and never
+            // be translated.
+            if e.block == NO_BLOCK && e.hits > 0 {
+                if self.warm.len() >= MAX_WARM {
+                    self.warm.clear();
+                }
+                self.warm.insert(e.key, e.hits);
+            }
             *e = Entry {
                 key,
-                hits: 0,
+                hits: self.warm.remove(&key).unwrap_or(0),
                 block: NO_BLOCK,
             };
         } else if e.block != NO_BLOCK {
@@ -199,6 +214,7 @@ impl<D> BlockCache<D> {
     pub fn clear(&mut self) {
         self.table.fill(EMPTY);
         self.heads.clear();
+        self.warm.clear();
         self.blocks.clear();
     }
 }
@@ -266,6 +282,24 @@ mod tests {
         assert_eq!(c.translated(key(a.vpc, 1)), None, "another generation");
         // A new generation of the page is not the old block.
         assert_eq!(c.lookup(key(a.vpc, 1)), Lookup::Translate);
+    }
+
+    #[test]
+    fn two_heads_sharing_an_entry_both_turn_hot() {
+        let mut c = BlockCache::<()>::default();
+        let a = key(0x8000_0000, 0);
+        let b = key(0x4000_0000, 0);
+        assert_eq!(
+            BlockCache::<()>::index(a.vpc),
+            BlockCache::<()>::index(b.vpc)
+        );
+        c.set_threshold(HOT);
+        for _ in 1..HOT {
+            assert_eq!(c.lookup(a), Lookup::Cold);
+            assert_eq!(c.lookup(b), Lookup::Cold);
+        }
+        assert_eq!(c.lookup(a), Lookup::Translate);
+        assert_eq!(c.lookup(b), Lookup::Translate);
     }
 
     #[test]

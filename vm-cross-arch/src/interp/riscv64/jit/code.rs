@@ -68,14 +68,8 @@ impl CodeArena {
         })
     }
 
-    /// The address the next block of `len` bytes would be placed at, if it fits.
-    pub fn next_addr(&self, len: usize) -> Option<u64> {
-        let start = self.used.next_multiple_of(16);
-        (start.checked_add(len)? <= self.size).then(|| self.base.as_ptr() as u64 + start as u64)
-    }
-
-    /// Copies `code` in (assembled for [`next_addr`](Self::next_addr)) and
-    /// returns its address; `Ok(None)` when the arena is full.
+    /// Copies `code` (position-independent) in at the next 16-byte boundary
+    /// and returns its address; `Ok(None)` when the arena is full.
     pub fn place(&mut self, code: &[u8]) -> Result<Option<NonNull<u8>>, CodeError> {
         let start = self.used.next_multiple_of(16);
         if start
@@ -145,7 +139,12 @@ mod tests {
         // SAFETY: the bytes above are a complete function with this signature.
         let f: extern "sysv64" fn() -> u32 = unsafe { std::mem::transmute(at.as_ptr()) };
         assert_eq!(f(), 42);
-        assert_eq!(arena.next_addr(1), Some(at.as_ptr() as u64 + 16));
+        let next = arena.place(&[0xc3]).unwrap().unwrap();
+        assert_eq!(
+            next.as_ptr() as u64,
+            at.as_ptr() as u64 + 16,
+            "16-byte aligned"
+        );
         assert!(arena.place(&[0x90; PAGE]).unwrap().is_none(), "full");
         arena.clear();
         assert!(arena.place(&[0xc3; PAGE]).unwrap().is_some());

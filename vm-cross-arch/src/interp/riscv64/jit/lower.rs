@@ -6,7 +6,7 @@
 //! the array is exact after every instruction and a call-out sees the state
 //! the interpreter would. Integer ALU work (RV64I, M) is emitted inline;
 //! division, remainder and the bit-manipulation ops call [`pure_op`];
-//! memory, atomic, FP and fence instructions call [`exec_op`], which runs
+//! memory, atomic, FP, cache-block and fence instructions call [`exec_op`], which runs
 //! the interpreter's own `execute` on the hart (same MMU/TLB path, same
 //! traps, MMIO exits and code-page invalidation). Branches and jumps end a
 //! block; any other instruction ends it before itself.
@@ -23,7 +23,9 @@
 //! with the target as next pc) and later at the target block's chain entry
 //! (see [`Lowered::links`]). Every block shares the prologue's stack frame,
 //! so whichever block leaves pops it. Targets in other pages and `jalr`
-//! always leave.
+//! go through the hart's jump cache (see [`super::Jump`]): on a hit, to the
+//! chain entry of the block the run loop last started there; on a miss,
+//! back to the run loop.
 //!
 //! The generated function is `extern "sysv64" fn(x, hart, out) -> u64`:
 //! 0 when the last block ran to its end or its successor had no budget left
@@ -65,6 +67,13 @@ pub struct BlockOut {
     pub tlb_read: u64,
     /// Input: the same for stores.
     pub tlb_write: u64,
+    /// Input: the hart's jump cache (see [`super::Jump`]).
+    pub jumps: u64,
+    /// Input: the versions of decoded code and of translations a jump-cache
+    /// entry must carry to be followed (see [`super::Jump`]).
+    pub code_version: u64,
+    /// Input: see `code_version`.
+    pub ctx_version: u64,
 }
 
 /// How an instruction enters a block.
@@ -97,6 +106,7 @@ pub fn class(op: &Op) -> Class {
         | Kind::FLoad { .. }
         | Kind::FStore { .. }
         | Kind::FOp { .. }
+        | Kind::CacheBlock(_)
         | Kind::Fence => Class::Body,
         Kind::Jal | Kind::Jalr | Kind::Branch(_) => Class::Last,
         _ => Class::Stop,
@@ -214,10 +224,10 @@ fn alu32(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
 pub struct Lowered {
     /// Machine code.
     pub code: Vec<u8>,
-    /// Host address of the chain entry.
+    /// Offset of the chain entry.
     pub entry: u64,
-    /// Per link word (in the order of [`chain_targets`]): the host address
-    /// of the exit's own stub, the word's first value.
+    /// Per link word (in the order of [`chain_targets`]): the offset of the
+    /// exit's own stub (its address is the word's first value).
     pub links: Vec<u64>,
 }
 
@@ -250,6 +260,8 @@ struct Exits {
     start: u64,
     top: CodeLabel,
     epilogue: CodeLabel,
+    /// Looks the guest pc in `rax` up in the jump cache (see [`dispatch`]).
+    dispatch: CodeLabel,
     /// Host address of the next unused link word.
     link: u64,
     stubs: Vec<CodeLabel>,
@@ -257,8 +269,8 @@ struct Exits {
 
 impl Exits {
     /// Leaves for guest `target`: the chain entry for the block's own start,
-    /// through a link word for a target in the page, else straight to the
-    /// run loop.
+    /// through a link word for a target in the page (whose first value is
+    /// a stub leaving for the run loop), else through the jump cache.
     fn to(&mut self, a: &mut CodeAssembler, target: u64) -> Result<(), IcedError> {
         if target == self.start {
             return a.jmp(self.top);
@@ -271,20 +283,60 @@ impl Exits {
             let mut stub = a.create_label();
             a.set_label(&mut stub)?;
             self.stubs.push(stub);
+            imm(a, rax, target)?;
+            a.mov(qword_ptr(r13), rax)?;
+            a.xor(eax, eax)?;
+            return a.jmp(self.epilogue);
         }
         imm(a, rax, target)?;
-        a.mov(qword_ptr(r13), rax)?;
-        a.xor(eax, eax)?;
-        a.jmp(self.epilogue)
+        a.jmp(self.dispatch)
     }
 }
 
+/// Emits the jump-cache lookup at `exits.dispatch`: the guest pc in `rax`
+/// goes on in the block recorded for it (at its chain entry) when the entry
+/// carries the current code and translation versions; otherwise the block
+/// leaves with `rax` as the next pc. The index is [`super::jump_index`]'s.
+fn dispatch(a: &mut CodeAssembler, exits: &mut Exits) -> Result<(), IcedError> {
+    let mut miss = a.create_label();
+    a.set_label(&mut exits.dispatch)?;
+    a.mov(rcx, rax)?;
+    a.shr(rcx, 1)?;
+    a.mov(rdx, rax)?;
+    a.shr(rdx, super::JUMP_HASH_SHIFT)?;
+    a.xor(rcx, rdx)?;
+    a.and(ecx, (super::JUMPS - 1) as i32)?;
+    // 32-byte entries.
+    a.shl(rcx, 5)?;
+    a.add(rcx, qword_ptr(r13 + field(offset_of!(BlockOut, jumps))))?;
+    a.cmp(rax, qword_ptr(rcx + field(offset_of!(super::Jump, vpc))))?;
+    a.jne(miss)?;
+    a.mov(
+        rdx,
+        qword_ptr(r13 + field(offset_of!(BlockOut, code_version))),
+    )?;
+    a.cmp(rdx, qword_ptr(rcx + field(offset_of!(super::Jump, code))))?;
+    a.jne(miss)?;
+    a.mov(
+        rdx,
+        qword_ptr(r13 + field(offset_of!(BlockOut, ctx_version))),
+    )?;
+    a.cmp(rdx, qword_ptr(rcx + field(offset_of!(super::Jump, ctx))))?;
+    a.jne(miss)?;
+    a.jmp(qword_ptr(rcx + field(offset_of!(super::Jump, entry))))?;
+    a.set_label(&mut miss)?;
+    a.mov(qword_ptr(r13), rax)?;
+    a.xor(eax, eax)?;
+    a.jmp(exits.epilogue)
+}
+
 /// Assembles the block of `ops` (each with its guest pc; `ops[i]` must stay
-/// where it is while the code lives) to run at host address `at`.
+/// where it is while the code lives). The code is position-independent:
+/// label addresses in [`Lowered`] are offsets from its first byte.
 /// `end_pc` is where a block without a final branch goes on; `links` is the
 /// host address of the block's link words (one `u64` per entry of
 /// [`chain_targets`], kept as long as the code).
-pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowered, IcedError> {
+pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let start = ops.first().map_or(end_pc, |(pc, _)| *pc);
     let len = ops.len() as i32;
@@ -292,6 +344,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
         start,
         top: a.create_label(),
         epilogue: a.create_label(),
+        dispatch: a.create_label(),
         link: links,
         stubs: Vec::new(),
     };
@@ -381,9 +434,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                     imm(&mut a, rcx, next)?;
                     a.mov(x(op.rd), rcx)?;
                 }
-                a.mov(qword_ptr(r13), rax)?;
-                a.xor(eax, eax)?;
-                a.jmp(epilogue)?;
+                a.jmp(exits.dispatch)?;
                 ended = true;
                 break;
             }
@@ -462,6 +513,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     if !ended {
         exits.to(&mut a, end_pc)?;
     }
+    dispatch(&mut a, &mut exits)?;
     a.set_label(&mut no_budget)?;
     imm(&mut a, rax, start)?;
     a.mov(qword_ptr(r13), rax)?;
@@ -477,7 +529,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     a.pop(r12)?;
     a.pop(rbx)?;
     a.ret()?;
-    let done = a.assemble_options(at, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let done = a.assemble_options(0, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
     let links = exits
         .stubs
         .iter()

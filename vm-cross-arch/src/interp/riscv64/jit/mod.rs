@@ -15,8 +15,8 @@
 //!   `-module`, `-native`, with `regalloc2`, `gimli`, `target-lexicon`, ...)
 //!   would add a few dozen new crates on top, against a CI budget of
 //!   25 minutes on 2 cores.
-//! - Compile speed: a block is assembled twice (size, then final address)
-//!   in microseconds; hot blocks are short (at most [`lower::MAX_OPS`]
+//! - Compile speed: a block is assembled once, position-independent, and
+//!   copied into place; hot blocks are short (at most [`lower::MAX_OPS`]
 //!   instructions), so Cranelift's optimiser would buy little for its cost
 //!   per block.
 //! - Portability is the price: one back end per host, x86_64 only today (the
@@ -39,8 +39,11 @@
 //!   benches: iced-x86 unoptimised in dev/test builds (it is opt-level 3
 //!   there now, like this crate), and hot heads evicted from the
 //!   direct-mapped block table being translated again on every conflict
-//!   (see [`cache`]). Translation itself is about 100 µs a block (two
-//!   assembly passes); a boot translates some 30,000 blocks.
+//!   (see [`cache`]). A boot translates some 32,000 blocks, about 550 bytes
+//!   of host code each: an 8 MiB arena filled three times per boot and
+//!   every block was translated again after each flush (48,000
+//!   translations), hence [`ARENA`]. A block is assembled once (it used to
+//!   be twice, for its size and then its address).
 //!
 //! # Shape
 //!
@@ -75,6 +78,15 @@
 //!   current too. A dropped generation's blocks are never entered again and
 //!   their links never followed, so nothing needs unlinking; code memory is
 //!   reused only after every block is dropped.
+//! - `jalr` and jumps out of a block's page go on through the jump cache
+//!   ([`Jump`]): an entry is made where the run loop starts a block (its
+//!   page found current in the current fetch context) and is followed only
+//!   while the decoded-code version, the TLB's version and the fetch
+//!   context are the ones it was made under. Every event that could make
+//!   the target stale changes one of them: a page's ops emptied or dropped
+//!   or a `fence.i` (code), any TLB flush, `satp` write or `sfence.vma`
+//!   (translations), a privilege change (context); and none of them can
+//!   happen inside a run of blocks without it leaving first.
 
 mod cache;
 mod code;
@@ -90,7 +102,7 @@ use code::CodeArena;
 
 use super::decode::{Kind, Op};
 use super::hart::Hart;
-use super::mmu::{READ, WRITE};
+use super::mmu::{EXEC, READ, WRITE};
 use super::trap::Exc;
 
 /// A call-out finished; the block goes on.
@@ -100,8 +112,43 @@ const STOP: u64 = 1;
 /// A call-out raised an exception (parked in [`Jit::exc`]).
 const EXC: u64 = 2;
 
-/// Size of a hart's code arena; when full, every block is dropped.
-const ARENA: usize = 8 << 20;
+/// Size of a hart's code arena; when full, every block is dropped. Address
+/// space only until used: a riscv64 Debian boot fills about 17 MiB.
+const ARENA: usize = 64 << 20;
+
+/// Entries of a hart's jump cache (a power of two).
+const JUMPS: usize = 4096;
+/// The jump cache's index mixes the pc's bits from 1 and from this bit up.
+const JUMP_HASH_SHIFT: i32 = 13;
+
+/// The jump cache's entry for `vpc` (translated code computes the same).
+fn jump_index(vpc: u64) -> usize {
+    ((vpc >> 1) ^ (vpc >> JUMP_HASH_SHIFT)) as usize & (JUMPS - 1)
+}
+
+/// A jump-cache entry: the chain entry of the block last entered at guest
+/// `vpc` from the run loop, with the versions current then. Translated code
+/// follows it for a `jalr` or a jump out of its page only while the decoded
+/// code ([`ICache::version`](super::icache::ICache::version)) and the
+/// translations and fetch context (the TLB's version, the fetch context's
+/// number) are still those: the run loop had just found the block's page
+/// current, and nothing that makes it stale leaves those unchanged.
+/// `repr(C)`: translated code reads it (32 bytes).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Jump {
+    vpc: u64,
+    code: u64,
+    ctx: u64,
+    entry: u64,
+}
+
+const NO_JUMP: Jump = Jump {
+    vpc: u64::MAX,
+    code: 0,
+    ctx: 0,
+    entry: 0,
+};
 
 /// Signature of a translated block (see [`lower`]).
 type BlockFn = unsafe extern "sysv64" fn(*mut u64, *mut Hart, *mut lower::BlockOut) -> u64;
@@ -127,8 +174,13 @@ pub struct Jit {
     pending: HashMap<Key, Vec<(u32, usize)>>,
     /// Link words pointed at a block since the last flush.
     linked: usize,
+    /// Runs of blocks started from the run loop (a run goes on through
+    /// link words and the jump cache).
+    entries: u64,
     /// Made on the first translation (a hart that never gets hot maps nothing).
     arena: Option<CodeArena>,
+    /// Where `jalr` and jumps out of a page go on without the run loop.
+    jumps: Box<[Jump]>,
     /// The exception a call-out raised, for the run loop.
     pub(super) exc: Option<Exc>,
 }
@@ -140,7 +192,9 @@ impl Default for Jit {
             cache: BlockCache::default(),
             pending: HashMap::new(),
             linked: 0,
+            entries: 0,
             arena: None,
+            jumps: vec![NO_JUMP; JUMPS].into_boxed_slice(),
             exc: None,
         }
     }
@@ -166,6 +220,7 @@ impl Jit {
         self.cache.clear();
         self.pending.clear();
         self.linked = 0;
+        self.jumps.fill(NO_JUMP);
         if let Some(a) = &mut self.arena {
             a.clear();
         }
@@ -204,18 +259,33 @@ impl Hart {
             Lookup::Translate => self.translate_block(key)?,
         };
         let block = self.jit.cache.block(index);
-        if block.len > steps {
+        let (code, len, entry) = (block.code, block.len, block.keep().entry);
+        // The page is current: blocks elsewhere may jump here directly until
+        // it or the translations change.
+        let code_version = self.icache.version();
+        let ctx_version = self.tlb.version() << 2 | self.tlb_context(self.mode, EXEC) as u64;
+        self.jit.jumps[jump_index(pc)] = Jump {
+            vpc: pc,
+            code: code_version,
+            ctx: ctx_version,
+            entry,
+        };
+        if len > steps {
             return None;
         }
         // SAFETY: `code` is the address of a function of type `BlockFn`
         // placed in the arena, which is not cleared while a block runs (only
         // the run loop clears it).
-        let f: BlockFn = unsafe { std::mem::transmute::<usize, BlockFn>(block.code) };
+        let f: BlockFn = unsafe { std::mem::transmute::<usize, BlockFn>(code) };
+        self.jit.entries += 1;
         let hart: *mut Hart = self;
         let mut out = lower::BlockOut {
             budget: u64::from(steps),
             tlb_read: self.tlb.set_base(self.dctx, READ) as u64,
             tlb_write: self.tlb.set_base(self.dctx, WRITE) as u64,
+            jumps: self.jit.jumps.as_ptr() as u64,
+            code_version,
+            ctx_version,
             ..lower::BlockOut::default()
         };
         // SAFETY: the block reads and writes `x` through the first pointer and
@@ -329,7 +399,7 @@ impl Hart {
     }
 
     /// Assembles and places a block whose link words are `links`; `Ok(None)`
-    /// when the arena is full.
+    /// when the arena is full. The returned addresses are final.
     fn place(
         &mut self,
         ops: &[(u64, Op)],
@@ -342,20 +412,21 @@ impl Hart {
         let Some(arena) = self.jit.arena.as_mut() else {
             return Ok(None);
         };
-        let words = links.as_ptr() as u64;
-        // Assemble once to learn the size, once more for the final address
-        // (the code holds no absolute address of its own, only of helpers
-        // and of its link words).
-        let probe = lower::lower(ops, end_pc, 0, words).map_err(|e| e.to_string())?;
-        let Some(at) = arena.next_addr(probe.code.len()) else {
+        // Assembled once, at address 0: the code is position-independent
+        // (jumps inside the block are relative; helpers, ops and link words
+        // are absolute constants), so it runs wherever it is copied and only
+        // its label addresses move with it.
+        let mut lowered =
+            lower::lower(ops, end_pc, links.as_ptr() as u64).map_err(|e| e.to_string())?;
+        let Some(placed) = arena.place(&lowered.code).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
-        let lowered = lower::lower(ops, end_pc, at, words).map_err(|e| e.to_string())?;
-        if lowered.code.len() != probe.code.len() {
-            return Err("block size changed with its address".into());
+        let at = placed.as_ptr() as u64;
+        lowered.entry += at;
+        for stub in &mut lowered.links {
+            *stub += at;
         }
-        let placed = arena.place(&lowered.code).map_err(|e| e.to_string())?;
-        Ok(placed.map(|p| (p.as_ptr() as usize, lowered)))
+        Ok(Some((at as usize, lowered)))
     }
 
     /// The instructions of the block at `pc`: decoded ops from the current

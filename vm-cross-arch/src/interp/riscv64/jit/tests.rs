@@ -10,7 +10,7 @@ use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use vm_accel::{GuestAddress, GuestRegionMmap, VcpuId, Vm};
 
-use super::super::hart::{Hart, HartExit, CHUNK};
+use super::super::hart::{Hart, HartExit, CHUNK, MODE_S};
 use super::super::tier::HOT;
 use super::super::vm::{platform_devices, RiscvVm};
 use super::super::{RiscvVcpu, Tier};
@@ -255,13 +255,22 @@ fn run(code: &[u32], regs: &[u64; 32], scratch: &[u8], tier: Tier) -> (Final, us
         i_type(0x341, X_TEMP, 1, 0, 0x73),
         0x3020_0073,
     ];
-    let (state, blocks, _) = run_with(code, &handler, regs, scratch, tier, |_| {});
-    (state, blocks)
+    let (state, counts) = run_with(code, &handler, regs, scratch, tier, |_| {});
+    (state, counts.blocks)
+}
+
+/// What the translator did in a run.
+struct Counts {
+    /// Blocks translated.
+    blocks: usize,
+    /// Link words pointed at a block.
+    linked: usize,
+    /// Runs of blocks the run loop started.
+    entries: u64,
 }
 
 /// Runs `code` at `RAM` with `handler` at `HANDLER` as the trap handler and
-/// `setup` applied last; the final state, the blocks translated and the
-/// link words pointed at a block.
+/// `setup` applied last; the final state and what the translator did.
 fn run_with(
     code: &[u32],
     handler: &[u32],
@@ -269,7 +278,7 @@ fn run_with(
     scratch: &[u8],
     tier: Tier,
     setup: impl FnOnce(&mut Hart),
-) -> (Final, usize, usize) {
+) -> (Final, Counts) {
     let (_vm, mut vcpu) = machine();
     let hart = vcpu.hart_mut();
     assert!(hart.ram.write(SCRATCH - 0x800, scratch));
@@ -320,8 +329,11 @@ fn run_with(
         tier == Tier::Interpret || hart.jit.on(),
         "the translator turned itself off"
     );
-    let blocks = hart.translated_blocks();
-    let linked = hart.jit.linked;
+    let counts = Counts {
+        blocks: hart.translated_blocks(),
+        linked: hart.jit.linked,
+        entries: hart.jit.entries,
+    };
     let state = Final {
         x: hart.x,
         pc: hart.pc,
@@ -331,7 +343,7 @@ fn run_with(
         mmio,
         exit,
     };
-    (state, blocks, linked)
+    (state, counts)
 }
 
 #[test]
@@ -399,9 +411,9 @@ fn chained(code: &[u32], inputs: &[(u32, u64)], setup: impl Fn(&mut Hart)) -> Fi
     let (interp, ..) = run_with(code, &handler, &regs, &scratch, Tier::Interpret, &setup);
     assert!(interp.exit.contains("ToHost"), "{interp:?}");
     for tier in [Tier::Translate, Tier::TranslateAll] {
-        let (jit, blocks, linked) = run_with(code, &handler, &regs, &scratch, tier, &setup);
-        assert!(blocks >= 2, "{tier:?}: {blocks} blocks");
-        assert!(linked >= 2, "{tier:?}: {linked} links");
+        let (jit, counts) = run_with(code, &handler, &regs, &scratch, tier, &setup);
+        assert!(counts.blocks >= 2, "{tier:?}: {} blocks", counts.blocks);
+        assert!(counts.linked >= 2, "{tier:?}: {} links", counts.linked);
         assert_eq!(interp, jit, "{tier:?}");
     }
     interp
@@ -522,4 +534,161 @@ fn a_loop_ending_at_the_end_of_a_page_is_translated() {
         assert!(blocks >= 1, "{tier:?}");
         assert_eq!(interp, jit, "{tier:?}");
     }
+}
+
+/// Passes of the loops of the jump-cache tests: enough for many runs of
+/// blocks each budget.
+const PASSES: u64 = 2000;
+
+/// Runs a program whose loop (`x7` passes) calls code outside its page:
+/// `main` at `RAM`, each `(address, words)` of `more` written after it and
+/// `setup` applied last. Every tier must leave the interpreter's state, and
+/// the translating tiers must go from block to block without the run loop
+/// (through the jump cache): far fewer runs started than passes. The
+/// interpreter's state.
+fn across_pages(
+    main: &[u32],
+    more: &[(u64, Vec<u32>)],
+    inputs: &[(u32, u64)],
+    setup: impl Fn(&mut Hart),
+) -> Final {
+    let mut code = main.to_vec();
+    for (at, words) in more {
+        let index = ((at - RAM) / 4) as usize;
+        if code.len() < index + words.len() {
+            code.resize(index + words.len(), 0);
+        }
+        code[index..index + words.len()].copy_from_slice(words);
+    }
+    let mut regs = [0u64; 32];
+    regs[7] = PASSES;
+    for &(r, v) in inputs {
+        regs[r as usize] = v;
+    }
+    let handler = [jal(0, 0)];
+    let scratch = [0u8; 0x1000];
+    let (interp, _) = run_with(&code, &handler, &regs, &scratch, Tier::Interpret, &setup);
+    assert!(interp.exit.contains("ToHost"), "{interp:?}");
+    for tier in [Tier::Translate, Tier::TranslateAll] {
+        let (jit, counts) = run_with(&code, &handler, &regs, &scratch, tier, &setup);
+        assert_eq!(interp, jit, "{tier:?}");
+        assert!(
+            counts.entries < PASSES / 8,
+            "{tier:?}: the run loop started {} runs of blocks for {PASSES} passes",
+            counts.entries
+        );
+    }
+    interp
+}
+
+/// `jalr x0, 0(ra)`.
+const RET: u32 = 0x0000_8067;
+
+/// The end of the jump-cache tests' programs: `tohost = 1`, then spin.
+fn finish() -> [u32; 3] {
+    [
+        addi(X_TEMP, 0, 1),
+        s_type(0, X_TEMP, X_TOHOST, 3),
+        jal(0, 0),
+    ]
+}
+
+#[test]
+fn calls_and_returns_across_pages_go_on_in_translated_code() {
+    let mut main = vec![
+        addi(5, 5, 1),
+        // call f (the next page)
+        jal(0x1000 - 4, 1),
+        addi(7, 7, -1),
+        b_type(-12, 0, 7, 1),
+    ];
+    main.extend(finish());
+    let f = vec![addi(6, 6, 3), RET];
+    let end = across_pages(&main, &[(RAM + 0x1000, f)], &[], |_| {});
+    assert_eq!((end.x[5], end.x[6]), (PASSES, 3 * PASSES));
+}
+
+#[test]
+fn a_call_after_its_target_was_rewritten_runs_the_new_code() {
+    let patch_at = PASSES / 2;
+    let mut main = vec![
+        addi(5, 5, 1),
+        // Once: store the new first word of f, then fence.i.
+        b_type(12, X_ARG, 5, 1),
+        s_type(0, X_WORD, X_ADDR, 2),
+        0x0000_100f,
+        jal(0x1000 - 16, 1),
+        addi(7, 7, -1),
+        b_type(-24, 0, 7, 1),
+    ];
+    main.extend(finish());
+    let f = vec![addi(6, 6, 1), RET];
+    let end = across_pages(
+        &main,
+        &[(RAM + 0x1000, f)],
+        &[
+            (X_ARG, patch_at),
+            (X_WORD, u64::from(addi(6, 6, 100))),
+            (X_ADDR, RAM + 0x1000),
+        ],
+        |_| {},
+    );
+    assert_eq!(end.x[6], (patch_at - 1) + (PASSES - patch_at + 1) * 100);
+}
+
+#[test]
+fn a_call_after_its_target_page_was_remapped_runs_the_new_page() {
+    // Sv39 in S-mode: RAM identity-mapped by a gigapage; virtual page
+    // 0x4000_0000 maps p1 (adds 1), then, after the program rewrites the
+    // leaf and runs `sfence.vma`, p2 (adds 100).
+    const ROOT: u64 = RAM + 0x9_0000;
+    const L1: u64 = ROOT + 0x1000;
+    const L0: u64 = ROOT + 0x2000;
+    const V: u64 = 0x4000_0000;
+    let (p1, p2) = (RAM + 0x2000, RAM + 0x3000);
+    let pte = |pa: u64, flags: u64| (pa >> 12) << 10 | flags;
+    // V, R, W, X, A, D / V, R, X, A / V (a pointer to the next level).
+    let (rwx, rx, next) = (0xcf, 0x4b, 0x1);
+    let patch_at = PASSES / 2;
+    let mut main = vec![
+        addi(5, 5, 1),
+        // Once: point the leaf at p2, then sfence.vma.
+        b_type(12, X_ARG, 5, 1),
+        s_type(0, X_WORD, X_ADDR, 3),
+        0x1200_0073,
+        // jalr ra, 0(x10)
+        i_type(0, 10, 0, 1, 0x67),
+        addi(7, 7, -1),
+        b_type(-24, 0, 7, 1),
+    ];
+    main.extend(finish());
+    let end = across_pages(
+        &main,
+        &[
+            (p1, vec![addi(6, 6, 1), RET]),
+            (p2, vec![addi(6, 6, 100), RET]),
+        ],
+        &[
+            (X_ARG, patch_at),
+            (X_WORD, pte(p2, rx)),
+            (X_ADDR, L0),
+            (10, V),
+        ],
+        |hart| {
+            let tables = [
+                (ROOT + 2 * 8, pte(RAM, rwx)),
+                (ROOT + 8, pte(L1, next)),
+                (L1, pte(L0, next)),
+                (L0, pte(p1, rx)),
+            ];
+            for (at, value) in tables {
+                assert!(hart.ram.write(at, &value.to_le_bytes()));
+            }
+            hart.mode = MODE_S;
+            hart.csr.satp = 8 << 60 | ROOT >> 12;
+            hart.tlb.flush();
+            hart.fetch_invalidate();
+        },
+    );
+    assert_eq!(end.x[6], (patch_at - 1) + (PASSES - patch_at + 1) * 100);
 }
