@@ -107,6 +107,7 @@ pub fn class(op: &Op) -> Class {
         | Kind::FStore { .. }
         | Kind::FOp { .. }
         | Kind::CacheBlock(_)
+        | Kind::Csr(_)
         | Kind::Fence => Class::Body,
         Kind::Jal | Kind::Jalr | Kind::Branch(_) => Class::Last,
         _ => Class::Stop,
@@ -144,6 +145,20 @@ pub extern "sysv64" fn exec_op(hart: *mut Hart, op: *const Op, pc: u64) -> u64 {
             EXC
         }
     }
+}
+
+/// [`exec_op`] for an instruction that may read or write the counters
+/// (a CSR access): `instret` is exact for it, `retired` being the
+/// instructions this run of blocks retired before it.
+pub extern "sysv64" fn exec_counted(hart: *mut Hart, op: *const Op, pc: u64, retired: u64) -> u64 {
+    // SAFETY: as in `exec_op`; the reference ends before `exec_op` makes its own.
+    unsafe { (*hart).instret += retired };
+    let status = exec_op(hart, op, pc);
+    // The run loop adds what the run retired when it ends; a counter
+    // written here keeps its offset from `instret`.
+    // SAFETY: as above.
+    unsafe { (*hart).instret -= retired };
+    status
 }
 
 /// A `BlockOut` field's offset as a displacement (a few bytes).
@@ -480,7 +495,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
                 }
                 a.jmp(done)?;
                 a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, false)?;
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
@@ -503,11 +518,17 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
                 }
                 a.jmp(done)?;
                 a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, false)?;
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
-            _ => call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?,
+            Kind::Csr(_) => {
+                // Instructions of this run before this one: every block
+                // charged so far less the rest of this one.
+                a.lea(rcx, qword_ptr(r14 + (i as i32 - len)))?;
+                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, true)?;
+            }
+            _ => call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, false)?,
         }
     }
     if !ended {
@@ -586,22 +607,25 @@ fn call_pure(a: &mut CodeAssembler, op_ptr: u64) -> Result<(), IcedError> {
     a.call(rax)
 }
 
-/// `exec_op(hart, op, pc)`, leaving the block with `index << 2 | code` unless it continues.
+/// `exec_op(hart, op, pc)` (`exec_counted(hart, op, pc, rcx)` when
+/// `counted`), leaving the block with `index << 2 | code` unless it continues.
 fn call_exec(
     a: &mut CodeAssembler,
     op_ptr: u64,
     pc: u64,
     index: usize,
     leave: &mut CodeLabel,
+    counted: bool,
 ) -> Result<(), IcedError> {
     a.mov(rdi, r12)?;
     imm(a, rsi, op_ptr)?;
     imm(a, rdx, pc)?;
-    imm(
-        a,
-        rax,
-        exec_op as extern "sysv64" fn(*mut Hart, *const Op, u64) -> u64 as usize as u64,
-    )?;
+    let f = if counted {
+        exec_counted as extern "sysv64" fn(*mut Hart, *const Op, u64, u64) -> u64 as usize
+    } else {
+        exec_op as extern "sysv64" fn(*mut Hart, *const Op, u64) -> u64 as usize
+    };
+    imm(a, rax, f as u64)?;
     a.call(rax)?;
     let mut go_on = a.create_label();
     a.test(eax, eax)?;

@@ -63,9 +63,12 @@
 //! - Memory instructions run through the interpreter's `execute` with `pc`
 //!   set: a fault leaves `pc` at the faulting instruction, every earlier
 //!   instruction's result in `x`, and `instret` counting exactly those.
-//! - A block ends at any CSR access, so `instret`/`cycle` are exact where a
-//!   guest can read them; interrupts and kicks are taken when the run loop
-//!   gets control back, at most one chunk of the run loop late as in the
+//! - A CSR access runs through `execute` with `instret` made exact for it
+//!   ([`lower::exec_counted`]), so the counters read and written inside a
+//!   block are the interpreter's; one that changes translation, interrupt
+//!   enables or the decoded code asks for a resync, which ends the block
+//!   after it, as it ends the interpreter's chunk. Interrupts and kicks are
+//!   taken when the run loop gets control back, at most one chunk of the run loop late as in the
 //!   interpreter. A run of blocks (a block looping to itself, or chained
 //!   to the next) never retires more instructions than the run loop has
 //!   steps left: each block charges its length against that budget at its
@@ -73,8 +76,8 @@
 //!   it, so both tiers retire the same instructions for the same budget.
 //! - Chaining (see [`lower`]) joins only blocks of the same decoded page and
 //!   generation: the first block of a run was found current, nothing a
-//!   block runs changes the page without leaving the block ([`STOP`], or a
-//!   CSR or `fence.i`, which end blocks), so every chained-to block is
+//!   block runs changes the page without leaving the block ([`STOP`], a
+//!   resync, or `fence.i`, which ends blocks), so every chained-to block is
 //!   current too. A dropped generation's blocks are never entered again and
 //!   their links never followed, so nothing needs unlinking; code memory is
 //!   reused only after every block is dropped.

@@ -1,6 +1,6 @@
 //! Differential tests: random RV64IM programs (with loads and stores that
-//! fault, MMIO, stores into the code page, forward branches and jumps, and
-//! reads of `instret`/`cycle`) run by the interpreter alone and with the
+//! fault, MMIO, stores into the code page, forward branches and jumps,
+//! reads and writes of `instret`/`cycle` and `mcountinhibit`) run by the interpreter alone and with the
 //! translator must leave the same state: registers, `pc`, `instret`, the
 //! trap CSRs, memory and the MMIO traffic.
 
@@ -179,11 +179,28 @@ impl Gen {
                 }
                 _ => out.push(i_type(0x13, 0, 0, rd, 0x13)),
             },
-            _ => {
-                // csrr rd, instret / cycle / minstret
-                let csr = [0xc02, 0xc00, 0xb02][self.below(3) as usize];
-                out.push(i_type(csr, 0, 2, rd, 0x73));
-            }
+            _ => match self.below(4) {
+                0 => {
+                    // csrrw rd, minstret / mcycle, rs1: a counter written
+                    // mid-block goes on from the written value.
+                    let csr = [0xb02, 0xb00][self.below(2) as usize];
+                    out.push(i_type(csr, rs1, 1, rd, 0x73));
+                }
+                1 => {
+                    // csrrwi rd, mcountinhibit, uimm: counters stopped and
+                    // restarted mid-block.
+                    out.push(i_type(0x320, self.below(8) as u32, 5, rd, 0x73));
+                }
+                2 => {
+                    // csrrw rd, mscratch, rs1
+                    out.push(i_type(0x340, rs1, 1, rd, 0x73));
+                }
+                _ => {
+                    // csrr rd, instret / cycle / minstret
+                    let csr = [0xc02, 0xc00, 0xb02][self.below(3) as usize];
+                    out.push(i_type(csr, 0, 2, rd, 0x73));
+                }
+            },
         }
     }
 
