@@ -30,13 +30,21 @@ struct Page {
     ops: Box<[Op]>,
     /// The bytes the ops were decoded from, as 64-bit words.
     bytes: Box<[u64]>,
-    /// Epoch in which `bytes` was last known to equal RAM.
-    checked: u64,
     /// Index of the guest page it holds, or `NONE` when free.
     owner: u32,
+}
+
+/// Whether a slot's decoded ops are current, kept apart from the pages so
+/// translated code can read it (`repr(C)`, 16 bytes per slot).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct Stamp {
+    /// Epoch in which the page's bytes were last known to equal RAM: the
+    /// ops are current in this epoch only if it is the cache's epoch.
+    pub checked: u64,
     /// Bumped whenever the ops are emptied or the slot changes hands, so
     /// code derived from them (the translator's blocks) can tell it is stale.
-    generation: u32,
+    pub generation: u32,
 }
 
 /// Decoded pages of one hart.
@@ -45,13 +53,10 @@ pub struct ICache {
     base: u64,
     slot_of: Vec<u32>,
     slots: Vec<Page>,
+    /// One per slot.
+    stamps: Vec<Stamp>,
     free: Vec<u32>,
     epoch: u64,
-    /// Bumped whenever any page's ops are emptied or dropped, or a fence
-    /// asks for pages to be checked again: code derived from decoded pages
-    /// and not keyed by slot generation (the translator's jump cache) is
-    /// current only while this stays the same.
-    version: u64,
 }
 
 impl ICache {
@@ -87,15 +92,15 @@ impl ICache {
         let idx = self.page_index(page_pa)?;
         let slot = self.slot_of[idx];
         if slot != NONE {
-            let page = &mut self.slots[slot as usize];
-            if page.checked != self.epoch {
+            let stamp = &mut self.stamps[slot as usize];
+            if stamp.checked != self.epoch {
+                let page = &mut self.slots[slot as usize];
                 if !same_bytes(&page.bytes, host) {
                     page.ops.fill(Op::UNDECODED);
-                    page.generation = page.generation.wrapping_add(1);
-                    self.version += 1;
+                    stamp.generation = stamp.generation.wrapping_add(1);
                     copy_bytes(&mut page.bytes, host);
                 }
-                page.checked = self.epoch;
+                stamp.checked = self.epoch;
             }
             return Some((slot, false));
         }
@@ -109,16 +114,15 @@ impl ICache {
             self.slots.push(Page {
                 ops: vec![Op::UNDECODED; OPS_PER_PAGE].into_boxed_slice(),
                 bytes: vec![0; PAGE / 8].into_boxed_slice(),
-                checked: 0,
                 owner: NONE,
-                generation: 0,
             });
+            self.stamps.push(Stamp::default());
             (self.slots.len() - 1) as u32
         };
         let page = &mut self.slots[slot as usize];
         copy_bytes(&mut page.bytes, host);
-        page.checked = self.epoch;
         page.owner = idx as u32;
+        self.stamps[slot as usize].checked = self.epoch;
         self.slot_of[idx] = slot;
         Some((slot, true))
     }
@@ -134,14 +138,23 @@ impl ICache {
     #[inline]
     #[allow(dead_code, reason = "read by the translator only (feature `jit`)")]
     pub fn generation(&self, slot: u32) -> u32 {
-        self.slots[slot as usize].generation
+        self.stamps[slot as usize].generation
     }
 
-    /// Changes whenever any page's ops are emptied or dropped, or at a fence.
+    /// Every slot's [`Stamp`], by slot; valid until the next
+    /// [`slot_for`](Self::slot_for) (which may add slots).
     #[inline]
     #[allow(dead_code, reason = "read by the translator only (feature `jit`)")]
-    pub fn version(&self) -> u64 {
-        self.version
+    pub fn stamps(&self) -> *const Stamp {
+        self.stamps.as_ptr()
+    }
+
+    /// The current epoch: a slot's ops are current if its stamp was
+    /// checked in it and its generation is the one they were taken from.
+    #[inline]
+    #[allow(dead_code, reason = "read by the translator only (feature `jit`)")]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Stores a decoded op.
@@ -165,28 +178,26 @@ impl ICache {
             return None;
         }
         self.slot_of[idx] = NONE;
-        let page = &mut self.slots[slot as usize];
-        page.owner = NONE;
-        page.generation = page.generation.wrapping_add(1);
+        self.slots[slot as usize].owner = NONE;
+        let stamp = &mut self.stamps[slot as usize];
+        stamp.generation = stamp.generation.wrapping_add(1);
         self.free.push(slot);
-        self.version += 1;
         Some(slot)
     }
 
     /// `fence.i`: pages are checked against RAM before their next use.
     pub fn fence(&mut self) {
         self.epoch += 1;
-        self.version += 1;
     }
 
     /// Drops every page.
     pub fn flush(&mut self) {
-        self.version += 1;
         for (slot, page) in self.slots.iter_mut().enumerate() {
             if page.owner != NONE {
                 self.slot_of[page.owner as usize] = NONE;
                 page.owner = NONE;
-                page.generation = page.generation.wrapping_add(1);
+                let stamp = &mut self.stamps[slot];
+                stamp.generation = stamp.generation.wrapping_add(1);
                 self.free.push(slot as u32);
             }
         }

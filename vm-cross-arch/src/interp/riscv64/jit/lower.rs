@@ -35,8 +35,9 @@
 //! that ran to its end, either way.
 
 use iced_x86::code_asm::{
-    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, rax, rbx,
-    rcx, rdi, rdx, rsi, rsp, word_ptr, AsmMemoryOperand, AsmRegister64, CodeAssembler, CodeLabel,
+    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, r8d, rax,
+    rbx, rcx, rdi, rdx, rsi, rsp, word_ptr, AsmMemoryOperand, AsmRegister64, CodeAssembler,
+    CodeLabel,
 };
 use std::mem::offset_of;
 
@@ -45,6 +46,7 @@ use iced_x86::{BlockEncoderOptions, IcedError};
 use super::super::decode::{Alu, Cond, Kind, Op};
 use super::super::exec::{bitmanip, int};
 use super::super::hart::Hart;
+use super::super::icache::Stamp;
 use super::super::mmu::TLB_SIZE;
 use super::{CONTINUE, EXC, STOP};
 
@@ -69,10 +71,13 @@ pub struct BlockOut {
     pub tlb_write: u64,
     /// Input: the hart's jump cache (see [`super::Jump`]).
     pub jumps: u64,
-    /// Input: the versions of decoded code and of translations a jump-cache
+    /// Input: the hart's decoded-page stamps, by slot.
+    pub stamps: u64,
+    /// Input: the decoded-page epoch (a page is current if its stamp was
+    /// checked in it).
+    pub epoch: u64,
+    /// Input: the translations' version and fetch context a jump-cache
     /// entry must carry to be followed (see [`super::Jump`]).
-    pub code_version: u64,
-    /// Input: see `code_version`.
     pub ctx_version: u64,
 }
 
@@ -309,9 +314,11 @@ impl Exits {
 }
 
 /// Emits the jump-cache lookup at `exits.dispatch`: the guest pc in `rax`
-/// goes on in the block recorded for it (at its chain entry) when the entry
-/// carries the current code and translation versions; otherwise the block
-/// leaves with `rax` as the next pc. The index is [`super::jump_index`]'s.
+/// goes on in the block recorded for it (at its chain entry) when that
+/// block's page is current and the entry carries the current translation
+/// version and fetch context; otherwise the block leaves with `rax` as the
+/// next pc. The index is [`super::jump_index`]'s. Exits come here with the
+/// guest registers in `x`, so the lookup may use any scratch register.
 fn dispatch(a: &mut CodeAssembler, exits: &mut Exits) -> Result<(), IcedError> {
     let mut miss = a.create_label();
     a.set_label(&mut exits.dispatch)?;
@@ -326,11 +333,18 @@ fn dispatch(a: &mut CodeAssembler, exits: &mut Exits) -> Result<(), IcedError> {
     a.add(rcx, qword_ptr(r13 + field(offset_of!(BlockOut, jumps))))?;
     a.cmp(rax, qword_ptr(rcx + field(offset_of!(super::Jump, vpc))))?;
     a.jne(miss)?;
-    a.mov(
-        rdx,
-        qword_ptr(r13 + field(offset_of!(BlockOut, code_version))),
+    // The stamp of the target's slot: checked this epoch, same generation.
+    a.mov(edx, dword_ptr(rcx + field(offset_of!(super::Jump, slot))))?;
+    a.shl(rdx, 4)?;
+    a.add(rdx, qword_ptr(r13 + field(offset_of!(BlockOut, stamps))))?;
+    a.mov(r8, qword_ptr(r13 + field(offset_of!(BlockOut, epoch))))?;
+    a.cmp(r8, qword_ptr(rdx + field(offset_of!(Stamp, checked))))?;
+    a.jne(miss)?;
+    a.mov(r8d, dword_ptr(rdx + field(offset_of!(Stamp, generation))))?;
+    a.cmp(
+        r8d,
+        dword_ptr(rcx + field(offset_of!(super::Jump, generation))),
     )?;
-    a.cmp(rdx, qword_ptr(rcx + field(offset_of!(super::Jump, code))))?;
     a.jne(miss)?;
     a.mov(
         rdx,

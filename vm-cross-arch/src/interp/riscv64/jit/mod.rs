@@ -84,10 +84,12 @@
 //! - `jalr` and jumps out of a block's page go on through the jump cache
 //!   ([`Jump`]): an entry is made where the run loop starts a block (its
 //!   page found current in the current fetch context) and is followed only
-//!   while the decoded-code version, the TLB's version and the fetch
-//!   context are the ones it was made under. Every event that could make
-//!   the target stale changes one of them: a page's ops emptied or dropped
-//!   or a `fence.i` (code), any TLB flush, `satp` write or `sfence.vma`
+//!   while the block's page is current as the run loop would find it
+//!   (checked since the last `fence.i`, same generation) and the TLB's
+//!   version and the fetch context are the ones it was made under. Every
+//!   event that could make the target stale changes one of them: the
+//!   page's ops emptied or dropped, or a `fence.i` (until the run loop
+//!   checks the page again), any TLB flush, `satp` write or `sfence.vma`
 //!   (translations), a privilege change (context); and none of them can
 //!   happen inside a run of blocks without it leaving first.
 
@@ -130,27 +132,30 @@ fn jump_index(vpc: u64) -> usize {
 }
 
 /// A jump-cache entry: the chain entry of the block last entered at guest
-/// `vpc` from the run loop, with the versions current then. Translated code
-/// follows it for a `jalr` or a jump out of its page only while the decoded
-/// code ([`ICache::version`](super::icache::ICache::version)) and the
-/// translations and fetch context (the TLB's version, the fetch context's
-/// number) are still those: the run loop had just found the block's page
-/// current, and nothing that makes it stale leaves those unchanged.
-/// `repr(C)`: translated code reads it (32 bytes).
+/// `vpc` from the run loop, with what made it current then. Translated code
+/// follows it for a `jalr` or a jump out of its page only while the block's
+/// decoded page is current (its slot's [`Stamp`] checked in the current
+/// epoch, and of the same generation) and the translations and fetch
+/// context are the same (the TLB's version, the fetch context's number):
+/// the run loop had just found the page current, and nothing that makes it
+/// stale leaves those unchanged. `repr(C)`: translated code reads it (32
+/// bytes).
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct Jump {
     vpc: u64,
-    code: u64,
     ctx: u64,
     entry: u64,
+    slot: u32,
+    generation: u32,
 }
 
 const NO_JUMP: Jump = Jump {
     vpc: u64::MAX,
-    code: 0,
     ctx: 0,
     entry: 0,
+    slot: 0,
+    generation: 0,
 };
 
 /// Signature of a translated block (see [`lower`]).
@@ -265,13 +270,13 @@ impl Hart {
         let (code, len, entry) = (block.code, block.len, block.keep().entry);
         // The page is current: blocks elsewhere may jump here directly until
         // it or the translations change.
-        let code_version = self.icache.version();
         let ctx_version = self.tlb.version() << 2 | self.tlb_context(self.mode, EXEC) as u64;
         self.jit.jumps[jump_index(pc)] = Jump {
             vpc: pc,
-            code: code_version,
             ctx: ctx_version,
             entry,
+            slot: key.slot,
+            generation: key.generation,
         };
         if len > steps {
             return None;
@@ -287,7 +292,8 @@ impl Hart {
             tlb_read: self.tlb.set_base(self.dctx, READ) as u64,
             tlb_write: self.tlb.set_base(self.dctx, WRITE) as u64,
             jumps: self.jit.jumps.as_ptr() as u64,
-            code_version,
+            stamps: self.icache.stamps() as u64,
+            epoch: self.icache.epoch(),
             ctx_version,
             ..lower::BlockOut::default()
         };

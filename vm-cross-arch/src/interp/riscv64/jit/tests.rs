@@ -709,3 +709,54 @@ fn a_call_after_its_target_page_was_remapped_runs_the_new_page() {
     );
     assert_eq!(end.x[6], (patch_at - 1) + (PASSES - patch_at + 1) * 100);
 }
+
+#[test]
+fn a_call_after_another_writer_changed_its_target_and_a_fence_runs_the_new_code() {
+    // The loop fences every pass; between two runs the host rewrites f, as
+    // a device or another hart would (not through this hart's stores), so
+    // only the fence tells the hart that f's page changed.
+    let passes = 20_000;
+    let mut main = vec![
+        addi(5, 5, 1),
+        jal(0x1000 - 4, 1),
+        0x0000_100f,
+        addi(7, 7, -1),
+        b_type(-16, 0, 7, 1),
+    ];
+    main.extend(finish());
+    let mut code = main.clone();
+    code.resize(0x400, 0);
+    code.extend([addi(6, 6, 1), RET]);
+    let run = |tier: Tier| {
+        let (_vm, mut vcpu) = machine();
+        let hart = vcpu.hart_mut();
+        assert_eq!(hart.set_tier(tier), tier != Tier::Interpret);
+        write_words(hart, RAM, &code);
+        hart.x[7] = passes;
+        hart.x[X_TOHOST as usize] = TOHOST;
+        hart.pc = RAM;
+        hart.csr.mtvec = HANDLER;
+        hart.tohost = Some(TOHOST);
+        for run in 0.. {
+            if run == 3 {
+                write_words(hart, RAM + 0x1000, &[addi(6, 6, 100)]);
+            }
+            match hart.run(1000) {
+                HartExit::Interrupted => {}
+                HartExit::ToHost(_) => break,
+                other => panic!("{tier:?}: {other:?} at {:#x}", hart.pc),
+            }
+        }
+        (hart.x, hart.instret, hart.jit.entries)
+    };
+    let (x, instret, _) = run(Tier::Interpret);
+    assert!(
+        x[5] == passes && x[6] > passes && x[6] < 100 * passes,
+        "f changed mid-loop: {x:?}"
+    );
+    for tier in [Tier::Translate, Tier::TranslateAll] {
+        let (jx, jinstret, entries) = run(tier);
+        assert_eq!((jx, jinstret), (x, instret), "{tier:?}");
+        assert!(entries > 0, "{tier:?}: nothing ran translated");
+    }
+}
