@@ -32,9 +32,12 @@
 //! [`super::EXC`]); `out.retired` counts the instructions of every block
 //! that ran to its end, either way.
 
+mod regs;
+
+use iced_x86::code_asm::asm_traits::{CodeAsmAdd, CodeAsmAnd, CodeAsmOr, CodeAsmSub, CodeAsmXor};
 use iced_x86::code_asm::{
-    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, rax, rbx,
-    rcx, rdi, rdx, rsi, rsp, word_ptr, AsmMemoryOperand, AsmRegister64, CodeAssembler, CodeLabel,
+    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, rax, rbx, rcx,
+    rdi, rdx, rsi, rsp, word_ptr, AsmRegister64, CodeAssembler, CodeLabel,
 };
 use std::mem::offset_of;
 
@@ -45,6 +48,7 @@ use super::super::exec::{bitmanip, int};
 use super::super::hart::Hart;
 use super::super::mmu::TLB_SIZE;
 use super::{CONTINUE, EXC, STOP};
+use regs::{x, RegCache, SAVED};
 
 /// Most guest instructions in one block.
 pub const MAX_OPS: usize = 64;
@@ -141,10 +145,6 @@ fn field(offset: usize) -> i32 {
     offset as i32
 }
 
-fn x(r: u8) -> AsmMemoryOperand {
-    qword_ptr(rbx + i32::from(r) * 8)
-}
-
 /// A constant into `reg`.
 fn imm(a: &mut CodeAssembler, reg: AsmRegister64, v: u64) -> Result<(), IcedError> {
     a.mov(reg, v)
@@ -182,11 +182,13 @@ fn alu64(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
         }
         Alu::Mulhsu => {
             // hi(signed a * unsigned b) = hi(unsigned a * b) - (a < 0 ? b : 0)
-            a.mov(r8, rax)?;
+            // (`[rsp]` is the frame's scratch word: no register is free.)
+            a.mov(rdx, rax)?;
+            a.sar(rdx, 63)?;
+            a.and(rdx, rcx)?;
+            a.mov(qword_ptr(rsp), rdx)?;
             a.mul(rcx)?;
-            a.sar(r8, 63)?;
-            a.and(r8, rcx)?;
-            a.sub(rdx, r8)?;
+            a.sub(rdx, qword_ptr(rsp))?;
             a.mov(rax, rdx)?;
         }
         Alu::Div | Alu::Divu | Alu::Rem | Alu::Remu => return Ok(false),
@@ -279,6 +281,18 @@ impl Exits {
     }
 }
 
+/// A memory instruction's slow path, emitted after the block's exits.
+struct SlowPath {
+    label: CodeLabel,
+    /// Where the fast path goes on.
+    done: CodeLabel,
+    op_ptr: u64,
+    pc: u64,
+    index: usize,
+    /// The dirty registers before the instruction.
+    dirty: u32,
+}
+
 /// Assembles the block of `ops` (each with its guest pc; `ops[i]` must stay
 /// where it is while the code lives) to run at host address `at`.
 /// `end_pc` is where a block without a final branch goes on; `links` is the
@@ -299,11 +313,15 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     // Call-outs that leave: uncharge this block first.
     let mut leave_early = a.create_label();
     let mut no_budget = a.create_label();
+    let mut regs = RegCache::for_block(ops);
     a.push(rbx)?;
     a.push(r12)?;
     a.push(r13)?;
     a.push(r14)?;
-    // Keeps the stack 16-byte aligned at call-outs.
+    for r in SAVED {
+        a.push(r)?;
+    }
+    // Keeps the stack 16-byte aligned at call-outs; `[rsp]` is scratch.
     a.sub(rsp, 8)?;
     a.mov(rbx, rdi)?;
     a.mov(r12, rsi)?;
@@ -315,6 +333,18 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     a.cmp(rax, qword_ptr(r13 + field(offset_of!(BlockOut, budget))))?;
     a.ja(no_budget)?;
     a.mov(r14, rax)?;
+    regs.reload(&mut a)?;
+    // Where the block loops to itself, with every cached register loaded.
+    let mut body = a.create_label();
+    a.set_label(&mut body)?;
+    a.zero_bytes()?;
+    let again = Again {
+        start,
+        body,
+        no_budget,
+        len,
+    };
+    let mut slow_paths = Vec::new();
     let mut ended = false;
     for (i, (pc, op)) in ops.iter().enumerate() {
         let op_ptr = std::ptr::from_ref::<Op>(op) as u64;
@@ -322,24 +352,21 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
         let imm64 = i64::from(op.imm) as u64;
         match op.kind {
             Kind::Lui | Kind::Auipc => {
-                if op.rd != 0 {
-                    let v = if op.kind == Kind::Lui {
-                        imm64
-                    } else {
-                        pc.wrapping_add(imm64)
-                    };
-                    imm(&mut a, rax, v)?;
-                    a.mov(x(op.rd), rax)?;
-                }
+                let v = if op.kind == Kind::Lui {
+                    imm64
+                } else {
+                    pc.wrapping_add(imm64)
+                };
+                regs.write_imm(&mut a, op.rd, v, rax)?;
             }
             Kind::AluImm(f) | Kind::AluReg(f) | Kind::AluImmW(f) | Kind::AluRegW(f) => {
-                if op.rd == 0 {
+                if op.rd == 0 || alu_in_place(&mut a, &mut regs, op)? {
                     continue;
                 }
-                a.mov(rax, x(op.rs1))?;
+                regs.read(&mut a, rax, op.rs1)?;
                 match op.kind {
                     Kind::AluImm(_) | Kind::AluImmW(_) => imm(&mut a, rcx, imm64)?,
-                    _ => a.mov(rcx, x(op.rs2))?,
+                    _ => regs.read(&mut a, rcx, op.rs2)?,
                 }
                 let wide = matches!(op.kind, Kind::AluImm(_) | Kind::AluReg(_));
                 let inline = if wide {
@@ -348,39 +375,35 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                     alu32(&mut a, f)?
                 };
                 if !inline {
-                    call_pure(&mut a, op_ptr)?;
+                    call_pure(&mut a, &mut regs, op_ptr)?;
                 }
-                a.mov(x(op.rd), rax)?;
+                regs.write(&mut a, op.rd, rax)?;
             }
             Kind::BitReg(_) | Kind::BitImm(_) => {
                 if op.rd == 0 {
                     continue;
                 }
-                a.mov(rax, x(op.rs1))?;
+                regs.read(&mut a, rax, op.rs1)?;
                 match op.kind {
                     Kind::BitImm(_) => imm(&mut a, rcx, imm64)?,
-                    _ => a.mov(rcx, x(op.rs2))?,
+                    _ => regs.read(&mut a, rcx, op.rs2)?,
                 }
-                call_pure(&mut a, op_ptr)?;
-                a.mov(x(op.rd), rax)?;
+                call_pure(&mut a, &mut regs, op_ptr)?;
+                regs.write(&mut a, op.rd, rax)?;
             }
             Kind::Jal => {
-                if op.rd != 0 {
-                    imm(&mut a, rax, next)?;
-                    a.mov(x(op.rd), rax)?;
-                }
-                exits.to(&mut a, pc.wrapping_add(imm64))?;
+                regs.write_imm(&mut a, op.rd, next, rax)?;
+                regs.flush(&mut a)?;
+                again.or_exit(&mut a, &mut exits, pc.wrapping_add(imm64))?;
                 ended = true;
                 break;
             }
             Kind::Jalr => {
-                a.mov(rax, x(op.rs1))?;
+                regs.read(&mut a, rax, op.rs1)?;
                 a.add(rax, op.imm)?;
                 a.and(rax, -2)?;
-                if op.rd != 0 {
-                    imm(&mut a, rcx, next)?;
-                    a.mov(x(op.rd), rcx)?;
-                }
+                regs.write_imm(&mut a, op.rd, next, rcx)?;
+                regs.flush(&mut a)?;
                 a.mov(qword_ptr(r13), rax)?;
                 a.xor(eax, eax)?;
                 a.jmp(epilogue)?;
@@ -388,8 +411,20 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                 break;
             }
             Kind::Branch(c) => {
-                a.mov(rax, x(op.rs1))?;
-                a.cmp(rax, x(op.rs2))?;
+                // Before the compare: stores leave the flags alone.
+                regs.flush(&mut a)?;
+                let lhs = match regs.get(op.rs1) {
+                    Some(h) => h,
+                    None => {
+                        regs.read(&mut a, rax, op.rs1)?;
+                        rax
+                    }
+                };
+                match regs.get(op.rs2) {
+                    _ if op.rs2 == 0 => a.cmp(lhs, 0)?,
+                    Some(h) => a.cmp(lhs, h)?,
+                    None => a.cmp(lhs, x(op.rs2))?,
+                }
                 let mut fall = a.create_label();
                 match c {
                     Cond::Eq => a.jne(fall)?,
@@ -399,21 +434,28 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                     Cond::Ltu => a.jae(fall)?,
                     Cond::Geu => a.jb(fall)?,
                 }
-                exits.to(&mut a, pc.wrapping_add(imm64))?;
+                again.or_exit(&mut a, &mut exits, pc.wrapping_add(imm64))?;
                 a.set_label(&mut fall)?;
-                exits.to(&mut a, next)?;
+                again.or_exit(&mut a, &mut exits, next)?;
                 ended = true;
                 break;
             }
             Kind::Load { size, unsigned } => {
-                let mut slow = a.create_label();
-                let mut done = a.create_label();
+                let slow = SlowPath {
+                    label: a.create_label(),
+                    done: a.create_label(),
+                    op_ptr,
+                    pc: *pc,
+                    index: i,
+                    dirty: regs.dirty,
+                };
                 tlb_lookup(
                     &mut a,
+                    &regs,
                     op,
                     size,
                     field(offset_of!(BlockOut, tlb_read)),
-                    &mut slow,
+                    slow.label,
                 )?;
                 match (size, unsigned) {
                     (0, false) => a.movsx(rax, byte_ptr(rax))?,
@@ -424,43 +466,65 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                     (2, true) => a.mov(eax, dword_ptr(rax))?,
                     _ => a.mov(rax, qword_ptr(rax))?,
                 }
-                if op.rd != 0 {
-                    a.mov(x(op.rd), rax)?;
-                }
-                a.jmp(done)?;
-                a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?;
+                // The slow path leaves the same registers cached, clean:
+                // as good as this path's dirty ones.
+                regs.write(&mut a, op.rd, rax)?;
+                let mut done = slow.done;
+                slow_paths.push(slow);
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
             Kind::Store { size } => {
-                let mut slow = a.create_label();
-                let mut done = a.create_label();
+                let slow = SlowPath {
+                    label: a.create_label(),
+                    done: a.create_label(),
+                    op_ptr,
+                    pc: *pc,
+                    index: i,
+                    dirty: regs.dirty,
+                };
                 tlb_lookup(
                     &mut a,
+                    &regs,
                     op,
                     size,
                     field(offset_of!(BlockOut, tlb_write)),
-                    &mut slow,
+                    slow.label,
                 )?;
-                a.mov(rcx, x(op.rs2))?;
+                regs.read(&mut a, rcx, op.rs2)?;
                 match size {
                     0 => a.mov(byte_ptr(rax), cl)?,
                     1 => a.mov(word_ptr(rax), cx)?,
                     2 => a.mov(dword_ptr(rax), ecx)?,
                     _ => a.mov(qword_ptr(rax), rcx)?,
                 }
-                a.jmp(done)?;
-                a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?;
+                let mut done = slow.done;
+                slow_paths.push(slow);
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
-            _ => call_exec(&mut a, op_ptr, *pc, i, &mut leave_early)?,
+            _ => call_exec(&mut a, &mut regs, op_ptr, *pc, i, &mut leave_early)?,
         }
     }
     if !ended {
-        exits.to(&mut a, end_pc)?;
+        regs.flush(&mut a)?;
+        again.or_exit(&mut a, &mut exits, end_pc)?;
+    }
+    // Out of the fast path's way: each memory instruction's call-out with
+    // the registers dirty before it, back to the fast path's end.
+    for mut slow in slow_paths {
+        a.set_label(&mut slow.label)?;
+        let mut at_call = regs.clone();
+        at_call.dirty = slow.dirty;
+        call_exec(
+            &mut a,
+            &mut at_call,
+            slow.op_ptr,
+            slow.pc,
+            slow.index,
+            &mut leave_early,
+        )?;
+        a.jmp(slow.done)?;
     }
     a.set_label(&mut no_budget)?;
     imm(&mut a, rax, start)?;
@@ -472,6 +536,9 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     a.set_label(&mut epilogue)?;
     a.mov(qword_ptr(r13 + field(offset_of!(BlockOut, retired))), r14)?;
     a.add(rsp, 8)?;
+    for r in SAVED.iter().rev() {
+        a.pop(*r)?;
+    }
     a.pop(r14)?;
     a.pop(r13)?;
     a.pop(r12)?;
@@ -490,6 +557,107 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     })
 }
 
+/// The way back to a block's own start without leaving its registers.
+struct Again {
+    start: u64,
+    /// Right after the chain entry's loads of the cached registers.
+    body: CodeLabel,
+    no_budget: CodeLabel,
+    len: i32,
+}
+
+impl Again {
+    /// Goes on at guest `target` once the dirty registers are flushed: for
+    /// the block's own start, the chain entry's budget check and on to the
+    /// body (the cached registers hold `x`); otherwise through `exits`.
+    fn or_exit(
+        &self,
+        a: &mut CodeAssembler,
+        exits: &mut Exits,
+        target: u64,
+    ) -> Result<(), IcedError> {
+        if target != self.start {
+            return exits.to(a, target);
+        }
+        a.lea(rax, qword_ptr(r14 + self.len))?;
+        a.cmp(rax, qword_ptr(r13 + field(offset_of!(BlockOut, budget))))?;
+        a.ja(self.no_budget)?;
+        a.mov(r14, rax)?;
+        a.jmp(self.body)
+    }
+}
+
+/// `h op= src` for the ALU ops with a two-operand x86 form.
+fn alu_into<T>(a: &mut CodeAssembler, f: Alu, h: AsmRegister64, src: T) -> Result<(), IcedError>
+where
+    CodeAssembler: CodeAsmAdd<AsmRegister64, T>
+        + CodeAsmSub<AsmRegister64, T>
+        + CodeAsmXor<AsmRegister64, T>
+        + CodeAsmOr<AsmRegister64, T>
+        + CodeAsmAnd<AsmRegister64, T>,
+{
+    match f {
+        Alu::Add => a.add(h, src),
+        Alu::Sub => a.sub(h, src),
+        Alu::Xor => a.xor(h, src),
+        Alu::Or => a.or(h, src),
+        _ => a.and(h, src),
+    }
+}
+
+/// Emits an ALU op straight into `rd`'s host register when `rd` is cached
+/// and the op has a short x86 form there; `false`: nothing emitted.
+fn alu_in_place(a: &mut CodeAssembler, regs: &mut RegCache, op: &Op) -> Result<bool, IcedError> {
+    use Alu::{Add, And, Or, Sll, Sra, Srl, Sub, Xor};
+    let Some(h) = regs.get(op.rd) else {
+        return Ok(false);
+    };
+    let into_h = |a: &mut CodeAssembler, r: u8| -> Result<(), IcedError> {
+        if regs.get(r) == Some(h) {
+            Ok(())
+        } else {
+            regs.read(a, h, r)
+        }
+    };
+    match op.kind {
+        Kind::AluImm(f @ (Add | Xor | Or | And)) => {
+            into_h(a, op.rs1)?;
+            alu_into(a, f, h, op.imm)?;
+        }
+        Kind::AluImm(f @ (Sll | Srl | Sra)) => {
+            into_h(a, op.rs1)?;
+            let n = op.imm & 63;
+            match f {
+                Sll => a.shl(h, n)?,
+                Srl => a.shr(h, n)?,
+                _ => a.sar(h, n)?,
+            }
+        }
+        // `rd` is overwritten before `rs2` is read unless they differ (or
+        // `rs1` is the same register).
+        Kind::AluReg(f @ (Add | Sub | Xor | Or | And)) if op.rd != op.rs2 || op.rs1 == op.rs2 => {
+            into_h(a, op.rs1)?;
+            match regs.get(op.rs2) {
+                _ if op.rs2 == 0 => {
+                    if f == And {
+                        a.xor(h, h)?;
+                    }
+                }
+                Some(s) => alu_into(a, f, h, s)?,
+                None => alu_into(a, f, h, x(op.rs2))?,
+            }
+        }
+        Kind::AluImmW(Add) => {
+            regs.read(a, rax, op.rs1)?;
+            a.add(eax, op.imm)?;
+            a.movsxd(h, eax)?;
+        }
+        _ => return Ok(false),
+    }
+    regs.touched(op.rd);
+    Ok(true)
+}
+
 /// The TLB fast path of a load or store of `1 << size` bytes: `rax` = the
 /// host address when the TLB set at `out + set` holds the page and the
 /// access stays in it; otherwise to `slow` (the interpreter's path, which
@@ -497,32 +665,44 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
 /// pages of decoded code, so a store here cannot hit code (see `mmu.rs`).
 fn tlb_lookup(
     a: &mut CodeAssembler,
+    regs: &RegCache,
     op: &Op,
     size: u8,
     set: i32,
-    slow: &mut CodeLabel,
+    slow: CodeLabel,
 ) -> Result<(), IcedError> {
-    a.mov(rax, x(op.rs1))?;
-    a.add(rax, op.imm)?;
-    a.mov(rcx, rax)?;
+    match regs.get(op.rs1) {
+        Some(h) => a.lea(rax, qword_ptr(h + op.imm))?,
+        None => {
+            regs.read(a, rax, op.rs1)?;
+            a.add(rax, op.imm)?;
+        }
+    }
+    // Compared with the tag: the page of the access's last byte. An entry
+    // holds its own page (or `u64::MAX`, none) at the index of the page's
+    // low bits, so an access that crosses into the next page (index one
+    // more) never matches the entry of its first page.
+    if size == 0 {
+        a.mov(rcx, rax)?;
+    } else {
+        a.lea(rcx, qword_ptr(rax + ((1i32 << size) - 1)))?;
+    }
     a.shr(rcx, 12)?;
-    a.mov(edx, ecx)?;
-    a.and(edx, (TLB_SIZE - 1) as i32)?;
-    // 24-byte entries.
+    // The entry's offset in its set: the page's low bits times 24.
+    a.mov(edx, eax)?;
+    a.shr(edx, 9)?;
+    a.and(edx, ((TLB_SIZE - 1) << 3) as i32)?;
     a.lea(rdx, qword_ptr(rdx + rdx * 2))?;
-    a.shl(rdx, 3)?;
     a.add(rdx, qword_ptr(r13 + set))?;
     a.cmp(rcx, qword_ptr(rdx))?;
-    a.jne(*slow)?;
-    a.mov(ecx, eax)?;
-    a.and(ecx, 0xfff)?;
-    a.cmp(ecx, 0x1000 - (1i32 << size))?;
-    a.ja(*slow)?;
+    a.jne(slow)?;
     a.add(rax, qword_ptr(rdx + 8))
 }
 
-/// `rax = pure_op(rax, rcx, op)`.
-fn call_pure(a: &mut CodeAssembler, op_ptr: u64) -> Result<(), IcedError> {
+/// `rax = pure_op(rax, rcx, op)`; the cached registers are stored before
+/// and loaded after (the callee clobbers the caller-saved ones).
+fn call_pure(a: &mut CodeAssembler, regs: &mut RegCache, op_ptr: u64) -> Result<(), IcedError> {
+    regs.flush(a)?;
     a.mov(rdi, rax)?;
     a.mov(rsi, rcx)?;
     imm(a, rdx, op_ptr)?;
@@ -531,17 +711,23 @@ fn call_pure(a: &mut CodeAssembler, op_ptr: u64) -> Result<(), IcedError> {
         rax,
         pure_op as extern "sysv64" fn(u64, u64, *const Op) -> u64 as usize as u64,
     )?;
-    a.call(rax)
+    a.call(rax)?;
+    regs.reload(a)
 }
 
-/// `exec_op(hart, op, pc)`, leaving the block with `index << 2 | code` unless it continues.
+/// `exec_op(hart, op, pc)`, leaving the block with `index << 2 | code`
+/// unless it continues. The dirty registers are stored before (the
+/// interpreter reads `x`), and every cached register is loaded after (the
+/// instruction may have changed `x`).
 fn call_exec(
     a: &mut CodeAssembler,
+    regs: &mut RegCache,
     op_ptr: u64,
     pc: u64,
     index: usize,
     leave: &mut CodeLabel,
 ) -> Result<(), IcedError> {
+    regs.flush(a)?;
     a.mov(rdi, r12)?;
     imm(a, rsi, op_ptr)?;
     imm(a, rdx, pc)?;
@@ -559,5 +745,5 @@ fn call_exec(
     a.set_label(&mut go_on)?;
     // An instruction with no effect on x86 state; a label needs one to bind to.
     a.zero_bytes()?;
-    Ok(())
+    regs.reload(a)
 }
