@@ -334,16 +334,22 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     a.ja(no_budget)?;
     a.mov(r14, rax)?;
     regs.reload(&mut a)?;
-    // Where the block loops to itself, with every cached register loaded.
+    // Where the block loops to itself, with every cached register loaded;
+    // the jump back stores none of them, so any the block writes may be
+    // dirty here (storing a clean one again is harmless).
     let mut body = a.create_label();
     a.set_label(&mut body)?;
     a.zero_bytes()?;
-    let again = Again {
+    let mut again = Again {
         start,
         body,
         no_budget,
         len,
+        spills: Vec::new(),
     };
+    if loops_to_itself(ops, end_pc) {
+        regs.dirty = regs.written();
+    }
     let mut slow_paths = Vec::new();
     let mut ended = false;
     for (i, (pc, op)) in ops.iter().enumerate() {
@@ -393,8 +399,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
             }
             Kind::Jal => {
                 regs.write_imm(&mut a, op.rd, next, rax)?;
-                regs.flush(&mut a)?;
-                again.or_exit(&mut a, &mut exits, pc.wrapping_add(imm64))?;
+                again.or_exit(&mut a, &mut exits, &regs, pc.wrapping_add(imm64))?;
                 ended = true;
                 break;
             }
@@ -411,8 +416,6 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                 break;
             }
             Kind::Branch(c) => {
-                // Before the compare: stores leave the flags alone.
-                regs.flush(&mut a)?;
                 let lhs = match regs.get(op.rs1) {
                     Some(h) => h,
                     None => {
@@ -434,9 +437,9 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                     Cond::Ltu => a.jae(fall)?,
                     Cond::Geu => a.jb(fall)?,
                 }
-                again.or_exit(&mut a, &mut exits, pc.wrapping_add(imm64))?;
+                again.or_exit(&mut a, &mut exits, &regs, pc.wrapping_add(imm64))?;
                 a.set_label(&mut fall)?;
-                again.or_exit(&mut a, &mut exits, next)?;
+                again.or_exit(&mut a, &mut exits, &regs, next)?;
                 ended = true;
                 break;
             }
@@ -507,8 +510,15 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
         }
     }
     if !ended {
-        regs.flush(&mut a)?;
-        again.or_exit(&mut a, &mut exits, end_pc)?;
+        again.or_exit(&mut a, &mut exits, &regs, end_pc)?;
+    }
+    // The loop's way out when the budget is spent.
+    for (mut label, dirty) in again.spills {
+        a.set_label(&mut label)?;
+        let mut at_exit = regs.clone();
+        at_exit.dirty = dirty;
+        at_exit.flush(&mut a)?;
+        a.jmp(no_budget)?;
     }
     // Out of the fast path's way: each memory instruction's call-out with
     // the registers dirty before it, back to the fast path's end.
@@ -564,26 +574,50 @@ struct Again {
     body: CodeLabel,
     no_budget: CodeLabel,
     len: i32,
+    /// Where a jump back with no budget left goes, and the dirty registers
+    /// it stores before leaving.
+    spills: Vec<(CodeLabel, u32)>,
 }
 
 impl Again {
-    /// Goes on at guest `target` once the dirty registers are flushed: for
-    /// the block's own start, the chain entry's budget check and on to the
-    /// body (the cached registers hold `x`); otherwise through `exits`.
+    /// Goes on at guest `target`: for the block's own start, the chain
+    /// entry's budget check and on to the body with the registers as they
+    /// are; otherwise through `exits` once the dirty registers are stored.
     fn or_exit(
-        &self,
+        &mut self,
         a: &mut CodeAssembler,
         exits: &mut Exits,
+        regs: &RegCache,
         target: u64,
     ) -> Result<(), IcedError> {
         if target != self.start {
+            regs.flush(a)?;
             return exits.to(a, target);
         }
+        let spill = a.create_label();
+        self.spills.push((spill, regs.dirty));
         a.lea(rax, qword_ptr(r14 + self.len))?;
         a.cmp(rax, qword_ptr(r13 + field(offset_of!(BlockOut, budget))))?;
-        a.ja(self.no_budget)?;
+        a.ja(spill)?;
         a.mov(r14, rax)?;
         a.jmp(self.body)
+    }
+}
+
+/// Whether an exit of the block of `ops` goes back to its start.
+fn loops_to_itself(ops: &[(u64, Op)], end_pc: u64) -> bool {
+    let Some(&(start, _)) = ops.first() else {
+        return false;
+    };
+    let Some((pc, op)) = ops.last() else {
+        return false;
+    };
+    let to = pc.wrapping_add(i64::from(op.imm) as u64);
+    match op.kind {
+        Kind::Jal => to == start,
+        Kind::Branch(_) => to == start || pc.wrapping_add(u64::from(op.len)) == start,
+        Kind::Jalr => false,
+        _ => end_pc == start,
     }
 }
 

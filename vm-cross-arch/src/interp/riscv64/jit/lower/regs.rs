@@ -41,8 +41,10 @@ pub fn x(r: u8) -> AsmMemoryOperand {
 #[derive(Debug, Clone)]
 pub struct RegCache {
     host: [Option<AsmRegister64>; 32],
-    /// Bit `r`: the host register of guest `r` differs from `x[r]`.
+    /// Bit `r`: the host register of guest `r` may differ from `x[r]`.
     pub dirty: u32,
+    /// Bit `r`: guest `r` is cached and the block's inline code writes it.
+    written: u32,
 }
 
 impl RegCache {
@@ -50,6 +52,7 @@ impl RegCache {
     /// inline code of `ops`, most used first (ties: lower number first).
     pub fn for_block(ops: &[(u64, Op)]) -> Self {
         let mut uses = [0u32; 32];
+        let mut writes = 0u32;
         for (_, op) in ops {
             let (rd, rs1, rs2) = match op.kind {
                 Kind::AluReg(_) | Kind::AluRegW(_) | Kind::BitReg(_) => (true, true, true),
@@ -61,6 +64,9 @@ impl RegCache {
                 Kind::Store { .. } | Kind::Branch(_) => (false, true, true),
                 _ => (false, false, false),
             };
+            if rd {
+                writes |= 1 << (op.rd & 31);
+            }
             for (used, r) in [(rd, op.rd), (rs1, op.rs1), (rs2, op.rs2)] {
                 if used && r != 0 {
                     uses[usize::from(r & 31)] += 1;
@@ -70,10 +76,23 @@ impl RegCache {
         let mut order: Vec<usize> = (1..32).filter(|&r| uses[r] >= 2).collect();
         order.sort_by_key(|&r| (std::cmp::Reverse(uses[r]), r));
         let mut host = [None; 32];
+        let mut cached = 0u32;
         for (&r, &h) in order.iter().zip(POOL.iter()) {
             host[r] = Some(h);
+            cached |= 1 << r;
         }
-        Self { host, dirty: 0 }
+        Self {
+            host,
+            dirty: 0,
+            written: writes & cached,
+        }
+    }
+
+    /// The cached registers the block's inline code writes: every register
+    /// that can be dirty anywhere in the block, so the state of a point
+    /// that is reached again from the block's end without a store.
+    pub fn written(&self) -> u32 {
+        self.written
     }
 
     /// The host register holding guest `r`, if it is cached.
