@@ -343,7 +343,6 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
     let mut again = Again {
         start,
         body,
-        no_budget,
         len,
         spills: Vec::new(),
     };
@@ -416,12 +415,11 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, at: u64, links: u64) -> Result<Lowe
                 break;
             }
             Kind::Branch(c) => {
-                let lhs = match regs.get(op.rs1) {
-                    Some(h) => h,
-                    None => {
-                        regs.read(&mut a, rax, op.rs1)?;
-                        rax
-                    }
+                let lhs = if let Some(h) = regs.get(op.rs1) {
+                    h
+                } else {
+                    regs.read(&mut a, rax, op.rs1)?;
+                    rax
                 };
                 match regs.get(op.rs2) {
                     _ if op.rs2 == 0 => a.cmp(lhs, 0)?,
@@ -572,7 +570,6 @@ struct Again {
     start: u64,
     /// Right after the chain entry's loads of the cached registers.
     body: CodeLabel,
-    no_budget: CodeLabel,
     len: i32,
     /// Where a jump back with no budget left goes, and the dirty registers
     /// it stores before leaving.
@@ -705,12 +702,11 @@ fn tlb_lookup(
     set: i32,
     slow: CodeLabel,
 ) -> Result<(), IcedError> {
-    match regs.get(op.rs1) {
-        Some(h) => a.lea(rax, qword_ptr(h + op.imm))?,
-        None => {
-            regs.read(a, rax, op.rs1)?;
-            a.add(rax, op.imm)?;
-        }
+    if let Some(h) = regs.get(op.rs1) {
+        a.lea(rax, qword_ptr(h + op.imm))?;
+    } else {
+        regs.read(a, rax, op.rs1)?;
+        a.add(rax, op.imm)?;
     }
     // Compared with the tag: the page of the access's last byte. An entry
     // holds its own page (or `u64::MAX`, none) at the index of the page's

@@ -56,10 +56,11 @@ impl RegCache {
         for (_, op) in ops {
             let (rd, rs1, rs2) = match op.kind {
                 Kind::AluReg(_) | Kind::AluRegW(_) | Kind::BitReg(_) => (true, true, true),
-                Kind::AluImm(_) | Kind::AluImmW(_) | Kind::BitImm(_) | Kind::Load { .. } => {
-                    (true, true, false)
-                }
-                Kind::Jalr => (true, true, false),
+                Kind::AluImm(_)
+                | Kind::AluImmW(_)
+                | Kind::BitImm(_)
+                | Kind::Load { .. }
+                | Kind::Jalr => (true, true, false),
                 Kind::Lui | Kind::Auipc | Kind::Jal => (true, false, false),
                 Kind::Store { .. } | Kind::Branch(_) => (false, true, true),
                 _ => (false, false, false),
