@@ -1,29 +1,35 @@
 //! The riscv64 front end: which decoded instructions a block holds, and
 //! their lowering to x86_64 with iced-x86's assembler.
 //!
-//! Guest registers stay in the hart's `x` array (no register allocation yet):
-//! each instruction loads its operands, computes and stores its result, so
-//! the array is exact after every instruction and a call-out sees the state
-//! the interpreter would. Integer ALU work (RV64I, M) is emitted inline;
+//! Within a block, the guest registers it uses most live in host registers
+//! (see [`regs`]): the hart's `x` array may be stale between instructions,
+//! but the dirty registers are stored before every call-out and every exit,
+//! so whatever reads `x` outside the block's code (a call-out, the run
+//! loop, the next block) sees exactly the state the interpreter would, and
+//! every cached register is loaded again after a call-out, which may have
+//! changed `x`. Integer ALU work (RV64I, M) is emitted inline;
 //! division, remainder and the bit-manipulation ops call [`pure_op`];
 //! memory, atomic, FP and fence instructions call [`exec_op`], which runs
 //! the interpreter's own `execute` on the hart (same MMU/TLB path, same
-//! traps, MMIO exits and code-page invalidation). Branches and jumps end a
-//! block; any other instruction ends it before itself.
+//! traps, MMIO exits and code-page invalidation); loads and stores first
+//! try the TLB inline and call out only when it misses. Branches and jumps
+//! end a block; any other instruction ends it before itself.
 //!
 //! # Chaining
 //!
 //! Every block has two entries: the function entry (the prologue) and the
 //! chain entry right after it, which charges the block's length against
 //! [`BlockOut::budget`] and leaves for the run loop (next pc = the block's
-//! start) when the budget would be exceeded. A branch or jump back to the
-//! block's own start jumps to its chain entry; an exit whose target lies in
-//! the same guest page jumps through a link word (one per such exit, kept
-//! with the block) that first points at the exit's own stub (which leaves
-//! with the target as next pc) and later at the target block's chain entry
-//! (see [`Lowered::links`]). Every block shares the prologue's stack frame,
-//! so whichever block leaves pops it. Targets in other pages and `jalr`
-//! always leave.
+//! start) when the budget would be exceeded, then loads the block's cached
+//! registers. A branch or jump back to the block's own start makes the
+//! same budget check and jumps past those loads, its registers as they are
+//! (storing the dirty ones only when it leaves instead); an exit whose
+//! target lies in the same guest page jumps through a link word (one per
+//! such exit, kept with the block) that first points at the exit's own
+//! stub (which leaves with the target as next pc) and later at the target
+//! block's chain entry (see [`Lowered::links`]). Every block shares the
+//! prologue's stack frame, so whichever block leaves pops it. Targets in
+//! other pages and `jalr` always leave.
 //!
 //! The generated function is `extern "sysv64" fn(x, hart, out) -> u64`:
 //! 0 when the last block ran to its end or its successor had no budget left
