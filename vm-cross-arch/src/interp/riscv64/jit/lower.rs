@@ -38,23 +38,25 @@
 //! [`super::EXC`]); `out.retired` counts the instructions of every block
 //! that ran to its end, either way.
 
+mod alu;
 mod regs;
+mod tlb;
 
-use iced_x86::code_asm::asm_traits::{CodeAsmAdd, CodeAsmAnd, CodeAsmOr, CodeAsmSub, CodeAsmXor};
 use iced_x86::code_asm::{
-    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, rax, rbx, rcx,
-    rdi, rdx, rsi, rsp, word_ptr, AsmRegister64, CodeAssembler, CodeLabel,
+    byte_ptr, cl, cx, dword_ptr, eax, ecx, qword_ptr, r12, r13, r14, r14d, rax, rbx, rcx, rdi, rdx,
+    rsi, rsp, word_ptr, AsmRegister64, CodeAssembler, CodeLabel,
 };
 use std::mem::offset_of;
 
 use iced_x86::{BlockEncoderOptions, IcedError};
 
-use super::super::decode::{Alu, Cond, Kind, Op};
+use super::super::decode::{Cond, Kind, Op};
 use super::super::exec::{bitmanip, int};
 use super::super::hart::Hart;
-use super::super::mmu::TLB_SIZE;
 use super::{CONTINUE, EXC, STOP};
+use alu::{alu32, alu64, alu_in_place};
 use regs::{x, RegCache, SAVED};
+use tlb::tlb_lookup;
 
 /// Most guest instructions in one block.
 pub const MAX_OPS: usize = 64;
@@ -154,67 +156,6 @@ fn field(offset: usize) -> i32 {
 /// A constant into `reg`.
 fn imm(a: &mut CodeAssembler, reg: AsmRegister64, v: u64) -> Result<(), IcedError> {
     a.mov(reg, v)
-}
-
-/// Emits `x[rd] = f(rax, rcx)` for a 64-bit ALU op (`false`: not inline).
-fn alu64(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
-    match f {
-        Alu::Add => a.add(rax, rcx)?,
-        Alu::Sub => a.sub(rax, rcx)?,
-        Alu::Xor => a.xor(rax, rcx)?,
-        Alu::Or => a.or(rax, rcx)?,
-        Alu::And => a.and(rax, rcx)?,
-        Alu::Sll => a.shl(rax, cl)?,
-        Alu::Srl => a.shr(rax, cl)?,
-        Alu::Sra => a.sar(rax, cl)?,
-        Alu::Slt | Alu::Sltu => {
-            a.xor(edx, edx)?;
-            a.cmp(rax, rcx)?;
-            if f == Alu::Slt {
-                a.setl(dl)?;
-            } else {
-                a.setb(dl)?;
-            }
-            a.mov(rax, rdx)?;
-        }
-        Alu::Mul => a.imul_2(rax, rcx)?,
-        Alu::Mulh => {
-            a.imul(rcx)?;
-            a.mov(rax, rdx)?;
-        }
-        Alu::Mulhu => {
-            a.mul(rcx)?;
-            a.mov(rax, rdx)?;
-        }
-        Alu::Mulhsu => {
-            // hi(signed a * unsigned b) = hi(unsigned a * b) - (a < 0 ? b : 0)
-            // (`[rsp]` is the frame's scratch word: no register is free.)
-            a.mov(rdx, rax)?;
-            a.sar(rdx, 63)?;
-            a.and(rdx, rcx)?;
-            a.mov(qword_ptr(rsp), rdx)?;
-            a.mul(rcx)?;
-            a.sub(rdx, qword_ptr(rsp))?;
-            a.mov(rax, rdx)?;
-        }
-        Alu::Div | Alu::Divu | Alu::Rem | Alu::Remu => return Ok(false),
-    }
-    Ok(true)
-}
-
-/// Emits `rax = sext(f(eax, ecx))` for a 32-bit op (`false`: not inline).
-fn alu32(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
-    match f {
-        Alu::Add => a.add(eax, ecx)?,
-        Alu::Sub => a.sub(eax, ecx)?,
-        Alu::Sll => a.shl(eax, cl)?,
-        Alu::Srl => a.shr(eax, cl)?,
-        Alu::Sra => a.sar(eax, cl)?,
-        Alu::Mul => a.imul_2(eax, ecx)?,
-        _ => return Ok(false),
-    }
-    a.movsxd(rax, eax)?;
-    Ok(true)
 }
 
 /// A block's code and where its chainable exits are.
@@ -622,117 +563,6 @@ fn loops_to_itself(ops: &[(u64, Op)], end_pc: u64) -> bool {
         Kind::Jalr => false,
         _ => end_pc == start,
     }
-}
-
-/// `h op= src` for the ALU ops with a two-operand x86 form.
-fn alu_into<T>(a: &mut CodeAssembler, f: Alu, h: AsmRegister64, src: T) -> Result<(), IcedError>
-where
-    CodeAssembler: CodeAsmAdd<AsmRegister64, T>
-        + CodeAsmSub<AsmRegister64, T>
-        + CodeAsmXor<AsmRegister64, T>
-        + CodeAsmOr<AsmRegister64, T>
-        + CodeAsmAnd<AsmRegister64, T>,
-{
-    match f {
-        Alu::Add => a.add(h, src),
-        Alu::Sub => a.sub(h, src),
-        Alu::Xor => a.xor(h, src),
-        Alu::Or => a.or(h, src),
-        _ => a.and(h, src),
-    }
-}
-
-/// Emits an ALU op straight into `rd`'s host register when `rd` is cached
-/// and the op has a short x86 form there; `false`: nothing emitted.
-fn alu_in_place(a: &mut CodeAssembler, regs: &mut RegCache, op: &Op) -> Result<bool, IcedError> {
-    use Alu::{Add, And, Or, Sll, Sra, Srl, Sub, Xor};
-    let Some(h) = regs.get(op.rd) else {
-        return Ok(false);
-    };
-    let into_h = |a: &mut CodeAssembler, r: u8| -> Result<(), IcedError> {
-        if regs.get(r) == Some(h) {
-            Ok(())
-        } else {
-            regs.read(a, h, r)
-        }
-    };
-    match op.kind {
-        Kind::AluImm(f @ (Add | Xor | Or | And)) => {
-            into_h(a, op.rs1)?;
-            alu_into(a, f, h, op.imm)?;
-        }
-        Kind::AluImm(f @ (Sll | Srl | Sra)) => {
-            into_h(a, op.rs1)?;
-            let n = op.imm & 63;
-            match f {
-                Sll => a.shl(h, n)?,
-                Srl => a.shr(h, n)?,
-                _ => a.sar(h, n)?,
-            }
-        }
-        // `rd` is overwritten before `rs2` is read unless they differ (or
-        // `rs1` is the same register).
-        Kind::AluReg(f @ (Add | Sub | Xor | Or | And)) if op.rd != op.rs2 || op.rs1 == op.rs2 => {
-            into_h(a, op.rs1)?;
-            match regs.get(op.rs2) {
-                _ if op.rs2 == 0 => {
-                    if f == And {
-                        a.xor(h, h)?;
-                    }
-                }
-                Some(s) => alu_into(a, f, h, s)?,
-                None => alu_into(a, f, h, x(op.rs2))?,
-            }
-        }
-        Kind::AluImmW(Add) => {
-            regs.read(a, rax, op.rs1)?;
-            a.add(eax, op.imm)?;
-            a.movsxd(h, eax)?;
-        }
-        _ => return Ok(false),
-    }
-    regs.touched(op.rd);
-    Ok(true)
-}
-
-/// The TLB fast path of a load or store of `1 << size` bytes: `rax` = the
-/// host address when the TLB set at `out + set` holds the page and the
-/// access stays in it; otherwise to `slow` (the interpreter's path, which
-/// fills the TLB, faults or leaves for MMIO). Write entries never map
-/// pages of decoded code, so a store here cannot hit code (see `mmu.rs`).
-fn tlb_lookup(
-    a: &mut CodeAssembler,
-    regs: &RegCache,
-    op: &Op,
-    size: u8,
-    set: i32,
-    slow: CodeLabel,
-) -> Result<(), IcedError> {
-    if let Some(h) = regs.get(op.rs1) {
-        a.lea(rax, qword_ptr(h + op.imm))?;
-    } else {
-        regs.read(a, rax, op.rs1)?;
-        a.add(rax, op.imm)?;
-    }
-    // Compared with the tag: the page of the access's last byte. An entry
-    // holds its own page (or `u64::MAX`, none) at the index of the page's
-    // low bits, so an access that crosses into the next page (index one
-    // more) never matches the entry of its first page.
-    if size == 0 {
-        a.mov(rcx, rax)?;
-    } else {
-        a.lea(rcx, qword_ptr(rax + ((1i32 << size) - 1)))?;
-    }
-    a.shr(rcx, 12)?;
-    // The entry's offset in its set: the page's low bits times 24.
-    a.mov(edx, eax)?;
-    a.shr(edx, 9)?;
-    a.and(edx, ((TLB_SIZE - 1) << 3) as i32)?;
-    a.lea(rdx, qword_ptr(rdx + rdx * 2))?;
-    a.add(rdx, qword_ptr(r13 + set))?;
-    a.cmp(rcx, qword_ptr(rdx))?;
-    a.jne(slow)?;
-    a.add(rax, qword_ptr(rdx + 8))
 }
 
 /// `rax = pure_op(rax, rcx, op)`; the cached registers are stored before
