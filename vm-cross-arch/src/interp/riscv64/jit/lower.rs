@@ -1,31 +1,37 @@
 //! The riscv64 front end: which decoded instructions a block holds, and
 //! their lowering to x86_64 with iced-x86's assembler.
 //!
-//! Guest registers stay in the hart's `x` array (no register allocation yet):
-//! each instruction loads its operands, computes and stores its result, so
-//! the array is exact after every instruction and a call-out sees the state
-//! the interpreter would. Integer ALU work (RV64I, M) is emitted inline;
+//! Within a block, the guest registers it uses most live in host registers
+//! (see [`regs`]): the hart's `x` array may be stale between instructions,
+//! but the dirty registers are stored before every call-out and every exit,
+//! so whatever reads `x` outside the block's code (a call-out, the run
+//! loop, the next block) sees exactly the state the interpreter would, and
+//! every cached register is loaded again after a call-out, which may have
+//! changed `x`. Integer ALU work (RV64I, M) is emitted inline;
 //! division, remainder and the bit-manipulation ops call [`pure_op`];
 //! memory, atomic, FP, cache-block and fence instructions call [`exec_op`], which runs
 //! the interpreter's own `execute` on the hart (same MMU/TLB path, same
-//! traps, MMIO exits and code-page invalidation). Branches and jumps end a
-//! block; any other instruction ends it before itself.
+//! traps, MMIO exits and code-page invalidation); loads and stores first
+//! try the TLB inline and call out only when it misses. Branches and jumps
+//! end a block; any other instruction ends it before itself.
 //!
 //! # Chaining
 //!
 //! Every block has two entries: the function entry (the prologue) and the
 //! chain entry right after it, which charges the block's length against
 //! [`BlockOut::budget`] and leaves for the run loop (next pc = the block's
-//! start) when the budget would be exceeded. A branch or jump back to the
-//! block's own start jumps to its chain entry; an exit whose target lies in
-//! the same guest page jumps through a link word (one per such exit, kept
-//! with the block) that first points at the exit's own stub (which leaves
-//! with the target as next pc) and later at the target block's chain entry
-//! (see [`Lowered::links`]). Every block shares the prologue's stack frame,
-//! so whichever block leaves pops it. Targets in other pages and `jalr`
-//! go through the hart's jump cache (see [`super::Jump`]): on a hit, to the
-//! chain entry of the block the run loop last started there; on a miss,
-//! back to the run loop.
+//! start) when the budget would be exceeded, then loads the block's cached
+//! registers. A branch or jump back to the block's own start makes the
+//! same budget check and jumps past those loads, its registers as they are
+//! (storing the dirty ones only when it leaves instead); an exit whose
+//! target lies in the same guest page jumps through a link word (one per
+//! such exit, kept with the block) that first points at the exit's own
+//! stub (which leaves with the target as next pc) and later at the target
+//! block's chain entry (see [`Lowered::links`]). Every block shares the
+//! prologue's stack frame, so whichever block leaves pops it. Targets in
+//! other pages and `jalr` go through the hart's jump cache (see
+//! [`super::Jump`]): on a hit, to the chain entry of the block the run
+//! loop last started there; on a miss, back to the run loop.
 //!
 //! The generated function is `extern "sysv64" fn(x, hart, out) -> u64`:
 //! 0 when the last block ran to its end or its successor had no budget left
@@ -34,21 +40,26 @@
 //! [`super::EXC`]); `out.retired` counts the instructions of every block
 //! that ran to its end, either way.
 
+mod alu;
+mod regs;
+mod tlb;
+
 use iced_x86::code_asm::{
-    byte_ptr, cl, cx, dl, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, r8d, rax,
-    rbx, rcx, rdi, rdx, rsi, rsp, word_ptr, AsmMemoryOperand, AsmRegister64, CodeAssembler,
-    CodeLabel,
+    byte_ptr, cl, cx, dword_ptr, eax, ecx, edx, qword_ptr, r12, r13, r14, r14d, r8, r8d, rax, rbx,
+    rcx, rdi, rdx, rsi, rsp, word_ptr, AsmRegister64, CodeAssembler, CodeLabel,
 };
 use std::mem::offset_of;
 
 use iced_x86::{BlockEncoderOptions, IcedError};
 
-use super::super::decode::{Alu, Cond, Kind, Op};
+use super::super::decode::{Cond, Kind, Op};
 use super::super::exec::{bitmanip, int};
 use super::super::hart::Hart;
 use super::super::icache::Stamp;
-use super::super::mmu::TLB_SIZE;
 use super::{CONTINUE, EXC, STOP};
+use alu::{alu32, alu64, alu_in_place};
+use regs::{x, RegCache, SAVED};
+use tlb::tlb_lookup;
 
 /// Most guest instructions in one block.
 pub const MAX_OPS: usize = 64;
@@ -171,72 +182,9 @@ fn field(offset: usize) -> i32 {
     offset as i32
 }
 
-fn x(r: u8) -> AsmMemoryOperand {
-    qword_ptr(rbx + i32::from(r) * 8)
-}
-
 /// A constant into `reg`.
 fn imm(a: &mut CodeAssembler, reg: AsmRegister64, v: u64) -> Result<(), IcedError> {
     a.mov(reg, v)
-}
-
-/// Emits `x[rd] = f(rax, rcx)` for a 64-bit ALU op (`false`: not inline).
-fn alu64(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
-    match f {
-        Alu::Add => a.add(rax, rcx)?,
-        Alu::Sub => a.sub(rax, rcx)?,
-        Alu::Xor => a.xor(rax, rcx)?,
-        Alu::Or => a.or(rax, rcx)?,
-        Alu::And => a.and(rax, rcx)?,
-        Alu::Sll => a.shl(rax, cl)?,
-        Alu::Srl => a.shr(rax, cl)?,
-        Alu::Sra => a.sar(rax, cl)?,
-        Alu::Slt | Alu::Sltu => {
-            a.xor(edx, edx)?;
-            a.cmp(rax, rcx)?;
-            if f == Alu::Slt {
-                a.setl(dl)?;
-            } else {
-                a.setb(dl)?;
-            }
-            a.mov(rax, rdx)?;
-        }
-        Alu::Mul => a.imul_2(rax, rcx)?,
-        Alu::Mulh => {
-            a.imul(rcx)?;
-            a.mov(rax, rdx)?;
-        }
-        Alu::Mulhu => {
-            a.mul(rcx)?;
-            a.mov(rax, rdx)?;
-        }
-        Alu::Mulhsu => {
-            // hi(signed a * unsigned b) = hi(unsigned a * b) - (a < 0 ? b : 0)
-            a.mov(r8, rax)?;
-            a.mul(rcx)?;
-            a.sar(r8, 63)?;
-            a.and(r8, rcx)?;
-            a.sub(rdx, r8)?;
-            a.mov(rax, rdx)?;
-        }
-        Alu::Div | Alu::Divu | Alu::Rem | Alu::Remu => return Ok(false),
-    }
-    Ok(true)
-}
-
-/// Emits `rax = sext(f(eax, ecx))` for a 32-bit op (`false`: not inline).
-fn alu32(a: &mut CodeAssembler, f: Alu) -> Result<bool, IcedError> {
-    match f {
-        Alu::Add => a.add(eax, ecx)?,
-        Alu::Sub => a.sub(eax, ecx)?,
-        Alu::Sll => a.shl(eax, cl)?,
-        Alu::Srl => a.shr(eax, cl)?,
-        Alu::Sra => a.sar(eax, cl)?,
-        Alu::Mul => a.imul_2(eax, ecx)?,
-        _ => return Ok(false),
-    }
-    a.movsxd(rax, eax)?;
-    Ok(true)
 }
 
 /// A block's code and where its chainable exits are.
@@ -359,6 +307,18 @@ fn dispatch(a: &mut CodeAssembler, exits: &mut Exits) -> Result<(), IcedError> {
     a.jmp(exits.epilogue)
 }
 
+/// A memory instruction's slow path, emitted after the block's exits.
+struct SlowPath {
+    label: CodeLabel,
+    /// Where the fast path goes on.
+    done: CodeLabel,
+    op_ptr: u64,
+    pc: u64,
+    index: usize,
+    /// The dirty registers before the instruction.
+    dirty: u32,
+}
+
 /// Assembles the block of `ops` (each with its guest pc; `ops[i]` must stay
 /// where it is while the code lives). The code is position-independent:
 /// label addresses in [`Lowered`] are offsets from its first byte.
@@ -381,11 +341,15 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
     // Call-outs that leave: uncharge this block first.
     let mut leave_early = a.create_label();
     let mut no_budget = a.create_label();
+    let mut regs = RegCache::for_block(ops);
     a.push(rbx)?;
     a.push(r12)?;
     a.push(r13)?;
     a.push(r14)?;
-    // Keeps the stack 16-byte aligned at call-outs.
+    for r in SAVED {
+        a.push(r)?;
+    }
+    // Keeps the stack 16-byte aligned at call-outs; `[rsp]` is scratch.
     a.sub(rsp, 8)?;
     a.mov(rbx, rdi)?;
     a.mov(r12, rsi)?;
@@ -397,6 +361,23 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
     a.cmp(rax, qword_ptr(r13 + field(offset_of!(BlockOut, budget))))?;
     a.ja(no_budget)?;
     a.mov(r14, rax)?;
+    regs.reload(&mut a)?;
+    // Where the block loops to itself, with every cached register loaded;
+    // the jump back stores none of them, so any the block writes may be
+    // dirty here (storing a clean one again is harmless).
+    let mut body = a.create_label();
+    a.set_label(&mut body)?;
+    a.zero_bytes()?;
+    let mut again = Again {
+        start,
+        body,
+        len,
+        spills: Vec::new(),
+    };
+    if loops_to_itself(ops, end_pc) {
+        regs.dirty = regs.written();
+    }
+    let mut slow_paths = Vec::new();
     let mut ended = false;
     for (i, (pc, op)) in ops.iter().enumerate() {
         let op_ptr = std::ptr::from_ref::<Op>(op) as u64;
@@ -404,24 +385,21 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
         let imm64 = i64::from(op.imm) as u64;
         match op.kind {
             Kind::Lui | Kind::Auipc => {
-                if op.rd != 0 {
-                    let v = if op.kind == Kind::Lui {
-                        imm64
-                    } else {
-                        pc.wrapping_add(imm64)
-                    };
-                    imm(&mut a, rax, v)?;
-                    a.mov(x(op.rd), rax)?;
-                }
+                let v = if op.kind == Kind::Lui {
+                    imm64
+                } else {
+                    pc.wrapping_add(imm64)
+                };
+                regs.write_imm(&mut a, op.rd, v, rax)?;
             }
             Kind::AluImm(f) | Kind::AluReg(f) | Kind::AluImmW(f) | Kind::AluRegW(f) => {
-                if op.rd == 0 {
+                if op.rd == 0 || alu_in_place(&mut a, &mut regs, op)? {
                     continue;
                 }
-                a.mov(rax, x(op.rs1))?;
+                regs.read(&mut a, rax, op.rs1)?;
                 match op.kind {
                     Kind::AluImm(_) | Kind::AluImmW(_) => imm(&mut a, rcx, imm64)?,
-                    _ => a.mov(rcx, x(op.rs2))?,
+                    _ => regs.read(&mut a, rcx, op.rs2)?,
                 }
                 let wide = matches!(op.kind, Kind::AluImm(_) | Kind::AluReg(_));
                 let inline = if wide {
@@ -430,46 +408,50 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
                     alu32(&mut a, f)?
                 };
                 if !inline {
-                    call_pure(&mut a, op_ptr)?;
+                    call_pure(&mut a, &mut regs, op_ptr)?;
                 }
-                a.mov(x(op.rd), rax)?;
+                regs.write(&mut a, op.rd, rax)?;
             }
             Kind::BitReg(_) | Kind::BitImm(_) => {
                 if op.rd == 0 {
                     continue;
                 }
-                a.mov(rax, x(op.rs1))?;
+                regs.read(&mut a, rax, op.rs1)?;
                 match op.kind {
                     Kind::BitImm(_) => imm(&mut a, rcx, imm64)?,
-                    _ => a.mov(rcx, x(op.rs2))?,
+                    _ => regs.read(&mut a, rcx, op.rs2)?,
                 }
-                call_pure(&mut a, op_ptr)?;
-                a.mov(x(op.rd), rax)?;
+                call_pure(&mut a, &mut regs, op_ptr)?;
+                regs.write(&mut a, op.rd, rax)?;
             }
             Kind::Jal => {
-                if op.rd != 0 {
-                    imm(&mut a, rax, next)?;
-                    a.mov(x(op.rd), rax)?;
-                }
-                exits.to(&mut a, pc.wrapping_add(imm64))?;
+                regs.write_imm(&mut a, op.rd, next, rax)?;
+                again.or_exit(&mut a, &mut exits, &regs, pc.wrapping_add(imm64))?;
                 ended = true;
                 break;
             }
             Kind::Jalr => {
-                a.mov(rax, x(op.rs1))?;
+                regs.read(&mut a, rax, op.rs1)?;
                 a.add(rax, op.imm)?;
                 a.and(rax, -2)?;
-                if op.rd != 0 {
-                    imm(&mut a, rcx, next)?;
-                    a.mov(x(op.rd), rcx)?;
-                }
+                regs.write_imm(&mut a, op.rd, next, rcx)?;
+                regs.flush(&mut a)?;
                 a.jmp(exits.dispatch)?;
                 ended = true;
                 break;
             }
             Kind::Branch(c) => {
-                a.mov(rax, x(op.rs1))?;
-                a.cmp(rax, x(op.rs2))?;
+                let lhs = if let Some(h) = regs.get(op.rs1) {
+                    h
+                } else {
+                    regs.read(&mut a, rax, op.rs1)?;
+                    rax
+                };
+                match regs.get(op.rs2) {
+                    _ if op.rs2 == 0 => a.cmp(lhs, 0)?,
+                    Some(h) => a.cmp(lhs, h)?,
+                    None => a.cmp(lhs, x(op.rs2))?,
+                }
                 let mut fall = a.create_label();
                 match c {
                     Cond::Eq => a.jne(fall)?,
@@ -479,21 +461,28 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
                     Cond::Ltu => a.jae(fall)?,
                     Cond::Geu => a.jb(fall)?,
                 }
-                exits.to(&mut a, pc.wrapping_add(imm64))?;
+                again.or_exit(&mut a, &mut exits, &regs, pc.wrapping_add(imm64))?;
                 a.set_label(&mut fall)?;
-                exits.to(&mut a, next)?;
+                again.or_exit(&mut a, &mut exits, &regs, next)?;
                 ended = true;
                 break;
             }
             Kind::Load { size, unsigned } => {
-                let mut slow = a.create_label();
-                let mut done = a.create_label();
+                let slow = SlowPath {
+                    label: a.create_label(),
+                    done: a.create_label(),
+                    op_ptr,
+                    pc: *pc,
+                    index: i,
+                    dirty: regs.dirty,
+                };
                 tlb_lookup(
                     &mut a,
+                    &regs,
                     op,
                     size,
                     field(offset_of!(BlockOut, tlb_read)),
-                    &mut slow,
+                    slow.label,
                 )?;
                 match (size, unsigned) {
                     (0, false) => a.movsx(rax, byte_ptr(rax))?,
@@ -504,49 +493,79 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
                     (2, true) => a.mov(eax, dword_ptr(rax))?,
                     _ => a.mov(rax, qword_ptr(rax))?,
                 }
-                if op.rd != 0 {
-                    a.mov(x(op.rd), rax)?;
-                }
-                a.jmp(done)?;
-                a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, false)?;
+                // The slow path leaves the same registers cached, clean:
+                // as good as this path's dirty ones.
+                regs.write(&mut a, op.rd, rax)?;
+                let mut done = slow.done;
+                slow_paths.push(slow);
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
             Kind::Store { size } => {
-                let mut slow = a.create_label();
-                let mut done = a.create_label();
+                let slow = SlowPath {
+                    label: a.create_label(),
+                    done: a.create_label(),
+                    op_ptr,
+                    pc: *pc,
+                    index: i,
+                    dirty: regs.dirty,
+                };
                 tlb_lookup(
                     &mut a,
+                    &regs,
                     op,
                     size,
                     field(offset_of!(BlockOut, tlb_write)),
-                    &mut slow,
+                    slow.label,
                 )?;
-                a.mov(rcx, x(op.rs2))?;
+                regs.read(&mut a, rcx, op.rs2)?;
                 match size {
                     0 => a.mov(byte_ptr(rax), cl)?,
                     1 => a.mov(word_ptr(rax), cx)?,
                     2 => a.mov(dword_ptr(rax), ecx)?,
                     _ => a.mov(qword_ptr(rax), rcx)?,
                 }
-                a.jmp(done)?;
-                a.set_label(&mut slow)?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, false)?;
+                let mut done = slow.done;
+                slow_paths.push(slow);
                 a.set_label(&mut done)?;
                 a.zero_bytes()?;
             }
             Kind::Csr(_) => {
                 // Instructions of this run before this one: every block
                 // charged so far less the rest of this one.
-                a.lea(rcx, qword_ptr(r14 + (i as i32 - len)))?;
-                call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, true)?;
+                let before = Some(i as i32 - len);
+                call_exec(&mut a, &mut regs, op_ptr, *pc, i, &mut leave_early, before)?;
             }
-            _ => call_exec(&mut a, op_ptr, *pc, i, &mut leave_early, false)?,
+            _ => call_exec(&mut a, &mut regs, op_ptr, *pc, i, &mut leave_early, None)?,
         }
     }
     if !ended {
-        exits.to(&mut a, end_pc)?;
+        again.or_exit(&mut a, &mut exits, &regs, end_pc)?;
+    }
+    // The loop's way out when the budget is spent.
+    for (mut label, dirty) in again.spills {
+        a.set_label(&mut label)?;
+        let mut at_exit = regs.clone();
+        at_exit.dirty = dirty;
+        at_exit.flush(&mut a)?;
+        a.jmp(no_budget)?;
+    }
+    // Out of the fast path's way: each memory instruction's call-out with
+    // the registers dirty before it, back to the fast path's end.
+    for mut slow in slow_paths {
+        a.set_label(&mut slow.label)?;
+        let mut at_call = regs.clone();
+        at_call.dirty = slow.dirty;
+        call_exec(
+            &mut a,
+            &mut at_call,
+            slow.op_ptr,
+            slow.pc,
+            slow.index,
+            &mut leave_early,
+            None,
+        )?;
+        a.jmp(slow.done)?;
     }
     dispatch(&mut a, &mut exits)?;
     a.set_label(&mut no_budget)?;
@@ -559,6 +578,9 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
     a.set_label(&mut epilogue)?;
     a.mov(qword_ptr(r13 + field(offset_of!(BlockOut, retired))), r14)?;
     a.add(rsp, 8)?;
+    for r in SAVED.iter().rev() {
+        a.pop(*r)?;
+    }
     a.pop(r14)?;
     a.pop(r13)?;
     a.pop(r12)?;
@@ -577,39 +599,63 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
     })
 }
 
-/// The TLB fast path of a load or store of `1 << size` bytes: `rax` = the
-/// host address when the TLB set at `out + set` holds the page and the
-/// access stays in it; otherwise to `slow` (the interpreter's path, which
-/// fills the TLB, faults or leaves for MMIO). Write entries never map
-/// pages of decoded code, so a store here cannot hit code (see `mmu.rs`).
-fn tlb_lookup(
-    a: &mut CodeAssembler,
-    op: &Op,
-    size: u8,
-    set: i32,
-    slow: &mut CodeLabel,
-) -> Result<(), IcedError> {
-    a.mov(rax, x(op.rs1))?;
-    a.add(rax, op.imm)?;
-    a.mov(rcx, rax)?;
-    a.shr(rcx, 12)?;
-    a.mov(edx, ecx)?;
-    a.and(edx, (TLB_SIZE - 1) as i32)?;
-    // 24-byte entries.
-    a.lea(rdx, qword_ptr(rdx + rdx * 2))?;
-    a.shl(rdx, 3)?;
-    a.add(rdx, qword_ptr(r13 + set))?;
-    a.cmp(rcx, qword_ptr(rdx))?;
-    a.jne(*slow)?;
-    a.mov(ecx, eax)?;
-    a.and(ecx, 0xfff)?;
-    a.cmp(ecx, 0x1000 - (1i32 << size))?;
-    a.ja(*slow)?;
-    a.add(rax, qword_ptr(rdx + 8))
+/// The way back to a block's own start without leaving its registers.
+struct Again {
+    start: u64,
+    /// Right after the chain entry's loads of the cached registers.
+    body: CodeLabel,
+    len: i32,
+    /// Where a jump back with no budget left goes, and the dirty registers
+    /// it stores before leaving.
+    spills: Vec<(CodeLabel, u32)>,
 }
 
-/// `rax = pure_op(rax, rcx, op)`.
-fn call_pure(a: &mut CodeAssembler, op_ptr: u64) -> Result<(), IcedError> {
+impl Again {
+    /// Goes on at guest `target`: for the block's own start, the chain
+    /// entry's budget check and on to the body with the registers as they
+    /// are; otherwise through `exits` once the dirty registers are stored.
+    fn or_exit(
+        &mut self,
+        a: &mut CodeAssembler,
+        exits: &mut Exits,
+        regs: &RegCache,
+        target: u64,
+    ) -> Result<(), IcedError> {
+        if target != self.start {
+            regs.flush(a)?;
+            return exits.to(a, target);
+        }
+        let spill = a.create_label();
+        self.spills.push((spill, regs.dirty));
+        a.lea(rax, qword_ptr(r14 + self.len))?;
+        a.cmp(rax, qword_ptr(r13 + field(offset_of!(BlockOut, budget))))?;
+        a.ja(spill)?;
+        a.mov(r14, rax)?;
+        a.jmp(self.body)
+    }
+}
+
+/// Whether an exit of the block of `ops` goes back to its start.
+fn loops_to_itself(ops: &[(u64, Op)], end_pc: u64) -> bool {
+    let Some(&(start, _)) = ops.first() else {
+        return false;
+    };
+    let Some((pc, op)) = ops.last() else {
+        return false;
+    };
+    let to = pc.wrapping_add(i64::from(op.imm) as u64);
+    match op.kind {
+        Kind::Jal => to == start,
+        Kind::Branch(_) => to == start || pc.wrapping_add(u64::from(op.len)) == start,
+        Kind::Jalr => false,
+        _ => end_pc == start,
+    }
+}
+
+/// `rax = pure_op(rax, rcx, op)`; the cached registers are stored before
+/// and loaded after (the callee clobbers the caller-saved ones).
+fn call_pure(a: &mut CodeAssembler, regs: &mut RegCache, op_ptr: u64) -> Result<(), IcedError> {
+    regs.flush(a)?;
     a.mov(rdi, rax)?;
     a.mov(rsi, rcx)?;
     imm(a, rdx, op_ptr)?;
@@ -618,23 +664,30 @@ fn call_pure(a: &mut CodeAssembler, op_ptr: u64) -> Result<(), IcedError> {
         rax,
         pure_op as extern "sysv64" fn(u64, u64, *const Op) -> u64 as usize as u64,
     )?;
-    a.call(rax)
+    a.call(rax)?;
+    regs.reload(a)
 }
 
-/// `exec_op(hart, op, pc)` (`exec_counted(hart, op, pc, rcx)` when
-/// `counted`), leaving the block with `index << 2 | code` unless it continues.
+/// `exec_op(hart, op, pc)`, or `exec_counted(hart, op, pc, r14 + before)`
+/// when `counted` is `Some(before)`, leaving the block with
+/// `index << 2 | code` unless it continues. The dirty registers are stored
+/// before (the interpreter reads `x`), and every cached register is loaded
+/// after (the instruction may have changed `x`).
 fn call_exec(
     a: &mut CodeAssembler,
+    regs: &mut RegCache,
     op_ptr: u64,
     pc: u64,
     index: usize,
     leave: &mut CodeLabel,
-    counted: bool,
+    counted: Option<i32>,
 ) -> Result<(), IcedError> {
+    regs.flush(a)?;
     a.mov(rdi, r12)?;
     imm(a, rsi, op_ptr)?;
     imm(a, rdx, pc)?;
-    let f = if counted {
+    let f = if let Some(before) = counted {
+        a.lea(rcx, qword_ptr(r14 + before))?;
         exec_counted as extern "sysv64" fn(*mut Hart, *const Op, u64, u64) -> u64 as usize
     } else {
         exec_op as extern "sysv64" fn(*mut Hart, *const Op, u64) -> u64 as usize
@@ -649,5 +702,5 @@ fn call_exec(
     a.set_label(&mut go_on)?;
     // An instruction with no effect on x86 state; a label needs one to bind to.
     a.zero_bytes()?;
-    Ok(())
+    regs.reload(a)
 }

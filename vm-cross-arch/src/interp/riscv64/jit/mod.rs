@@ -22,14 +22,20 @@
 //! - Portability is the price: one back end per host, x86_64 only today (the
 //!   module is built on x86_64 hosts; elsewhere the interpreter runs
 //!   everything).
-//! - Speed (`cargo bench -p benches --bench riscv_mips`, quick mode, on a
-//!   noisy shared 2-core machine, marginal MIPS of the large workload less
-//!   the small one; ranges are separate runs, alternated with the code
-//!   before chaining): integer loop (one block looping to itself, which
-//!   chaining does not change) interpreter 52-84, jit 1116-1724 MIPS
-//!   (1657 before), 0.30-0.41x `qemu-riscv64`'s 3705-4253 in the same runs;
-//!   C program (sieve, CRC32, sort) interpreter 53-87, jit 674-757 MIPS
-//!   with chaining against 179-278 before, 0.25-0.31x QEMU. On by default
+//! - Speed (`cargo bench -p benches --bench riscv_mips`: the summary it
+//!   prints, marginal MIPS of the large workload less the small one,
+//!   medians of 5 alternated runs; bench binaries built from the code
+//!   before and after keeping guest registers in host registers (see
+//!   [`lower`]), run alternately 8 times each on a shared 2-core machine
+//!   under a load average of 3 to 7, so single runs vary 2-3x):
+//!   integer loop (one block looping to itself) jit 823-1650 MIPS, median
+//!   1338, before, 1178-3349, median 2149, after; C program (sieve, CRC32,
+//!   insertion sort) 381-952, median 922, before, 557-1268, median 921,
+//!   after: no change measurable through the noise. The interpreter ran
+//!   25-95 MIPS. Against `qemu-riscv64` in the same runs (1544-7353 and
+//!   1497-4614 MIPS): loop median 0.30x before, 0.53x after; C program
+//!   median 0.30x before, 0.37x after. Chaining blocks (see [`lower`])
+//!   had taken the C program from 179-278 to 674-757 MIPS. On by default
 //!   for those numbers and the zero build cost.
 //! - A whole Linux boot (Debian's riscv64 kernel to power-off, one hart,
 //!   `riscv_linux_boot` in a test build, same machine): jit 8.4-12.2 s
