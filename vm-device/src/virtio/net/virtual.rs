@@ -46,10 +46,14 @@ struct Port {
 }
 
 impl Port {
+    /// An empty buffer, recycled when one is free.
     fn buffer(&self) -> Vec<u8> {
-        self.pool
+        let mut buf = self
+            .pool
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(INITIAL_BUFFER))
+            .unwrap_or_else(|| Vec::with_capacity(INITIAL_BUFFER));
+        buf.clear();
+        buf
     }
 
     /// Queues `buf`; false (counted, the buffer recycled) when the inbox is full.
@@ -67,35 +71,32 @@ impl Port {
     /// Queues `frame`, whose header asks for `offload`, doing that work first
     /// if this port's driver did not accept it.
     fn deliver(&self, frame: &[u8], offload: Offload) {
-        let queued = if offload.needs() & !self.offloads.load(Ordering::Relaxed) == 0 {
-            let mut buf = self.buffer();
-            buf.clear();
-            buf.extend_from_slice(frame);
-            self.push(buf)
-        } else {
-            match offload {
-                Offload::Tso(tso) => {
-                    let mut any = false;
-                    offload::segment(
-                        frame,
-                        tso,
-                        || self.buffer(),
-                        |buf| {
-                            let queued = self.push(buf);
-                            any |= queued;
-                            queued
-                        },
-                    );
-                    any
-                }
-                Offload::Csum { start, offset } => {
-                    let mut buf = self.buffer();
-                    buf.clear();
-                    buf.extend_from_slice(frame);
-                    offload::complete_checksum(&mut buf, start, offset);
-                    self.push(buf)
-                }
-                Offload::None => false,
+        let accepted = offload.needs() & !self.offloads.load(Ordering::Relaxed) == 0;
+        let queued = match offload {
+            Offload::Tso(tso) if !accepted => {
+                let mut any = false;
+                offload::segment(
+                    frame,
+                    tso,
+                    || self.buffer(),
+                    |buf| {
+                        let queued = self.push(buf);
+                        any |= queued;
+                        queued
+                    },
+                );
+                any
+            }
+            Offload::Csum { start, offset } if !accepted => {
+                let mut buf = self.buffer();
+                buf.extend_from_slice(frame);
+                offload::complete_checksum(&mut buf, start, offset);
+                self.push(buf)
+            }
+            _ => {
+                let mut buf = self.buffer();
+                buf.extend_from_slice(frame);
+                self.push(buf)
             }
         };
         if !queued {
