@@ -21,10 +21,11 @@
 //! cross-process segment, 4 MiB from `dd` through `nc`, timed by the
 //! sender's guest clock), alternated round by round with the same two guests
 //! under `qemu-system-riscv64 -M virt` joined by `-netdev socket`, on a
-//! 2-core host shared with other work (load 6 to 8): over 17 rounds the
-//! median went from 3.74 s (median per-round ratio to QEMU 1.59) to 2.24 s
-//! (1.07; QEMU's median 1.90 s) with these offloads together with the
-//! transport honouring `VRING_AVAIL_F_NO_INTERRUPT`. Most frames of that
+//! 2-core host shared with other work (load 3 to 8): over 22 rounds the
+//! median went from 3.23 s (median per-round ratio to QEMU 1.53) to 2.12 s
+//! (1.01; QEMU's median 1.90 s) with these offloads together with the
+//! transport honouring `VRING_AVAIL_F_NO_INTERRUPT`; the two changes' shares
+//! could not be told apart at that noise. Most frames of that
 //! transfer stay within two MSS (`nc` writes 4 KiB at a time and the sender
 //! never gets ahead of the network), so the gain there is checksums and
 //! interrupts, not fewer frames.
