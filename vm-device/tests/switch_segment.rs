@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use vm_device::virtio::net::r#virtual::{VirtualPort, VirtualSwitch};
 use vm_device::virtio::net::segment::{SegmentBridge, SegmentError};
-use vm_device::virtio::net::{NetBackend, VNET_HDR_LEN};
+use vm_device::virtio::net::{features, NetBackend, VNET_HDR_LEN};
 
 const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
@@ -140,6 +140,33 @@ fn dead_member_socket_is_removed() {
 }
 
 #[test]
+fn offload_requests_cross_members_and_are_done_for_nics_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = member(dir.path());
+    let mut b = member(dir.path());
+    let mut c = member(dir.path());
+    b.port.set_offloads(features::GUEST_CSUM).unwrap();
+    // A partial TCP checksum: the header starts at 34, its checksum at 34 + 16.
+    let mut partial = frame(BCAST, A, 0);
+    partial.resize(VNET_HDR_LEN + 60, 0xab);
+    partial[0] = 1; // NEEDS_CSUM
+    partial[6..8].copy_from_slice(&34u16.to_le_bytes());
+    partial[8..10].copy_from_slice(&16u16.to_le_bytes());
+    a.port.send(&partial).unwrap();
+    // b accepted the offload: the request arrives as sent.
+    assert_eq!(next_frame(&mut b.port), partial);
+    // c did not: its switch filled in the checksum and cleared the request.
+    let done = next_frame(&mut c.port);
+    assert_eq!(&done[..10], &[0; 10]);
+    assert_eq!(
+        &done[VNET_HDR_LEN..VNET_HDR_LEN + 50],
+        &partial[VNET_HDR_LEN..VNET_HDR_LEN + 50]
+    );
+    // 13 words of 0xabab from 34 on (the field's included) fold to 0xb7b7.
+    assert_eq!(&done[VNET_HDR_LEN + 50..VNET_HDR_LEN + 52], &[0x48, 0x48]);
+}
+
+#[test]
 fn hostile_datagrams_are_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = member(dir.path());
@@ -148,13 +175,18 @@ fn hostile_datagrams_are_dropped_and_counted() {
     attacker.send_to(&[], &to).unwrap();
     attacker.send_to(&[0xff; 10], &to).unwrap();
     attacker.send_to(&vec![0xff; 70 * 1024], &to).unwrap();
+    // A checksum request pointing past its frame.
+    let mut bad = frame(BCAST, C, 6);
+    bad[0] = 1;
+    bad[6..8].copy_from_slice(&100u16.to_le_bytes());
+    attacker.send_to(&bad, &to).unwrap();
     // A well-formed frame after them still arrives, and is the only one.
     let good = frame(BCAST, C, 7);
-    attacker.send_to(&good[VNET_HDR_LEN..], &to).unwrap();
+    attacker.send_to(&good, &to).unwrap();
     assert_eq!(next_frame(&mut a.port), good);
     assert!(nothing_queued(&mut a.port));
     let s = a.bridge.stats();
-    assert_eq!((s.malformed, s.received), (3, 1));
+    assert_eq!((s.malformed, s.received), (4, 1));
     // An unbound sender is not a member: nothing was learned about it.
     assert_eq!(s.members, 0);
 }

@@ -244,9 +244,11 @@ impl MmioTransport {
         let mut needed = false;
         for (i, q) in self.queues.iter_mut().enumerate() {
             if used.contains(i) {
-                // Honour VRING_AVAIL_F_NO_INTERRUPT / used_event; on a read
-                // error interrupt anyway: a spurious interrupt is harmless.
-                needed |= q.needs_notification(&self.mem).unwrap_or(true);
+                // Honour used_event (EVENT_IDX) or VRING_AVAIL_F_NO_INTERRUPT;
+                // on a read error interrupt anyway: a spurious interrupt is
+                // harmless.
+                let wanted = q.needs_notification(&self.mem).unwrap_or(true);
+                needed |= wanted && !interrupts_suppressed(&self.mem, q);
             }
         }
         if needed {
@@ -690,4 +692,21 @@ impl BusDevice for MmioTransport {
             ),
         }
     }
+}
+
+/// `VRING_AVAIL_F_NO_INTERRUPT`: the driver polls the used ring (Linux sets
+/// it while NAPI or its TX completion handling runs).
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Whether the driver of `q` asked for no interrupts through the available
+/// ring's flags (meaningful only without `EVENT_IDX`). Read after the used
+/// ring's index was published (`needs_notification` fences), so a driver that
+/// clears the flag and then checks the used ring cannot miss both the
+/// interrupt and the buffers. Unreadable flags count as "not asked".
+fn interrupts_suppressed(mem: &GuestMemory, q: &Queue) -> bool {
+    use vm_memory::Bytes;
+    !q.event_idx_enabled()
+        && mem
+            .read_obj::<u16>(GuestAddress(q.avail_ring()))
+            .is_ok_and(|flags| u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT != 0)
 }

@@ -29,6 +29,7 @@
 
 mod backend;
 pub mod device;
+mod offload;
 pub mod rate_limiter;
 #[cfg(unix)]
 pub mod segment;

@@ -9,6 +9,10 @@
 //! receiving port's pool after delivery, so steady-state forwarding neither
 //! allocates nor takes a lock. A full destination queue drops the frame, as a
 //! congested switch would.
+//!
+//! Ports offer the checksum and TSO offloads: frames keep their virtio-net
+//! header through the switch, and a port whose driver did not accept what a
+//! frame's header asks gets the work done for it ([`super::offload`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use crossbeam_queue::ArrayQueue;
 
 use super::backend::{NetBackend, NetBackendError};
-use super::VNET_HDR_LEN;
+use super::offload::{self, Offload};
+use super::{features, VNET_HDR_LEN};
 use crate::interrupt::Interrupt;
 
 /// Frames a port can hold before the switch drops for it.
@@ -35,19 +40,66 @@ struct Port {
     armed: AtomicBool,
     notifier: OnceLock<Arc<dyn Interrupt>>,
     dropped: AtomicU64,
+    /// The virtio-net features the port's driver accepted (its `GUEST_*`
+    /// offloads say which frames it takes as they are).
+    offloads: AtomicU64,
 }
 
 impl Port {
-    fn deliver(&self, frame: &[u8]) {
+    /// An empty buffer, recycled when one is free.
+    fn buffer(&self) -> Vec<u8> {
         let mut buf = self
             .pool
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(INITIAL_BUFFER.max(frame.len())));
+            .unwrap_or_else(|| Vec::with_capacity(INITIAL_BUFFER));
         buf.clear();
-        buf.extend_from_slice(frame);
-        if let Err(buf) = self.inbox.push(buf) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            let _ = self.pool.push(buf);
+        buf
+    }
+
+    /// Queues `buf`; false (counted, the buffer recycled) when the inbox is full.
+    fn push(&self, buf: Vec<u8>) -> bool {
+        match self.inbox.push(buf) {
+            Ok(()) => true,
+            Err(buf) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                let _ = self.pool.push(buf);
+                false
+            }
+        }
+    }
+
+    /// Queues `frame`, whose header asks for `offload`, doing that work first
+    /// if this port's driver did not accept it.
+    fn deliver(&self, frame: &[u8], offload: Offload) {
+        let accepted = offload.needs() & !self.offloads.load(Ordering::Relaxed) == 0;
+        let queued = match offload {
+            Offload::Tso(tso) if !accepted => {
+                let mut any = false;
+                offload::segment(
+                    frame,
+                    tso,
+                    || self.buffer(),
+                    |buf| {
+                        let queued = self.push(buf);
+                        any |= queued;
+                        queued
+                    },
+                );
+                any
+            }
+            Offload::Csum { start, offset } if !accepted => {
+                let mut buf = self.buffer();
+                buf.extend_from_slice(frame);
+                offload::complete_checksum(&mut buf, start, offset);
+                self.push(buf)
+            }
+            _ => {
+                let mut buf = self.buffer();
+                buf.extend_from_slice(frame);
+                self.push(buf)
+            }
+        };
+        if !queued {
             return;
         }
         if self.armed.load(Ordering::Relaxed) && self.armed.swap(false, Ordering::AcqRel) {
@@ -148,6 +200,7 @@ impl VirtualSwitch {
             armed: AtomicBool::new(true),
             notifier: OnceLock::new(),
             dropped: AtomicU64::new(0),
+            offloads: AtomicU64::new(0),
         });
         let mut list: Vec<_> = ports.as_ref().clone();
         list.push(Some(port.clone()));
@@ -245,6 +298,10 @@ impl NetBackend for VirtualPort {
                 reason: "shorter than an Ethernet header",
             });
         };
+        let offload = offload::parse(frame).map_err(|reason| NetBackendError::BadFrame {
+            len: frame.len(),
+            reason,
+        })?;
         self.refresh();
         let me = self.port.id;
         let dst = mac_of(&eth[0..6]);
@@ -259,7 +316,7 @@ impl NetBackend for VirtualPort {
                     return Ok(()); // the destination is behind the sender: filter
                 }
                 if let Some(Some(port)) = self.snapshot.get(usize::from(to)) {
-                    port.deliver(frame);
+                    port.deliver(frame, offload);
                     return Ok(());
                 }
             }
@@ -267,7 +324,7 @@ impl NetBackend for VirtualPort {
         // Broadcast, multicast or unknown unicast: flood to every other port.
         for port in self.snapshot.iter().flatten() {
             if port.id != me {
-                port.deliver(frame);
+                port.deliver(frame, offload);
             }
         }
         Ok(())
@@ -297,6 +354,15 @@ impl NetBackend for VirtualPort {
         };
         let _ = self.port.pool.push(frame);
         result
+    }
+
+    fn offload_features(&self) -> u64 {
+        features::OFFLOADS
+    }
+
+    fn set_offloads(&mut self, acked_features: u64) -> Result<(), NetBackendError> {
+        self.port.offloads.store(acked_features, Ordering::Relaxed);
+        Ok(())
     }
 
     fn set_rx_notifier(&mut self, notifier: Arc<dyn Interrupt>) {
@@ -329,7 +395,7 @@ mod tests {
 
     fn recv_all(p: &mut VirtualPort) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; 4096];
         while let Some(n) = p.recv(&mut buf).unwrap() {
             out.push(buf[..n].to_vec());
         }
@@ -412,6 +478,38 @@ mod tests {
             b.recv(&mut tiny),
             Err(NetBackendError::BufferTooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn offloads_pass_to_ports_that_accept_them_and_are_done_for_others() {
+        let sw = VirtualSwitch::new();
+        let (mut a, mut plain, mut tso) = (sw.add_port(), sw.add_port(), sw.add_port());
+        tso.set_offloads(features::GUEST_CSUM | features::GUEST_TSO4)
+            .unwrap();
+        let irq = Arc::new(CountingInterrupt::new());
+        plain.set_rx_notifier(irq.clone());
+        // Unknown destination: flooded to both.
+        let big = offload::tests::tso_v4(&[5; 3000], 1448, 0x18);
+        a.send(&big).unwrap();
+        assert_eq!(recv_all(&mut tso), vec![big.clone()]);
+        let segs = recv_all(&mut plain);
+        assert_eq!(
+            irq.count(),
+            1,
+            "one notification for the segments of one frame"
+        );
+        assert_eq!(segs.len(), 3);
+        assert!(segs.iter().all(|s| s[..10] == [0; 10]), "plain headers");
+        let lens: Vec<_> = segs.iter().map(|s| s.len() - VNET_HDR_LEN - 54).collect();
+        assert_eq!(lens, [1448, 1448, 104]);
+        // A header that does not fit its frame is the sender's error; nothing is delivered.
+        let mut bad = big;
+        bad[6..8].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert!(matches!(
+            a.send(&bad),
+            Err(NetBackendError::BadFrame { .. })
+        ));
+        assert!(recv_all(&mut tso).is_empty() && recv_all(&mut plain).is_empty());
     }
 
     #[test]

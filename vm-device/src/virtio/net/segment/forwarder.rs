@@ -15,7 +15,10 @@ use std::time::{Instant, SystemTime};
 
 use super::{Counters, BATCH, ETH_HLEN, MAX_LEARNED, MTIME_SETTLE, RESCAN_INTERVAL};
 use crate::virtio::net::r#virtual::{mac_of, VirtualPort};
-use crate::virtio::net::{NetBackend, MAX_BUFFER_LEN, MAX_FRAME_LEN, VNET_HDR_LEN};
+use crate::virtio::net::{NetBackend, MAX_BUFFER_LEN, VNET_HDR_LEN};
+
+/// Where a datagram's header keeps `num_buffers`.
+const NUM_BUFFERS: std::ops::Range<usize> = 10..VNET_HDR_LEN;
 
 #[derive(Debug)]
 struct Peer {
@@ -41,8 +44,8 @@ pub(super) struct Worker {
     port: VirtualPort,
     me: PathBuf,
     dir: PathBuf,
-    /// Datagrams land at `VNET_HDR_LEN`, behind room for the header; one byte
-    /// more than the longest frame shows an oversized datagram.
+    /// Datagrams from members (a virtio-net header and a frame); one byte
+    /// more than the longest shows an oversized datagram.
     rx: Vec<u8>,
     /// Frames from the local switch, with their virtio-net header.
     tx: Vec<u8>,
@@ -77,7 +80,7 @@ impl Worker {
             port,
             me,
             dir,
-            rx: vec![0; VNET_HDR_LEN + MAX_FRAME_LEN + 1],
+            rx: vec![0; MAX_BUFFER_LEN + 1],
             tx: vec![0; MAX_BUFFER_LEN],
             peers: Vec::new(),
             next_peer_id: 0,
@@ -140,7 +143,7 @@ impl Worker {
     /// Moves datagrams from members into the local switch; true if there may be more.
     fn pump_in(&mut self) -> bool {
         for _ in 0..BATCH {
-            let (n, from) = match recv_dontwait(&self.sock, &mut self.rx[VNET_HDR_LEN..]) {
+            let (n, from) = match recv_dontwait(&self.sock, &mut self.rx) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -149,13 +152,14 @@ impl Worker {
                     return false;
                 }
             };
-            if !(ETH_HLEN..=MAX_FRAME_LEN).contains(&n) {
+            if !(VNET_HDR_LEN + ETH_HLEN..=MAX_BUFFER_LEN).contains(&n) {
                 Counters::bump(&self.counters.malformed);
                 tracing::debug!(len = n, "switch segment: malformed datagram dropped");
                 continue;
             }
-            let frame = &mut self.rx[..VNET_HDR_LEN + n];
-            frame[..VNET_HDR_LEN].fill(0);
+            // `num_buffers` is the receiving device's to fill in.
+            self.rx[NUM_BUFFERS].fill(0);
+            let frame = &self.rx[..n];
             let src = &frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12];
             if src[0] & 1 == 0 {
                 let mac = mac_of(src);
@@ -170,7 +174,7 @@ impl Worker {
                     }
                 }
             }
-            match self.port.send(&self.rx[..VNET_HDR_LEN + n]) {
+            match self.port.send(&self.rx[..n]) {
                 Ok(()) => Counters::bump(&self.counters.received),
                 Err(e) => {
                     Counters::bump(&self.counters.malformed);
@@ -208,24 +212,27 @@ impl Worker {
                     continue;
                 }
             };
-            let Some(eth) = tx
-                .get(VNET_HDR_LEN..n)
-                .filter(|e| (ETH_HLEN..=MAX_FRAME_LEN).contains(&e.len()))
+            let Some(datagram) = tx
+                .get(..n)
+                .filter(|d| (VNET_HDR_LEN + ETH_HLEN..=MAX_BUFFER_LEN).contains(&d.len()))
             else {
                 Counters::bump(&self.counters.malformed);
                 continue;
             };
-            self.forward(eth);
+            self.forward(datagram);
         }
         self.tx = tx;
         more
     }
 
-    fn forward(&mut self, eth: &[u8]) {
-        if eth[0] & 1 == 0 {
-            if let Some(&id) = self.macs.get(&mac_of(&eth[..6])) {
+    /// Sends `datagram` (a virtio-net header and a frame) to the member its
+    /// destination is behind, or to all.
+    fn forward(&mut self, datagram: &[u8]) {
+        let dst = &datagram[VNET_HDR_LEN..VNET_HDR_LEN + 6];
+        if dst[0] & 1 == 0 {
+            if let Some(&id) = self.macs.get(&mac_of(dst)) {
                 if let Some(i) = self.peers.iter().position(|p| p.id == id) {
-                    self.send_to(i, eth);
+                    self.send_to(i, datagram);
                     return;
                 }
             }
@@ -235,19 +242,19 @@ impl Worker {
         }
         let mut i = 0;
         while i < self.peers.len() {
-            if !matches!(self.send_to(i, eth), SendOutcome::Gone) {
+            if !matches!(self.send_to(i, datagram), SendOutcome::Gone) {
                 i += 1;
             }
         }
     }
 
-    fn send_to(&mut self, i: usize, eth: &[u8]) -> SendOutcome {
+    fn send_to(&mut self, i: usize, datagram: &[u8]) -> SendOutcome {
         // A blocking send sleeps in the kernel until the member's queue has room
         // (SO_SNDTIMEO = CONGESTION_WAIT); between attempts our own queue is
         // drained, in case the member is blocked sending to us.
         let mut attempts = if self.peers[i].congested { 0 } else { 2 };
         loop {
-            let Err(err) = self.peers[i].addr.send(&self.sock, eth, attempts == 0) else {
+            let Err(err) = self.peers[i].addr.send(&self.sock, datagram, attempts == 0) else {
                 self.peers[i].congested = false;
                 Counters::bump(&self.counters.sent);
                 return SendOutcome::Sent;

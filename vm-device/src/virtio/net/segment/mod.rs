@@ -6,7 +6,9 @@
 //!
 //! A member of switch `NAME` binds `<dir>/NAME/<pid>.<n>` and plugs one port
 //! into its local switch. Frames the local switch hands that port leave as
-//! datagrams (the Ethernet frame alone, without the virtio-net header):
+//! datagrams (the frame behind its 12-byte virtio-net header, so checksum and
+//! TSO requests cross as they are: the port accepts every offload, and the
+//! receiving member's switch does the work for NICs that did not):
 //! unicast to the one member the destination MAC was learned from, and
 //! broadcast, multicast or unknown unicast to every member found in the
 //! directory. Datagrams from members enter the local switch through the same
@@ -14,8 +16,10 @@
 //! members form a full mesh with split horizon: a frame from a member is never
 //! sent on to another member, so there are no loops to break.
 //!
-//! Hostile or broken peers: a datagram shorter than an Ethernet header or
-//! longer than [`MAX_FRAME_LEN`](super::MAX_FRAME_LEN) is dropped and counted (never a panic); a
+//! Hostile or broken peers: a datagram shorter than the virtio-net and
+//! Ethernet headers, longer than [`MAX_BUFFER_LEN`](super::MAX_BUFFER_LEN), or
+//! whose header asks for an offload the frame does not fit, is dropped and
+//! counted (never a panic); a
 //! member whose socket refuses datagrams (its process died) has its socket
 //! file removed; a member whose queue stays full through two waits of
 //! [`CONGESTION_WAIT`] loses the frame (counted) and gets no more waiting
@@ -138,8 +142,10 @@ pub struct SegmentStats {
     pub sent: u64,
     /// Frames from members delivered into the local switch.
     pub received: u64,
-    /// Datagrams (or local frames) dropped for being shorter than an Ethernet
-    /// header or longer than [`MAX_FRAME_LEN`](super::MAX_FRAME_LEN).
+    /// Datagrams (or local frames) dropped for being shorter than the
+    /// virtio-net and Ethernet headers, longer than
+    /// [`MAX_BUFFER_LEN`](super::MAX_BUFFER_LEN), or with a header the
+    /// local switch refused.
     pub malformed: u64,
     /// Frames dropped because a member's queue stayed full.
     pub congested: u64,
@@ -332,6 +338,8 @@ impl SegmentBridge {
         let wake = Arc::new(Wake(wake_tx));
         let mut port = switch.add_port();
         port.set_rx_notifier(wake.clone());
+        // Offload requests cross to the other members as they are.
+        let _ = port.set_offloads(super::features::OFFLOADS);
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker::new(
