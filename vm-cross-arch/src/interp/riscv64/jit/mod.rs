@@ -35,12 +35,20 @@
 //!   25-95 MIPS. Against `qemu-riscv64` in the same runs (1544-7353 and
 //!   1497-4614 MIPS): loop median 0.30x before, 0.53x after; C program
 //!   median 0.30x before, 0.37x after. Chaining blocks (see [`lower`])
-//!   had taken the C program from 179-278 to 674-757 MIPS. On by default
-//!   for those numbers and the zero build cost.
+//!   had taken the C program from 179-278 to 674-757 MIPS. Then the jump
+//!   cache, CSR accesses inside blocks and 4096-instruction chunks, with the
+//!   register cache (`cargo xtask bench --quick riscv_mips`, two runs on a
+//!   quieter machine): integer loop 5.7 G instructions/s, 0.31-0.33x
+//!   QEMU's time; C program 2.1 G/s, 1.89-1.95x (1396 M/s, 2.06x, the
+//!   same morning before them). On by default for those numbers and the
+//!   zero build cost.
 //! - A whole Linux boot (Debian's riscv64 kernel to power-off, one hart,
 //!   `riscv_linux_boot` in a test build, same machine): jit 8.4-12.2 s
 //!   with chaining, 14.4-16.3 s before it, alternated (the interpreter
-//!   alone took 17.1 s). Two things made the jit 2.8x *slower* than the
+//!   alone took 17.1 s). To the userspace marker in the bench's release
+//!   build: 8.2 s (2.38x `qemu-system-riscv64`) before the jump cache, 4.2 s
+//!   (1.15-1.24x) with it and what came with it. Of the boot's 2.6 G
+//!   instructions 99% run translated. Two things made the jit 2.8x *slower* than the
 //!   interpreter there (46-50 s) at first, both invisible in the loop
 //!   benches: iced-x86 unoptimised in dev/test builds (it is opt-level 3
 //!   there now, like this crate), and hot heads evicted from the
