@@ -49,16 +49,25 @@ const EMPTY: TlbEntry = TlbEntry {
 #[derive(Debug, Clone)]
 pub struct Tlb {
     sets: Box<[[TlbEntry; TLB_SIZE]]>,
-    /// Bumped whenever translations are dropped (so the translator's jump
-    /// cache can tell an entry made under older translations).
+    /// Bumped whenever translations that code may have been fetched
+    /// through are dropped (so the translator's jump cache can tell an
+    /// entry made under older translations).
     version: u64,
+    /// Virtual pages (by their low 12 bits) given a fetch translation since
+    /// the last full flush: a page-sized flush of any other page cannot
+    /// affect code, and leaves `version` alone.
+    fetched: [u64; FETCHED_WORDS],
 }
+
+/// Words of [`Tlb::fetched`]' bitmap (64 pages each).
+const FETCHED_WORDS: usize = 64;
 
 impl Default for Tlb {
     fn default() -> Self {
         Self {
             sets: vec![[EMPTY; TLB_SIZE]; CONTEXTS * 3].into_boxed_slice(),
             version: 0,
+            fetched: [0; FETCHED_WORDS],
         }
     }
 }
@@ -78,10 +87,21 @@ impl Tlb {
     }
 
     fn set(&mut self, ctx: usize, acc: usize, e: TlbEntry) {
+        if acc == EXEC {
+            let (word, bit) = Self::fetched_bit(e.tag);
+            self.fetched[word] |= bit;
+        }
         self.sets[ctx * 3 + acc][(e.tag as usize) & (TLB_SIZE - 1)] = e;
     }
 
-    /// Changes whenever translations are dropped.
+    /// Where virtual page `vpn` is in [`Tlb::fetched`].
+    fn fetched_bit(vpn: u64) -> (usize, u64) {
+        let i = vpn as usize % (FETCHED_WORDS * 64);
+        (i / 64, 1 << (i % 64))
+    }
+
+    /// Changes whenever translations code may have been fetched through
+    /// are dropped.
     #[inline]
     #[allow(dead_code, reason = "read by the translator only (feature `jit`)")]
     pub fn version(&self) -> u64 {
@@ -91,6 +111,7 @@ impl Tlb {
     /// Drops every translation.
     pub fn flush(&mut self) {
         self.version += 1;
+        self.fetched = [0; FETCHED_WORDS];
         for set in &mut self.sets {
             set.fill(EMPTY);
         }
@@ -98,7 +119,10 @@ impl Tlb {
 
     /// Drops the translations of virtual page `vpn`.
     pub fn flush_page(&mut self, vpn: u64) {
-        self.version += 1;
+        let (word, bit) = Self::fetched_bit(vpn);
+        if self.fetched[word] & bit != 0 {
+            self.version += 1;
+        }
         for set in &mut self.sets {
             let e = &mut set[(vpn as usize) & (TLB_SIZE - 1)];
             if e.tag == vpn {
@@ -421,5 +445,32 @@ mod tests {
         tlb.flush_page(5);
         assert_eq!(tlb.entry(1, READ, 5).tag, u64::MAX);
         let _ = MODE_U;
+    }
+
+    #[test]
+    fn the_version_changes_when_a_fetch_translation_may_go() {
+        let mut tlb = Tlb::default();
+        let entry = |tag| TlbEntry {
+            tag,
+            addend: 0,
+            ppn: tag,
+        };
+        tlb.set(1, READ, entry(5));
+        tlb.set(1, EXEC, entry(7));
+        let v = tlb.version();
+        tlb.flush_page(5);
+        assert_eq!(tlb.version(), v, "no code was fetched through page 5");
+        tlb.flush_page(7);
+        assert_ne!(
+            tlb.version(),
+            v,
+            "code may have been fetched through page 7"
+        );
+        let v = tlb.version();
+        tlb.flush();
+        assert_ne!(tlb.version(), v);
+        let v = tlb.version();
+        tlb.flush_page(7);
+        assert_eq!(tlb.version(), v, "a full flush forgot page 7");
     }
 }

@@ -104,8 +104,9 @@
 //!   event that could make the target stale changes one of them: the
 //!   page's ops emptied or dropped, or a `fence.i` (until the run loop
 //!   checks the page again), any TLB flush, `satp` write or `sfence.vma`
-//!   (translations), a privilege change (context); and none of them can
-//!   happen inside a run of blocks without it leaving first.
+//!   of a page code was fetched through (translations), a privilege change
+//!   (context); and none of them can happen inside a run of blocks without
+//!   it leaving first.
 
 mod cache;
 mod code;

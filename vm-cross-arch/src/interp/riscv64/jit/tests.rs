@@ -683,9 +683,16 @@ fn a_call_after_its_target_was_rewritten_runs_the_new_code() {
 
 #[test]
 fn a_call_after_its_target_page_was_remapped_runs_the_new_page() {
-    // Sv39 in S-mode: RAM identity-mapped by a gigapage; virtual page
-    // 0x4000_0000 maps p1 (adds 1), then, after the program rewrites the
-    // leaf and runs `sfence.vma`, p2 (adds 100).
+    // sfence.vma x0, x0: every translation.
+    remapped_call(0x1200_0073);
+    // sfence.vma x10, x0: the callee's page only.
+    remapped_call(0x1205_0073);
+}
+
+/// Sv39 in S-mode: RAM identity-mapped by a gigapage; virtual page
+/// 0x4000_0000 maps p1 (adds 1), then, after the program rewrites the leaf
+/// and runs `sfence` (an `sfence.vma` covering that page), p2 (adds 100).
+fn remapped_call(sfence: u32) {
     const ROOT: u64 = RAM + 0x9_0000;
     const L1: u64 = ROOT + 0x1000;
     const L0: u64 = ROOT + 0x2000;
@@ -700,7 +707,7 @@ fn a_call_after_its_target_page_was_remapped_runs_the_new_page() {
         // Once: point the leaf at p2, then sfence.vma.
         b_type(12, X_ARG, 5, 1),
         s_type(0, X_WORD, X_ADDR, 3),
-        0x1200_0073,
+        sfence,
         // jalr ra, 0(x10)
         i_type(0, 10, 0, 1, 0x67),
         addi(7, 7, -1),
@@ -859,4 +866,37 @@ fn a_block_reads_what_its_call_outs_wrote_and_a_fault_leaves_every_earlier_resul
         assert!(counts.blocks >= 1, "{tier:?}");
         assert_eq!(interp, jit, "{tier:?}");
     }
+}
+
+#[test]
+fn an_sfence_of_a_data_page_keeps_the_jump_cache() {
+    // Each pass flushes the translation of a data page (sfence.vma x11,
+    // x0), which ends the run of blocks, then calls f on the next page: the
+    // call and the return still go through the jump cache, so the run loop
+    // starts about one run per pass, not one per block.
+    let mut main = vec![
+        addi(5, 5, 1),
+        0x1205_8073,
+        jal(0x1000 - 8, 1),
+        addi(7, 7, -1),
+        b_type(-16, 0, 7, 1),
+    ];
+    main.extend(finish());
+    let mut code = main.clone();
+    code.resize(0x400, 0);
+    code.extend([addi(6, 6, 3), RET]);
+    let mut regs = [0u64; 32];
+    regs[7] = PASSES;
+    regs[11] = SCRATCH;
+    let handler = [jal(0, 0)];
+    let scratch = [0u8; 0x1000];
+    let (interp, _) = run_with(&code, &handler, &regs, &scratch, Tier::Interpret, |_| {});
+    assert_eq!((interp.x[5], interp.x[6]), (PASSES, 3 * PASSES));
+    let (jit, counts) = run_with(&code, &handler, &regs, &scratch, Tier::TranslateAll, |_| {});
+    assert_eq!(interp, jit);
+    assert!(
+        counts.entries < PASSES * 3 / 2,
+        "the run loop started {} runs of blocks for {PASSES} passes",
+        counts.entries
+    );
 }
