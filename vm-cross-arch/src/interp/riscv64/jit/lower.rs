@@ -236,6 +236,21 @@ struct SlowPath {
     dirty: u32,
 }
 
+impl SlowPath {
+    /// The slow path of instruction `index` (at guest `pc`), taken with the
+    /// registers `regs` has dirty now.
+    fn new(a: &mut CodeAssembler, regs: &RegCache, op_ptr: u64, pc: u64, index: usize) -> Self {
+        Self {
+            label: a.create_label(),
+            done: a.create_label(),
+            op_ptr,
+            pc,
+            index,
+            dirty: regs.dirty,
+        }
+    }
+}
+
 /// Assembles the block of `ops` (each with its guest pc; `ops[i]` must stay
 /// where it is while the code lives). The code is position-independent:
 /// label addresses in [`Lowered`] are offsets from its first byte.
@@ -385,14 +400,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
                 break;
             }
             Kind::Load { size, unsigned } => {
-                let slow = SlowPath {
-                    label: a.create_label(),
-                    done: a.create_label(),
-                    op_ptr,
-                    pc: *pc,
-                    index: i,
-                    dirty: regs.dirty,
-                };
+                let slow = SlowPath::new(&mut a, &regs, op_ptr, *pc, i);
                 tlb_lookup(
                     &mut a,
                     &regs,
@@ -419,14 +427,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
                 a.zero_bytes()?;
             }
             Kind::Store { size } => {
-                let slow = SlowPath {
-                    label: a.create_label(),
-                    done: a.create_label(),
-                    op_ptr,
-                    pc: *pc,
-                    index: i,
-                    dirty: regs.dirty,
-                };
+                let slow = SlowPath::new(&mut a, &regs, op_ptr, *pc, i);
                 tlb_lookup(
                     &mut a,
                     &regs,
