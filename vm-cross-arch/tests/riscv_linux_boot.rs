@@ -1,13 +1,14 @@
 //! Boots the riscv64 guest `cargo xtask guest --arch riscv64` builds (Debian
-//! sid's stock kernel, a busybox initramfs) on the interpreter with a command
-//! after ` -- `: the console must show the guest's ready marker, the
-//! command's output and its exit status, and the guest must power off.
-//! A guest that has not been built is a missing prerequisite
-//! (`test_prerequisites`).
+//! sid's stock kernel, a busybox initramfs) on the software engine with a
+//! command after ` -- `, on one and two harts, in the default tier (hot
+//! blocks translated) and on the interpreter alone: the console must show
+//! the guest's ready marker, the command's output and its exit status, and
+//! the guest must power off. A guest that has not been built is a missing
+//! prerequisite (`test_prerequisites`).
 //!
-//! Ignored by default: it executes billions of guest instructions (about 30 s
-//! each, the interpreter being optimised even in test builds); `cargo xtask
-//! ci` runs it. By hand:
+//! Ignored by default: each boot executes billions of guest instructions
+//! (seconds translated, tens of seconds interpreted, in test builds, which
+//! optimise the engine); `cargo xtask ci` runs them. By hand:
 //! `cargo test -p vm-cross-arch --test riscv_linux_boot -- --ignored --nocapture`.
 
 mod support;
@@ -17,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use support::guest_file;
-use vm_accel::{SystemEvent, VcpuExit, VcpuId, Vm};
-use vm_cross_arch::interp::riscv64::RiscvVm;
+use vm_accel::{SystemEvent, Vcpu, VcpuExit, VcpuId, Vm};
+use vm_cross_arch::interp::riscv64::{RiscvVm, Tier};
 use vm_cross_arch::platform::{for_arch, GuestArch, MachineSize, SerialPort};
 use vm_device::interrupt::CallbackInterrupt;
 use vm_device::legacy::serial::{CaptureBuffer, Serial};
@@ -32,7 +33,7 @@ const HELLO: &str = "hello-from-the-riscv64-guest";
 /// idles ~10 ms), so a broken boot ends instead of hanging.
 const MAX_RUNS: u64 = 200_000;
 
-fn boot(vcpus: u32) {
+fn boot(vcpus: u32, tier: Tier) {
     let Some(kernel) = guest_file("riscv64", "kernel") else {
         return;
     };
@@ -77,7 +78,8 @@ fn boot(vcpus: u32) {
     let mut kicks = Vec::new();
     let threads: Vec<_> = (0..vcpus)
         .map(|i| {
-            let mut vcpu = vm.create_vcpu(VcpuId(i)).expect("vcpu");
+            let mut vcpu = vm.create_riscv_vcpu(VcpuId(i)).expect("vcpu");
+            vcpu.hart_mut().set_tier(tier);
             vcpu.apply_boot_state(&platform.vcpu_start(&map, &boot, i).expect("state"))
                 .expect("apply");
             kicks.push(vcpu.kick_handle());
@@ -154,18 +156,30 @@ fn boot(vcpus: u32) {
     );
     assert_eq!(event, Some(SystemEvent::Shutdown), "console tail:\n{tail}");
     eprintln!(
-        "riscv64 Linux ({vcpus} hart(s)) ran a command in userspace and powered off in {elapsed:?}"
+        "riscv64 Linux ({vcpus} hart(s), {tier:?}) ran a command in userspace and powered off in {elapsed:?}"
     );
 }
 
 #[test]
 #[ignore = "boots Linux (billions of instructions); cargo xtask ci runs it"]
 fn debian_kernel_reaches_userspace() {
-    boot(1);
+    boot(1, Tier::Translate);
 }
 
 #[test]
 #[ignore = "boots Linux on two harts (SBI HSM start); cargo xtask ci runs it"]
 fn debian_kernel_reaches_userspace_on_two_harts() {
-    boot(2);
+    boot(2, Tier::Translate);
+}
+
+#[test]
+#[ignore = "boots Linux on the interpreter alone; cargo xtask ci runs it"]
+fn debian_kernel_reaches_userspace_interpreted() {
+    boot(1, Tier::Interpret);
+}
+
+#[test]
+#[ignore = "boots Linux on two harts on the interpreter alone; cargo xtask ci runs it"]
+fn debian_kernel_reaches_userspace_on_two_harts_interpreted() {
+    boot(2, Tier::Interpret);
 }
