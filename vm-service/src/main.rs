@@ -248,6 +248,11 @@ struct RunArgs {
     /// riscv64 test programs (an ELF --kernel): stop after this many instructions.
     #[arg(long, default_value_t = 1_000_000_000)]
     max_instructions: u64,
+    /// riscv64 guests on the software engine: `translate` (hot blocks
+    /// become host code where the host has a code generator; the default)
+    /// or `interpret` (the interpreter runs everything).
+    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    riscv_tier: Option<vm_cross_arch::interp::riscv64::Tier>,
     /// Serve the GDB remote protocol here (`unix:PATH` or `tcp:127.0.0.1:PORT`);
     /// needs the `gdb` feature. The vCPUs then run in turn on one thread.
     #[arg(long, value_name = "ADDR")]
@@ -339,6 +344,16 @@ impl<W: std::io::Write> std::io::Write for OutputTrigger<W> {
 
 /// Where `--snapshot-on-output` finds the running VM's control.
 type PauseOnOutput = Arc<std::sync::OnceLock<vm_service::executor::ExecutorControl>>;
+
+/// `--riscv-tier`'s value.
+fn parse_tier(s: &str) -> Result<vm_cross_arch::interp::riscv64::Tier, String> {
+    use vm_cross_arch::interp::riscv64::Tier;
+    match s {
+        "translate" => Ok(Tier::Translate),
+        "interpret" => Ok(Tier::Interpret),
+        _ => Err(format!("`{s}`: the tiers are `translate` and `interpret`")),
+    }
+}
 
 fn parse_net(spec: &str, mac: Option<MacAddr>) -> Result<Option<DeviceConfig>, String> {
     let backend = match spec {
@@ -519,6 +534,10 @@ fn run(args: &RunArgs) -> ExitCode {
         builder.instruction_limit(args.max_instructions)
     } else {
         builder
+    };
+    let builder = match args.riscv_tier {
+        Some(tier) => builder.riscv_tier(tier),
+        None => builder,
     };
     let builder = builder
         .executor(args.executor)

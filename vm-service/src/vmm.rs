@@ -14,7 +14,7 @@ use std::time::Instant;
 use vm_accel::{AccelError, Accelerator, AcceleratorKind, IrqLine, VcpuId, Vm};
 use vm_core::config::{DeviceConfig, GuestArch, SerialMode, VmConfig};
 use vm_core::ConfigError;
-use vm_cross_arch::interp::riscv64::RiscvVcpu;
+use vm_cross_arch::interp::riscv64::{RiscvVcpu, Tier};
 use vm_cross_arch::platform::{self, BootInfo, MachineSize, MemoryMap, PlatformError, SerialPort};
 use vm_device::interrupt::{CallbackInterrupt, CountingInterrupt, Interrupt};
 use vm_device::legacy::serial::{spawn_input_forwarder, CaptureBuffer, Serial};
@@ -103,6 +103,12 @@ pub enum VmmError {
         /// The engine chosen.
         engine: String,
     },
+    /// An execution tier was asked of an engine that has none.
+    #[error("an execution tier needs the riscv64 software engine; {engine} runs this guest")]
+    Tier {
+        /// The engine chosen.
+        engine: String,
+    },
     /// Starting the executor failed.
     #[error("starting the {kind} executor: {source}")]
     Executor {
@@ -150,6 +156,8 @@ pub struct VmmBuilder {
     restore: Option<(VmState, SnapshotPaths)>,
     /// Set by [`VmmBuilder::instruction_limit`].
     instruction_limit: Option<u64>,
+    /// Set by [`VmmBuilder::riscv_tier`].
+    riscv_tier: Option<Tier>,
 }
 
 impl std::fmt::Debug for VmmBuilder {
@@ -190,6 +198,7 @@ impl VmmBuilder {
             switches: SwitchRegistry::new(),
             restore: None,
             instruction_limit: None,
+            riscv_tier: None,
         }
     }
 
@@ -246,6 +255,15 @@ impl VmmBuilder {
     #[must_use]
     pub fn instruction_limit(mut self, limit: u64) -> Self {
         self.instruction_limit = Some(limit);
+        self
+    }
+
+    /// Runs the riscv64 software engine's harts in `tier` (`vm-service run
+    /// --riscv-tier`; default: hot blocks translated where the host has a
+    /// code generator). `build` refuses it for any other engine.
+    #[must_use]
+    pub fn riscv_tier(mut self, tier: Tier) -> Self {
+        self.riscv_tier = Some(tier);
         self
     }
 
@@ -392,6 +410,17 @@ impl VmmBuilder {
                     });
                 };
                 hart.set_instruction_limit(limit);
+            }
+        }
+        if let Some(tier) = self.riscv_tier {
+            for vcpu in &mut vcpus {
+                let any: &mut dyn std::any::Any = vcpu.as_mut();
+                let Some(hart) = any.downcast_mut::<RiscvVcpu>() else {
+                    return Err(VmmError::Tier {
+                        engine: accel.kind().to_string(),
+                    });
+                };
+                hart.hart_mut().set_tier(tier);
             }
         }
         tracing::info!(

@@ -272,3 +272,26 @@ fn unusable_switch_segments_are_clean_failures() {
         "shorter",
     );
 }
+
+#[test]
+fn unknown_riscv_tier() {
+    // A usage error: clap's exit status 2, naming the tiers there are.
+    let (code, _, err) = run(&["--riscv-tier", "fast"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`fast`: the tiers are `translate` and `interpret`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_riscv_tier_for_a_kvm_guest() {
+    if !test_prerequisites::kvm_available() {
+        return;
+    }
+    assert_clean_failure(
+        &["--riscv-tier", "interpret"],
+        "needs the riscv64 software engine",
+    );
+}

@@ -5,7 +5,9 @@
 //!
 //! - two guests, in two `vm-service` processes plugged into one virtual switch,
 //!   boot to their `/init` marker, ping each other and move data with
-//!   `dd | nc`; `vm-service` exits with the guest command's status;
+//!   `dd | nc`; `vm-service` exits with the guest command's status; once
+//!   with hot blocks translated and once on the interpreter alone
+//!   (`--riscv-tier`);
 //! - a guest pings the host over a TAP device in a network namespace the test
 //!   makes (needs root and iproute2);
 //! - a guest boots from a copy of `rootfs.ext4` (virtio-blk root disk), writes
@@ -150,11 +152,22 @@ fn unique(prefix: &str) -> String {
 
 #[test]
 fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
+    ping_over_one_switch("translate");
+}
+
+#[test]
+fn two_interpreted_riscv64_guests_ping_each_other_over_one_virtual_switch() {
+    ping_over_one_switch("interpret");
+}
+
+/// Two riscv64 guests in execution tier `tier` (`--riscv-tier`) on one
+/// virtual switch: pings, then 4 MiB over TCP.
+fn ping_over_one_switch(tier: &str) {
     let Some(dir) = guest_dir() else { return };
     let switches = tempfile::tempdir().expect("tempdir");
     let net = format!("virtual:{}", unique("lan"));
     let sw = switches.path().to_str().expect("utf-8 temp path");
-    let common = ["--net", &net, "--switch-dir", sw];
+    let common = ["--net", &net, "--switch-dir", sw, "--riscv-tier", tier];
     // B answers pings and counts the bytes A sends it.
     let b = guest(
         &dir,
@@ -248,7 +261,7 @@ fn two_riscv64_guests_ping_each_other_over_one_virtual_switch() {
             .collect();
         if let [t0, t1] = t[..] {
             eprintln!(
-                "4 MiB guest to guest in {:.2} s of guest time ({:.1} MiB/s)",
+                "4 MiB guest to guest ({tier}) in {:.2} s of guest time ({:.1} MiB/s)",
                 t1 - t0,
                 4.0 / (t1 - t0).max(0.01)
             );
