@@ -1,7 +1,9 @@
-//! The riscv64 interpreter through `vm_accel`'s `Vm`/`Vcpu` traits, with
+//! The riscv64 software engine through `vm_accel`'s `Vm`/`Vcpu` traits, with
 //! hand-assembled guests (no cross compiler needed): the run budget and
 //! kicks, MMIO exits and their completion, the built-in SBI, interrupt lines
 //! through the PLIC, and hostile code that must trap instead of panicking.
+//! Every test runs in both tiers: interpreted, and with every block
+//! translated (see `in_both_tiers!` at the end).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use vm_accel::{
     AccelError, BootState, GuestAddress, IrqLine, Registers, SystemEvent, Vcpu, VcpuExit, VcpuId,
     Vm,
 };
-use vm_cross_arch::interp::riscv64::{RiscvVcpu, RiscvVm};
+use vm_cross_arch::interp::riscv64::{RiscvVcpu, RiscvVm, Tier};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 const RAM: u64 = 0x8000_0000;
@@ -52,20 +54,22 @@ const A1: u32 = 11;
 const A6: u32 = 16;
 const A7: u32 = 17;
 
-/// A one-hart VM with 16 MiB of RAM running `code` from RAM start in S-mode (built-in SBI).
-fn machine(code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu) {
-    let (vm, vcpu, _) = machine_with_memory(code);
+/// A one-hart VM with 16 MiB of RAM running `code` from RAM start in S-mode
+/// (built-in SBI), its hart in `tier`.
+fn machine(tier: Tier, code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu) {
+    let (vm, vcpu, _) = machine_with_memory(tier, code);
     (vm, vcpu)
 }
 
 /// [`machine`], also returning its guest memory.
-fn machine_with_memory(code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu, GuestMemoryMmap<()>) {
+fn machine_with_memory(tier: Tier, code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu, GuestMemoryMmap<()>) {
     let vm = Arc::new(RiscvVm::new(1).expect("vm"));
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(RAM), 16 << 20)]).expect("mem");
     vm.map_memory(&mem).expect("map");
     let bytes: Vec<u8> = code.iter().flat_map(|w| w.to_le_bytes()).collect();
     mem.write_slice(&bytes, GuestAddress(RAM)).expect("code");
     let mut vcpu = vm.create_riscv_vcpu(VcpuId(0)).expect("vcpu");
+    vcpu.hart_mut().set_tier(tier);
     vcpu.apply_boot_state(&BootState::Riscv64 {
         entry: GuestAddress(RAM),
         hart_id: 0,
@@ -82,9 +86,8 @@ fn reg(vcpu: &RiscvVcpu, n: usize) -> u64 {
     }
 }
 
-#[test]
-fn run_returns_after_its_budget_and_when_kicked() {
-    let (_vm, mut vcpu) = machine(&[JUMP_SELF]);
+fn run_returns_after_its_budget_and_when_kicked(tier: Tier) {
+    let (_vm, mut vcpu) = machine(tier, &[JUMP_SELF]);
     vcpu.set_budget(10_000);
     assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
     assert!(vcpu.hart().instret() >= 10_000);
@@ -105,15 +108,17 @@ fn run_returns_after_its_budget_and_when_kicked() {
     assert!(vcpu.hart().instret() > before);
 }
 
-#[test]
-fn mmio_loads_exit_and_complete_on_the_next_run() {
+fn mmio_loads_exit_and_complete_on_the_next_run(tier: Tier) {
     // t0 = 0x10000000; a0 = lw 4(t0); a1 = lb 0(t0); j .
-    let (_vm, mut vcpu) = machine(&[
-        lui(T0, 0x10000),
-        i_type(0x03, A0, 2, T0, 4),
-        i_type(0x03, A1, 0, T0, 0),
-        JUMP_SELF,
-    ]);
+    let (_vm, mut vcpu) = machine(
+        tier,
+        &[
+            lui(T0, 0x10000),
+            i_type(0x03, A0, 2, T0, 4),
+            i_type(0x03, A1, 0, T0, 0),
+            JUMP_SELF,
+        ],
+    );
     match vcpu.run().expect("run") {
         VcpuExit::MmioRead { addr, data } => {
             assert_eq!((addr, data.len()), (0x1000_0004, 4));
@@ -142,20 +147,22 @@ fn mmio_loads_exit_and_complete_on_the_next_run() {
     );
 }
 
-#[test]
-fn mmio_fp_loads_complete_nan_boxed() {
+fn mmio_fp_loads_complete_nan_boxed(tier: Tier) {
     // sstatus.FS = Initial; flh f1, 0(t0); flw f2, 4(t0); a0 = fmv.x.d f1; a1 = fmv.x.d f2.
     let fmv_x_d = |rd: u32, fs: u32| (0x71 << 25) | (fs << 15) | (rd << 7) | 0x53;
-    let (_vm, mut vcpu) = machine(&[
-        lui(T0, 0x10000),
-        lui(T1, 0x2),
-        i_type(0x73, 0, 2, T1, 0x100),
-        i_type(0x07, 1, 1, T0, 0),
-        i_type(0x07, 2, 2, T0, 4),
-        fmv_x_d(A0, 1),
-        fmv_x_d(A1, 2),
-        JUMP_SELF,
-    ]);
+    let (_vm, mut vcpu) = machine(
+        tier,
+        &[
+            lui(T0, 0x10000),
+            lui(T1, 0x2),
+            i_type(0x73, 0, 2, T1, 0x100),
+            i_type(0x07, 1, 1, T0, 0),
+            i_type(0x07, 2, 2, T0, 4),
+            fmv_x_d(A0, 1),
+            fmv_x_d(A1, 2),
+            JUMP_SELF,
+        ],
+    );
     for (want, value) in [
         ((0x1000_0000, 2), 0x3c00u32),
         ((0x1000_0004, 4), 0x3f80_0000),
@@ -174,14 +181,16 @@ fn mmio_fp_loads_complete_nan_boxed() {
     assert_eq!(reg(&vcpu, A1 as usize), 0xffff_ffff_3f80_0000, "flw boxes");
 }
 
-#[test]
-fn mmio_stores_exit_with_their_data() {
-    let (_vm, mut vcpu) = machine(&[
-        lui(T0, 0x10000),
-        addi(A1, 0, 0x41),
-        s_type(0x23, 0, T0, A1, 3),
-        JUMP_SELF,
-    ]);
+fn mmio_stores_exit_with_their_data(tier: Tier) {
+    let (_vm, mut vcpu) = machine(
+        tier,
+        &[
+            lui(T0, 0x10000),
+            addi(A1, 0, 0x41),
+            s_type(0x23, 0, T0, A1, 3),
+            JUMP_SELF,
+        ],
+    );
     match vcpu.run().expect("run") {
         VcpuExit::MmioWrite { addr, data } => {
             assert_eq!((addr, data), (0x1000_0003, &[0x41u8][..]));
@@ -190,8 +199,7 @@ fn mmio_stores_exit_with_their_data() {
     }
 }
 
-#[test]
-fn sbi_console_and_system_reset() {
+fn sbi_console_and_system_reset(tier: Tier) {
     let mut code = Vec::new();
     code.extend(li32(A7, 0x4442_434e)); // DBCN
     code.push(addi(A6, 0, 2)); // console_write_byte
@@ -208,7 +216,7 @@ fn sbi_console_and_system_reset() {
     code.push(addi(A0, 0, 0)); // shutdown
     code.push(ECALL);
     code.push(JUMP_SELF);
-    let (vm, mut vcpu) = machine(&code);
+    let (vm, mut vcpu) = machine(tier, &code);
     let _ = vm;
     let mut out = Vec::new();
     let event = loop {
@@ -226,8 +234,7 @@ fn sbi_console_and_system_reset() {
     assert_eq!(out, b"X\0\0");
 }
 
-#[test]
-fn an_irq_line_reaches_s_mode_through_the_plic() {
+fn an_irq_line_reaches_s_mode_through_the_plic(tier: Tier) {
     // PLIC: priority[10] = 1, S-context enable bit 10; sie.SEIE; stvec = handler; sstatus.SIE.
     let mut code = Vec::new();
     code.extend(li32(T0, 0x0c00_0000));
@@ -242,7 +249,7 @@ fn an_irq_line_reaches_s_mode_through_the_plic() {
     code.push(csrw(0x105, T1)); // stvec
     code.push(i_type(0x73, 0, 6, 2, 0x100)); // csrsi sstatus, SIE
     code.push(JUMP_SELF);
-    let (vm, mut vcpu) = machine(&code);
+    let (vm, mut vcpu) = machine(tier, &code);
     // Handler at +0x100: a0 = claim (context 1), j .
     let handler = [lui(T0, 0x0c201), i_type(0x03, A0, 2, T0, 4), JUMP_SELF];
     let bytes: Vec<u8> = handler.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -265,11 +272,10 @@ fn an_irq_line_reaches_s_mode_through_the_plic() {
     assert_eq!(reg(&vcpu, A0 as usize), 10, "claimed source 10");
 }
 
-#[test]
-fn hostile_code_becomes_guest_traps() {
+fn hostile_code_becomes_guest_traps(tier: Tier) {
     // 1. A jump to memory that does not exist: fetch access fault, then the
     //    handler at stvec = 0 faults the same way, for ever, without a panic.
-    let (_vm, mut vcpu) = machine(&[lui(T0, 0x40000), i_type(0x67, 0, 0, T0, 0)]);
+    let (_vm, mut vcpu) = machine(tier, &[lui(T0, 0x40000), i_type(0x67, 0, 0, T0, 0)]);
     vcpu.set_budget(10_000);
     assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
     assert_eq!(
@@ -284,7 +290,7 @@ fn hostile_code_becomes_guest_traps() {
     );
 
     // 2. An all-zero (illegal) instruction.
-    let (_vm, mut vcpu) = machine(&[0]);
+    let (_vm, mut vcpu) = machine(tier, &[0]);
     vcpu.set_budget(10);
     assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
     let cause = vcpu.hart_mut().read_csr(0x142);
@@ -299,7 +305,7 @@ fn hostile_code_becomes_guest_traps() {
     code.push(0x0062_e2b3); // or t0, t0, t1
     code.push(csrw(0x180, T0)); // satp
     code.push(JUMP_SELF);
-    let (_vm, mut vcpu) = machine(&code);
+    let (_vm, mut vcpu) = machine(tier, &code);
     vcpu.set_budget(1000);
     assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
     assert_eq!(
@@ -309,10 +315,9 @@ fn hostile_code_becomes_guest_traps() {
     );
 }
 
-#[test]
-fn the_vm_rejects_bad_ids_and_foreign_state() {
+fn the_vm_rejects_bad_ids_and_foreign_state(tier: Tier) {
     assert!(RiscvVm::new(0).is_err());
-    let (vm, mut vcpu) = machine(&[JUMP_SELF]);
+    let (vm, mut vcpu) = machine(tier, &[JUMP_SELF]);
     assert!(matches!(
         vm.create_vcpu(VcpuId(0)),
         Err(AccelError::VcpuExists { id: 0 })
@@ -359,8 +364,7 @@ fn pc_of(vcpu: &RiscvVcpu) -> u64 {
     vcpu.registers().expect("regs").pc()
 }
 
-#[test]
-fn amos_and_lr_sc_are_atomic_across_harts_on_threads() {
+fn amos_and_lr_sc_are_atomic_across_harts_on_threads(tier: Tier) {
     const N: u32 = 100_000;
     const T2: u32 = 7;
     const T3: u32 = 28;
@@ -391,6 +395,7 @@ fn amos_and_lr_sc_are_atomic_across_harts_on_threads() {
     let threads: Vec<_> = (0..2)
         .map(|hart| {
             let mut vcpu = vm.create_riscv_vcpu(VcpuId(hart)).expect("vcpu");
+            vcpu.hart_mut().set_tier(tier);
             vcpu.apply_boot_state(&BootState::Riscv64 {
                 entry: GuestAddress(RAM),
                 hart_id: u64::from(hart),
@@ -445,8 +450,7 @@ const RA: u32 = 1;
 const FENCE_I: u32 = 0x0000_100f;
 const RET: u32 = 0x0000_8067;
 
-#[test]
-fn code_written_by_another_agent_runs_after_fence_i() {
+fn code_written_by_another_agent_runs_after_fence_i(tier: Tier) {
     // Page 0: call the function on page 1, stop; then (from +8) fence.i,
     // call it again, stop. The test rewrites the function in between, as
     // another hart or a device would (not a store of this hart).
@@ -457,7 +461,7 @@ fn code_written_by_another_agent_runs_after_fence_i() {
         j_type(RA, 0x1000 - 12),
         JUMP_SELF,
     ];
-    let (_vm, mut vcpu, mem) = machine_with_memory(&code);
+    let (_vm, mut vcpu, mem) = machine_with_memory(tier, &code);
     write_words(&mem, RAM + 0x1000, &[addi(A0, 0, 1), RET]);
     vcpu.set_budget(2_000);
     assert!(matches!(vcpu.run().expect("run"), VcpuExit::Interrupted));
@@ -475,8 +479,7 @@ fn code_written_by_another_agent_runs_after_fence_i() {
     );
 }
 
-#[test]
-fn sfence_vma_of_one_page_makes_its_new_mapping_fetchable() {
+fn sfence_vma_of_one_page_makes_its_new_mapping_fetchable(tier: Tier) {
     const T2: u32 = 7;
     const S1: u32 = 9;
     const ROOT: u64 = RAM + 0x10_000;
@@ -506,7 +509,7 @@ fn sfence_vma_of_one_page_makes_its_new_mapping_fetchable() {
         i_type(0x67, RA, 0, T2, 0),
         JUMP_SELF,
     ]);
-    let (_vm, mut vcpu, mem) = machine_with_memory(&code);
+    let (_vm, mut vcpu, mem) = machine_with_memory(tier, &code);
     write_words(&mem, page_a, &[addi(A0, 0, 1), RET]);
     write_words(&mem, page_b, &[addi(A0, 0, 2), RET]);
     let pte = |addr: u64, value: u64| mem.write_obj(value, GuestAddress(addr)).expect("pte");
@@ -525,3 +528,38 @@ fn sfence_vma_of_one_page_makes_its_new_mapping_fetchable() {
     assert_eq!(pc_of(&vcpu), second + 8);
     assert_eq!(reg(&vcpu, A0 as usize), 2, "the remapped page was fetched");
 }
+
+/// Each test above runs on the interpreter alone and with every block
+/// translated the first time it runs (`TranslateAll`: these programs are
+/// too short for blocks to get hot).
+macro_rules! in_both_tiers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use vm_cross_arch::interp::riscv64::Tier;
+
+            #[test]
+            fn interpreted() {
+                super::$name(Tier::Interpret);
+            }
+
+            #[test]
+            fn translated() {
+                super::$name(Tier::TranslateAll);
+            }
+        }
+    )*};
+}
+
+in_both_tiers!(
+    run_returns_after_its_budget_and_when_kicked,
+    mmio_loads_exit_and_complete_on_the_next_run,
+    mmio_fp_loads_complete_nan_boxed,
+    mmio_stores_exit_with_their_data,
+    sbi_console_and_system_reset,
+    an_irq_line_reaches_s_mode_through_the_plic,
+    hostile_code_becomes_guest_traps,
+    the_vm_rejects_bad_ids_and_foreign_state,
+    amos_and_lr_sc_are_atomic_across_harts_on_threads,
+    code_written_by_another_agent_runs_after_fence_i,
+    sfence_vma_of_one_page_makes_its_new_mapping_fetchable,
+);
