@@ -51,11 +51,12 @@ use iced_x86::code_asm::{
 };
 use std::mem::offset_of;
 
-use iced_x86::{BlockEncoderOptions, IcedError};
+use iced_x86::IcedError;
 
 use super::super::decode::{Cond, Kind, Op};
 use super::super::exec::{bitmanip, int};
 use super::super::hart::Hart;
+use super::asm;
 use super::{CONTINUE, EXC, STOP};
 use alu::{alu32, alu64, alu_in_place};
 use exits::{dispatch, Exits};
@@ -257,8 +258,8 @@ impl SlowPath {
 /// `end_pc` is where a block without a final branch goes on; `links` is the
 /// host address of the block's link words (one `u64` per entry of
 /// [`chain_targets`], kept as long as the code).
-pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, IcedError> {
-    let mut a = CodeAssembler::new(64)?;
+pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, asm::AsmError> {
+    let mut a = asm::new()?;
     let start = ops.first().map_or(end_pc, |(pc, _)| *pc);
     let len = ops.len() as i32;
     let mut exits = Exits {
@@ -288,7 +289,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
     a.mov(r13, rdx)?;
     a.xor(r14d, r14d)?;
     // The chain entry: charge the block, or leave when the budget is spent.
-    a.set_label(&mut exits.top)?;
+    let top = asm::mark(&mut a, &mut exits.top)?;
     a.lea(rax, qword_ptr(r14 + len))?;
     a.cmp(rax, qword_ptr(r13 + field(offset_of!(BlockOut, budget))))?;
     a.ja(no_budget)?;
@@ -504,16 +505,16 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, Iced
     a.pop(r12)?;
     a.pop(rbx)?;
     a.ret()?;
-    let done = a.assemble_options(0, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let done = asm::assemble(&a)?;
     let links = exits
         .stubs
         .iter()
-        .map(|s| done.label_ip(s))
+        .map(|&s| done.offset(s))
         .collect::<Result<_, _>>()?;
     Ok(Lowered {
-        entry: done.label_ip(&exits.top)?,
+        entry: done.offset(top)?,
         links,
-        code: done.inner.code_buffer,
+        code: done.code,
     })
 }
 

@@ -108,6 +108,7 @@
 //!   (context); and none of them can happen inside a run of blocks without
 //!   it leaving first.
 
+mod asm;
 mod cache;
 mod code;
 mod lower;

@@ -9,6 +9,7 @@ use iced_x86::code_asm::{
 use iced_x86::IcedError;
 
 use super::super::super::icache::Stamp;
+use super::super::asm;
 use super::{field, imm, BlockOut};
 
 /// Where a block's exits go: its labels and the link words of chainable exits.
@@ -20,8 +21,9 @@ pub struct Exits {
     pub dispatch: CodeLabel,
     /// Host address of the next unused link word.
     pub link: u64,
-    /// The stub of each link word, in order.
-    pub stubs: Vec<CodeLabel>,
+    /// The stub of each link word, in order (its instruction's index, see
+    /// [`asm::mark`]).
+    pub stubs: Vec<usize>,
 }
 
 impl Exits {
@@ -38,8 +40,7 @@ impl Exits {
             self.link += 8;
             // The stub is an instruction of its own (a label binds to one).
             let mut stub = a.create_label();
-            a.set_label(&mut stub)?;
-            self.stubs.push(stub);
+            self.stubs.push(asm::mark(a, &mut stub)?);
             imm(a, rax, target)?;
             a.mov(qword_ptr(r13), rax)?;
             a.xor(eax, eax)?;
