@@ -110,6 +110,18 @@ pub struct Hart {
     pub(super) jit: super::jit::Jit,
 }
 
+/// What [`Hart::run_translated`] did at a block head.
+pub(super) enum Translated {
+    /// No translated block starts here (or none is hot yet): interpret.
+    No,
+    /// The block here is longer than the run loop's chunk has steps left:
+    /// the chunk ends, and the next one runs the block.
+    NoSteps,
+    /// Blocks ran: the instructions retired (counted in `instret`
+    /// already), and the exception that ended them early.
+    Ran(u32, Result<(), Exc>),
+}
+
 impl Hart {
     /// A hart in M-mode at `pc = 0` with every TLB and cache empty.
     pub fn new(id: u32, machine: Arc<Machine>, signal: Arc<HartSignal>) -> Self {
@@ -446,25 +458,29 @@ impl Hart {
                     }
                     head &= fetched.is_ok() && pc >> 12 == self.cur_vpage;
                 }
-                let result = if fetched.is_err() {
-                    fetched
-                } else if let Some((done, r)) =
-                    head.then(|| self.run_translated(CHUNK + 1 - n)).flatten()
-                {
+                let ran = if fetched.is_ok() && head {
+                    self.run_translated(CHUNK + 1 - n)
+                } else {
+                    Translated::No
+                };
+                let result = match ran {
+                    _ if fetched.is_err() => fetched,
                     // Retired instructions are in `instret` already; steps
                     // count as in the interpreter (one per instruction or trap).
-                    match r {
-                        Ok(()) => {
-                            n += done.saturating_sub(1);
-                            continue;
-                        }
-                        Err(e) => {
-                            n += done;
-                            Err(e)
-                        }
+                    Translated::Ran(done, Ok(())) => {
+                        n += done.saturating_sub(1);
+                        continue;
                     }
-                } else {
-                    self.execute(op)
+                    Translated::Ran(done, Err(e)) => {
+                        n += done;
+                        Err(e)
+                    }
+                    Translated::NoSteps => {
+                        // Nothing ran in this step; the next chunk runs the block.
+                        n -= 1;
+                        break;
+                    }
+                    Translated::No => self.execute(op),
                 };
                 head = true;
                 match result {

@@ -5,8 +5,7 @@
 // The stand-in keeps the translator's methods, which need no state here.
 #![allow(clippy::unused_self)]
 
-use super::hart::Hart;
-use super::trap::Exc;
+use super::hart::{Hart, Translated};
 
 /// The translator state of one hart: none.
 #[derive(Debug, Default)]
@@ -36,8 +35,8 @@ impl Jit {
 impl Hart {
     /// Never a block: interpret.
     #[inline(always)]
-    pub(super) fn run_translated(&mut self, _steps: u32) -> Option<(u32, Result<(), Exc>)> {
-        None
+    pub(super) fn run_translated(&mut self, _steps: u32) -> Translated {
+        Translated::No
     }
 
     /// No blocks to start.

@@ -82,12 +82,15 @@
 //!   block are the interpreter's; one that changes translation, interrupt
 //!   enables or the decoded code asks for a resync, which ends the block
 //!   after it, as it ends the interpreter's chunk. Interrupts and kicks are
-//!   taken when the run loop gets control back, at most one chunk of the run loop late as in the
-//!   interpreter. A run of blocks (a block looping to itself, or chained
-//!   to the next) never retires more instructions than the run loop has
-//!   steps left: each block charges its length against that budget at its
-//!   chain entry and returns to the run loop instead when it would exceed
-//!   it, so both tiers retire the same instructions for the same budget.
+//!   taken when the run loop gets control back, at most one chunk of the
+//!   run loop late as in the interpreter. A run of blocks (a block looping
+//!   to itself, or chained to the next) never retires more instructions
+//!   than the run loop's chunk has steps left: each block charges its
+//!   length against that budget at its chain entry and returns to the run
+//!   loop instead when it would exceed it, and the run loop then ends the
+//!   chunk a few instructions early instead of interpreting them (a
+//!   64-instruction loop body used to leave up to 63 instructions of every
+//!   chunk to the interpreter).
 //! - Chaining (see [`lower`]) joins only blocks of the same decoded page and
 //!   generation: the first block of a run was found current, nothing a
 //!   block runs changes the page without leaving the block ([`STOP`], a
@@ -122,7 +125,7 @@ use cache::{Block, BlockCache, Key, Lookup};
 use code::CodeArena;
 
 use super::decode::{Kind, Op};
-use super::hart::Hart;
+use super::hart::{Hart, Translated};
 use super::mmu::{EXEC, READ, WRITE};
 use super::trap::Exc;
 
@@ -258,17 +261,20 @@ impl Jit {
 
 impl Hart {
     /// Runs the translated block at `pc` if there is one (translating it once
-    /// it is hot). `None`: interpret this instruction. Otherwise the number of
-    /// instructions retired and counted in `instret`, and the exception that
-    /// ended the block early, which leaves the hart exactly as the
-    /// interpreter would before handling it (for [`Exc::Resync`], the
-    /// instruction that asked is not counted yet, as in the interpreter).
+    /// it is hot). [`Translated::Ran`]: the number of instructions retired
+    /// and counted in `instret`, and the exception that ended the block
+    /// early, which leaves the hart exactly as the interpreter would before
+    /// handling it (for [`Exc::Resync`], the instruction that asked is not
+    /// counted yet, as in the interpreter).
     ///
-    /// The block retires at most `steps` instructions (the run loop's
-    /// budget): it is not entered when it is longer, and loops no further.
-    pub(super) fn run_translated(&mut self, steps: u32) -> Option<(u32, Result<(), Exc>)> {
+    /// The blocks retire at most `steps` instructions (what the run loop's
+    /// chunk has left): a block longer than that is not entered
+    /// ([`Translated::NoSteps`]: the chunk ends early, rather than
+    /// interpreting up to a block's length at the end of every chunk), and
+    /// one looping to itself stops short of it.
+    pub(super) fn run_translated(&mut self, steps: u32) -> Translated {
         if !self.jit.on || self.debug.armed {
-            return None;
+            return Translated::No;
         }
         let pc = self.pc;
         let key = Key {
@@ -279,8 +285,11 @@ impl Hart {
         };
         let index = match self.jit.cache.lookup(key) {
             Lookup::Block(i) => i,
-            Lookup::Cold => return None,
-            Lookup::Translate => self.translate_block(key)?,
+            Lookup::Cold => return Translated::No,
+            Lookup::Translate => match self.translate_block(key) {
+                Some(i) => i,
+                None => return Translated::No,
+            },
         };
         let block = self.jit.cache.block(index);
         let (code, len, entry) = (block.code, block.len, block.keep().entry);
@@ -295,7 +304,7 @@ impl Hart {
             generation: key.generation,
         };
         if len > steps {
-            return None;
+            return Translated::NoSteps;
         }
         // SAFETY: `code` is the address of a function of type `BlockFn`
         // placed in the arena, which is not cleared while a block runs (only
@@ -322,22 +331,24 @@ impl Hart {
         if status == 0 {
             self.pc = out.next_pc;
             self.instret += u64::from(retired);
-            return Some((retired, Ok(())));
+            return Translated::Ran(retired, Ok(()));
         }
         let done = retired + (status >> 2) as u32;
         if status & 3 == STOP {
             self.instret += u64::from(done) + 1;
-            return Some((done + 1, Ok(())));
+            return Translated::Ran(done + 1, Ok(()));
         }
         self.instret += u64::from(done);
         let exc = self.jit.exc.take().unwrap_or(Exc::Resync);
-        Some((done, Err(exc)))
+        Translated::Ran(done, Err(exc))
     }
 
-    /// Whether a block ends before `op` (so one may start right after it).
+    /// Whether no block goes on past `op` (a branch or jump ends one, an
+    /// instruction a block does not hold ends it before itself), so one
+    /// may start right after it.
     #[inline(always)]
     pub(super) fn ends_block(op: &Op) -> bool {
-        lower::class(op) == lower::Class::Stop
+        lower::class(op) != lower::Class::Body
     }
 
     /// Translates the block at `key`; the index of its block, `None` when no
