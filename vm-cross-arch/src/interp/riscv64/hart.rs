@@ -111,6 +111,7 @@ pub struct Hart {
 }
 
 /// What [`Hart::run_translated`] did at a block head.
+#[allow(dead_code, reason = "only the translator (feature `jit`) runs blocks")]
 pub(super) enum Translated {
     /// No translated block starts here (or none is hot yet): interpret.
     No,
