@@ -125,6 +125,11 @@ impl<D> BlockCache<D> {
         self.hot = hot.max(1);
     }
 
+    /// Executions of a head before it is translated.
+    pub fn threshold(&self) -> u32 {
+        self.hot
+    }
+
     fn index(vpc: u64) -> usize {
         ((vpc >> 1) ^ (vpc >> 14)) as usize & (ENTRIES - 1)
     }

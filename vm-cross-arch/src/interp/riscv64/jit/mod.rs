@@ -287,8 +287,11 @@ impl Hart {
             Lookup::Block(i) => i,
             Lookup::Cold => return Translated::No,
             Lookup::Translate => match self.translate_block(key) {
-                Some(i) => i,
-                None => return Translated::No,
+                // Run from its next execution on (unless every block is
+                // to run translated at once): code that gets hot together
+                // is translated together and sealed with one `mprotect`.
+                Some(i) if self.jit.cache.threshold() == 1 => i,
+                _ => return Translated::No,
             },
         };
         let block = self.jit.cache.block(index);
@@ -305,6 +308,12 @@ impl Hart {
         };
         if len > steps {
             return Translated::NoSteps;
+        }
+        if let Some(arena) = self.jit.arena.as_mut().filter(|a| a.is_open()) {
+            if let Err(e) = arena.seal() {
+                self.translator_off(&e);
+                return Translated::No;
+            }
         }
         // SAFETY: `code` is the address of a function of type `BlockFn`
         // placed in the arena, which is not cleared while a block runs (only
@@ -393,12 +402,19 @@ impl Hart {
                 None
             }
             Err(e) => {
-                tracing::warn!(hart = self.id, error = %e, "translator off: the interpreter runs everything");
-                self.jit.on = false;
-                self.jit.flush();
+                self.translator_off(&e);
                 None
             }
         }
+    }
+
+    /// Turns translation off for good after `error` (the interpreter runs
+    /// everything from here on).
+    #[cold]
+    fn translator_off(&mut self, error: &dyn std::fmt::Display) {
+        tracing::warn!(hart = self.id, %error, "translator off: the interpreter runs everything");
+        self.jit.on = false;
+        self.jit.flush();
     }
 
     /// Links the new block `index` (at `key`) to the blocks at its chainable
