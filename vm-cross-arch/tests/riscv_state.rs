@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vm_accel::{BootState, GuestAddress, Registers, Vcpu, VcpuExit, VcpuId, Vm};
 use vm_cross_arch::interp::riscv64::state::{HartState, MmioLoadState};
-use vm_cross_arch::interp::riscv64::{RiscvVcpu, RiscvVm};
+use vm_cross_arch::interp::riscv64::{RiscvVcpu, RiscvVm, Tier};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 const RAM: u64 = 0x8000_0000;
@@ -38,13 +38,17 @@ fn hash_loop() -> Vec<u32> {
     ]
 }
 
-fn vm_with(code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu, GuestMemoryMmap<()>) {
+/// Every execution tier: each test runs in each.
+const TIERS: [Tier; 3] = [Tier::Interpret, Tier::Translate, Tier::TranslateAll];
+
+fn vm_with(tier: Tier, code: &[u32]) -> (Arc<RiscvVm>, RiscvVcpu, GuestMemoryMmap<()>) {
     let vm = Arc::new(RiscvVm::new(1).expect("vm"));
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(RAM), MEM)]).expect("mem");
     vm.map_memory(&mem).expect("map");
     let bytes: Vec<u8> = code.iter().flat_map(|w| w.to_le_bytes()).collect();
     mem.write_slice(&bytes, GuestAddress(RAM)).expect("code");
     let mut vcpu = vm.create_riscv_vcpu(VcpuId(0)).expect("vcpu");
+    vcpu.hart_mut().set_tier(tier);
     vcpu.apply_boot_state(&BootState::Riscv64 {
         entry: GuestAddress(RAM),
         hart_id: 0,
@@ -70,9 +74,19 @@ fn x(vcpu: &RiscvVcpu) -> [u64; 32] {
     }
 }
 
+/// In one tier: tiers may end a run at different instructions (a
+/// translating one ends a run-loop chunk early rather than interpret a
+/// block that does not fit in it), so a hart and its copy are compared in
+/// the same tier.
 #[test]
 fn a_restored_hart_goes_on_exactly_like_the_original() {
-    let (vm, mut original, mem) = vm_with(&hash_loop());
+    for tier in TIERS {
+        restored_goes_on_like_the_original(tier);
+    }
+}
+
+fn restored_goes_on_like_the_original(tier: Tier) {
+    let (vm, mut original, mem) = vm_with(tier, &hash_loop());
     original.set_budget(50_000);
     assert!(matches!(
         original.run().expect("run"),
@@ -81,7 +95,7 @@ fn a_restored_hart_goes_on_exactly_like_the_original() {
     let state = original.state();
     let machine = original.machine().state();
 
-    let (vm2, mut restored, mem2) = vm_with(&[0; 4]);
+    let (vm2, mut restored, mem2) = vm_with(tier, &[0; 4]);
     copy_memory(&mem, &mem2);
     restored.machine().restore(&machine).expect("machine");
     restored.restore(&state).expect("hart");
@@ -91,14 +105,24 @@ fn a_restored_hart_goes_on_exactly_like_the_original() {
         v.set_budget(30_000);
         assert!(matches!(v.run().expect("run"), VcpuExit::Interrupted));
     }
-    assert_eq!(x(&original), x(&restored));
-    assert_eq!(original.hart().instret(), restored.hart().instret());
+    assert_eq!(x(&original), x(&restored), "{tier:?}");
+    assert_eq!(
+        original.hart().instret(),
+        restored.hart().instret(),
+        "{tier:?}"
+    );
     assert_ne!(x(&original)[A0 as usize], 0);
     drop((vm, vm2));
 }
 
 #[test]
 fn an_mmio_load_in_flight_completes_after_restore() {
+    for tier in TIERS {
+        mmio_load_completes_after_restore(tier);
+    }
+}
+
+fn mmio_load_completes_after_restore(tier: Tier) {
     // t0 = 0x10000000 (the UART); a0 = lw 0(t0); a0 += 1; j .
     let code = [
         0x1000_02b7, // lui t0, 0x10000
@@ -106,7 +130,7 @@ fn an_mmio_load_in_flight_completes_after_restore() {
         addi(A0, A0, 1),
         0x0000_006f,
     ];
-    let (_vm, mut original, mem) = vm_with(&code);
+    let (_vm, mut original, mem) = vm_with(tier, &code);
     let exit = original.run().expect("run");
     assert!(
         matches!(
@@ -121,7 +145,7 @@ fn an_mmio_load_in_flight_completes_after_restore() {
     let state = original.state();
     assert!(state.mmio_load.is_some());
 
-    let (_vm2, mut restored, mem2) = vm_with(&[0; 4]);
+    let (_vm2, mut restored, mem2) = vm_with(tier, &[0; 4]);
     copy_memory(&mem, &mem2);
     restored.restore(&state).expect("hart");
     restored.hart_mut().mmio_data()[..4].copy_from_slice(&41u32.to_le_bytes());
@@ -135,7 +159,7 @@ fn an_mmio_load_in_flight_completes_after_restore() {
 
 #[test]
 fn impossible_states_are_refused_and_leave_the_hart_alone() {
-    let (_vm, mut vcpu, _mem) = vm_with(&hash_loop());
+    let (_vm, mut vcpu, _mem) = vm_with(Tier::default(), &hash_loop());
     vcpu.set_budget(1000);
     vcpu.run().expect("run");
     let good = vcpu.state();

@@ -10,6 +10,14 @@ mod riscv_image;
 
 #[test]
 fn the_profile_names_the_hot_function() {
+    for tier in ["translate", "interpret"] {
+        profile_names_the_hot_function(tier);
+    }
+}
+
+/// In execution tier `tier` (`--riscv-tier`): samples land where the
+/// guest's time goes whether its code runs translated or interpreted.
+fn profile_names_the_hot_function(tier: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some((elf, bin)) = riscv_image::build_image(dir.path(), "profile/hot.S") else {
         return;
@@ -20,6 +28,7 @@ fn the_profile_names_the_hot_function() {
         .args([
             "run", "--arch", "riscv64", "--memory", "64", "--net", "none",
         ])
+        .args(["--riscv-tier", tier])
         .arg("--kernel")
         .arg(&bin)
         .arg("--profile")
@@ -29,7 +38,7 @@ fn the_profile_names_the_hot_function() {
         .output()
         .expect("run vm-service");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{tier}: {stderr}");
     let text = std::fs::read_to_string(&profile).expect("profile written");
     let rows: Vec<(u64, &str)> = text
         .lines()
@@ -41,10 +50,14 @@ fn the_profile_names_the_hot_function() {
         })
         .collect();
     // 600,000 instructions in hot_loop at one sample per 10,000: about 60.
-    assert_eq!(rows.first().map(|r| r.1), Some("hot_loop"), "{text}");
-    assert!(rows[0].0 >= 30, "{text}");
+    assert_eq!(
+        rows.first().map(|r| r.1),
+        Some("hot_loop"),
+        "{tier}: {text}"
+    );
+    assert!(rows[0].0 >= 30, "{tier}: {text}");
     let cold = rows.iter().find(|r| r.1 == "cold_loop").map_or(0, |r| r.0);
-    assert!(cold < rows[0].0 / 10, "{text}");
+    assert!(cold < rows[0].0 / 10, "{tier}: {text}");
 }
 
 #[test]

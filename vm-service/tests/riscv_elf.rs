@@ -36,11 +36,14 @@ fn assemble(dir: &Path, body: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-fn run(elf: &Path) -> (Option<i32>, String) {
+/// Runs `elf` in execution tier `tier` (`--riscv-tier`).
+fn run(elf: &Path, tier: &str) -> (Option<i32>, String) {
     let out = Command::cargo_bin("vm-service")
         .expect("binary")
         .args([
             "run",
+            "--riscv-tier",
+            tier,
             "--arch",
             "riscv64",
             "--memory",
@@ -60,11 +63,17 @@ fn run(elf: &Path) -> (Option<i32>, String) {
 
 #[test]
 fn passing_and_failing_programs_set_the_exit_status() {
+    for tier in ["translate", "interpret"] {
+        programs_set_the_exit_status(tier);
+    }
+}
+
+fn programs_set_the_exit_status(tier: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(pass) = assemble(dir.path(), "  TEST(1); li a0, 2; CHECK(a0, 2)\n  j pass") else {
         return;
     };
-    let (code, stderr) = run(&pass);
+    let (code, stderr) = run(&pass, tier);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("guest powered off"), "{stderr}");
 
@@ -74,13 +83,13 @@ fn passing_and_failing_programs_set_the_exit_status() {
         "  TEST(5); li a0, 1; CHECK(a0, 2)\n  j pass",
     )
     .expect("compiler");
-    let (code, stderr) = run(&fail);
+    let (code, stderr) = run(&fail, tier);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("test program failed: test 5"), "{stderr}");
 
     let loop_dir = tempfile::tempdir().expect("tempdir");
     let endless = assemble(loop_dir.path(), "1: j 1b").expect("compiler");
-    let (code, stderr) = run(&endless);
+    let (code, stderr) = run(&endless, tier);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("the instruction limit (100000) was reached"),

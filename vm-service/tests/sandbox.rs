@@ -233,10 +233,21 @@ fn firecracker_mode_is_filtered_before_and_after_instance_start() {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     assert_eq!(field(&status, "Seccomp:"), Some("2"), "{status}");
     assert_eq!(field(&status, "NoNewPrivs:"), Some("1"), "{status}");
-    // The drive's I/O thread stacks its own filter too.
+    // The drive's I/O thread stacks its own filter too, once it runs (it
+    // may not have yet when the vCPU thread has).
     let main = thread_filters(pid, "vm-service").expect("main thread");
-    let io = thread_filters(pid, "blk-io").expect("blk-io thread");
-    assert!(io > main, "blk-io {io} vs main {main}");
+    let start = Instant::now();
+    loop {
+        let io = thread_filters(pid, "blk-io");
+        if io.is_some_and(|io| io > main) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "blk-io {io:?} vs main {main}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let mut off = vm_service()
         .args(["firecracker", "--no-seccomp", "--api-sock"])

@@ -119,6 +119,9 @@ fn expected_sum() -> u64 {
     (1..=600u64).fold(0, |s, i| (s * 31 + i) % 1_000_000_007)
 }
 
+/// Across tiers too: the guest snapshotted with hot code translated goes on
+/// interpreted after the restore, and the run it is compared with is
+/// interpreted throughout (a snapshot holds no translated code).
 #[test]
 fn a_guest_restored_in_a_new_process_finishes_like_an_uninterrupted_run() {
     let Some(dir) = guest_dir() else { return };
@@ -126,11 +129,18 @@ fn a_guest_restored_in_a_new_process_finishes_like_an_uninterrupted_run() {
     let snap = work.path().join("snap");
     let snap_arg = snap.to_str().expect("utf-8 temp path");
     let command = ["--net", "none", "--", "sh", "-c", CHECKSUM];
-    let uninterrupted = boot(&dir, &command).spawn().expect("spawn");
+    let uninterrupted = boot(
+        &dir,
+        &[&["--riscv-tier", "interpret"][..], &command[..]].concat(),
+    )
+    .spawn()
+    .expect("spawn");
     let snapshotting = boot(
         &dir,
         &[
             &[
+                "--riscv-tier",
+                "translate",
                 "--snapshot-on-output",
                 "COUNT 200",
                 "--snapshot-dir",
@@ -158,7 +168,11 @@ fn a_guest_restored_in_a_new_process_finishes_like_an_uninterrupted_run() {
         "the memory file is the guest's RAM"
     );
 
-    let restored = finish(restore(&snap, &[]).spawn().expect("spawn"));
+    let restored = finish(
+        restore(&snap, &["--riscv-tier", "interpret"])
+            .spawn()
+            .expect("spawn"),
+    );
     let whole = finish(uninterrupted);
     assert_eq!(whole.code, Some(0), "{whole}");
     assert!(whole.console.contains(&sum), "{whole}");
@@ -235,7 +249,9 @@ fn a_restored_guest_still_reaches_another_vm_over_the_virtual_switch() {
     .expect("spawn guest B");
     // A is snapshotted before its first ping; the restored A must reach B.
     // The marker is computed by the guest: the kernel command line that
-    // carries this script must not match it.
+    // carries this script must not match it. A runs interpreted until the
+    // snapshot and with hot code translated after the restore (the test
+    // above crosses the tiers the other way).
     let ping = "echo SNAPSHOT-$((40+2)); sleep 1; n=0; \
                 until ping -c 1 -W 1 10.0.0.2 >/dev/null; do \
                   n=$((n+1)); [ $n -lt 900 ] || exit 1; done; \
@@ -244,6 +260,8 @@ fn a_restored_guest_still_reaches_another_vm_over_the_virtual_switch() {
         boot(
             &dir,
             &[
+                "--riscv-tier",
+                "interpret",
                 "--net",
                 &net,
                 "--switch-dir",
@@ -265,7 +283,7 @@ fn a_restored_guest_still_reaches_another_vm_over_the_virtual_switch() {
     );
     assert_eq!(saved.code, Some(0), "{saved}");
     let restored = finish(
-        restore(&snap, &["--switch-dir", sw])
+        restore(&snap, &["--switch-dir", sw, "--riscv-tier", "translate"])
             .spawn()
             .expect("spawn restored A"),
     );
