@@ -437,17 +437,22 @@ fn addi(rd: u32, rs1: u32, imm: i32) -> u32 {
     i_type(imm, rs1, 0, rd, 0x13)
 }
 
-/// Runs `code` in every tier with the trap handler stopping the program
-/// (reading `minstret` first); every tier must leave the same state, and
-/// the translating tiers must have chained blocks. The interpreter's state.
-fn chained(code: &[u32], inputs: &[(u32, u64)], setup: impl Fn(&mut Hart)) -> Final {
-    // csrr x12, minstret; addi x31, x0, 1; sd x31, 0(x25); j .
-    let handler = [
+/// The chaining tests' trap handler: reads `minstret` into `X_INSTRET` and
+/// ends the program (`csrr x12, minstret; addi x31, x0, 1; sd x31, 0(x25); j .`).
+fn stop_handler() -> [u32; 4] {
+    [
         i_type(0xb02, 0, 2, X_INSTRET, 0x73),
         addi(X_TEMP, 0, 1),
         s_type(0, X_TEMP, X_TOHOST, 3),
         jal(0, 0),
-    ];
+    ]
+}
+
+/// Runs `code` in every tier with the trap handler stopping the program
+/// (reading `minstret` first); every tier must leave the same state, and
+/// the translating tiers must have chained blocks. The interpreter's state.
+fn chained(code: &[u32], inputs: &[(u32, u64)], setup: impl Fn(&mut Hart)) -> Final {
+    let handler = stop_handler();
     let mut regs = [0u64; 32];
     for &(r, v) in inputs {
         regs[r as usize] = v;
@@ -485,13 +490,7 @@ fn a_chained_loop_takes_an_interrupt_raised_in_it_within_a_chunk() {
         s_type(0, X_ARG, X_ADDR, 2),
         jal(-28, 0),
     ];
-    // csrr x12, minstret; addi x31, x0, 1; sd x31, 0(x25); j .
-    let handler = [
-        i_type(0xb02, 0, 2, X_INSTRET, 0x73),
-        addi(X_TEMP, 0, 1),
-        s_type(0, X_TEMP, X_TOHOST, 3),
-        jal(0, 0),
-    ];
+    let handler = stop_handler();
     let mut regs = [0u64; 32];
     regs[7] = ITERATIONS;
     regs[X_ARG as usize] = 1;
