@@ -12,8 +12,13 @@
 //! memory, atomic, FP, cache-block and fence instructions call [`exec_op`], which runs
 //! the interpreter's own `execute` on the hart (same MMU/TLB path, same
 //! traps, MMIO exits and code-page invalidation); loads and stores first
-//! try the TLB inline and call out only when it misses. Branches and jumps
-//! end a block; any other instruction ends it before itself.
+//! try the TLB inline and call out only when it misses. A jump ends a
+//! block; a conditional branch before its last instruction is a side exit
+//! (taken: out of line, the rest of the block uncharged, on like any exit;
+//! not taken: the block goes on), so a loop body with an early exit or an
+//! inner `if` is one block, and a back edge to the block's own start stays
+//! in host registers wherever it is. Any other instruction ends a block
+//! before itself.
 //!
 //! # Chaining
 //!
@@ -99,7 +104,10 @@ pub struct BlockOut {
 pub enum Class {
     /// Straight-line work; the block goes on after it.
     Body,
-    /// A branch or jump: the block's last instruction.
+    /// A conditional branch: a side exit when taken, the block goes on
+    /// after it (or its last instruction, with both ways exits).
+    Branch,
+    /// A jump: the block's last instruction.
     Last,
     /// Not translated: the block ends before it.
     Stop,
@@ -127,7 +135,8 @@ pub fn class(op: &Op) -> Class {
         | Kind::CacheBlock(_)
         | Kind::Csr(_)
         | Kind::Fence => Class::Body,
-        Kind::Jal | Kind::Jalr | Kind::Branch(_) => Class::Last,
+        Kind::Branch(_) => Class::Branch,
+        Kind::Jal | Kind::Jalr => Class::Last,
         _ => Class::Stop,
     }
 }
@@ -202,10 +211,17 @@ pub struct Lowered {
 }
 
 /// The guest targets of a block's exits that may be chained, one link word
-/// each: the static targets of its last instruction (taken, then not taken)
-/// or of its end, in the block's page and other than its own start.
+/// each, in the order the lowering emits them: the static targets of its
+/// last instruction (taken, then not taken) or of its end, then the taken
+/// targets of its side exits (conditional branches before its last
+/// instruction); those in the block's page other than its own start.
 pub fn chain_targets(ops: &[(u64, Op)], end_pc: u64) -> Vec<u64> {
     let start = ops.first().map_or(end_pc, |(pc, _)| *pc);
+    let sides = ops
+        .iter()
+        .take(ops.len().saturating_sub(1))
+        .filter(|(_, op)| matches!(op.kind, Kind::Branch(_)))
+        .map(|(pc, op)| pc.wrapping_add(i64::from(op.imm) as u64));
     let targets = match ops.last() {
         Some((pc, op)) => {
             let next = pc.wrapping_add(u64::from(op.len));
@@ -221,6 +237,7 @@ pub fn chain_targets(ops: &[(u64, Op)], end_pc: u64) -> Vec<u64> {
     };
     targets
         .into_iter()
+        .chain(sides)
         .filter(|&t| t != start && t >> 12 == start >> 12)
         .collect()
 }
@@ -311,6 +328,7 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, asm:
         regs.dirty = regs.written();
     }
     let mut slow_paths = Vec::new();
+    let mut side_exits: Vec<SideExit> = Vec::new();
     let mut ended = false;
     for (i, (pc, op)) in ops.iter().enumerate() {
         let op_ptr = std::ptr::from_ref::<Op>(op) as u64;
@@ -373,27 +391,20 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, asm:
                 ended = true;
                 break;
             }
-            Kind::Branch(c) => {
-                let lhs = if let Some(h) = regs.get(op.rs1) {
-                    h
-                } else {
-                    regs.read(&mut a, rax, op.rs1)?;
-                    rax
+            Kind::Branch(c) if i + 1 < ops.len() => {
+                // A side exit: out of the way when taken, the block goes on.
+                let side = SideExit {
+                    label: a.create_label(),
+                    target: pc.wrapping_add(imm64),
+                    rest: len - i as i32 - 1,
+                    dirty: regs.dirty,
                 };
-                match regs.get(op.rs2) {
-                    _ if op.rs2 == 0 => a.cmp(lhs, 0)?,
-                    Some(h) => a.cmp(lhs, h)?,
-                    None => a.cmp(lhs, x(op.rs2))?,
-                }
+                branch_if(&mut a, &regs, op, c, false, side.label)?;
+                side_exits.push(side);
+            }
+            Kind::Branch(c) => {
                 let mut fall = a.create_label();
-                match c {
-                    Cond::Eq => a.jne(fall)?,
-                    Cond::Ne => a.je(fall)?,
-                    Cond::Lt => a.jge(fall)?,
-                    Cond::Ge => a.jl(fall)?,
-                    Cond::Ltu => a.jae(fall)?,
-                    Cond::Geu => a.jb(fall)?,
-                }
+                branch_if(&mut a, &regs, op, c, true, fall)?;
                 again.or_exit(&mut a, &mut exits, &regs, pc.wrapping_add(imm64))?;
                 a.set_label(&mut fall)?;
                 again.or_exit(&mut a, &mut exits, &regs, next)?;
@@ -460,6 +471,17 @@ pub fn lower(ops: &[(u64, Op)], end_pc: u64, links: u64) -> Result<Lowered, asm:
     }
     if !ended {
         again.or_exit(&mut a, &mut exits, &regs, end_pc)?;
+    }
+    // Taken side exits, in the order of `chain_targets`: the instructions
+    // after the branch uncharged, on as a final exit would go with the
+    // registers dirty at the branch (back to the start without storing
+    // them: a loop whose back edge is a side exit stays in registers).
+    for mut side in side_exits {
+        a.set_label(&mut side.label)?;
+        let mut at_exit = regs.clone();
+        at_exit.dirty = side.dirty;
+        a.sub(r14, side.rest)?;
+        again.or_exit(&mut a, &mut exits, &at_exit, side.target)?;
     }
     // The loop's way out when the budget is spent.
     for (mut label, dirty) in again.spills {
@@ -554,11 +576,60 @@ impl Again {
     }
 }
 
-/// Whether an exit of the block of `ops` goes back to its start.
+/// A conditional branch's taken way out of the middle of a block, emitted
+/// after the block's end.
+struct SideExit {
+    label: CodeLabel,
+    target: u64,
+    /// Instructions of the block after the branch (charged, not run).
+    rest: i32,
+    /// The dirty registers at the branch.
+    dirty: u32,
+}
+
+/// Compares for branch `op` (condition `c`) and jumps to `to` when it is
+/// taken, or when it is not if `negate`.
+fn branch_if(
+    a: &mut CodeAssembler,
+    regs: &RegCache,
+    op: &Op,
+    c: Cond,
+    negate: bool,
+    to: CodeLabel,
+) -> Result<(), IcedError> {
+    let lhs = if let Some(h) = regs.get(op.rs1) {
+        h
+    } else {
+        regs.read(a, rax, op.rs1)?;
+        rax
+    };
+    match regs.get(op.rs2) {
+        _ if op.rs2 == 0 => a.cmp(lhs, 0)?,
+        Some(h) => a.cmp(lhs, h)?,
+        None => a.cmp(lhs, x(op.rs2))?,
+    }
+    match (c, negate) {
+        (Cond::Eq, false) | (Cond::Ne, true) => a.je(to),
+        (Cond::Ne, false) | (Cond::Eq, true) => a.jne(to),
+        (Cond::Lt, false) | (Cond::Ge, true) => a.jl(to),
+        (Cond::Ge, false) | (Cond::Lt, true) => a.jge(to),
+        (Cond::Ltu, false) | (Cond::Geu, true) => a.jb(to),
+        (Cond::Geu, false) | (Cond::Ltu, true) => a.jae(to),
+    }
+}
+
+/// Whether an exit of the block of `ops` goes back to its start (a side
+/// exit too).
 fn loops_to_itself(ops: &[(u64, Op)], end_pc: u64) -> bool {
     let Some(&(start, _)) = ops.first() else {
         return false;
     };
+    let side_to_start = ops.iter().take(ops.len() - 1).any(|(pc, op)| {
+        matches!(op.kind, Kind::Branch(_)) && pc.wrapping_add(i64::from(op.imm) as u64) == start
+    });
+    if side_to_start {
+        return true;
+    }
     let Some((pc, op)) = ops.last() else {
         return false;
     };

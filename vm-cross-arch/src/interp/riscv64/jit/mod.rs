@@ -524,7 +524,7 @@ impl Hart {
             }
             match lower::class(&op) {
                 lower::Class::Stop => break,
-                lower::Class::Body => ops.push((at, op)),
+                lower::Class::Body | lower::Class::Branch => ops.push((at, op)),
                 lower::Class::Last => {
                     ops.push((at, op));
                     break;

@@ -940,3 +940,44 @@ fn an_sfence_of_a_data_page_keeps_the_jump_cache() {
         counts.entries
     );
 }
+
+#[test]
+fn a_loop_whose_back_edge_is_a_side_exit_runs_as_the_interpreter_does() {
+    // One block from the start to the `jal`: both conditional branches are
+    // side exits, the second back to the block's own start.
+    let code = [
+        addi(5, 5, 1),
+        addi(7, 7, -1),
+        // Once, when x5 reaches X_ARG: a detour through another block.
+        b_type(24, X_ARG, 5, 0),
+        b_type(-12, 0, 7, 1),
+        addi(6, 6, 1),
+        addi(X_TEMP, 0, 1),
+        s_type(0, X_TEMP, X_TOHOST, 3),
+        jal(0, 0),
+        // The detour, back to the loop's back edge.
+        addi(6, 6, 1000),
+        jal(-24, 0),
+    ];
+    let mut regs = [0u64; 32];
+    regs[7] = ITERATIONS;
+    // After the loop is translated in every tier.
+    regs[X_ARG as usize] = ITERATIONS - 4;
+    let handler = stop_handler();
+    let scratch = [0u8; 0x1000];
+    let (interp, _) = run_with(&code, &handler, &regs, &scratch, Tier::Interpret, |_| {});
+    assert!(interp.exit.contains("ToHost"), "{interp:?}");
+    assert_eq!(interp.x[5], ITERATIONS);
+    assert_eq!(interp.x[6], 1001);
+    assert_eq!(interp.x[7], 0);
+    for tier in [Tier::Translate, Tier::TranslateAll] {
+        let (jit, counts) = run_with(&code, &handler, &regs, &scratch, tier, |_| {});
+        assert_eq!(interp, jit, "{tier:?}");
+        // The loop went round inside its block, not through the run loop.
+        assert!(
+            counts.entries < ITERATIONS / 2,
+            "{tier:?}: {} runs of blocks",
+            counts.entries
+        );
+    }
+}
