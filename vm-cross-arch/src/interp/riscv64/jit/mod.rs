@@ -69,7 +69,12 @@
 //!   see `icache.rs`); -> about 2.25 s sealing the blocks placed between
 //!   two runs of code with one `mprotect` (60,000 calls -> 36,000). In
 //!   `cargo xtask bench --quick riscv_mips` after them: 2.27 s against
-//!   `qemu-system-riscv64`'s 2.72 s, 0.84x.
+//!   `qemu-system-riscv64`'s 2.72 s, 0.84x (0.91x, 2.34 s against 2.58 s,
+//!   in a second run with side exits and a 1024-entry TLB).
+//! - Side exits (conditional branches inside a block, see [`lower`]) took
+//!   the C program from 2.4-2.5 to 2.8-2.9 G instructions/s (its insertion
+//!   sort's inner loop, two thirds of its time, became one block looping
+//!   in registers); the Linux boot did not change measurably.
 //!
 //! # Where a Linux boot's time goes
 //!
