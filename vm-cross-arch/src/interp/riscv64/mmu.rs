@@ -22,8 +22,8 @@ pub const WRITE: usize = 1;
 /// An instruction fetch.
 pub const EXEC: usize = 2;
 
-/// Entries per TLB set (a power of two): 4 MiB of pages per set.
-pub const TLB_SIZE: usize = 1024;
+/// Entries per TLB set (a power of two).
+pub const TLB_SIZE: usize = 256;
 const CONTEXTS: usize = 4;
 
 /// One cached translation: `host = addend + va` for the page `tag`.
