@@ -70,7 +70,8 @@
 //!   two runs of code with one `mprotect` (60,000 calls -> 36,000). In
 //!   `cargo xtask bench --quick riscv_mips` after them: 2.27 s against
 //!   `qemu-system-riscv64`'s 2.72 s, 0.84x (0.91x, 2.34 s against 2.58 s,
-//!   in a second run with side exits and a 1024-entry TLB).
+//!   in a second run with side exits and, then, 1024-entry TLB sets, since
+//!   back to 256: no gain measurable, and a clippy limit on their size).
 //! - Side exits (conditional branches inside a block, see [`lower`]) took
 //!   the C program from 2.4-2.5 to 2.8-2.9 G instructions/s (its insertion
 //!   sort's inner loop, two thirds of its time, became one block looping
