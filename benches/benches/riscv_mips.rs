@@ -49,11 +49,19 @@ _start:
 #ifndef LINUX
     li sp, 0x80800000
 #endif
+#ifdef QEMU_SYSTEM
+    li t0, 0x6000
+    csrs mstatus, t0
+#endif
     call bench_main
-#ifdef LINUX
+#if defined(LINUX)
     li a7, 93
     li a0, 0
     ecall
+#elif defined(QEMU_SYSTEM)
+    li t0, 0x100000
+    li t1, 0x5555
+    sw t1, 0(t0)
 #else
     li a0, 1
     la t0, tohost
@@ -134,15 +142,18 @@ SECTIONS {
 }
 ";
 
-/// A workload built for both engines.
+/// A workload built for each engine.
 struct Program {
-    /// Bare metal, for the interpreter.
+    /// Bare metal, for our engine.
     bare: Vec<u8>,
     /// Linux user, for qemu-riscv64.
     linux: PathBuf,
+    /// Bare metal ending at the `virt` machine's test finisher, for
+    /// qemu-system-riscv64.
+    system: PathBuf,
 }
 
-/// Builds `bare` and `linux` ELF files from the workload `source` (`.S` or
+/// Builds the [`Program`] ELF files from the workload `source` (`.S` or
 /// `.c`) at workload size `scale`.
 fn build(dir: &Path, name: &str, source: &str, c: bool, scale: u64) -> Option<Program> {
     let gcc = test_prerequisites::riscv64_gcc()?;
@@ -155,11 +166,8 @@ fn build(dir: &Path, name: &str, source: &str, c: bool, scale: u64) -> Option<Pr
     });
     std::fs::write(&src, source).ok()?;
     let mut out = Vec::new();
-    for linux in [false, true] {
-        let elf = dir.join(format!(
-            "{name}-x{scale}-{}.elf",
-            if linux { "linux" } else { "bare" }
-        ));
+    for kind in ["bare", "linux", "system"] {
+        let elf = dir.join(format!("{name}-x{scale}-{kind}.elf"));
         let mut cmd = Command::new(&gcc);
         cmd.args([
             "-O2",
@@ -180,8 +188,14 @@ fn build(dir: &Path, name: &str, source: &str, c: bool, scale: u64) -> Option<Pr
         .arg(&elf)
         .arg(dir.join("start.S"))
         .arg(&src);
-        if linux {
-            cmd.arg("-DLINUX");
+        match kind {
+            "linux" => {
+                cmd.arg("-DLINUX");
+            }
+            "system" => {
+                cmd.arg("-DQEMU_SYSTEM");
+            }
+            _ => {}
         }
         let result = cmd.output().ok()?;
         assert!(
@@ -195,6 +209,7 @@ fn build(dir: &Path, name: &str, source: &str, c: bool, scale: u64) -> Option<Pr
     Some(Program {
         bare,
         linux: out[1].clone(),
+        system: out[2].clone(),
     })
 }
 
@@ -213,6 +228,26 @@ fn qemu_run(qemu: &Path, program: &Path) {
     assert!(
         status.success(),
         "qemu-riscv64 failed on {}",
+        program.display()
+    );
+}
+
+/// Runs a bare-metal program under `qemu-system-riscv64 -M virt` in M-mode
+/// (no firmware): a full-system emulator, whose loads and stores go
+/// through its software TLB as ours do.
+fn qemu_system_run(qemu: &Path, program: &Path) {
+    let status = Command::new(qemu)
+        .args([
+            "-M", "virt", "-m", "64", "-bios", "none", "-display", "none", "-serial", "none",
+            "-monitor", "none", "-kernel",
+        ])
+        .arg(program)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("qemu-system-riscv64");
+    assert!(
+        status.success(),
+        "qemu-system-riscv64 failed on {}",
         program.display()
     );
 }
@@ -246,6 +281,12 @@ fn bench(c: &mut Criterion) {
     let qemu = find(&["qemu-riscv64", "qemu-riscv64-static"]);
     if qemu.is_none() {
         prerequisite_missing("QEMU side: qemu-riscv64 not on PATH (install Debian's qemu-user)");
+    }
+    let qemu_system = find(&["qemu-system-riscv64"]);
+    if qemu_system.is_none() {
+        prerequisite_missing(
+            "full-system QEMU side: qemu-system-riscv64 not on PATH (install Debian's qemu-system-misc)",
+        );
     }
     for (name, source, is_c) in [
         ("int_loop", INT_LOOP, false),
@@ -296,6 +337,17 @@ fn bench(c: &mut Criterion) {
                         iters,
                         || qemu_run(q, &small.linux),
                         || qemu_run(q, &large.linux),
+                    )
+                });
+            });
+        }
+        if let Some(q) = &qemu_system {
+            group.bench_function("qemu-system-riscv64", |b| {
+                b.iter_custom(|iters| {
+                    marginal(
+                        iters,
+                        || qemu_system_run(q, &small.system),
+                        || qemu_system_run(q, &large.system),
                     )
                 });
             });
